@@ -1,0 +1,734 @@
+//! Catalyst Center simulator: the Intent API subset of `../shared/contracts/catalyst-center.md`
+//! (auth token, projects, templates, preview, devices, asynchronous template deploy, tasks,
+//! deploy status) with the same envelopes, field names and status codes.
+
+use crate::credentials::DevCredentials;
+use crate::faults::{Faults, InjectedFault};
+use crate::seed::{self, SEED_EPOCH_MS, SeedTemplate};
+use crate::Stats;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Shared state of one Catalyst Center simulator.
+pub struct CatalystCenter {
+    credentials: DevCredentials,
+    faults: Faults,
+    stats: Arc<Stats>,
+    token_ttl: Duration,
+    deploy_duration: Duration,
+    tokens: Mutex<HashMap<String, Instant>>,
+    deployments: Mutex<Vec<Deployment>>,
+}
+
+/// One template deployment and its task. Device progress is derived from elapsed time, so it is
+/// the same whoever asks and however often.
+#[derive(Clone)]
+struct Deployment {
+    task_id: String,
+    deployment_id: String,
+    template_name: String,
+    project_name: String,
+    started: Instant,
+    started_ms: i64,
+    targets: Vec<Target>,
+}
+
+#[derive(Clone)]
+struct Target {
+    device: Value,
+    /// Why this device will fail, decided when the deployment was submitted.
+    failure: Option<String>,
+}
+
+impl CatalystCenter {
+    pub(crate) fn new(
+        credentials: DevCredentials,
+        faults: Faults,
+        stats: Arc<Stats>,
+        token_ttl: Duration,
+        deploy_duration: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            credentials,
+            faults,
+            stats,
+            token_ttl,
+            deploy_duration,
+            tokens: Mutex::new(HashMap::new()),
+            deployments: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Forgets all issued tokens, as a restart of the real system would (tests use it).
+    pub fn revoke_tokens(&self) {
+        self.tokens.lock().expect("tokens").clear();
+    }
+
+    fn token_valid(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers.get("X-Auth-Token").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .get(token)
+            .is_some_and(|expiry| *expiry > Instant::now())
+    }
+}
+
+pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
+    let intent = Router::new()
+        .route("/dna/intent/api/v1/template-programmer/project", get(projects_v1))
+        .route("/dna/intent/api/v2/template-programmer/project", get(projects_v2))
+        .route("/dna/intent/api/v1/template-programmer/template", get(templates))
+        .route("/dna/intent/api/v1/template-programmer/template/{id}", get(template_detail))
+        .route("/dna/intent/api/v1/templates/{id}/versions", get(template_versions))
+        .route("/dna/intent/api/v1/template-programmer/template/preview", post(preview).put(preview))
+        .route("/dna/intent/api/v2/template-programmer/template/deploy", post(deploy))
+        .route(
+            "/dna/intent/api/v1/template-programmer/template/deploy/status/{id}",
+            get(deploy_status),
+        )
+        .route("/dna/intent/api/v1/task/{id}", get(task))
+        .route("/api/v1/task/{id}", get(task))
+        .route("/dna/intent/api/v1/network-device", get(devices))
+        .route("/dna/intent/api/v1/network-device/count", get(device_count))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/dna/system/api/v1/auth/token", post(auth_token))
+        .merge(intent)
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .with_state(state)
+}
+
+/// `{"response": {errorCode, message, detail}, "version": "1.0"}`.
+fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response {
+    let body = json!({"response": {"errorCode": code, "message": message, "detail": detail}, "version": "1.0"});
+    (status, Json(body)).into_response()
+}
+
+/// Business-API 400: `{"status": "failed", "description": ..., "taskId": null}`.
+fn business_error(description: &str) -> Response {
+    let body = json!({"status": "failed", "description": description, "taskId": null, "executionId": null, "executionStatusUrl": null});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn envelope(response: Value) -> Response {
+    Json(json!({"response": response, "version": "1.0"})).into_response()
+}
+
+async fn inject_faults(
+    State(cc): State<Arc<CatalystCenter>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    cc.stats.catalyst_requests.fetch_add(1, Ordering::Relaxed);
+    match cc.faults.apply().await {
+        None => next.run(request).await,
+        Some(fault) => {
+            cc.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+            match fault {
+                InjectedFault::ServerError => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "NCND00500",
+                    "Internal server error",
+                    "simulated failure",
+                ),
+                InjectedFault::RateLimited { retry_after_secs } => {
+                    let body = json!({
+                        "error": "Rate Limit exceeded; please retry after some time",
+                        "bapiExtendedStatusCode": "REJECTED_ABOVE_MAX_CONCURRENCY_LIMIT",
+                    });
+                    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                    response
+                }
+            }
+        }
+    }
+}
+
+async fn require_token(
+    State(cc): State<Arc<CatalystCenter>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if cc.token_valid(request.headers()) {
+        next.run(request).await
+    } else {
+        error(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", "Token is missing, invalid or expired")
+    }
+}
+
+async fn auth_token(State(cc): State<Arc<CatalystCenter>>, headers: HeaderMap) -> Response {
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|d| String::from_utf8(d).ok());
+    let expected = format!("{}:{}", cc.credentials.catalyst_username, cc.credentials.catalyst_password);
+    if credentials.as_deref() != Some(expected.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized", "Authentication failed", "Bad credentials");
+    }
+    let now = epoch_secs();
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = b64(&json!({"alg": "RS256", "typ": "JWT"}));
+    let payload = b64(&json!({
+        "sub": seed::id("user", &cc.credentials.catalyst_username),
+        "authSource": "internal",
+        "tenantName": "TNT0",
+        "roles": ["SUPER-ADMIN-ROLE"],
+        "username": cc.credentials.catalyst_username,
+        "iat": now,
+        "exp": now + 3600,
+    }));
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    let token = format!("{header}.{payload}.{signature}");
+    cc.tokens
+        .lock()
+        .expect("tokens")
+        .insert(token.clone(), Instant::now() + cc.token_ttl);
+    Json(json!({ "Token": token })).into_response()
+}
+
+fn epoch_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn template_summary(t: &SeedTemplate) -> Value {
+    let id = seed::id("template", t.name);
+    json!({
+        "name": t.name,
+        "projectName": t.project,
+        "projectId": seed::id("project", t.project),
+        "templateId": id,
+        "composite": false,
+        "versionsInfo": [{
+            "id": seed::id("template-version", t.name),
+            "author": "admin",
+            "description": t.description,
+            "version": "1",
+            "versionComment": "Initial version",
+            "versionTime": SEED_EPOCH_MS,
+        }],
+    })
+}
+
+fn template_detail_json(t: &SeedTemplate) -> Value {
+    let params: Vec<Value> = t
+        .params
+        .iter()
+        .enumerate()
+        .map(|(order, (name, data_type, required, default))| {
+            json!({
+                "id": seed::id("param", &format!("{}/{name}", t.name)),
+                "parameterName": name,
+                "dataType": data_type,
+                "defaultValue": if default.is_empty() { Value::Null } else { json!(default) },
+                "description": null,
+                "required": required,
+                "notParam": false,
+                "paramArray": false,
+                "displayName": null,
+                "instructionText": null,
+                "group": null,
+                "order": order + 1,
+                "customOrder": 0,
+                "key": null,
+                "provider": null,
+                "binding": "",
+                "selection": null,
+                "range": [],
+                "minLength": 0,
+                "maxLength": 0,
+            })
+        })
+        .collect();
+    json!({
+        "id": seed::id("template", t.name),
+        "name": t.name,
+        "projectName": t.project,
+        "projectId": seed::id("project", t.project),
+        "description": t.description,
+        "templateContent": t.content,
+        "language": t.language,
+        "templateParams": params,
+        "rollbackTemplateParams": [],
+        "rollbackTemplateContent": "",
+        "deviceTypes": [{"productFamily": "Switches and Hubs"}, {"productFamily": "Routers"}],
+        "softwareType": "IOS-XE",
+        "softwareVariant": "XE",
+        "composite": false,
+        "containingTemplates": [],
+        "customParamsOrder": false,
+        "version": "1",
+        "author": "admin",
+        "createTime": SEED_EPOCH_MS,
+        "lastUpdateTime": SEED_EPOCH_MS,
+        "latestVersionTime": SEED_EPOCH_MS,
+        "parentTemplateId": seed::id("template", t.name),
+        "failurePolicy": null,
+        "tags": [],
+        "validationErrors": {"templateErrors": [], "rollbackTemplateErrors": [], "templateId": seed::id("template", t.name), "templateVersion": null},
+        "documentDatabase": false,
+    })
+}
+
+fn project_json(name: &str, description: &str) -> Value {
+    let templates: Vec<Value> = seed::TEMPLATES
+        .iter()
+        .filter(|t| t.project == name)
+        .map(|t| json!({"name": t.name, "id": seed::id("template", t.name), "composite": false, "language": t.language}))
+        .collect();
+    json!({
+        "id": seed::id("project", name),
+        "name": name,
+        "description": description,
+        "createTime": SEED_EPOCH_MS,
+        "lastUpdateTime": SEED_EPOCH_MS,
+        "tags": [],
+        "templates": templates,
+        "isDeletable": true,
+    })
+}
+
+async fn projects_v1(Query(query): Query<Vec<(String, String)>>) -> Response {
+    let name = param(&query, "name");
+    let projects: Vec<Value> = seed::PROJECTS
+        .iter()
+        .filter(|(n, _)| name.is_none_or(|wanted| wanted == *n))
+        .map(|(n, d)| project_json(n, d))
+        .collect();
+    Json(projects).into_response()
+}
+
+async fn projects_v2(Query(query): Query<Vec<(String, String)>>) -> Response {
+    let name = param(&query, "name");
+    let (offset, limit) = match paging(&query) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let projects: Vec<Value> = seed::PROJECTS
+        .iter()
+        .filter(|(n, _)| name.is_none_or(|wanted| wanted == *n))
+        .skip(offset - 1)
+        .take(limit)
+        .map(|(n, d)| project_json(n, d))
+        .collect();
+    envelope(json!(projects))
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn params<'a>(query: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    query.iter().filter(|(k, _)| k == name).flat_map(|(_, v)| v.split(',')).collect()
+}
+
+/// 1-based `offset` and `limit` ≤ 500, as the Intent API takes them.
+fn paging(query: &[(String, String)]) -> Result<(usize, usize), Response> {
+    let parse = |name: &str, default: usize| -> Result<usize, Response> {
+        match param(query, name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", &format!("{name} must be a number"))
+            }),
+        }
+    };
+    let offset = parse("offset", 1)?;
+    let limit = parse("limit", 500)?;
+    if offset < 1 {
+        return Err(error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", "offset starts at 1"));
+    }
+    if limit == 0 || limit > 500 {
+        return Err(error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", "limit must be between 1 and 500"));
+    }
+    Ok((offset, limit))
+}
+
+async fn templates(Query(query): Query<Vec<(String, String)>>) -> Response {
+    let project_id = param(&query, "projectId");
+    let project_names = params(&query, "projectNames");
+    let mut list: Vec<Value> = seed::TEMPLATES
+        .iter()
+        .filter(|t| project_id.is_none_or(|p| p == seed::id("project", t.project)))
+        .filter(|t| project_names.is_empty() || project_names.contains(&t.project))
+        .map(template_summary)
+        .collect();
+    if param(&query, "sortOrder") == Some("des") {
+        list.reverse();
+    }
+    Json(list).into_response()
+}
+
+fn find_template(id: &str) -> Option<&'static SeedTemplate> {
+    seed::TEMPLATES.iter().find(|t| seed::id("template", t.name) == id)
+}
+
+async fn template_detail(Path(id): Path<String>) -> Response {
+    match find_template(&id) {
+        Some(t) => Json(template_detail_json(t)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist")),
+    }
+}
+
+async fn template_versions(Path(id): Path<String>) -> Response {
+    match find_template(&id) {
+        Some(t) => envelope(json!([{"templateId": id, "versionId": seed::id("template-version", t.name), "version": "1"}])),
+        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist")),
+    }
+}
+
+/// Checks parameters against the template's declared types; returns the problems found.
+pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, data_type, required, default) in t.params {
+        match values.get(*name) {
+            None if *required && default.is_empty() => problems.push(format!("Missing required parameter '{name}'")),
+            None => {}
+            Some(value) => {
+                let ok = match *data_type {
+                    "INTEGER" => value.trim().parse::<i64>().is_ok(),
+                    "IPADDRESS" => value.trim().parse::<std::net::IpAddr>().is_ok(),
+                    "MACADDRESS" => regex::Regex::new(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{4}\.){2}[0-9A-Fa-f]{4}$")
+                        .expect("mac regex")
+                        .is_match(value.trim()),
+                    _ => true,
+                };
+                if !ok {
+                    problems.push(format!("Parameter '{name}' value '{value}' is not a valid {data_type}"));
+                }
+            }
+        }
+    }
+    for name in values.keys() {
+        if !t.params.iter().any(|(p, ..)| p == name) {
+            problems.push(format!("Unknown parameter '{name}'"));
+        }
+    }
+    problems
+}
+
+/// Renders a template the way its language does (Velocity `$x`/`${x}`, Jinja `{{ x }}`).
+pub fn render(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut all: BTreeMap<String, String> = t
+        .params
+        .iter()
+        .filter(|(_, _, _, d)| !d.is_empty())
+        .map(|(n, _, _, d)| (n.to_string(), d.to_string()))
+        .collect();
+    all.extend(values.clone());
+    if t.language == "JINJA" {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.render_str(t.content, &all).map_err(|e| e.to_string())
+    } else {
+        let variable = regex::Regex::new(r"\$\{(\w+)\}|\$(\w+)").expect("velocity regex");
+        let mut missing = None;
+        let rendered = variable.replace_all(t.content, |c: &regex::Captures| {
+            let name = c.get(1).or(c.get(2)).map(|m| m.as_str()).unwrap_or_default();
+            all.get(name).cloned().unwrap_or_else(|| {
+                missing = Some(name.to_string());
+                String::new()
+            })
+        });
+        match missing {
+            Some(name) => Err(format!("Variable ${name} is not defined")),
+            None => Ok(rendered.into_owned()),
+        }
+    }
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn preview(body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Ok(Json(body)) = body else {
+        return business_error("Request body is not valid JSON");
+    };
+    let Some(id) = body.get("templateId").and_then(Value::as_str) else {
+        return business_error("templateId is required");
+    };
+    let Some(t) = find_template(id) else {
+        return error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist"));
+    };
+    let values = string_map(body.get("params"));
+    let mut problems = validate_params(t, &values);
+    let cli = if problems.is_empty() {
+        render(t, &values).unwrap_or_else(|e| {
+            problems.push(e);
+            String::new()
+        })
+    } else {
+        String::new()
+    };
+    let errors: Vec<Value> = problems.iter().map(|p| json!({"type": "PARAMETER_ERROR", "message": p})).collect();
+    Json(json!({
+        "cliPreview": cli,
+        "templateId": id,
+        "deviceId": body.get("deviceId").cloned().unwrap_or(Value::Null),
+        "validationErrors": errors,
+        "variables": values,
+    }))
+    .into_response()
+}
+
+fn all_devices() -> Vec<Value> {
+    (0..seed::DEVICES.len()).map(seed::device_json).collect()
+}
+
+async fn devices(Query(query): Query<Vec<(String, String)>>) -> Response {
+    let (offset, limit) = match paging(&query) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let filters: Vec<(&str, Vec<&str>)> = [("hostname", "hostname"), ("managementIpAddress", "managementIpAddress"), ("id", "id"), ("family", "family"), ("reachabilityStatus", "reachabilityStatus")]
+        .iter()
+        .map(|(q, field)| (*field, params(&query, q)))
+        .filter(|(_, values)| !values.is_empty())
+        .collect();
+    let list: Vec<Value> = all_devices()
+        .into_iter()
+        .filter(|d| filters.iter().all(|(field, values)| values.iter().any(|v| d[*field].as_str() == Some(*v))))
+        .skip(offset - 1)
+        .take(limit)
+        .collect();
+    envelope(json!(list))
+}
+
+async fn device_count() -> Response {
+    envelope(json!(seed::DEVICES.len()))
+}
+
+fn find_device(kind: &str, id: &str) -> Option<Value> {
+    let field = match kind {
+        "MANAGED_DEVICE_UUID" | "DEFAULT" => "id",
+        "MANAGED_DEVICE_IP" => "managementIpAddress",
+        "MANAGED_DEVICE_HOSTNAME" => "hostname",
+        _ => return None,
+    };
+    all_devices().into_iter().find(|d| d[field].as_str() == Some(id))
+}
+
+async fn deploy(
+    State(cc): State<Arc<CatalystCenter>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return business_error("Request body is not valid JSON");
+    };
+    let Some(template_id) = body.get("templateId").and_then(Value::as_str) else {
+        return business_error("templateId is required");
+    };
+    let Some(t) = find_template(template_id) else {
+        return business_error(&format!("Template with id {template_id} does not exist"));
+    };
+    let Some(target_info) = body.get("targetInfo").and_then(Value::as_array).filter(|a| !a.is_empty()) else {
+        return business_error("targetInfo must name at least one target");
+    };
+    let failing = cc.faults.get().failing_device;
+    let mut targets = Vec::new();
+    for info in target_info {
+        let kind = info.get("type").and_then(Value::as_str).unwrap_or("MANAGED_DEVICE_UUID");
+        let id = info.get("id").and_then(Value::as_str).or_else(|| info.get("hostName").and_then(Value::as_str)).unwrap_or("");
+        let Some(device) = find_device(kind, id) else {
+            return business_error(&format!("Target {id} ({kind}) is not a managed device"));
+        };
+        let params = string_map(info.get("params"));
+        let hostname = device["hostname"].as_str().unwrap_or_default().to_string();
+        let failure = if device["reachabilityStatus"] != "Reachable" {
+            Some("Device is unreachable: SNMP Connectivity Failed".to_string())
+        } else if failing.as_deref() == Some(hostname.as_str()) {
+            Some("Configuration push failed: % Invalid input detected at '^' marker.".to_string())
+        } else if let Some(problem) = validate_params(t, &params).into_iter().next() {
+            Some(format!("Template provisioning failed: {problem}"))
+        } else {
+            None
+        };
+        targets.push(Target { device, failure });
+    }
+    let deployment = Deployment {
+        task_id: uuid::Uuid::new_v4().to_string(),
+        deployment_id: uuid::Uuid::new_v4().to_string(),
+        template_name: t.name.to_string(),
+        project_name: t.project.to_string(),
+        started: Instant::now(),
+        started_ms: epoch_ms(),
+        targets,
+    };
+    let task_id = deployment.task_id.clone();
+    cc.deployments.lock().expect("deployments").push(deployment);
+    cc.stats.deploy_requests.fetch_add(1, Ordering::Relaxed);
+    let body = json!({"response": {"taskId": task_id, "url": format!("/api/v1/task/{task_id}")}, "version": "1.0"});
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Where one device stands `elapsed` into a deployment lasting `total`: devices finish one after
+/// another, evenly spread.
+fn device_state(index: usize, count: usize, elapsed: Duration, total: Duration) -> (bool, Duration) {
+    let finish = total.mul_f64((index + 1) as f64 / count as f64);
+    (elapsed >= finish, finish)
+}
+
+impl Deployment {
+    fn finished(&self, total: Duration) -> bool {
+        self.started.elapsed() >= total
+    }
+
+    fn status_json(&self, total: Duration) -> Value {
+        let elapsed = self.started.elapsed();
+        let count = self.targets.len();
+        let devices: Vec<Value> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let (done, finish) = device_state(i, count, elapsed, total);
+                let start = total.mul_f64(i as f64 / count as f64);
+                let (status, message) = match (done, &target.failure) {
+                    (false, _) => ("IN_PROGRESS", "Provisioning in progress".to_string()),
+                    (true, None) => ("SUCCESS", "Provisioning success for template".to_string()),
+                    (true, Some(reason)) => ("FAILURE", reason.clone()),
+                };
+                json!({
+                    "deviceId": target.device["id"],
+                    "name": target.device["hostname"],
+                    "status": status,
+                    "detailedStatusMessage": message,
+                    "startTime": (self.started_ms + start.as_millis() as i64).to_string(),
+                    "endTime": if done { (self.started_ms + finish.as_millis() as i64).to_string() } else { String::new() },
+                    "ipAddress": target.device["managementIpAddress"],
+                    "identifier": target.device["serialNumber"],
+                    "targetType": "MANAGED_DEVICE_UUID",
+                    "duration": if done { format!("{}", (finish - start).as_millis()) } else { String::new() },
+                })
+            })
+            .collect();
+        let finished = self.finished(total);
+        let any_failed = self.targets.iter().any(|t| t.failure.is_some());
+        let status = match (finished, any_failed) {
+            (false, _) => "IN_PROGRESS",
+            (true, false) => "SUCCESS",
+            (true, true) => "FAILURE",
+        };
+        json!({
+            "deploymentId": self.deployment_id,
+            "deploymentName": format!("{} deployment", self.template_name),
+            "templateName": self.template_name,
+            "templateVersion": "1",
+            "projectName": self.project_name,
+            "status": status,
+            "statusMessage": match status { "SUCCESS" => "Provisioning success", "FAILURE" => "Provisioning failed on one or more devices", _ => "Provisioning in progress" },
+            "startTime": self.started_ms.to_string(),
+            "endTime": if finished { (self.started_ms + total.as_millis() as i64).to_string() } else { String::new() },
+            "duration": if finished { total.as_millis().to_string() } else { String::new() },
+            "devices": devices,
+        })
+    }
+}
+
+async fn task(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
+    let deployments = cc.deployments.lock().expect("deployments");
+    let Some(d) = deployments.iter().find(|d| d.task_id == id) else {
+        return error(StatusCode::NOT_FOUND, "NCND01404", "Task not found", &format!("Task {id} does not exist"));
+    };
+    let finished = d.finished(cc.deploy_duration);
+    let mut response = json!({
+        "id": d.task_id,
+        "parentId": null,
+        "rootId": d.task_id,
+        "serviceType": "NCTP",
+        "progress": format!("Template Deployment Id: {}", d.deployment_id),
+        "isError": false,
+        "failureReason": null,
+        "errorCode": null,
+        "data": "workflow_id=".to_string() + &d.deployment_id,
+        "startTime": d.started_ms,
+        "lastUpdate": epoch_ms(),
+        "version": epoch_ms(),
+        "username": cc.credentials.catalyst_username,
+        "instanceTenantId": "5e8e896e4d4add00ca2b6487",
+    });
+    if finished {
+        response["endTime"] = json!(d.started_ms + cc.deploy_duration.as_millis() as i64);
+    }
+    envelope(response)
+}
+
+async fn deploy_status(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
+    let deployments = cc.deployments.lock().expect("deployments");
+    match deployments.iter().find(|d| d.deployment_id == id) {
+        Some(d) => Json(d.status_json(cc.deploy_duration)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Deployment not found", &format!("Deployment {id} does not exist")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(name: &str) -> &'static SeedTemplate {
+        seed::TEMPLATES.iter().find(|t| t.name == name).unwrap()
+    }
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn parameters_are_checked_against_their_types() {
+        let ntp = template("NTP Servers");
+        assert!(validate_params(ntp, &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])).is_empty());
+        let problems = validate_params(ntp, &values(&[("ntp_primary", "not-an-ip"), ("extra", "x")]));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("ntp_secondary")));
+        assert!(problems.iter().any(|p| p.contains("IPADDRESS")));
+        assert!(problems.iter().any(|p| p.contains("Unknown parameter 'extra'")));
+        let vlan = template("Access VLAN");
+        let problems = validate_params(vlan, &values(&[("vlan_id", "ten"), ("vlan_name", "x"), ("interface", "Gi1/0/1")]));
+        assert_eq!(problems, vec!["Parameter 'vlan_id' value 'ten' is not a valid INTEGER"]);
+    }
+
+    #[test]
+    fn velocity_and_jinja_render_with_defaults() {
+        let ntp = render(template("NTP Servers"), &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])).unwrap();
+        assert_eq!(ntp, "ntp server 10.0.0.1 prefer\nntp server 10.0.0.2\nclock timezone UTC 0\n");
+        let vlan = render(template("Access VLAN"), &values(&[("vlan_id", "20"), ("vlan_name", "voice"), ("interface", "Gi1/0/5")])).unwrap();
+        assert!(vlan.starts_with("vlan 20\n name voice\n"));
+        assert!(render(template("Login Banner"), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn devices_finish_one_after_another() {
+        let total = Duration::from_secs(4);
+        assert!(!device_state(0, 2, Duration::from_secs(1), total).0);
+        assert!(device_state(0, 2, Duration::from_secs(2), total).0);
+        assert!(!device_state(1, 2, Duration::from_secs(3), total).0);
+        assert!(device_state(1, 2, Duration::from_secs(4), total).0);
+    }
+}

@@ -1,0 +1,896 @@
+//! ServiceNow simulator: the Table API for `change_request` (and read-only `sys_user`) plus the
+//! OAuth token endpoint, as `../shared/contracts/servicenow.md` describes them. All values are
+//! strings, reference fields are `{link, value}`, and `work_notes`/`comments` are journals.
+
+use crate::credentials::DevCredentials;
+use crate::faults::{Faults, InjectedFault};
+use crate::Stats;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router, middleware};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const OAUTH_TOKEN_TTL_SECS: u64 = 1799;
+const REFERENCE_FIELDS: &[(&str, &str)] = &[
+    ("requested_by", "sys_user"),
+    ("assigned_to", "sys_user"),
+    ("opened_by", "sys_user"),
+    ("assignment_group", "sys_user_group"),
+];
+const JOURNAL_FIELDS: &[&str] = &["work_notes", "comments"];
+const READ_ONLY_FIELDS: &[&str] = &["sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "sys_created_by", "sys_updated_by"];
+
+/// A journal entry (`work_notes` or `comments`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub field: String,
+    pub author: String,
+    pub value: String,
+}
+
+/// One stored record: its string fields and its journal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub fields: BTreeMap<String, String>,
+    pub journal: Vec<JournalEntry>,
+}
+
+impl Record {
+    pub fn get(&self, field: &str) -> &str {
+        self.fields.get(field).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    change_request: BTreeMap<String, Record>,
+    sys_user: BTreeMap<String, Record>,
+    next_number: u32,
+}
+
+/// Shared state of one ServiceNow simulator.
+pub struct ServiceNow {
+    tables: Mutex<Tables>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    credentials: DevCredentials,
+    faults: Faults,
+    stats: Arc<Stats>,
+}
+
+impl ServiceNow {
+    pub(crate) fn new(credentials: DevCredentials, faults: Faults, stats: Arc<Stats>) -> Arc<Self> {
+        let mut tables = Tables {
+            next_number: 30001,
+            ..Default::default()
+        };
+        for (user_name, name, email) in crate::seed::USERS {
+            let sys_id = sys_id_for(user_name);
+            let mut record = Record::default();
+            for (k, v) in [("sys_id", sys_id.as_str()), ("user_name", user_name), ("name", name), ("email", email), ("active", "true")] {
+                record.fields.insert(k.into(), v.into());
+            }
+            tables.sys_user.insert(sys_id, record);
+        }
+        let integration = credentials.servicenow_username.clone();
+        let sys_id = sys_id_for(&integration);
+        let mut record = Record::default();
+        record.fields.insert("sys_id".into(), sys_id.clone());
+        record.fields.insert("user_name".into(), integration.clone());
+        record.fields.insert("name".into(), "changeflow integration".into());
+        tables.sys_user.insert(sys_id, record);
+        Arc::new(Self {
+            tables: Mutex::new(tables),
+            tokens: Mutex::new(HashMap::new()),
+            credentials,
+            faults,
+            stats,
+        })
+    }
+
+    /// All change requests, for tests and the demo to inspect what was written.
+    pub fn change_requests(&self) -> Vec<Record> {
+        self.tables.lock().expect("tables").change_request.values().cloned().collect()
+    }
+
+    /// Issues an access token for `user` (used by the OAuth endpoint; exposed for tests).
+    fn issue_token(&self, user: &str) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let expiry = Instant::now() + Duration::from_secs(OAUTH_TOKEN_TTL_SECS);
+        self.tokens.lock().expect("tokens").insert(token.clone(), (user.to_string(), expiry));
+        token
+    }
+
+    /// Forgets all issued OAuth tokens, as a token revocation would (tests use it).
+    pub fn revoke_tokens(&self) {
+        self.tokens.lock().expect("tokens").clear();
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Option<String> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            let tokens = self.tokens.lock().expect("tokens");
+            let (user, expiry) = tokens.get(token.trim())?;
+            return (*expiry > Instant::now()).then(|| user.clone());
+        }
+        let encoded = value.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        (user == self.credentials.servicenow_username && password == self.credentials.servicenow_password)
+            .then(|| user.to_string())
+    }
+}
+
+/// The router of the ServiceNow simulator.
+pub(crate) fn router(state: Arc<ServiceNow>) -> Router {
+    let api = Router::new()
+        .route("/api/now/table/{table}", get(list_records).post(create_record))
+        .route(
+            "/api/now/table/{table}/{sys_id}",
+            get(get_record).patch(update_record).put(update_record).delete(delete_record),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    Router::new()
+        .route("/oauth_token.do", post(oauth_token))
+        .merge(api)
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .with_state(state)
+}
+
+/// The contract's error envelope.
+pub fn error(status: StatusCode, message: &str, detail: Option<&str>) -> Response {
+    let body = json!({"error": {"message": message, "detail": detail}, "status": "failure"});
+    (status, Json(body)).into_response()
+}
+
+async fn inject_faults(
+    State(sn): State<Arc<ServiceNow>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    sn.stats.servicenow_requests.fetch_add(1, Ordering::Relaxed);
+    match sn.faults.apply().await {
+        None => next.run(request).await,
+        Some(fault) => {
+            sn.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+            match fault {
+                InjectedFault::ServerError => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error",
+                    Some("simulated failure"),
+                ),
+                InjectedFault::RateLimited { retry_after_secs } => {
+                    let mut response = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Rate limit exceeded",
+                        Some("The maximum number of requests per hour has been exceeded"),
+                    );
+                    let reset = time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
+                    let headers = response.headers_mut();
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                    headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
+                    headers.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+                    response
+                }
+            }
+        }
+    }
+}
+
+/// The authenticated user, attached by `require_auth`.
+#[derive(Clone)]
+struct Caller(String);
+
+async fn require_auth(
+    State(sn): State<Arc<ServiceNow>>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    match sn.authenticate(request.headers()) {
+        Some(user) => {
+            request.extensions_mut().insert(Caller(user));
+            next.run(request).await
+        }
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "User Not Authenticated",
+            Some("Required to provide Auth information"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn oauth_token(State(sn): State<Arc<ServiceNow>>, Form(form): Form<TokenRequest>) -> Response {
+    let oauth_error = |description: &str| {
+        (StatusCode::UNAUTHORIZED, Json(json!({"error_description": description, "error": "server_error"}))).into_response()
+    };
+    let c = &sn.credentials;
+    if form.client_id.as_deref() != Some(&c.servicenow_client_id)
+        || form.client_secret.as_deref() != Some(&c.servicenow_client_secret)
+    {
+        return oauth_error("access_denied");
+    }
+    let user = match form.grant_type.as_str() {
+        "password" => {
+            if form.username.as_deref() != Some(&c.servicenow_username)
+                || form.password.as_deref() != Some(&c.servicenow_password)
+            {
+                return oauth_error("access_denied");
+            }
+            c.servicenow_username.clone()
+        }
+        "client_credentials" => c.servicenow_username.clone(),
+        "refresh_token" => {
+            let Some(refresh) = form.refresh_token else {
+                return oauth_error("access_denied");
+            };
+            let tokens = sn.tokens.lock().expect("tokens");
+            match tokens.get(&format!("refresh:{refresh}")) {
+                Some((user, _)) => user.clone(),
+                None => return oauth_error("access_denied"),
+            }
+        }
+        _ => return oauth_error("unsupported_grant_type"),
+    };
+    let access_token = sn.issue_token(&user);
+    let refresh_token = uuid::Uuid::new_v4().simple().to_string();
+    sn.tokens.lock().expect("tokens").insert(
+        format!("refresh:{refresh_token}"),
+        (user, Instant::now() + Duration::from_secs(86_400 * 100)),
+    );
+    Json(json!({
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "scope": "useraccount",
+        "token_type": "Bearer",
+        "expires_in": OAUTH_TOKEN_TTL_SECS,
+    }))
+    .into_response()
+}
+
+/// How field values are rendered (`sysparm_display_value`).
+#[derive(Clone, Copy, PartialEq)]
+enum DisplayMode {
+    Value,
+    Display,
+    All,
+}
+
+#[derive(Deserialize, Default)]
+struct TableParams {
+    sysparm_query: Option<String>,
+    sysparm_display_value: Option<String>,
+    sysparm_exclude_reference_link: Option<String>,
+    sysparm_fields: Option<String>,
+    sysparm_limit: Option<String>,
+    sysparm_offset: Option<String>,
+}
+
+impl TableParams {
+    fn display_mode(&self) -> DisplayMode {
+        match self.sysparm_display_value.as_deref() {
+            Some("true") => DisplayMode::Display,
+            Some("all") => DisplayMode::All,
+            _ => DisplayMode::Value,
+        }
+    }
+    fn exclude_links(&self) -> bool {
+        self.sysparm_exclude_reference_link.as_deref() == Some("true")
+    }
+    fn fields(&self) -> Option<Vec<String>> {
+        self.sysparm_fields
+            .as_ref()
+            .map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    }
+}
+
+struct Renderer<'a> {
+    base_url: String,
+    mode: DisplayMode,
+    exclude_links: bool,
+    fields: Option<Vec<String>>,
+    users: &'a BTreeMap<String, Record>,
+}
+
+impl Renderer<'_> {
+    fn render(&self, record: &Record) -> Value {
+        let mut out = Map::new();
+        let names: Vec<String> = match &self.fields {
+            Some(fields) => fields.clone(),
+            None => record.fields.keys().cloned().chain(JOURNAL_FIELDS.iter().map(|s| s.to_string())).collect(),
+        };
+        for name in names {
+            let value = record.fields.get(&name).cloned().unwrap_or_default();
+            out.insert(name.clone(), self.render_field(&name, &value));
+        }
+        Value::Object(out)
+    }
+
+    fn render_field(&self, name: &str, value: &str) -> Value {
+        let display = display_value(name, value, self.users);
+        let reference = REFERENCE_FIELDS.iter().find(|(f, _)| *f == name).map(|(_, table)| *table);
+        let value_json = match reference {
+            Some(table) if !value.is_empty() && !self.exclude_links => json!({
+                "link": format!("{}/api/now/table/{table}/{value}", self.base_url),
+                "value": value,
+            }),
+            _ => Value::String(value.to_string()),
+        };
+        match self.mode {
+            DisplayMode::Value => value_json,
+            DisplayMode::Display => Value::String(display),
+            DisplayMode::All => {
+                let mut both = json!({"display_value": display, "value": value});
+                if let (Some(table), false, false) = (reference, value.is_empty(), self.exclude_links) {
+                    both["link"] = json!(format!("{}/api/now/table/{table}/{value}", self.base_url));
+                }
+                both
+            }
+        }
+    }
+}
+
+fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> String {
+    let label = match (field, value) {
+        ("state", "-5") => "New",
+        ("state", "-4") => "Assess",
+        ("state", "-3") => "Authorize",
+        ("state", "-2") => "Scheduled",
+        ("state", "-1") => "Implement",
+        ("state", "0") => "Review",
+        ("state", "3") => "Closed",
+        ("state", "4") => "Canceled",
+        ("type", "normal") => "Normal",
+        ("type", "standard") => "Standard",
+        ("type", "emergency") => "Emergency",
+        ("approval", "not requested") => "Not Yet Requested",
+        ("approval", "requested") => "Requested",
+        ("approval", "approved") => "Approved",
+        ("approval", "rejected") => "Rejected",
+        ("close_code", "successful") => "Successful",
+        ("close_code", "successful_issues") => "Successful with issues",
+        ("close_code", "unsuccessful") => "Unsuccessful",
+        ("risk" | "impact" | "priority" | "urgency", "1") => "1 - High",
+        ("risk" | "impact" | "priority" | "urgency", "2") => "2 - Medium",
+        ("risk" | "impact" | "priority" | "urgency", "3") => "3 - Moderate",
+        ("risk" | "impact" | "priority" | "urgency", "4") => "4 - Low",
+        _ => "",
+    };
+    if !label.is_empty() {
+        return label.to_string();
+    }
+    if REFERENCE_FIELDS.iter().any(|(f, t)| *f == field && *t == "sys_user") {
+        if let Some(user) = users.get(value) {
+            return user.get("name").to_string();
+        }
+    }
+    value.to_string()
+}
+
+fn base_url(headers: &HeaderMap, tls: bool) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
+
+/// Which tables exist, and whether they take writes.
+fn check_table(table: &str, write: bool) -> Result<(), Response> {
+    match (table, write) {
+        ("change_request", _) | ("sys_user", false) => Ok(()),
+        ("sys_user", true) => Err(error(StatusCode::FORBIDDEN, "Operation Failed", Some("ACL Exception Insert Failed due to security constraints"))),
+        _ => Err(error(StatusCode::BAD_REQUEST, "Invalid table", Some(&format!("Invalid table {table}")))),
+    }
+}
+
+fn table<'a>(tables: &'a mut Tables, name: &str) -> &'a mut BTreeMap<String, Record> {
+    if name == "sys_user" { &mut tables.sys_user } else { &mut tables.change_request }
+}
+
+async fn list_records(
+    State(sn): State<Arc<ServiceNow>>,
+    Path(table_name): Path<String>,
+    Query(params): Query<TableParams>,
+    headers: HeaderMap,
+    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
+) -> Response {
+    if let Err(response) = check_table(&table_name, false) {
+        return response;
+    }
+    let query = match EncodedQuery::parse(params.sysparm_query.as_deref().unwrap_or("")) {
+        Ok(q) => q,
+        Err(detail) => return error(StatusCode::BAD_REQUEST, "Invalid query", Some(&detail)),
+    };
+    let parse_number = |value: &Option<String>, default: usize| -> Result<usize, Response> {
+        match value {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "Invalid parameter", Some(&format!("not a number: {v}")))),
+        }
+    };
+    let limit = match parse_number(&params.sysparm_limit, 10_000) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let offset = match parse_number(&params.sysparm_offset, 0) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut tables = sn.tables.lock().expect("tables");
+    let users = tables.sys_user.clone();
+    let records = table(&mut tables, &table_name);
+    let mut matching: Vec<&Record> = records.values().filter(|r| query.matches(r)).collect();
+    query.sort(&mut matching);
+    let total = matching.len();
+    let base = base_url(&headers, tls.0);
+    let renderer = Renderer {
+        base_url: base.clone(),
+        mode: params.display_mode(),
+        exclude_links: params.exclude_links(),
+        fields: params.fields(),
+        users: &users,
+    };
+    let page: Vec<Value> = matching.iter().skip(offset).take(limit).map(|r| renderer.render(r)).collect();
+    let mut response = Json(json!({ "result": page })).into_response();
+    let h = response.headers_mut();
+    h.insert("X-Total-Count", HeaderValue::from(total));
+    if let Ok(link) = HeaderValue::from_str(&pagination_links(&base, &table_name, &params, offset, limit, total)) {
+        h.insert(header::LINK, link);
+    }
+    response
+}
+
+fn pagination_links(base: &str, table: &str, params: &TableParams, offset: usize, limit: usize, total: usize) -> String {
+    let limit = limit.max(1);
+    let query = params.sysparm_query.as_deref().unwrap_or("");
+    let link = |offset: usize, rel: &str| {
+        format!("<{base}/api/now/table/{table}?sysparm_query={query}&sysparm_limit={limit}&sysparm_offset={offset}>;rel=\"{rel}\"")
+    };
+    let last = if total == 0 { 0 } else { (total - 1) / limit * limit };
+    let mut links = vec![link(0, "first")];
+    if offset > 0 {
+        links.push(link(offset.saturating_sub(limit), "prev"));
+    }
+    if offset + limit < total {
+        links.push(link(offset + limit, "next"));
+    }
+    links.push(link(last, "last"));
+    links.join(",")
+}
+
+async fn get_record(
+    State(sn): State<Arc<ServiceNow>>,
+    Path((table_name, sys_id)): Path<(String, String)>,
+    Query(params): Query<TableParams>,
+    headers: HeaderMap,
+    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
+) -> Response {
+    if let Err(response) = check_table(&table_name, false) {
+        return response;
+    }
+    let mut tables = sn.tables.lock().expect("tables");
+    let users = tables.sys_user.clone();
+    let Some(record) = table(&mut tables, &table_name).get(&sys_id) else {
+        return not_found();
+    };
+    let renderer = Renderer {
+        base_url: base_url(&headers, tls.0),
+        mode: params.display_mode(),
+        exclude_links: params.exclude_links(),
+        fields: params.fields(),
+        users: &users,
+    };
+    Json(json!({ "result": renderer.render(record) })).into_response()
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "No Record found", Some("Record doesn't exist or ACL restricts the record retrieval"))
+}
+
+/// Converts a JSON body into string field values, as ServiceNow coerces them.
+fn body_fields(body: &Value) -> Result<BTreeMap<String, String>, Response> {
+    let Some(object) = body.as_object() else {
+        return Err(error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON.")));
+    };
+    let mut fields = BTreeMap::new();
+    for (name, value) in object {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => String::new(),
+            Value::Object(o) => match o.get("value") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("field {name}")))),
+            },
+            Value::Array(_) => return Err(error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("field {name}")))),
+        };
+        fields.insert(name.clone(), text);
+    }
+    Ok(fields)
+}
+
+fn now_text() -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::now_utc().format(format).expect("time format")
+}
+
+/// Resolves a reference written by user name to the user's sys_id, as ServiceNow resolves
+/// display values on write.
+fn resolve_reference(field: &str, value: String, users: &BTreeMap<String, Record>) -> String {
+    if !REFERENCE_FIELDS.iter().any(|(f, t)| *f == field && *t == "sys_user") || users.contains_key(&value) {
+        return value;
+    }
+    users
+        .values()
+        .find(|u| u.get("user_name") == value || u.get("name") == value)
+        .map(|u| u.get("sys_id").to_string())
+        .unwrap_or(value)
+}
+
+/// Applies writable fields and journal entries to a record.
+fn apply_fields(record: &mut Record, fields: BTreeMap<String, String>, author: &str, users: &BTreeMap<String, Record>) {
+    for (name, value) in fields {
+        if READ_ONLY_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        if JOURNAL_FIELDS.contains(&name.as_str()) {
+            if !value.is_empty() {
+                record.journal.push(JournalEntry { field: name, author: author.to_string(), value });
+            }
+            continue;
+        }
+        let value = resolve_reference(&name, value, users);
+        record.fields.insert(name, value);
+    }
+}
+
+async fn create_record(
+    State(sn): State<Arc<ServiceNow>>,
+    Path(table_name): Path<String>,
+    Query(params): Query<TableParams>,
+    headers: HeaderMap,
+    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
+    axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(response) = check_table(&table_name, true) {
+        return response;
+    }
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON."));
+    };
+    let fields = match body_fields(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(change_type) = fields.get("type") {
+        if !["normal", "standard", "emergency"].contains(&change_type.as_str()) {
+            return error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("type: {change_type}")));
+        }
+    }
+    let mut tables = sn.tables.lock().expect("tables");
+    let users = tables.sys_user.clone();
+    let sys_id = uuid::Uuid::new_v4().simple().to_string();
+    let number = format!("CHG{:07}", tables.next_number);
+    tables.next_number += 1;
+    let now = now_text();
+    let caller_id = resolve_reference("opened_by", caller.clone(), &users);
+    let mut record = Record::default();
+    for (k, v) in [
+        ("sys_id", sys_id.as_str()),
+        ("number", number.as_str()),
+        ("state", "-5"),
+        ("type", "normal"),
+        ("approval", "not requested"),
+        ("risk", "3"),
+        ("impact", "3"),
+        ("priority", "4"),
+        ("short_description", ""),
+        ("description", ""),
+        ("close_code", ""),
+        ("close_notes", ""),
+        ("assignment_group", ""),
+        ("assigned_to", ""),
+        ("requested_by", caller_id.as_str()),
+        ("opened_by", caller_id.as_str()),
+        ("correlation_id", ""),
+        ("start_date", ""),
+        ("end_date", ""),
+        ("sys_created_on", now.as_str()),
+        ("sys_updated_on", now.as_str()),
+        ("sys_created_by", caller.as_str()),
+        ("sys_updated_by", caller.as_str()),
+        ("sys_mod_count", "0"),
+    ] {
+        record.fields.insert(k.into(), v.into());
+    }
+    let mut fields = fields;
+    fields.remove("state"); // new changes always start in New
+    apply_fields(&mut record, fields, &caller, &users);
+    sn.stats.change_requests_created.fetch_add(1, Ordering::Relaxed);
+    let renderer = Renderer {
+        base_url: base_url(&headers, tls.0),
+        mode: params.display_mode(),
+        exclude_links: params.exclude_links(),
+        fields: params.fields(),
+        users: &users,
+    };
+    let rendered = renderer.render(&record);
+    tables.change_request.insert(sys_id.clone(), record);
+    let mut response = (StatusCode::CREATED, Json(json!({ "result": rendered }))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/api/now/table/change_request/{sys_id}", base_url(&headers, tls.0))) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The normal-change state model: which states may follow which.
+fn transition_allowed(change_type: &str, from: &str, to: &str) -> bool {
+    if from == to {
+        return true;
+    }
+    if to == "4" {
+        return from != "3" && from != "4";
+    }
+    let order: &[&str] = match change_type {
+        "standard" => &["-5", "-2", "-1", "0", "3"],
+        "emergency" => &["-5", "-3", "-2", "-1", "0", "3"],
+        _ => &["-5", "-4", "-3", "-2", "-1", "0", "3"],
+    };
+    let position = |s: &str| order.iter().position(|o| *o == s);
+    matches!((position(from), position(to)), (Some(f), Some(t)) if t == f + 1)
+}
+
+fn state_label(state: &str) -> String {
+    display_value("state", state, &BTreeMap::new())
+}
+
+async fn update_record(
+    State(sn): State<Arc<ServiceNow>>,
+    Path((table_name, sys_id)): Path<(String, String)>,
+    Query(params): Query<TableParams>,
+    headers: HeaderMap,
+    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
+    axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(response) = check_table(&table_name, true) {
+        return response;
+    }
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON."));
+    };
+    let fields = match body_fields(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let mut tables = sn.tables.lock().expect("tables");
+    let users = tables.sys_user.clone();
+    let Some(record) = tables.change_request.get_mut(&sys_id) else {
+        return not_found();
+    };
+    if let Some(new_state) = fields.get("state") {
+        let current = record.get("state").to_string();
+        if !transition_allowed(record.get("type"), &current, new_state) {
+            let detail = format!(
+                "Invalid state transition from {} to {}",
+                state_label(&current),
+                if state_label(new_state) == *new_state { format!("'{new_state}'") } else { state_label(new_state) }
+            );
+            return error(StatusCode::FORBIDDEN, "Operation Failed", Some(&detail));
+        }
+        if new_state == "3" && record.get("close_code").is_empty() && fields.get("close_code").is_none_or(|c| c.is_empty()) {
+            return error(StatusCode::FORBIDDEN, "Operation Failed", Some("Data Policy Exception: Close code is mandatory when closing a change"));
+        }
+    }
+    if let Some(code) = fields.get("close_code") {
+        if !code.is_empty() && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str()) {
+            return error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("close_code: {code}")));
+        }
+    }
+    apply_fields(record, fields, &caller, &users);
+    let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;
+    record.fields.insert("sys_mod_count".into(), count.to_string());
+    record.fields.insert("sys_updated_on".into(), now_text());
+    record.fields.insert("sys_updated_by".into(), caller);
+    let renderer = Renderer {
+        base_url: base_url(&headers, tls.0),
+        mode: params.display_mode(),
+        exclude_links: params.exclude_links(),
+        fields: params.fields(),
+        users: &users,
+    };
+    Json(json!({ "result": renderer.render(record) })).into_response()
+}
+
+async fn delete_record(
+    State(sn): State<Arc<ServiceNow>>,
+    Path((table_name, sys_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = check_table(&table_name, true) {
+        return response;
+    }
+    match sn.tables.lock().expect("tables").change_request.remove(&sys_id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => not_found(),
+    }
+}
+
+/// Deterministic sys_id for seeded users, so links stay stable across runs.
+fn sys_id_for(user_name: &str) -> String {
+    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, user_name.as_bytes());
+    uuid.simple().to_string()
+}
+
+/// A parsed `sysparm_query`: AND of OR-groups of conditions, then ordering.
+#[derive(Debug, Default)]
+struct EncodedQuery {
+    groups: Vec<Vec<Condition>>,
+    order: Vec<(String, bool)>,
+}
+
+#[derive(Debug)]
+struct Condition {
+    field: String,
+    op: Op,
+    value: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Eq,
+    Ne,
+    Like,
+    StartsWith,
+    In,
+    IsEmpty,
+    IsNotEmpty,
+}
+
+impl EncodedQuery {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut query = EncodedQuery::default();
+        for term in text.split('^').filter(|t| !t.is_empty()) {
+            if let Some(field) = term.strip_prefix("ORDERBYDESC") {
+                query.order.push((field.to_string(), true));
+            } else if let Some(field) = term.strip_prefix("ORDERBY") {
+                query.order.push((field.to_string(), false));
+            } else if let Some(condition) = term.strip_prefix("OR") {
+                let condition = Condition::parse(condition)?;
+                match query.groups.last_mut() {
+                    Some(group) => group.push(condition),
+                    None => query.groups.push(vec![condition]),
+                }
+            } else {
+                query.groups.push(vec![Condition::parse(term)?]);
+            }
+        }
+        Ok(query)
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        self.groups.iter().all(|group| group.iter().any(|c| c.matches(record)))
+    }
+
+    fn sort(&self, records: &mut [&Record]) {
+        for (field, descending) in self.order.iter().rev() {
+            records.sort_by(|a, b| {
+                let ordering = a.get(field).cmp(b.get(field));
+                if *descending { ordering.reverse() } else { ordering }
+            });
+        }
+    }
+}
+
+impl Condition {
+    /// Field names are lower case and operators upper case or symbols, so the first of those
+    /// starts the operator.
+    fn parse(term: &str) -> Result<Self, String> {
+        let split = term
+            .find(|c: char| c.is_ascii_uppercase() || c == '=' || c == '!')
+            .ok_or_else(|| format!("no operator in condition '{term}'"))?;
+        let (field, rest) = term.split_at(split);
+        if field.is_empty() {
+            return Err(format!("no field in condition '{term}'"));
+        }
+        const OPERATORS: &[(&str, Op)] = &[
+            ("ISNOTEMPTY", Op::IsNotEmpty),
+            ("ISEMPTY", Op::IsEmpty),
+            ("!=", Op::Ne),
+            ("=", Op::Eq),
+            ("LIKE", Op::Like),
+            ("STARTSWITH", Op::StartsWith),
+            ("IN", Op::In),
+        ];
+        OPERATORS
+            .iter()
+            .find_map(|(token, op)| {
+                rest.strip_prefix(token).map(|value| Condition {
+                    field: field.to_string(),
+                    op: *op,
+                    value: value.to_string(),
+                })
+            })
+            .ok_or_else(|| format!("unsupported operator in condition '{term}'"))
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        let actual = record.get(&self.field);
+        match self.op {
+            Op::Eq => actual == self.value,
+            Op::Ne => actual != self.value,
+            Op::Like => actual.to_lowercase().contains(&self.value.to_lowercase()),
+            Op::StartsWith => actual.starts_with(&self.value),
+            Op::In => self.value.split(',').any(|v| v == actual),
+            Op::IsEmpty => actual.is_empty(),
+            Op::IsNotEmpty => !actual.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fields: &[(&str, &str)]) -> Record {
+        Record {
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            journal: vec![],
+        }
+    }
+
+    fn check(query: &str, fields: &[(&str, &str)], expected: bool) {
+        let parsed = EncodedQuery::parse(query).unwrap();
+        assert_eq!(parsed.matches(&record(fields)), expected, "{query} on {fields:?}");
+    }
+
+    #[test]
+    fn encoded_queries_match_like_servicenow() {
+        check("number=CHG0030001", &[("number", "CHG0030001")], true);
+        check("number=CHG0030001", &[("number", "CHG0030002")], false);
+        check("state=-5^ORstate=-1", &[("state", "-1")], true);
+        check("state=-5^type=normal", &[("state", "-5"), ("type", "standard")], false);
+        check("state!=3", &[("state", "3")], false);
+        check("short_descriptionLIKEdeploy", &[("short_description", "Deploy NTP")], true);
+        check("numberSTARTSWITHCHG003", &[("number", "CHG0030001")], true);
+        check("stateIN-5,-4", &[("state", "-4")], true);
+        check("close_codeISEMPTY", &[("close_code", "")], true);
+        check("close_codeISNOTEMPTY", &[("close_code", "")], false);
+        check("", &[("state", "3")], true);
+        assert!(EncodedQuery::parse("=x").is_err());
+        assert!(EncodedQuery::parse("stateBETWEEN1@2").is_err());
+    }
+
+    #[test]
+    fn ordering_follows_orderby_terms() {
+        let q = EncodedQuery::parse("ORDERBYDESCnumber").unwrap();
+        let a = record(&[("number", "CHG1")]);
+        let b = record(&[("number", "CHG2")]);
+        let mut records = vec![&a, &b];
+        q.sort(&mut records);
+        assert_eq!(records[0].get("number"), "CHG2");
+    }
+
+    #[test]
+    fn normal_changes_follow_the_state_model() {
+        assert!(transition_allowed("normal", "-5", "-4"));
+        assert!(!transition_allowed("normal", "-5", "-1"), "New cannot jump to Implement");
+        assert!(transition_allowed("normal", "-1", "4"), "anything open may be canceled");
+        assert!(!transition_allowed("normal", "3", "4"), "closed changes stay closed");
+        assert!(transition_allowed("standard", "-5", "-2"));
+    }
+}

@@ -1,0 +1,49 @@
+//! Declarations of the activities the workflows call. Their implementations live in
+//! `changeflow-activities`; keeping only signatures here keeps this crate free of I/O.
+#![allow(unused_variables)]
+
+use crate::types::*;
+use temporalio_common::ActivityError;
+use temporalio_macros::activity_definitions;
+
+/// Activities that talk to ServiceNow and Catalyst Center.
+pub struct ChangeActivities;
+
+#[activity_definitions]
+impl ChangeActivities {
+    /// Checks template, parameters and devices in Catalyst Center and renders a preview.
+    #[activity(name = "validate_deployment")]
+    pub fn validate_deployment(request: DeploymentRequest) -> Result<ValidatedDeployment, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Opens a normal change request in ServiceNow (or finds the one this workflow opened).
+    #[activity(name = "open_change_ticket")]
+    pub fn open_change_ticket(ticket: NewChangeTicket) -> Result<ChangeTicket, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Walks the change request through the state model up to Implement.
+    #[activity(name = "start_implementation")]
+    pub fn start_implementation(ticket: ChangeTicket) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Asks Catalyst Center to deploy the template; returns the asynchronous task.
+    #[activity(name = "submit_deployment")]
+    pub fn submit_deployment(deployment: SubmitDeployment) -> Result<DeploymentTask, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Polls the deployment task (heartbeating) until it ends or a device's status changes.
+    #[activity(name = "await_deployment")]
+    pub fn await_deployment(wait: AwaitDeployment) -> Result<DeploymentSnapshot, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Closes the change request as successful, unsuccessful or canceled, with notes.
+    #[activity(name = "close_change_ticket")]
+    pub fn close_change_ticket(close: CloseChangeTicket) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+}

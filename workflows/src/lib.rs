@@ -1,0 +1,14 @@
+//! Deterministic workflow definitions of changeflow and the types they exchange with activities.
+//!
+//! This crate does no I/O: activities are only *declared* here (`#[activity_definitions]`) and are
+//! implemented in `changeflow-activities`, which the worker registers.
+
+pub mod activities;
+pub mod template_deployment;
+pub mod types;
+
+pub use template_deployment::TemplateDeployment;
+pub use types::*;
+
+/// The task queue workers poll and starters submit to, unless configured otherwise.
+pub const DEFAULT_TASK_QUEUE: &str = "changeflow";

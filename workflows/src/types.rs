@@ -1,0 +1,262 @@
+//! Inputs, progress and results of the change workflows. They carry references and identities,
+//! never credentials: everything here is written to Temporal history.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a caller asks for: deploy one Catalyst Center template to some devices under a change ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    /// Catalyst Center template id (`templateId`).
+    pub template_id: String,
+    /// Template parameters by name; values are strings as Catalyst Center expects them.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Target devices by hostname (or Catalyst Center device id).
+    pub devices: Vec<String>,
+    /// The human the change is made for; becomes the ticket's `requested_by`.
+    pub requested_by: String,
+    /// One-line summary for the change ticket; generated when absent.
+    #[serde(default)]
+    pub short_description: Option<String>,
+}
+
+impl DeploymentRequest {
+    /// Checks the request's shape before any system is asked anything.
+    pub fn check_shape(&self) -> Result<(), String> {
+        if self.template_id.trim().is_empty() {
+            return Err("template_id must not be empty".into());
+        }
+        if self.devices.is_empty() {
+            return Err("devices must name at least one device".into());
+        }
+        if self.devices.len() > MAX_DEVICES {
+            return Err(format!("at most {MAX_DEVICES} devices per change"));
+        }
+        if self.devices.iter().any(|d| d.trim().is_empty()) {
+            return Err("device names must not be empty".into());
+        }
+        if self.requested_by.trim().is_empty() {
+            return Err("requested_by must name the caller".into());
+        }
+        if self.short_description.as_ref().is_some_and(|s| s.len() > 160) {
+            return Err("short_description is limited to 160 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound on targets of one change, so one request cannot fan out unboundedly.
+pub const MAX_DEVICES: usize = 100;
+
+/// A device resolved in Catalyst Center during validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub id: String,
+    pub hostname: String,
+    pub management_ip: String,
+}
+
+/// The outcome of validation: everything later steps need, resolved once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatedDeployment {
+    pub template_id: String,
+    pub template_name: String,
+    pub project_name: String,
+    pub parameters: BTreeMap<String, String>,
+    pub devices: Vec<DeviceRef>,
+    /// Rendered configuration for the first device, shown in the change ticket.
+    pub preview: String,
+}
+
+/// Input of the ticket-opening activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewChangeTicket {
+    /// Correlates the ticket with the workflow so a retried create finds the existing ticket.
+    pub correlation_id: String,
+    pub short_description: String,
+    pub description: String,
+    pub requested_by: String,
+}
+
+/// A ServiceNow change request as the workflow tracks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeTicket {
+    pub sys_id: String,
+    pub number: String,
+}
+
+/// How a change ticket is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketClosure {
+    Successful,
+    Unsuccessful,
+    Canceled,
+}
+
+/// Input of the ticket-closing activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloseChangeTicket {
+    pub ticket: ChangeTicket,
+    pub closure: TicketClosure,
+    pub notes: String,
+}
+
+/// Input of the deployment-submitting activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitDeployment {
+    pub template_id: String,
+    pub parameters: BTreeMap<String, String>,
+    pub devices: Vec<DeviceRef>,
+}
+
+/// A deployment accepted by Catalyst Center: the task to poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentTask {
+    pub task_id: String,
+}
+
+/// Input of the polling activity: the task and what the workflow already knows of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitDeployment {
+    pub task_id: String,
+    /// Per-device status the workflow has already seen; the activity returns when it changes.
+    pub known: Vec<DeviceStatus>,
+}
+
+/// Where a deployment stands, as reported by Catalyst Center.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSnapshot {
+    pub task_id: String,
+    pub deployment_id: Option<String>,
+    /// The task has ended (successfully or not).
+    pub finished: bool,
+    /// Catalyst Center's failure reason when the task itself failed.
+    pub failure_reason: Option<String>,
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One device's deployment state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub device: String,
+    /// Catalyst Center's status: IN_PROGRESS, SUCCESS, FAILURE, ... (`PENDING` before it starts).
+    pub status: String,
+    pub message: String,
+}
+
+impl DeviceStatus {
+    pub fn succeeded(&self) -> bool {
+        self.status == "SUCCESS"
+    }
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "SUCCESS" | "FAILURE")
+    }
+}
+
+/// The steps of a template deployment, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStep {
+    #[default]
+    Validating,
+    OpeningTicket,
+    Implementing,
+    Deploying,
+    Verifying,
+    ClosingTicket,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl ChangeStep {
+    /// Rough share of the work done when this step starts, for progress bars.
+    pub fn percent(self) -> u8 {
+        match self {
+            ChangeStep::Validating => 0,
+            ChangeStep::OpeningTicket => 10,
+            ChangeStep::Implementing => 20,
+            ChangeStep::Deploying => 25,
+            ChangeStep::Verifying => 85,
+            ChangeStep::ClosingTicket => 90,
+            ChangeStep::Completed | ChangeStep::Failed | ChangeStep::Canceled => 100,
+        }
+    }
+}
+
+/// Live progress of a change, answered by the workflow's `progress` query at any time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ChangeProgress {
+    pub step: ChangeStep,
+    pub percent: u8,
+    pub message: String,
+    pub ticket_number: Option<String>,
+    pub task_id: Option<String>,
+    pub deployment_id: Option<String>,
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// How a change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Deployed to every device; ticket closed successful.
+    Succeeded,
+    /// At least one device failed; ticket closed unsuccessful with the reason.
+    Failed,
+}
+
+/// The result of a finished change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeResult {
+    pub outcome: ChangeOutcome,
+    pub ticket_number: String,
+    pub deployment_id: Option<String>,
+    pub devices: Vec<DeviceStatus>,
+    /// Why the change failed, when it did.
+    pub failure_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> DeploymentRequest {
+        DeploymentRequest {
+            template_id: "t".into(),
+            parameters: BTreeMap::new(),
+            devices: vec!["edge-1".into()],
+            requested_by: "alice".into(),
+            short_description: None,
+        }
+    }
+
+    #[test]
+    fn shape_checks_name_the_offending_field() {
+        let check = |mutate: fn(&mut DeploymentRequest), expected: &str| {
+            let mut r = request();
+            mutate(&mut r);
+            let err = r.check_shape().unwrap_err();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        };
+        check(|r| r.template_id = " ".into(), "template_id");
+        check(|r| r.devices.clear(), "devices");
+        check(|r| r.devices = vec![String::new()], "device names");
+        check(|r| r.requested_by.clear(), "requested_by");
+        check(|r| r.short_description = Some("x".repeat(161)), "short_description");
+        check(|r| r.devices = vec!["d".into(); MAX_DEVICES + 1], "at most");
+        assert!(request().check_shape().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<DeploymentRequest>(
+            r#"{"template_id":"t","devices":["a"],"requested_by":"x","password":"p"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"));
+    }
+}
