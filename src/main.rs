@@ -1,1 +1,498 @@
-fn main() {}
+//! The `changeflow` command line: parses arguments, sets up logging and runs one subcommand.
+//! Data (results, endpoints) goes to stdout; progress and logs go to stderr.
+
+use anyhow::Context;
+use changeflow::changes;
+use changeflow::stack::{Stack, StackOptions};
+use changeflow_activities::DownstreamConfig;
+use changeflow_engine::{CatalystCredentials, Secret, ServiceNowCredentials, StaticCredentials};
+use changeflow_simulators::{FaultConfig, SimulatorOptions, seed};
+use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "changeflow",
+    version,
+    about = "Network changes as durable Temporal workflows, behind an MCP front door.",
+    long_about = "changeflow turns network-change requests into durable Temporal workflows: validate, open a \
+ServiceNow change request, deploy a Catalyst Center template, verify, and close the ticket.\n\n\
+Quick start: `changeflow demo` runs one sample change on an embedded stack; `changeflow dev` keeps the stack running."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Directory for local state: Temporal history, the simulators' CA, endpoints.json.
+    #[arg(
+        long,
+        global = true,
+        env = "CHANGEFLOW_DATA_DIR",
+        default_value = ".changeflow"
+    )]
+    data_dir: PathBuf,
+    /// Temporal frontend (host:port). When absent, an embedded dev server is started.
+    #[arg(long, global = true, env = "CHANGEFLOW_TEMPORAL_ADDRESS")]
+    temporal_address: Option<String>,
+    /// Temporal namespace.
+    #[arg(
+        long,
+        global = true,
+        env = "CHANGEFLOW_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// Task queue the worker polls and changes are submitted to.
+    #[arg(long, global = true, env = "CHANGEFLOW_TASK_QUEUE", default_value = changeflow_workflows::DEFAULT_TASK_QUEUE)]
+    task_queue: String,
+    /// Log format on stderr: text for people, json for the Elastic stack.
+    #[arg(long, global = true, env = "CHANGEFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the embedded stack, run one sample change with live progress, print its result.
+    Demo(DemoArgs),
+    /// Start the embedded stack (Temporal, simulators, worker) and keep it running.
+    Dev(DevArgs),
+    /// Run a worker against configured ServiceNow and Catalyst Center.
+    #[command(
+        long_about = "Run a worker that executes changeflow's workflows and activities.\n\n\
+Credentials are read from the environment, never from flags: CHANGEFLOW_SERVICENOW_USERNAME, \
+CHANGEFLOW_SERVICENOW_PASSWORD, CHANGEFLOW_SERVICENOW_CLIENT_ID, CHANGEFLOW_SERVICENOW_CLIENT_SECRET, \
+CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
+    )]
+    Worker(WorkerArgs),
+    /// Run only the ServiceNow and Catalyst Center simulators.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct SimulatorArgs {
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Port of the ServiceNow simulator (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    servicenow_port: u16,
+    /// Port of the Catalyst Center simulator (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    catalyst_port: u16,
+    /// Seconds a template deployment takes, from submission to the last device.
+    #[arg(long, default_value_t = 6.0)]
+    deploy_seconds: f64,
+    /// Hostname of a device whose deployment fails.
+    #[arg(long)]
+    failing_device: Option<String>,
+}
+
+impl SimulatorArgs {
+    fn options(
+        &self,
+        data_dir: &std::path::Path,
+        faults: FaultConfig,
+    ) -> anyhow::Result<SimulatorOptions> {
+        anyhow::ensure!(
+            self.deploy_seconds.is_finite() && self.deploy_seconds >= 0.0,
+            "--deploy-seconds must be a non-negative number"
+        );
+        let mut options = SimulatorOptions::new(data_dir);
+        options.tls = !self.plain_http;
+        options.servicenow_addr = SocketAddr::from(([127, 0, 0, 1], self.servicenow_port));
+        options.catalyst_addr = SocketAddr::from(([127, 0, 0, 1], self.catalyst_port));
+        options.deploy_duration = Duration::from_secs_f64(self.deploy_seconds);
+        options.faults = FaultConfig {
+            failing_device: self.failing_device.clone(),
+            ..faults
+        };
+        Ok(options)
+    }
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    simulators: SimulatorArgs,
+    /// Who the sample change is requested by (a seeded ServiceNow user).
+    #[arg(long, default_value = "alice")]
+    requested_by: String,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[command(flatten)]
+    simulators: SimulatorArgs,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// ServiceNow instance URL.
+    #[arg(long, env = "CHANGEFLOW_SERVICENOW_URL")]
+    servicenow_url: String,
+    /// Catalyst Center URL.
+    #[arg(long, env = "CHANGEFLOW_CATALYST_URL")]
+    catalyst_url: String,
+    /// Extra CA certificates (PEM) to trust for both systems.
+    #[arg(long, env = "CHANGEFLOW_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Milliseconds between deployment task polls.
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[command(flatten)]
+    simulators: SimulatorArgs,
+    /// Milliseconds added to every API response.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of API requests (0–1) answered with HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share of API requests (0–1) answered with HTTP 429.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit_rate: f64,
+    /// Retry-After seconds sent with 429 answers.
+    #[arg(long, default_value_t = 2)]
+    retry_after: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    changeflow_engine::telemetry::init_logging(
+        matches!(cli.global.log_format, LogFormat::Json),
+        "warn,changeflow=info",
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // The Temporal worker is not Send: everything runs on a LocalSet.
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Demo(args) => demo(&g, args).await,
+        Command::Dev(args) => dev(&g, args).await.map(|_| std::process::ExitCode::SUCCESS),
+        Command::Worker(args) => worker(&g, args)
+            .await
+            .map(|_| std::process::ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate(&g, args)
+            .await
+            .map(|_| std::process::ExitCode::SUCCESS),
+    }
+}
+
+async fn start_stack(g: &GlobalArgs, simulators: SimulatorOptions) -> anyhow::Result<Stack> {
+    Stack::start(StackOptions {
+        data_dir: g.data_dir.clone(),
+        temporal_address: g.temporal_address.clone(),
+        namespace: g.namespace.clone(),
+        task_queue: g.task_queue.clone(),
+        simulators,
+        poll_interval: Duration::from_millis(500),
+    })
+    .await
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_requested() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn spawn_worker(
+    stack: &Stack,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let client = stack.client.clone();
+    let task_queue = stack.task_queue.clone();
+    let downstream = stack.downstream();
+    let credentials = stack.credentials();
+    tokio::task::spawn_local(async move {
+        changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, async {
+            let _ = stop.await;
+        })
+        .await
+    })
+}
+
+async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
+    eprintln!(
+        "Starting the embedded stack in {} ...",
+        g.data_dir.display()
+    );
+    let stack = start_stack(
+        g,
+        args.simulators
+            .options(&g.data_dir, FaultConfig::default())?,
+    )
+    .await?;
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
+    let worker = spawn_worker(&stack, stopped);
+
+    let request = DeploymentRequest {
+        template_id: seed::id("template", "NTP Servers"),
+        parameters: BTreeMap::from([
+            ("ntp_primary".to_string(), "10.255.0.1".to_string()),
+            ("ntp_secondary".to_string(), "10.255.0.2".to_string()),
+        ]),
+        devices: vec![
+            "sj-access-01".into(),
+            "sj-access-02".into(),
+            "lon-access-01".into(),
+        ],
+        requested_by: args.requested_by,
+        short_description: None,
+    };
+    let workflow_id = format!("change-demo-{}", uuid::Uuid::new_v4());
+    eprintln!(
+        "Submitting change {workflow_id}: template \"NTP Servers\" to {}",
+        request.devices.join(", ")
+    );
+    changes::start(&stack.client, &stack.task_queue, &workflow_id, request).await?;
+    let outcome = changes::follow(&stack.client, &workflow_id, print_progress).await;
+
+    let _ = stop_worker.send(());
+    if let Ok(Err(e)) = worker.await {
+        tracing::warn!(error = %e, "worker stopped with an error");
+    }
+    let ui = stack.workflow_url(&workflow_id);
+    let code = match outcome {
+        Ok(result) => {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            match result.outcome {
+                ChangeOutcome::Succeeded => {
+                    eprintln!(
+                        "Change succeeded: ticket {} closed successful.",
+                        result.ticket_number
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                ChangeOutcome::Failed => {
+                    eprintln!(
+                        "Change failed: ticket {} closed unsuccessful: {}",
+                        result.ticket_number,
+                        result.failure_reason.as_deref().unwrap_or("unknown reason")
+                    );
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("Change did not complete: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    if let Some(ui) = ui {
+        eprintln!(
+            "Workflow history: {ui}  (the Web UI runs only while changeflow does; `changeflow dev` keeps it up)"
+        );
+    }
+    Ok(code)
+}
+
+fn print_progress(p: &ChangeProgress) {
+    let mut line = format!(
+        "[{:>3}%] {:<14} {}",
+        p.percent,
+        format!("{:?}", p.step).to_lowercase(),
+        p.message
+    );
+    if let Some(ticket) = &p.ticket_number {
+        line.push_str(&format!("  · ticket {ticket}"));
+    }
+    eprintln!("{line}");
+    if !p.devices.is_empty() && p.devices.iter().any(|d| d.status != "PENDING") {
+        let devices: Vec<String> = p
+            .devices
+            .iter()
+            .map(|d| format!("{} {}", d.device, d.status))
+            .collect();
+        eprintln!("        devices: {}", devices.join(", "));
+    }
+}
+
+async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
+    let stack = start_stack(
+        g,
+        args.simulators
+            .options(&g.data_dir, FaultConfig::default())?,
+    )
+    .await?;
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
+    let worker = spawn_worker(&stack, stopped);
+    let path = stack.write_endpoints(&g.data_dir)?;
+    let e = stack.endpoints();
+    eprintln!("changeflow dev stack is running:");
+    eprintln!("  Temporal        {}", e.temporal);
+    if let Some(ui) = &e.temporal_ui {
+        eprintln!("  Temporal UI     {ui}");
+    }
+    eprintln!(
+        "  ServiceNow      {}  (user {})",
+        e.servicenow, e.credentials.servicenow_username
+    );
+    eprintln!(
+        "  Catalyst Center {}  (user {})",
+        e.catalyst_center, e.credentials.catalyst_username
+    );
+    if let Some(ca) = &e.ca_file {
+        eprintln!("  CA certificate  {}", ca.display());
+    }
+    eprintln!("  Worker          task queue {}", e.task_queue);
+    eprintln!("Endpoints and development credentials: {}", path.display());
+    eprintln!("Press Ctrl-C to stop.");
+    tokio::select! {
+        _ = stop_requested() => {}
+        result = worker => {
+            return Err(match result { Ok(Err(e)) => e, Ok(Ok(())) => anyhow::anyhow!("worker stopped"), Err(e) => e.into() });
+        }
+    }
+    let _ = stop_worker.send(());
+    let _ = std::fs::remove_file(&path);
+    eprintln!("Stopped.");
+    Ok(())
+}
+
+fn credentials_from_env() -> StaticCredentials {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let servicenow = match (
+        var("CHANGEFLOW_SERVICENOW_USERNAME"),
+        var("CHANGEFLOW_SERVICENOW_PASSWORD"),
+        var("CHANGEFLOW_SERVICENOW_CLIENT_ID"),
+        var("CHANGEFLOW_SERVICENOW_CLIENT_SECRET"),
+    ) {
+        (Some(username), Some(password), Some(client_id), Some(client_secret)) => {
+            Some(ServiceNowCredentials {
+                username,
+                password: Secret::new(password),
+                client_id,
+                client_secret: Secret::new(client_secret),
+            })
+        }
+        _ => None,
+    };
+    let catalyst = match (
+        var("CHANGEFLOW_CATALYST_USERNAME"),
+        var("CHANGEFLOW_CATALYST_PASSWORD"),
+    ) {
+        (Some(username), Some(password)) => Some(CatalystCredentials {
+            username,
+            password: Secret::new(password),
+        }),
+        _ => None,
+    };
+    StaticCredentials {
+        servicenow,
+        catalyst,
+    }
+}
+
+async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    let credentials = credentials_from_env();
+    anyhow::ensure!(
+        credentials.servicenow.is_some(),
+        "ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME, _PASSWORD, _CLIENT_ID and _CLIENT_SECRET"
+    );
+    anyhow::ensure!(
+        credentials.catalyst.is_some(),
+        "Catalyst Center credentials missing: set CHANGEFLOW_CATALYST_USERNAME and CHANGEFLOW_CATALYST_PASSWORD"
+    );
+    let downstream = DownstreamConfig {
+        servicenow_url: args.servicenow_url,
+        catalyst_url: args.catalyst_url,
+        ca_file: args.ca_file,
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+    };
+    let (_temporal, address) = match &g.temporal_address {
+        Some(address) => (None, address.clone()),
+        None => {
+            let server = changeflow_engine::EmbeddedTemporal::start(
+                &changeflow_engine::EmbeddedTemporalOptions::new(&g.data_dir),
+            )?;
+            eprintln!(
+                "Started embedded Temporal at {} (UI {})",
+                server.address(),
+                server.ui_url()
+            );
+            let address = server.address();
+            (Some(server), address)
+        }
+    };
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-worker").await?;
+    changeflow::worker::run_worker(
+        client,
+        &g.task_queue,
+        &downstream,
+        Arc::new(credentials),
+        stop_requested(),
+    )
+    .await
+}
+
+async fn simulate(g: &GlobalArgs, args: SimulateArgs) -> anyhow::Result<()> {
+    let faults = FaultConfig {
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        rate_limit_rate: args.rate_limit_rate,
+        retry_after_secs: args.retry_after,
+        failing_device: None,
+    };
+    let options = args.simulators.options(&g.data_dir, faults)?;
+    let sims = changeflow_simulators::start(options)
+        .await
+        .context("starting the simulators")?;
+    let endpoints = serde_json::json!({
+        "servicenow": sims.servicenow_url,
+        "catalyst_center": sims.catalyst_url,
+        "ca_file": sims.ca_file,
+        "credentials": sims.credentials,
+    });
+    println!("{}", serde_json::to_string_pretty(&endpoints)?);
+    eprintln!(
+        "Simulators running (ServiceNow {}, Catalyst Center {}). Press Ctrl-C to stop.",
+        sims.servicenow_url, sims.catalyst_url
+    );
+    stop_requested().await;
+    sims.shutdown();
+    Ok(())
+}

@@ -1,1 +1,382 @@
-//! placeholder
+//! Side effects of changeflow's workflows: the implementations of the activities declared in
+//! `changeflow_workflows::activities`, over real HTTP clients for ServiceNow and Catalyst Center.
+
+pub mod catalyst;
+pub mod http;
+pub mod servicenow;
+pub mod validation;
+
+use catalyst::CatalystClient;
+use changeflow_engine::CredentialProvider;
+use changeflow_workflows::activities::definitions as change_activities;
+use changeflow_workflows::*;
+use http::DownstreamError;
+use serde_json::{Value, json};
+use servicenow::{
+    STATE_CANCELED, STATE_CLOSED, STATE_IMPLEMENT, STATE_REVIEW, ServiceNowClient, state_of,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+/// Where the downstream systems are and how to reach them.
+#[derive(Debug, Clone)]
+pub struct DownstreamConfig {
+    pub servicenow_url: String,
+    pub catalyst_url: String,
+    /// Extra CA certificates (PEM bundle) to trust, e.g. a corporate CA or the simulators' CA.
+    pub ca_file: Option<PathBuf>,
+    /// Pause between deployment task polls.
+    pub poll_interval: Duration,
+}
+
+/// The activity implementations a worker registers.
+pub struct DownstreamActivities {
+    servicenow: ServiceNowClient,
+    catalyst: CatalystClient,
+    poll_interval: Duration,
+}
+
+/// Longest one polling activity waits without news before reporting back to the workflow.
+const MAX_QUIET_POLL: Duration = Duration::from_secs(60);
+
+impl DownstreamActivities {
+    pub fn new(
+        config: &DownstreamConfig,
+        credentials: Arc<dyn CredentialProvider>,
+    ) -> Result<Self, DownstreamError> {
+        let http = http::http_client(config.ca_file.as_deref())?;
+        for (name, url) in [
+            ("ServiceNow", &config.servicenow_url),
+            ("Catalyst Center", &config.catalyst_url),
+        ] {
+            url::Url::parse(url)
+                .map_err(|e| DownstreamError::Configuration(format!("{name} URL '{url}': {e}")))?;
+        }
+        Ok(Self {
+            servicenow: ServiceNowClient::new(
+                &config.servicenow_url,
+                http.clone(),
+                credentials.clone(),
+            ),
+            catalyst: CatalystClient::new(&config.catalyst_url, http, credentials),
+            poll_interval: config.poll_interval,
+        })
+    }
+
+    async fn validate(
+        &self,
+        request: DeploymentRequest,
+    ) -> Result<ValidatedDeployment, DownstreamError> {
+        request.check_shape().map_err(DownstreamError::Invalid)?;
+        let template = match self.catalyst.template(&request.template_id).await {
+            Err(DownstreamError::NotFound { message, .. }) => {
+                return Err(DownstreamError::Invalid(message));
+            }
+            other => other?,
+        };
+        let declared = template["templateParams"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut problems = validation::parameter_problems(&declared, &request.parameters);
+        let mut devices = Vec::new();
+        for name in &request.devices {
+            match self.catalyst.find_device(name).await? {
+                None => problems.push(format!("device '{name}' is not known to Catalyst Center")),
+                Some(device) => {
+                    let text = |field: &str| device[field].as_str().unwrap_or_default().to_string();
+                    if text("collectionStatus") != "Managed" {
+                        problems.push(format!(
+                            "device '{name}' is not managed (collection status {})",
+                            text("collectionStatus")
+                        ));
+                    } else if text("reachabilityStatus") != "Reachable" {
+                        let reason = text("reachabilityFailureReason");
+                        problems.push(format!(
+                            "device '{name}' is unreachable{}",
+                            if reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {reason}")
+                            }
+                        ));
+                    } else {
+                        devices.push(DeviceRef {
+                            id: text("id"),
+                            hostname: text("hostname"),
+                            management_ip: text("managementIpAddress"),
+                        });
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(DownstreamError::Invalid(problems.join("; ")));
+        }
+        let params = json!(request.parameters);
+        let preview = self
+            .catalyst
+            .preview(&request.template_id, &params, &devices[0].id)
+            .await?;
+        let errors: Vec<String> = preview["validationErrors"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        e["message"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| e.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            return Err(DownstreamError::Invalid(format!(
+                "template preview failed: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok(ValidatedDeployment {
+            template_id: request.template_id,
+            template_name: template["name"].as_str().unwrap_or_default().to_string(),
+            project_name: template["projectName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            parameters: request.parameters,
+            devices,
+            preview: preview["cliPreview"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    async fn open_ticket(&self, ticket: NewChangeTicket) -> Result<ChangeTicket, DownstreamError> {
+        let record = match self
+            .servicenow
+            .find_by_correlation(&ticket.correlation_id)
+            .await?
+        {
+            Some(existing) => existing,
+            None => {
+                let fields = json!({
+                    "type": "normal",
+                    "short_description": ticket.short_description,
+                    "description": ticket.description,
+                    "requested_by": ticket.requested_by,
+                    "correlation_id": ticket.correlation_id,
+                    "correlation_display": "changeflow",
+                });
+                self.servicenow.create(&fields).await?
+            }
+        };
+        let field = |name: &str| {
+            record
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field("sys_id").is_empty() || field("number").is_empty() {
+            return Err(DownstreamError::protocol(
+                "ServiceNow",
+                "change request without sys_id or number",
+            ));
+        }
+        Ok(ChangeTicket {
+            sys_id: field("sys_id"),
+            number: field("number"),
+        })
+    }
+
+    async fn submit(
+        &self,
+        deployment: SubmitDeployment,
+    ) -> Result<DeploymentTask, DownstreamError> {
+        let targets: Vec<Value> = deployment
+            .devices
+            .iter()
+            .map(|d| json!({"id": d.id, "type": "MANAGED_DEVICE_UUID", "hostName": d.hostname, "params": deployment.parameters}))
+            .collect();
+        let body = json!({
+            "templateId": deployment.template_id,
+            "forcePushTemplate": false,
+            "isComposite": false,
+            "targetInfo": targets,
+        });
+        let task_id = self.catalyst.deploy(&body).await?;
+        Ok(DeploymentTask { task_id })
+    }
+
+    /// One look at the task and, once known, the deployment's per-device status.
+    async fn snapshot(
+        &self,
+        task_id: &str,
+        known: &[DeviceStatus],
+    ) -> Result<DeploymentSnapshot, DownstreamError> {
+        let task = self.catalyst.task(task_id).await?;
+        let mut devices = known.to_vec();
+        let mut status_finished = true;
+        if let Some(id) = &task.deployment_id {
+            let status = self.catalyst.deployment_status(id).await?;
+            status_finished = status["status"].as_str() != Some("IN_PROGRESS");
+            if let Some(list) = status["devices"].as_array() {
+                devices = list
+                    .iter()
+                    .map(|d| DeviceStatus {
+                        device: d["name"].as_str().unwrap_or_default().to_string(),
+                        status: d["status"].as_str().unwrap_or_default().to_string(),
+                        message: d["detailedStatusMessage"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                    .collect();
+            }
+        }
+        let failure_reason = task.is_error.then(|| {
+            task.failure_reason
+                .clone()
+                .unwrap_or_else(|| "deployment task failed".into())
+        });
+        Ok(DeploymentSnapshot {
+            task_id: task_id.to_string(),
+            deployment_id: task.deployment_id,
+            finished: task.is_error || (task.finished && status_finished),
+            failure_reason,
+            devices,
+        })
+    }
+
+    async fn close(&self, close: CloseChangeTicket) -> Result<(), DownstreamError> {
+        let sys_id = &close.ticket.sys_id;
+        let current = state_of(&self.servicenow.get(sys_id).await?);
+        match close.closure {
+            TicketClosure::Canceled => {
+                if current != STATE_CANCELED && current != STATE_CLOSED {
+                    let fields = json!({"state": STATE_CANCELED, "close_notes": close.notes, "work_notes": close.notes});
+                    self.servicenow.update(sys_id, &fields).await?;
+                }
+            }
+            TicketClosure::Successful | TicketClosure::Unsuccessful => {
+                if current == STATE_CLOSED {
+                    return Ok(());
+                }
+                let code = if close.closure == TicketClosure::Successful {
+                    "successful"
+                } else {
+                    "unsuccessful"
+                };
+                if current == STATE_IMPLEMENT {
+                    self.servicenow
+                        .update(
+                            sys_id,
+                            &json!({"state": STATE_REVIEW, "work_notes": close.notes}),
+                        )
+                        .await?;
+                } else if current != STATE_REVIEW {
+                    // Failed before Implement: the state model only allows canceling from here.
+                    let fields = json!({"state": STATE_CANCELED, "close_code": code, "close_notes": close.notes});
+                    self.servicenow.update(sys_id, &fields).await?;
+                    return Ok(());
+                }
+                let fields =
+                    json!({"state": STATE_CLOSED, "close_code": code, "close_notes": close.notes});
+                self.servicenow.update(sys_id, &fields).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[activities]
+impl DownstreamActivities {
+    #[activity(definition = change_activities::ValidateDeployment)]
+    pub async fn validate_deployment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: DeploymentRequest,
+    ) -> Result<ValidatedDeployment, ActivityError> {
+        self.validate(request)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    #[activity(definition = change_activities::OpenChangeTicket)]
+    pub async fn open_change_ticket(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        ticket: NewChangeTicket,
+    ) -> Result<ChangeTicket, ActivityError> {
+        self.open_ticket(ticket)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    #[activity(definition = change_activities::StartImplementation)]
+    pub async fn start_implementation(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        ticket: ChangeTicket,
+    ) -> Result<(), ActivityError> {
+        self.servicenow
+            .move_to_implement(&ticket.sys_id)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    #[activity(definition = change_activities::SubmitDeployment)]
+    pub async fn submit_deployment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        deployment: SubmitDeployment,
+    ) -> Result<DeploymentTask, ActivityError> {
+        self.submit(deployment)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    /// Polls until the task ends, a device's status changes, or a minute passes without news;
+    /// heartbeats on every poll so a lost worker is noticed and polling resumes elsewhere.
+    #[activity(definition = change_activities::AwaitDeployment)]
+    pub async fn await_deployment(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        wait: AwaitDeployment,
+    ) -> Result<DeploymentSnapshot, ActivityError> {
+        let started = Instant::now();
+        loop {
+            let snapshot = self
+                .snapshot(&wait.task_id, &wait.known)
+                .await
+                .map_err(DownstreamError::into_activity_error)?;
+            if snapshot.finished
+                || snapshot.devices != wait.known
+                || started.elapsed() > MAX_QUIET_POLL
+            {
+                return Ok(snapshot);
+            }
+            ctx.record_heartbeat(snapshot.devices.len()).await?;
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+        }
+    }
+
+    #[activity(definition = change_activities::CloseChangeTicket)]
+    pub async fn close_change_ticket(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        close: CloseChangeTicket,
+    ) -> Result<(), ActivityError> {
+        self.close(close)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+}

@@ -2,10 +2,10 @@
 //! (auth token, projects, templates, preview, devices, asynchronous template deploy, tasks,
 //! deploy status) with the same envelopes, field names and status codes.
 
+use crate::Stats;
 use crate::credentials::DevCredentials;
 use crate::faults::{Faults, InjectedFault};
 use crate::seed::{self, SEED_EPOCH_MS, SeedTemplate};
-use crate::Stats;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -87,13 +87,34 @@ impl CatalystCenter {
 
 pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
     let intent = Router::new()
-        .route("/dna/intent/api/v1/template-programmer/project", get(projects_v1))
-        .route("/dna/intent/api/v2/template-programmer/project", get(projects_v2))
-        .route("/dna/intent/api/v1/template-programmer/template", get(templates))
-        .route("/dna/intent/api/v1/template-programmer/template/{id}", get(template_detail))
-        .route("/dna/intent/api/v1/templates/{id}/versions", get(template_versions))
-        .route("/dna/intent/api/v1/template-programmer/template/preview", post(preview).put(preview))
-        .route("/dna/intent/api/v2/template-programmer/template/deploy", post(deploy))
+        .route(
+            "/dna/intent/api/v1/template-programmer/project",
+            get(projects_v1),
+        )
+        .route(
+            "/dna/intent/api/v2/template-programmer/project",
+            get(projects_v2),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/template",
+            get(templates),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/template/{id}",
+            get(template_detail),
+        )
+        .route(
+            "/dna/intent/api/v1/templates/{id}/versions",
+            get(template_versions),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/template/preview",
+            post(preview).put(preview),
+        )
+        .route(
+            "/dna/intent/api/v2/template-programmer/template/deploy",
+            post(deploy),
+        )
         .route(
             "/dna/intent/api/v1/template-programmer/template/deploy/status/{id}",
             get(deploy_status),
@@ -167,7 +188,12 @@ async fn require_token(
     if cc.token_valid(request.headers()) {
         next.run(request).await
     } else {
-        error(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", "Token is missing, invalid or expired")
+        error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            "Token is missing, invalid or expired",
+        )
     }
 }
 
@@ -176,11 +202,23 @@ async fn auth_token(State(cc): State<Arc<CatalystCenter>>, headers: HeaderMap) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|d| String::from_utf8(d).ok());
-    let expected = format!("{}:{}", cc.credentials.catalyst_username, cc.credentials.catalyst_password);
+    let expected = format!(
+        "{}:{}",
+        cc.credentials.catalyst_username, cc.credentials.catalyst_password
+    );
     if credentials.as_deref() != Some(expected.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized", "Authentication failed", "Bad credentials");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Authentication failed",
+            "Bad credentials",
+        );
     }
     let now = epoch_secs();
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -194,7 +232,8 @@ async fn auth_token(State(cc): State<Arc<CatalystCenter>>, headers: HeaderMap) -
         "iat": now,
         "exp": now + 3600,
     }));
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    let signature =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
     let token = format!("{header}.{payload}.{signature}");
     cc.tokens
         .lock()
@@ -204,11 +243,17 @@ async fn auth_token(State(cc): State<Arc<CatalystCenter>>, headers: HeaderMap) -
 }
 
 fn epoch_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn epoch_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn template_summary(t: &SeedTemplate) -> Value {
@@ -335,11 +380,18 @@ async fn projects_v2(Query(query): Query<Vec<(String, String)>>) -> Response {
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn params<'a>(query: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    query.iter().filter(|(k, _)| k == name).flat_map(|(_, v)| v.split(',')).collect()
+    query
+        .iter()
+        .filter(|(k, _)| k == name)
+        .flat_map(|(_, v)| v.split(','))
+        .collect()
 }
 
 /// 1-based `offset` and `limit` ≤ 500, as the Intent API takes them.
@@ -348,17 +400,32 @@ fn paging(query: &[(String, String)]) -> Result<(usize, usize), Response> {
         match param(query, name) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| {
-                error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", &format!("{name} must be a number"))
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "NCND01001",
+                    "Invalid input",
+                    &format!("{name} must be a number"),
+                )
             }),
         }
     };
     let offset = parse("offset", 1)?;
     let limit = parse("limit", 500)?;
     if offset < 1 {
-        return Err(error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", "offset starts at 1"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "NCND01001",
+            "Invalid input",
+            "offset starts at 1",
+        ));
     }
     if limit == 0 || limit > 500 {
-        return Err(error(StatusCode::BAD_REQUEST, "NCND01001", "Invalid input", "limit must be between 1 and 500"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "NCND01001",
+            "Invalid input",
+            "limit must be between 1 and 500",
+        ));
     }
     Ok((offset, limit))
 }
@@ -379,20 +446,34 @@ async fn templates(Query(query): Query<Vec<(String, String)>>) -> Response {
 }
 
 fn find_template(id: &str) -> Option<&'static SeedTemplate> {
-    seed::TEMPLATES.iter().find(|t| seed::id("template", t.name) == id)
+    seed::TEMPLATES
+        .iter()
+        .find(|t| seed::id("template", t.name) == id)
 }
 
 async fn template_detail(Path(id): Path<String>) -> Response {
     match find_template(&id) {
         Some(t) => Json(template_detail_json(t)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NCTP10404",
+            "Template not found",
+            &format!("Template with id {id} does not exist"),
+        ),
     }
 }
 
 async fn template_versions(Path(id): Path<String>) -> Response {
     match find_template(&id) {
-        Some(t) => envelope(json!([{"templateId": id, "versionId": seed::id("template-version", t.name), "version": "1"}])),
-        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist")),
+        Some(t) => envelope(
+            json!([{"templateId": id, "versionId": seed::id("template-version", t.name), "version": "1"}]),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NCTP10404",
+            "Template not found",
+            &format!("Template with id {id} does not exist"),
+        ),
     }
 }
 
@@ -401,7 +482,9 @@ pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> V
     let mut problems = Vec::new();
     for (name, data_type, required, default) in t.params {
         match values.get(*name) {
-            None if *required && default.is_empty() => problems.push(format!("Missing required parameter '{name}'")),
+            None if *required && default.is_empty() => {
+                problems.push(format!("Missing required parameter '{name}'"))
+            }
             None => {}
             Some(value) => {
                 let ok = match *data_type {
@@ -413,7 +496,9 @@ pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> V
                     _ => true,
                 };
                 if !ok {
-                    problems.push(format!("Parameter '{name}' value '{value}' is not a valid {data_type}"));
+                    problems.push(format!(
+                        "Parameter '{name}' value '{value}' is not a valid {data_type}"
+                    ));
                 }
             }
         }
@@ -443,7 +528,11 @@ pub fn render(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Result<Str
         let variable = regex::Regex::new(r"\$\{(\w+)\}|\$(\w+)").expect("velocity regex");
         let mut missing = None;
         let rendered = variable.replace_all(t.content, |c: &regex::Captures| {
-            let name = c.get(1).or(c.get(2)).map(|m| m.as_str()).unwrap_or_default();
+            let name = c
+                .get(1)
+                .or(c.get(2))
+                .map(|m| m.as_str())
+                .unwrap_or_default();
             all.get(name).cloned().unwrap_or_else(|| {
                 missing = Some(name.to_string());
                 String::new()
@@ -461,7 +550,14 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
         .and_then(Value::as_object)
         .map(|o| {
             o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -475,7 +571,12 @@ async fn preview(body: Result<Json<Value>, axum::extract::rejection::JsonRejecti
         return business_error("templateId is required");
     };
     let Some(t) = find_template(id) else {
-        return error(StatusCode::NOT_FOUND, "NCTP10404", "Template not found", &format!("Template with id {id} does not exist"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NCTP10404",
+            "Template not found",
+            &format!("Template with id {id} does not exist"),
+        );
     };
     let values = string_map(body.get("params"));
     let mut problems = validate_params(t, &values);
@@ -487,7 +588,10 @@ async fn preview(body: Result<Json<Value>, axum::extract::rejection::JsonRejecti
     } else {
         String::new()
     };
-    let errors: Vec<Value> = problems.iter().map(|p| json!({"type": "PARAMETER_ERROR", "message": p})).collect();
+    let errors: Vec<Value> = problems
+        .iter()
+        .map(|p| json!({"type": "PARAMETER_ERROR", "message": p}))
+        .collect();
     Json(json!({
         "cliPreview": cli,
         "templateId": id,
@@ -507,14 +611,24 @@ async fn devices(Query(query): Query<Vec<(String, String)>>) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let filters: Vec<(&str, Vec<&str>)> = [("hostname", "hostname"), ("managementIpAddress", "managementIpAddress"), ("id", "id"), ("family", "family"), ("reachabilityStatus", "reachabilityStatus")]
-        .iter()
-        .map(|(q, field)| (*field, params(&query, q)))
-        .filter(|(_, values)| !values.is_empty())
-        .collect();
+    let filters: Vec<(&str, Vec<&str>)> = [
+        ("hostname", "hostname"),
+        ("managementIpAddress", "managementIpAddress"),
+        ("id", "id"),
+        ("family", "family"),
+        ("reachabilityStatus", "reachabilityStatus"),
+    ]
+    .iter()
+    .map(|(q, field)| (*field, params(&query, q)))
+    .filter(|(_, values)| !values.is_empty())
+    .collect();
     let list: Vec<Value> = all_devices()
         .into_iter()
-        .filter(|d| filters.iter().all(|(field, values)| values.iter().any(|v| d[*field].as_str() == Some(*v))))
+        .filter(|d| {
+            filters
+                .iter()
+                .all(|(field, values)| values.iter().any(|v| d[*field].as_str() == Some(*v)))
+        })
         .skip(offset - 1)
         .take(limit)
         .collect();
@@ -532,7 +646,9 @@ fn find_device(kind: &str, id: &str) -> Option<Value> {
         "MANAGED_DEVICE_HOSTNAME" => "hostname",
         _ => return None,
     };
-    all_devices().into_iter().find(|d| d[field].as_str() == Some(id))
+    all_devices()
+        .into_iter()
+        .find(|d| d[field].as_str() == Some(id))
 }
 
 async fn deploy(
@@ -548,14 +664,25 @@ async fn deploy(
     let Some(t) = find_template(template_id) else {
         return business_error(&format!("Template with id {template_id} does not exist"));
     };
-    let Some(target_info) = body.get("targetInfo").and_then(Value::as_array).filter(|a| !a.is_empty()) else {
+    let Some(target_info) = body
+        .get("targetInfo")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    else {
         return business_error("targetInfo must name at least one target");
     };
     let failing = cc.faults.get().failing_device;
     let mut targets = Vec::new();
     for info in target_info {
-        let kind = info.get("type").and_then(Value::as_str).unwrap_or("MANAGED_DEVICE_UUID");
-        let id = info.get("id").and_then(Value::as_str).or_else(|| info.get("hostName").and_then(Value::as_str)).unwrap_or("");
+        let kind = info
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("MANAGED_DEVICE_UUID");
+        let id = info
+            .get("id")
+            .and_then(Value::as_str)
+            .or_else(|| info.get("hostName").and_then(Value::as_str))
+            .unwrap_or("");
         let Some(device) = find_device(kind, id) else {
             return business_error(&format!("Target {id} ({kind}) is not a managed device"));
         };
@@ -590,7 +717,12 @@ async fn deploy(
 
 /// Where one device stands `elapsed` into a deployment lasting `total`: devices finish one after
 /// another, evenly spread.
-fn device_state(index: usize, count: usize, elapsed: Duration, total: Duration) -> (bool, Duration) {
+fn device_state(
+    index: usize,
+    count: usize,
+    elapsed: Duration,
+    total: Duration,
+) -> (bool, Duration) {
     let finish = total.mul_f64((index + 1) as f64 / count as f64);
     (elapsed >= finish, finish)
 }
@@ -655,7 +787,12 @@ impl Deployment {
 async fn task(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
     let deployments = cc.deployments.lock().expect("deployments");
     let Some(d) = deployments.iter().find(|d| d.task_id == id) else {
-        return error(StatusCode::NOT_FOUND, "NCND01404", "Task not found", &format!("Task {id} does not exist"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NCND01404",
+            "Task not found",
+            &format!("Task {id} does not exist"),
+        );
     };
     let finished = d.finished(cc.deploy_duration);
     let mut response = json!({
@@ -684,7 +821,12 @@ async fn deploy_status(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<Str
     let deployments = cc.deployments.lock().expect("deployments");
     match deployments.iter().find(|d| d.deployment_id == id) {
         Some(d) => Json(d.status_json(cc.deploy_duration)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "NCTP10404", "Deployment not found", &format!("Deployment {id} does not exist")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NCTP10404",
+            "Deployment not found",
+            &format!("Deployment {id} does not exist"),
+        ),
     }
 }
 
@@ -697,28 +839,69 @@ mod tests {
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parameters_are_checked_against_their_types() {
         let ntp = template("NTP Servers");
-        assert!(validate_params(ntp, &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])).is_empty());
-        let problems = validate_params(ntp, &values(&[("ntp_primary", "not-an-ip"), ("extra", "x")]));
+        assert!(
+            validate_params(
+                ntp,
+                &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])
+            )
+            .is_empty()
+        );
+        let problems = validate_params(
+            ntp,
+            &values(&[("ntp_primary", "not-an-ip"), ("extra", "x")]),
+        );
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("ntp_secondary")));
         assert!(problems.iter().any(|p| p.contains("IPADDRESS")));
-        assert!(problems.iter().any(|p| p.contains("Unknown parameter 'extra'")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("Unknown parameter 'extra'"))
+        );
         let vlan = template("Access VLAN");
-        let problems = validate_params(vlan, &values(&[("vlan_id", "ten"), ("vlan_name", "x"), ("interface", "Gi1/0/1")]));
-        assert_eq!(problems, vec!["Parameter 'vlan_id' value 'ten' is not a valid INTEGER"]);
+        let problems = validate_params(
+            vlan,
+            &values(&[
+                ("vlan_id", "ten"),
+                ("vlan_name", "x"),
+                ("interface", "Gi1/0/1"),
+            ]),
+        );
+        assert_eq!(
+            problems,
+            vec!["Parameter 'vlan_id' value 'ten' is not a valid INTEGER"]
+        );
     }
 
     #[test]
     fn velocity_and_jinja_render_with_defaults() {
-        let ntp = render(template("NTP Servers"), &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])).unwrap();
-        assert_eq!(ntp, "ntp server 10.0.0.1 prefer\nntp server 10.0.0.2\nclock timezone UTC 0\n");
-        let vlan = render(template("Access VLAN"), &values(&[("vlan_id", "20"), ("vlan_name", "voice"), ("interface", "Gi1/0/5")])).unwrap();
+        let ntp = render(
+            template("NTP Servers"),
+            &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")]),
+        )
+        .unwrap();
+        assert_eq!(
+            ntp,
+            "ntp server 10.0.0.1 prefer\nntp server 10.0.0.2\nclock timezone UTC 0\n"
+        );
+        let vlan = render(
+            template("Access VLAN"),
+            &values(&[
+                ("vlan_id", "20"),
+                ("vlan_name", "voice"),
+                ("interface", "Gi1/0/5"),
+            ]),
+        )
+        .unwrap();
         assert!(vlan.starts_with("vlan 20\n name voice\n"));
         assert!(render(template("Login Banner"), &BTreeMap::new()).is_err());
     }

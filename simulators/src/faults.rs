@@ -24,7 +24,10 @@ pub struct FaultConfig {
 impl FaultConfig {
     /// Rejects rates outside 0..=1, naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [("error_rate", self.error_rate), ("rate_limit_rate", self.rate_limit_rate)] {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("rate_limit_rate", self.rate_limit_rate),
+        ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1, got {rate}"));
             }
@@ -87,7 +90,12 @@ mod tests {
             retry_after_secs: 3,
             ..Default::default()
         });
-        assert_eq!(faults.apply().await, Some(InjectedFault::RateLimited { retry_after_secs: 3 }));
+        assert_eq!(
+            faults.apply().await,
+            Some(InjectedFault::RateLimited {
+                retry_after_secs: 3
+            })
+        );
         faults.set(FaultConfig {
             error_rate: 1.0,
             ..Default::default()

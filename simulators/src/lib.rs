@@ -138,7 +138,8 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
     options.faults.validate().map_err(SimulatorError::Faults)?;
     let stats = Arc::new(Stats::default());
     let faults = Faults::new(options.faults.clone());
-    let sn = servicenow::ServiceNow::new(options.credentials.clone(), faults.clone(), stats.clone());
+    let sn =
+        servicenow::ServiceNow::new(options.credentials.clone(), faults.clone(), stats.clone());
     let cc = catalyst::CatalystCenter::new(
         options.credentials.clone(),
         faults.clone(),
@@ -153,12 +154,28 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
         None
     };
     let tls_flag = Tls(options.tls);
-    let sn_app = servicenow::router(sn.clone()).merge(admin.clone()).layer(Extension(tls_flag));
-    let cc_app = catalyst::router(cc.clone()).merge(admin).layer(Extension(tls_flag));
+    let sn_app = servicenow::router(sn.clone())
+        .merge(admin.clone())
+        .layer(Extension(tls_flag));
+    let cc_app = catalyst::router(cc.clone())
+        .merge(admin)
+        .layer(Extension(tls_flag));
 
     let mut handles = Vec::new();
-    let servicenow_url = serve(sn_app, options.servicenow_addr, identity.as_ref(), &mut handles).await?;
-    let catalyst_url = serve(cc_app, options.catalyst_addr, identity.as_ref(), &mut handles).await?;
+    let servicenow_url = serve(
+        sn_app,
+        options.servicenow_addr,
+        identity.as_ref(),
+        &mut handles,
+    )
+    .await?;
+    let catalyst_url = serve(
+        cc_app,
+        options.catalyst_addr,
+        identity.as_ref(),
+        &mut handles,
+    )
+    .await?;
     Ok(RunningSimulators {
         servicenow_url,
         catalyst_url,
@@ -175,11 +192,22 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
 /// Test and demo hooks: `GET /_simulator/stats`, `GET|PUT /_simulator/faults`.
 fn admin_router(stats: Arc<Stats>, faults: Faults) -> Router {
     Router::new()
-        .route("/_simulator/stats", get(|State((stats, _)): State<(Arc<Stats>, Faults)>| async move { Json(serde_json::to_value(&*stats).unwrap_or_default()) }))
+        .route(
+            "/_simulator/stats",
+            get(
+                |State((stats, _)): State<(Arc<Stats>, Faults)>| async move {
+                    Json(serde_json::to_value(&*stats).unwrap_or_default())
+                },
+            ),
+        )
         .route(
             "/_simulator/faults",
-            get(|State((_, faults)): State<(Arc<Stats>, Faults)>| async move { Json(faults.get()) }).put(
-                |State((_, faults)): State<(Arc<Stats>, Faults)>, Json(config): Json<FaultConfig>| async move {
+            get(
+                |State((_, faults)): State<(Arc<Stats>, Faults)>| async move { Json(faults.get()) },
+            )
+            .put(
+                |State((_, faults)): State<(Arc<Stats>, Faults)>,
+                 Json(config): Json<FaultConfig>| async move {
                     match config.validate() {
                         Ok(()) => {
                             faults.set(config.clone());
@@ -213,7 +241,9 @@ async fn serve(
             )
             .await
             .map_err(SimulatorError::TlsConfig)?;
-            let server = axum_server::from_tcp_rustls(listener, config).map_err(bind_error)?.handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(listener, config)
+                .map_err(bind_error)?
+                .handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
                     tracing::error!(error = %e, "simulator server stopped");
@@ -222,7 +252,9 @@ async fn serve(
             format!("https://127.0.0.1:{}", local.port())
         }
         None => {
-            let server = axum_server::from_tcp(listener).map_err(bind_error)?.handle(handle.clone());
+            let server = axum_server::from_tcp(listener)
+                .map_err(bind_error)?
+                .handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
                     tracing::error!(error = %e, "simulator server stopped");

@@ -25,9 +25,18 @@ pub struct SeedTemplate {
 }
 
 pub const PROJECTS: &[(&str, &str)] = &[
-    ("Campus Baseline", "Day-N baseline configuration for campus switches"),
-    ("Branch Access", "Access-layer changes for branch and campus edge"),
-    ("Onboarding Configuration", "Day-0 templates used by Plug and Play"),
+    (
+        "Campus Baseline",
+        "Day-N baseline configuration for campus switches",
+    ),
+    (
+        "Branch Access",
+        "Access-layer changes for branch and campus edge",
+    ),
+    (
+        "Onboarding Configuration",
+        "Day-0 templates used by Plug and Play",
+    ),
 ];
 
 pub const TEMPLATES: &[SeedTemplate] = &[
@@ -80,30 +89,145 @@ pub const TEMPLATES: &[SeedTemplate] = &[
         project: "Onboarding Configuration",
         language: "VELOCITY",
         content: "ip default-gateway $gateway\narp timeout 300\n! mgmt mac $mgmt_mac\n",
-        params: &[("gateway", "IPADDRESS", true, ""), ("mgmt_mac", "MACADDRESS", false, "00:00:00:00:00:00")],
+        params: &[
+            ("gateway", "IPADDRESS", true, ""),
+            ("mgmt_mac", "MACADDRESS", false, "00:00:00:00:00:00"),
+        ],
         description: "Default gateway for the management plane",
     },
 ];
 
 /// (hostname, ip, platform, family, series, role, site, reachable)
 pub const DEVICES: &[(&str, &str, &str, &str, &str, &str, &str, bool)] = &[
-    ("sj-core-01", "10.10.0.1", "C9500-40X", "Switches and Hubs", "Cisco Catalyst 9500 Series Switches", "CORE", "Global/US/San Jose/Building 1", true),
-    ("sj-core-02", "10.10.0.2", "C9500-40X", "Switches and Hubs", "Cisco Catalyst 9500 Series Switches", "CORE", "Global/US/San Jose/Building 1", true),
-    ("sj-dist-01", "10.10.1.1", "C9400-SUP-1", "Switches and Hubs", "Cisco Catalyst 9400 Series Switches", "DISTRIBUTION", "Global/US/San Jose/Building 1", true),
-    ("sj-access-01", "10.10.2.11", "C9300-48P", "Switches and Hubs", "Cisco Catalyst 9300 Series Switches", "ACCESS", "Global/US/San Jose/Building 1", true),
-    ("sj-access-02", "10.10.2.12", "C9300-48P", "Switches and Hubs", "Cisco Catalyst 9300 Series Switches", "ACCESS", "Global/US/San Jose/Building 1", true),
-    ("sj-wlc-01", "10.10.3.5", "C9800-40-K9", "Wireless Controller", "Cisco Catalyst 9800 Series Wireless Controllers", "ACCESS", "Global/US/San Jose/Building 1", true),
-    ("lon-core-01", "10.20.0.1", "C9500-24Y4C", "Switches and Hubs", "Cisco Catalyst 9500 Series Switches", "CORE", "Global/UK/London/Floor 2", true),
-    ("lon-dist-01", "10.20.1.1", "C9400-SUP-1", "Switches and Hubs", "Cisco Catalyst 9400 Series Switches", "DISTRIBUTION", "Global/UK/London/Floor 2", true),
-    ("lon-access-01", "10.20.2.11", "C9200-48P", "Switches and Hubs", "Cisco Catalyst 9200 Series Switches", "ACCESS", "Global/UK/London/Floor 2", true),
-    ("lon-access-02", "10.20.2.12", "C9200-48P", "Switches and Hubs", "Cisco Catalyst 9200 Series Switches", "ACCESS", "Global/UK/London/Floor 2", true),
-    ("lon-access-03", "10.20.2.13", "C9200-48P", "Switches and Hubs", "Cisco Catalyst 9200 Series Switches", "ACCESS", "Global/UK/London/Floor 2", false),
-    ("lon-rtr-01", "10.20.0.254", "ISR4451-X/K9", "Routers", "Cisco 4400 Series Integrated Services Routers", "BORDER ROUTER", "Global/UK/London/Floor 2", true),
+    (
+        "sj-core-01",
+        "10.10.0.1",
+        "C9500-40X",
+        "Switches and Hubs",
+        "Cisco Catalyst 9500 Series Switches",
+        "CORE",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "sj-core-02",
+        "10.10.0.2",
+        "C9500-40X",
+        "Switches and Hubs",
+        "Cisco Catalyst 9500 Series Switches",
+        "CORE",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "sj-dist-01",
+        "10.10.1.1",
+        "C9400-SUP-1",
+        "Switches and Hubs",
+        "Cisco Catalyst 9400 Series Switches",
+        "DISTRIBUTION",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "sj-access-01",
+        "10.10.2.11",
+        "C9300-48P",
+        "Switches and Hubs",
+        "Cisco Catalyst 9300 Series Switches",
+        "ACCESS",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "sj-access-02",
+        "10.10.2.12",
+        "C9300-48P",
+        "Switches and Hubs",
+        "Cisco Catalyst 9300 Series Switches",
+        "ACCESS",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "sj-wlc-01",
+        "10.10.3.5",
+        "C9800-40-K9",
+        "Wireless Controller",
+        "Cisco Catalyst 9800 Series Wireless Controllers",
+        "ACCESS",
+        "Global/US/San Jose/Building 1",
+        true,
+    ),
+    (
+        "lon-core-01",
+        "10.20.0.1",
+        "C9500-24Y4C",
+        "Switches and Hubs",
+        "Cisco Catalyst 9500 Series Switches",
+        "CORE",
+        "Global/UK/London/Floor 2",
+        true,
+    ),
+    (
+        "lon-dist-01",
+        "10.20.1.1",
+        "C9400-SUP-1",
+        "Switches and Hubs",
+        "Cisco Catalyst 9400 Series Switches",
+        "DISTRIBUTION",
+        "Global/UK/London/Floor 2",
+        true,
+    ),
+    (
+        "lon-access-01",
+        "10.20.2.11",
+        "C9200-48P",
+        "Switches and Hubs",
+        "Cisco Catalyst 9200 Series Switches",
+        "ACCESS",
+        "Global/UK/London/Floor 2",
+        true,
+    ),
+    (
+        "lon-access-02",
+        "10.20.2.12",
+        "C9200-48P",
+        "Switches and Hubs",
+        "Cisco Catalyst 9200 Series Switches",
+        "ACCESS",
+        "Global/UK/London/Floor 2",
+        true,
+    ),
+    (
+        "lon-access-03",
+        "10.20.2.13",
+        "C9200-48P",
+        "Switches and Hubs",
+        "Cisco Catalyst 9200 Series Switches",
+        "ACCESS",
+        "Global/UK/London/Floor 2",
+        false,
+    ),
+    (
+        "lon-rtr-01",
+        "10.20.0.254",
+        "ISR4451-X/K9",
+        "Routers",
+        "Cisco 4400 Series Integrated Services Routers",
+        "BORDER ROUTER",
+        "Global/UK/London/Floor 2",
+        true,
+    ),
 ];
 
 /// Stable id derived from a kind and a name.
 pub fn id(kind: &str, name: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("changeflow:{kind}:{name}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("changeflow:{kind}:{name}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// Epoch milliseconds the seed pretends things were created at (2026-01-15).

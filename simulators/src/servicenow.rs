@@ -2,9 +2,9 @@
 //! OAuth token endpoint, as `../shared/contracts/servicenow.md` describes them. All values are
 //! strings, reference fields are `{link, value}`, and `work_notes`/`comments` are journals.
 
+use crate::Stats;
 use crate::credentials::DevCredentials;
 use crate::faults::{Faults, InjectedFault};
-use crate::Stats;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,15 @@ const REFERENCE_FIELDS: &[(&str, &str)] = &[
     ("assignment_group", "sys_user_group"),
 ];
 const JOURNAL_FIELDS: &[&str] = &["work_notes", "comments"];
-const READ_ONLY_FIELDS: &[&str] = &["sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "sys_created_by", "sys_updated_by"];
+const READ_ONLY_FIELDS: &[&str] = &[
+    "sys_id",
+    "number",
+    "sys_created_on",
+    "sys_updated_on",
+    "sys_mod_count",
+    "sys_created_by",
+    "sys_updated_by",
+];
 
 /// A journal entry (`work_notes` or `comments`).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +82,13 @@ impl ServiceNow {
         for (user_name, name, email) in crate::seed::USERS {
             let sys_id = sys_id_for(user_name);
             let mut record = Record::default();
-            for (k, v) in [("sys_id", sys_id.as_str()), ("user_name", user_name), ("name", name), ("email", email), ("active", "true")] {
+            for (k, v) in [
+                ("sys_id", sys_id.as_str()),
+                ("user_name", user_name),
+                ("name", name),
+                ("email", email),
+                ("active", "true"),
+            ] {
                 record.fields.insert(k.into(), v.into());
             }
             tables.sys_user.insert(sys_id, record);
@@ -83,8 +97,12 @@ impl ServiceNow {
         let sys_id = sys_id_for(&integration);
         let mut record = Record::default();
         record.fields.insert("sys_id".into(), sys_id.clone());
-        record.fields.insert("user_name".into(), integration.clone());
-        record.fields.insert("name".into(), "changeflow integration".into());
+        record
+            .fields
+            .insert("user_name".into(), integration.clone());
+        record
+            .fields
+            .insert("name".into(), "changeflow integration".into());
         tables.sys_user.insert(sys_id, record);
         Arc::new(Self {
             tables: Mutex::new(tables),
@@ -97,14 +115,24 @@ impl ServiceNow {
 
     /// All change requests, for tests and the demo to inspect what was written.
     pub fn change_requests(&self) -> Vec<Record> {
-        self.tables.lock().expect("tables").change_request.values().cloned().collect()
+        self.tables
+            .lock()
+            .expect("tables")
+            .change_request
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Issues an access token for `user` (used by the OAuth endpoint; exposed for tests).
     fn issue_token(&self, user: &str) -> String {
-        let token = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let token =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
         let expiry = Instant::now() + Duration::from_secs(OAUTH_TOKEN_TTL_SECS);
-        self.tokens.lock().expect("tokens").insert(token.clone(), (user.to_string(), expiry));
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .insert(token.clone(), (user.to_string(), expiry));
         token
     }
 
@@ -121,9 +149,12 @@ impl ServiceNow {
             return (*expiry > Instant::now()).then(|| user.clone());
         }
         let encoded = value.strip_prefix("Basic ")?;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
         let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        (user == self.credentials.servicenow_username && password == self.credentials.servicenow_password)
+        (user == self.credentials.servicenow_username
+            && password == self.credentials.servicenow_password)
             .then(|| user.to_string())
     }
 }
@@ -131,10 +162,16 @@ impl ServiceNow {
 /// The router of the ServiceNow simulator.
 pub(crate) fn router(state: Arc<ServiceNow>) -> Router {
     let api = Router::new()
-        .route("/api/now/table/{table}", get(list_records).post(create_record))
+        .route(
+            "/api/now/table/{table}",
+            get(list_records).post(create_record),
+        )
         .route(
             "/api/now/table/{table}/{sys_id}",
-            get(get_record).patch(update_record).put(update_record).delete(delete_record),
+            get(get_record)
+                .patch(update_record)
+                .put(update_record)
+                .delete(delete_record),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
@@ -172,7 +209,8 @@ async fn inject_faults(
                         "Rate limit exceeded",
                         Some("The maximum number of requests per hour has been exceeded"),
                     );
-                    let reset = time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
+                    let reset =
+                        time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
                     let headers = response.headers_mut();
                     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                     headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
@@ -216,9 +254,16 @@ struct TokenRequest {
     refresh_token: Option<String>,
 }
 
-async fn oauth_token(State(sn): State<Arc<ServiceNow>>, Form(form): Form<TokenRequest>) -> Response {
+async fn oauth_token(
+    State(sn): State<Arc<ServiceNow>>,
+    Form(form): Form<TokenRequest>,
+) -> Response {
     let oauth_error = |description: &str| {
-        (StatusCode::UNAUTHORIZED, Json(json!({"error_description": description, "error": "server_error"}))).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error_description": description, "error": "server_error"})),
+        )
+            .into_response()
     };
     let c = &sn.credentials;
     if form.client_id.as_deref() != Some(&c.servicenow_client_id)
@@ -294,9 +339,12 @@ impl TableParams {
         self.sysparm_exclude_reference_link.as_deref() == Some("true")
     }
     fn fields(&self) -> Option<Vec<String>> {
-        self.sysparm_fields
-            .as_ref()
-            .map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        self.sysparm_fields.as_ref().map(|f| {
+            f.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
     }
 }
 
@@ -313,7 +361,12 @@ impl Renderer<'_> {
         let mut out = Map::new();
         let names: Vec<String> = match &self.fields {
             Some(fields) => fields.clone(),
-            None => record.fields.keys().cloned().chain(JOURNAL_FIELDS.iter().map(|s| s.to_string())).collect(),
+            None => record
+                .fields
+                .keys()
+                .cloned()
+                .chain(JOURNAL_FIELDS.iter().map(|s| s.to_string()))
+                .collect(),
         };
         for name in names {
             let value = record.fields.get(&name).cloned().unwrap_or_default();
@@ -324,7 +377,10 @@ impl Renderer<'_> {
 
     fn render_field(&self, name: &str, value: &str) -> Value {
         let display = display_value(name, value, self.users);
-        let reference = REFERENCE_FIELDS.iter().find(|(f, _)| *f == name).map(|(_, table)| *table);
+        let reference = REFERENCE_FIELDS
+            .iter()
+            .find(|(f, _)| *f == name)
+            .map(|(_, table)| *table);
         let value_json = match reference {
             Some(table) if !value.is_empty() && !self.exclude_links => json!({
                 "link": format!("{}/api/now/table/{table}/{value}", self.base_url),
@@ -337,8 +393,11 @@ impl Renderer<'_> {
             DisplayMode::Display => Value::String(display),
             DisplayMode::All => {
                 let mut both = json!({"display_value": display, "value": value});
-                if let (Some(table), false, false) = (reference, value.is_empty(), self.exclude_links) {
-                    both["link"] = json!(format!("{}/api/now/table/{table}/{value}", self.base_url));
+                if let (Some(table), false, false) =
+                    (reference, value.is_empty(), self.exclude_links)
+                {
+                    both["link"] =
+                        json!(format!("{}/api/now/table/{table}/{value}", self.base_url));
                 }
                 both
             }
@@ -375,7 +434,10 @@ fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> 
     if !label.is_empty() {
         return label.to_string();
     }
-    if REFERENCE_FIELDS.iter().any(|(f, t)| *f == field && *t == "sys_user") {
+    if REFERENCE_FIELDS
+        .iter()
+        .any(|(f, t)| *f == field && *t == "sys_user")
+    {
         if let Some(user) = users.get(value) {
             return user.get("name").to_string();
         }
@@ -384,7 +446,10 @@ fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> 
 }
 
 fn base_url(headers: &HeaderMap, tls: bool) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     format!("{}://{host}", if tls { "https" } else { "http" })
 }
 
@@ -392,13 +457,25 @@ fn base_url(headers: &HeaderMap, tls: bool) -> String {
 fn check_table(table: &str, write: bool) -> Result<(), Response> {
     match (table, write) {
         ("change_request", _) | ("sys_user", false) => Ok(()),
-        ("sys_user", true) => Err(error(StatusCode::FORBIDDEN, "Operation Failed", Some("ACL Exception Insert Failed due to security constraints"))),
-        _ => Err(error(StatusCode::BAD_REQUEST, "Invalid table", Some(&format!("Invalid table {table}")))),
+        ("sys_user", true) => Err(error(
+            StatusCode::FORBIDDEN,
+            "Operation Failed",
+            Some("ACL Exception Insert Failed due to security constraints"),
+        )),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Invalid table",
+            Some(&format!("Invalid table {table}")),
+        )),
     }
 }
 
 fn table<'a>(tables: &'a mut Tables, name: &str) -> &'a mut BTreeMap<String, Record> {
-    if name == "sys_user" { &mut tables.sys_user } else { &mut tables.change_request }
+    if name == "sys_user" {
+        &mut tables.sys_user
+    } else {
+        &mut tables.change_request
+    }
 }
 
 async fn list_records(
@@ -418,7 +495,13 @@ async fn list_records(
     let parse_number = |value: &Option<String>, default: usize| -> Result<usize, Response> {
         match value {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "Invalid parameter", Some(&format!("not a number: {v}")))),
+            Some(v) => v.parse().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid parameter",
+                    Some(&format!("not a number: {v}")),
+                )
+            }),
         }
     };
     let limit = match parse_number(&params.sysparm_limit, 10_000) {
@@ -443,23 +526,48 @@ async fn list_records(
         fields: params.fields(),
         users: &users,
     };
-    let page: Vec<Value> = matching.iter().skip(offset).take(limit).map(|r| renderer.render(r)).collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| renderer.render(r))
+        .collect();
     let mut response = Json(json!({ "result": page })).into_response();
     let h = response.headers_mut();
     h.insert("X-Total-Count", HeaderValue::from(total));
-    if let Ok(link) = HeaderValue::from_str(&pagination_links(&base, &table_name, &params, offset, limit, total)) {
+    if let Ok(link) = HeaderValue::from_str(&pagination_links(
+        &base,
+        &table_name,
+        &params,
+        offset,
+        limit,
+        total,
+    )) {
         h.insert(header::LINK, link);
     }
     response
 }
 
-fn pagination_links(base: &str, table: &str, params: &TableParams, offset: usize, limit: usize, total: usize) -> String {
+fn pagination_links(
+    base: &str,
+    table: &str,
+    params: &TableParams,
+    offset: usize,
+    limit: usize,
+    total: usize,
+) -> String {
     let limit = limit.max(1);
     let query = params.sysparm_query.as_deref().unwrap_or("");
     let link = |offset: usize, rel: &str| {
-        format!("<{base}/api/now/table/{table}?sysparm_query={query}&sysparm_limit={limit}&sysparm_offset={offset}>;rel=\"{rel}\"")
+        format!(
+            "<{base}/api/now/table/{table}?sysparm_query={query}&sysparm_limit={limit}&sysparm_offset={offset}>;rel=\"{rel}\""
+        )
     };
-    let last = if total == 0 { 0 } else { (total - 1) / limit * limit };
+    let last = if total == 0 {
+        0
+    } else {
+        (total - 1) / limit * limit
+    };
     let mut links = vec![link(0, "first")];
     if offset > 0 {
         links.push(link(offset.saturating_sub(limit), "prev"));
@@ -497,13 +605,21 @@ async fn get_record(
 }
 
 fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "No Record found", Some("Record doesn't exist or ACL restricts the record retrieval"))
+    error(
+        StatusCode::NOT_FOUND,
+        "No Record found",
+        Some("Record doesn't exist or ACL restricts the record retrieval"),
+    )
 }
 
 /// Converts a JSON body into string field values, as ServiceNow coerces them.
 fn body_fields(body: &Value) -> Result<BTreeMap<String, String>, Response> {
     let Some(object) = body.as_object() else {
-        return Err(error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON.")));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "Exception while reading request",
+            Some("The payload is not valid JSON."),
+        ));
     };
     let mut fields = BTreeMap::new();
     for (name, value) in object {
@@ -514,9 +630,21 @@ fn body_fields(body: &Value) -> Result<BTreeMap<String, String>, Response> {
             Value::Null => String::new(),
             Value::Object(o) => match o.get("value") {
                 Some(Value::String(s)) => s.clone(),
-                _ => return Err(error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("field {name}")))),
+                _ => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid field value",
+                        Some(&format!("field {name}")),
+                    ));
+                }
             },
-            Value::Array(_) => return Err(error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("field {name}")))),
+            Value::Array(_) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid field value",
+                    Some(&format!("field {name}")),
+                ));
+            }
         };
         fields.insert(name.clone(), text);
     }
@@ -525,13 +653,19 @@ fn body_fields(body: &Value) -> Result<BTreeMap<String, String>, Response> {
 
 fn now_text() -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::now_utc().format(format).expect("time format")
+    time::OffsetDateTime::now_utc()
+        .format(format)
+        .expect("time format")
 }
 
 /// Resolves a reference written by user name to the user's sys_id, as ServiceNow resolves
 /// display values on write.
 fn resolve_reference(field: &str, value: String, users: &BTreeMap<String, Record>) -> String {
-    if !REFERENCE_FIELDS.iter().any(|(f, t)| *f == field && *t == "sys_user") || users.contains_key(&value) {
+    if !REFERENCE_FIELDS
+        .iter()
+        .any(|(f, t)| *f == field && *t == "sys_user")
+        || users.contains_key(&value)
+    {
         return value;
     }
     users
@@ -542,14 +676,23 @@ fn resolve_reference(field: &str, value: String, users: &BTreeMap<String, Record
 }
 
 /// Applies writable fields and journal entries to a record.
-fn apply_fields(record: &mut Record, fields: BTreeMap<String, String>, author: &str, users: &BTreeMap<String, Record>) {
+fn apply_fields(
+    record: &mut Record,
+    fields: BTreeMap<String, String>,
+    author: &str,
+    users: &BTreeMap<String, Record>,
+) {
     for (name, value) in fields {
         if READ_ONLY_FIELDS.contains(&name.as_str()) {
             continue;
         }
         if JOURNAL_FIELDS.contains(&name.as_str()) {
             if !value.is_empty() {
-                record.journal.push(JournalEntry { field: name, author: author.to_string(), value });
+                record.journal.push(JournalEntry {
+                    field: name,
+                    author: author.to_string(),
+                    value,
+                });
             }
             continue;
         }
@@ -571,7 +714,11 @@ async fn create_record(
         return response;
     }
     let Ok(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Exception while reading request",
+            Some("The payload is not valid JSON."),
+        );
     };
     let fields = match body_fields(&body) {
         Ok(f) => f,
@@ -579,7 +726,11 @@ async fn create_record(
     };
     if let Some(change_type) = fields.get("type") {
         if !["normal", "standard", "emergency"].contains(&change_type.as_str()) {
-            return error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("type: {change_type}")));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid field value",
+                Some(&format!("type: {change_type}")),
+            );
         }
     }
     let mut tables = sn.tables.lock().expect("tables");
@@ -621,7 +772,9 @@ async fn create_record(
     let mut fields = fields;
     fields.remove("state"); // new changes always start in New
     apply_fields(&mut record, fields, &caller, &users);
-    sn.stats.change_requests_created.fetch_add(1, Ordering::Relaxed);
+    sn.stats
+        .change_requests_created
+        .fetch_add(1, Ordering::Relaxed);
     let renderer = Renderer {
         base_url: base_url(&headers, tls.0),
         mode: params.display_mode(),
@@ -632,7 +785,10 @@ async fn create_record(
     let rendered = renderer.render(&record);
     tables.change_request.insert(sys_id.clone(), record);
     let mut response = (StatusCode::CREATED, Json(json!({ "result": rendered }))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("{}/api/now/table/change_request/{sys_id}", base_url(&headers, tls.0))) {
+    if let Ok(location) = HeaderValue::from_str(&format!(
+        "{}/api/now/table/change_request/{sys_id}",
+        base_url(&headers, tls.0)
+    )) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
@@ -672,7 +828,11 @@ async fn update_record(
         return response;
     }
     let Ok(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "Exception while reading request", Some("The payload is not valid JSON."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Exception while reading request",
+            Some("The payload is not valid JSON."),
+        );
     };
     let fields = match body_fields(&body) {
         Ok(f) => f,
@@ -689,22 +849,41 @@ async fn update_record(
             let detail = format!(
                 "Invalid state transition from {} to {}",
                 state_label(&current),
-                if state_label(new_state) == *new_state { format!("'{new_state}'") } else { state_label(new_state) }
+                if state_label(new_state) == *new_state {
+                    format!("'{new_state}'")
+                } else {
+                    state_label(new_state)
+                }
             );
             return error(StatusCode::FORBIDDEN, "Operation Failed", Some(&detail));
         }
-        if new_state == "3" && record.get("close_code").is_empty() && fields.get("close_code").is_none_or(|c| c.is_empty()) {
-            return error(StatusCode::FORBIDDEN, "Operation Failed", Some("Data Policy Exception: Close code is mandatory when closing a change"));
+        if new_state == "3"
+            && record.get("close_code").is_empty()
+            && fields.get("close_code").is_none_or(|c| c.is_empty())
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Operation Failed",
+                Some("Data Policy Exception: Close code is mandatory when closing a change"),
+            );
         }
     }
     if let Some(code) = fields.get("close_code") {
-        if !code.is_empty() && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str()) {
-            return error(StatusCode::BAD_REQUEST, "Invalid field value", Some(&format!("close_code: {code}")));
+        if !code.is_empty()
+            && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str())
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid field value",
+                Some(&format!("close_code: {code}")),
+            );
         }
     }
     apply_fields(record, fields, &caller, &users);
     let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;
-    record.fields.insert("sys_mod_count".into(), count.to_string());
+    record
+        .fields
+        .insert("sys_mod_count".into(), count.to_string());
     record.fields.insert("sys_updated_on".into(), now_text());
     record.fields.insert("sys_updated_by".into(), caller);
     let renderer = Renderer {
@@ -724,7 +903,13 @@ async fn delete_record(
     if let Err(response) = check_table(&table_name, true) {
         return response;
     }
-    match sn.tables.lock().expect("tables").change_request.remove(&sys_id) {
+    match sn
+        .tables
+        .lock()
+        .expect("tables")
+        .change_request
+        .remove(&sys_id)
+    {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => not_found(),
     }
@@ -783,14 +968,20 @@ impl EncodedQuery {
     }
 
     fn matches(&self, record: &Record) -> bool {
-        self.groups.iter().all(|group| group.iter().any(|c| c.matches(record)))
+        self.groups
+            .iter()
+            .all(|group| group.iter().any(|c| c.matches(record)))
     }
 
     fn sort(&self, records: &mut [&Record]) {
         for (field, descending) in self.order.iter().rev() {
             records.sort_by(|a, b| {
                 let ordering = a.get(field).cmp(b.get(field));
-                if *descending { ordering.reverse() } else { ordering }
+                if *descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
             });
         }
     }
@@ -848,14 +1039,21 @@ mod tests {
 
     fn record(fields: &[(&str, &str)]) -> Record {
         Record {
-            fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             journal: vec![],
         }
     }
 
     fn check(query: &str, fields: &[(&str, &str)], expected: bool) {
         let parsed = EncodedQuery::parse(query).unwrap();
-        assert_eq!(parsed.matches(&record(fields)), expected, "{query} on {fields:?}");
+        assert_eq!(
+            parsed.matches(&record(fields)),
+            expected,
+            "{query} on {fields:?}"
+        );
     }
 
     #[test]
@@ -863,9 +1061,17 @@ mod tests {
         check("number=CHG0030001", &[("number", "CHG0030001")], true);
         check("number=CHG0030001", &[("number", "CHG0030002")], false);
         check("state=-5^ORstate=-1", &[("state", "-1")], true);
-        check("state=-5^type=normal", &[("state", "-5"), ("type", "standard")], false);
+        check(
+            "state=-5^type=normal",
+            &[("state", "-5"), ("type", "standard")],
+            false,
+        );
         check("state!=3", &[("state", "3")], false);
-        check("short_descriptionLIKEdeploy", &[("short_description", "Deploy NTP")], true);
+        check(
+            "short_descriptionLIKEdeploy",
+            &[("short_description", "Deploy NTP")],
+            true,
+        );
         check("numberSTARTSWITHCHG003", &[("number", "CHG0030001")], true);
         check("stateIN-5,-4", &[("state", "-4")], true);
         check("close_codeISEMPTY", &[("close_code", "")], true);
@@ -888,9 +1094,18 @@ mod tests {
     #[test]
     fn normal_changes_follow_the_state_model() {
         assert!(transition_allowed("normal", "-5", "-4"));
-        assert!(!transition_allowed("normal", "-5", "-1"), "New cannot jump to Implement");
-        assert!(transition_allowed("normal", "-1", "4"), "anything open may be canceled");
-        assert!(!transition_allowed("normal", "3", "4"), "closed changes stay closed");
+        assert!(
+            !transition_allowed("normal", "-5", "-1"),
+            "New cannot jump to Implement"
+        );
+        assert!(
+            transition_allowed("normal", "-1", "4"),
+            "anything open may be canceled"
+        );
+        assert!(
+            !transition_allowed("normal", "3", "4"),
+            "closed changes stay closed"
+        );
         assert!(transition_allowed("standard", "-5", "-2"));
     }
 }

@@ -58,9 +58,15 @@ pub fn server_identity(dir: &Path) -> Result<ServerIdentity, TlsError> {
     let issuer = Issuer::from_params(&issuer_params, ca_key);
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-    params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
-    params.distinguished_name.push(DnType::CommonName, "changeflow simulator");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "changeflow simulator");
     let cert = params.signed_by(&server_key, &issuer)?;
     Ok(ServerIdentity {
         cert_pem: format!("{}{}", cert.pem(), ca_pem),
@@ -102,8 +108,14 @@ mod tests {
         let ca_before = std::fs::read_to_string(&first.ca_file).unwrap();
         let second = server_identity(&dir).unwrap();
         assert_eq!(ca_before, std::fs::read_to_string(&second.ca_file).unwrap());
-        assert!(second.cert_pem.ends_with(&ca_before), "chain carries the CA");
-        assert_ne!(first.key_pem, second.key_pem, "each start gets a fresh server key");
+        assert!(
+            second.cert_pem.ends_with(&ca_before),
+            "chain carries the CA"
+        );
+        assert_ne!(
+            first.key_pem, second.key_pem,
+            "each start gets a fresh server key"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -13,7 +13,9 @@ pub struct ChangeActivities;
 impl ChangeActivities {
     /// Checks template, parameters and devices in Catalyst Center and renders a preview.
     #[activity(name = "validate_deployment")]
-    pub fn validate_deployment(request: DeploymentRequest) -> Result<ValidatedDeployment, ActivityError> {
+    pub fn validate_deployment(
+        request: DeploymentRequest,
+    ) -> Result<ValidatedDeployment, ActivityError> {
         unimplemented!()
     }
 
@@ -31,7 +33,9 @@ impl ChangeActivities {
 
     /// Asks Catalyst Center to deploy the template; returns the asynchronous task.
     #[activity(name = "submit_deployment")]
-    pub fn submit_deployment(deployment: SubmitDeployment) -> Result<DeploymentTask, ActivityError> {
+    pub fn submit_deployment(
+        deployment: SubmitDeployment,
+    ) -> Result<DeploymentTask, ActivityError> {
         unimplemented!()
     }
 
@@ -46,4 +50,9 @@ impl ChangeActivities {
     pub fn close_change_ticket(close: CloseChangeTicket) -> Result<(), ActivityError> {
         unimplemented!()
     }
+}
+
+/// The activity marker types, for implementations to name with `#[activity(definition = ...)]`.
+pub mod definitions {
+    pub use super::change_activities::*;
 }

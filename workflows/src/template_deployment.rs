@@ -49,13 +49,23 @@ impl TemplateDeployment {
             return Err(invalid_request(reason));
         }
 
-        advance(ctx, ChangeStep::Validating, "checking template, parameters and devices");
+        advance(
+            ctx,
+            ChangeStep::Validating,
+            "checking template, parameters and devices",
+        );
         let validated = match ctx
-            .execute_activity(ChangeActivities::validate_deployment, request.clone(), call_options("validate"))
+            .execute_activity(
+                ChangeActivities::validate_deployment,
+                request.clone(),
+                call_options("validate"),
+            )
             .await
         {
             Ok(validated) => validated,
-            Err(ActivityExecutionError::Cancelled(_)) => return Err(WorkflowTermination::cancelled()),
+            Err(ActivityExecutionError::Cancelled(_)) => {
+                return Err(WorkflowTermination::cancelled());
+            }
             Err(err) => return Err(invalid_request(failure_message(&err))),
         };
 
@@ -73,11 +83,17 @@ impl TemplateDeployment {
             requested_by: request.requested_by.clone(),
         };
         let ticket = match ctx
-            .execute_activity(ChangeActivities::open_change_ticket, new_ticket, call_options("open ticket"))
+            .execute_activity(
+                ChangeActivities::open_change_ticket,
+                new_ticket,
+                call_options("open ticket"),
+            )
             .await
         {
             Ok(ticket) => ticket,
-            Err(ActivityExecutionError::Cancelled(_)) => return Err(WorkflowTermination::cancelled()),
+            Err(ActivityExecutionError::Cancelled(_)) => {
+                return Err(WorkflowTermination::cancelled());
+            }
             Err(err) => {
                 advance(ctx, ChangeStep::Failed, &failure_message(&err));
                 return Err(err.into());
@@ -89,13 +105,23 @@ impl TemplateDeployment {
         let (closure, notes, result) = match deployed {
             Ok(snapshot) => conclude(&ticket, snapshot),
             Err(Interruption::Canceled) => {
-                advance(ctx, ChangeStep::ClosingTicket, "change canceled; closing the ticket");
+                advance(
+                    ctx,
+                    ChangeStep::ClosingTicket,
+                    "change canceled; closing the ticket",
+                );
                 let notes = match ctx.state(|s| s.progress.task_id.clone()) {
-                    Some(task) => format!("Canceled by request while Catalyst Center task {task} was running."),
+                    Some(task) => format!(
+                        "Canceled by request while Catalyst Center task {task} was running."
+                    ),
                     None => "Canceled by request before deployment started.".to_string(),
                 };
                 Self::close(ctx, &ticket, TicketClosure::Canceled, notes).await?;
-                advance(ctx, ChangeStep::Canceled, "change canceled; ticket closed as canceled");
+                advance(
+                    ctx,
+                    ChangeStep::Canceled,
+                    "change canceled; ticket closed as canceled",
+                );
                 return Err(WorkflowTermination::cancelled());
             }
             Err(Interruption::Failed(reason)) => {
@@ -106,17 +132,27 @@ impl TemplateDeployment {
                     devices: ctx.state(|s| s.progress.devices.clone()),
                     failure_reason: Some(reason.clone()),
                 };
-                (TicketClosure::Unsuccessful, format!("Change failed: {reason}"), result)
+                (
+                    TicketClosure::Unsuccessful,
+                    format!("Change failed: {reason}"),
+                    result,
+                )
             }
         };
 
         advance(ctx, ChangeStep::ClosingTicket, "closing the change request");
         Self::close(ctx, &ticket, closure, notes).await?;
         let (step, message) = match result.outcome {
-            ChangeOutcome::Succeeded => (ChangeStep::Completed, "change completed successfully".to_string()),
+            ChangeOutcome::Succeeded => (
+                ChangeStep::Completed,
+                "change completed successfully".to_string(),
+            ),
             ChangeOutcome::Failed => (
                 ChangeStep::Failed,
-                result.failure_reason.clone().unwrap_or_else(|| "change failed".into()),
+                result
+                    .failure_reason
+                    .clone()
+                    .unwrap_or_else(|| "change failed".into()),
             ),
         };
         advance(ctx, step, &message);
@@ -137,11 +173,23 @@ impl TemplateDeployment {
         ticket: &ChangeTicket,
         validated: &ValidatedDeployment,
     ) -> Result<DeploymentSnapshot, Interruption> {
-        advance(ctx, ChangeStep::Implementing, "moving the change request to Implement");
-        ctx.execute_activity(ChangeActivities::start_implementation, ticket.clone(), call_options("implement"))
-            .await?;
+        advance(
+            ctx,
+            ChangeStep::Implementing,
+            "moving the change request to Implement",
+        );
+        ctx.execute_activity(
+            ChangeActivities::start_implementation,
+            ticket.clone(),
+            call_options("implement"),
+        )
+        .await?;
 
-        advance(ctx, ChangeStep::Deploying, "submitting the template deployment");
+        advance(
+            ctx,
+            ChangeStep::Deploying,
+            "submitting the template deployment",
+        );
         let submit = SubmitDeployment {
             template_id: validated.template_id.clone(),
             parameters: validated.parameters.clone(),
@@ -150,7 +198,11 @@ impl TemplateDeployment {
         // Its own activity, so the task id is in history before polling starts: a worker that dies
         // while polling resumes polling the same task instead of deploying again.
         let task = ctx
-            .execute_activity(ChangeActivities::submit_deployment, submit, call_options("submit deployment"))
+            .execute_activity(
+                ChangeActivities::submit_deployment,
+                submit,
+                call_options("submit deployment"),
+            )
             .await?;
         ctx.state_mut(|s| {
             s.progress.task_id = Some(task.task_id.clone());
@@ -202,7 +254,10 @@ impl TemplateDeployment {
 }
 
 /// Decides how the ticket closes from the final deployment snapshot.
-fn conclude(ticket: &ChangeTicket, snapshot: DeploymentSnapshot) -> (TicketClosure, String, ChangeResult) {
+fn conclude(
+    ticket: &ChangeTicket,
+    snapshot: DeploymentSnapshot,
+) -> (TicketClosure, String, ChangeResult) {
     let failed: Vec<&DeviceStatus> = snapshot.devices.iter().filter(|d| !d.succeeded()).collect();
     let failure_reason = if let Some(reason) = &snapshot.failure_reason {
         Some(reason.clone())
@@ -210,14 +265,21 @@ fn conclude(ticket: &ChangeTicket, snapshot: DeploymentSnapshot) -> (TicketClosu
         Some(
             failed
                 .iter()
-                .map(|d| format!("{}: {} {}", d.device, d.status, d.message).trim().to_string())
+                .map(|d| {
+                    format!("{}: {} {}", d.device, d.status, d.message)
+                        .trim()
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         )
     } else {
         None
     };
-    let deployment = snapshot.deployment_id.clone().unwrap_or_else(|| "unknown".into());
+    let deployment = snapshot
+        .deployment_id
+        .clone()
+        .unwrap_or_else(|| "unknown".into());
     let (outcome, closure, notes) = match &failure_reason {
         None => (
             ChangeOutcome::Succeeded,
@@ -276,7 +338,11 @@ fn ticket_description(validated: &ValidatedDeployment) -> String {
         validated.project_name,
         validated.template_id,
         devices.join(", "),
-        validated.devices.first().map(|d| d.hostname.as_str()).unwrap_or("-"),
+        validated
+            .devices
+            .first()
+            .map(|d| d.hostname.as_str())
+            .unwrap_or("-"),
         validated.preview
     )
 }
@@ -314,9 +380,9 @@ fn call_options(summary: &str) -> ActivityOptions {
         schedule_to_close: Duration::from_secs(600),
         start_to_close: Duration::from_secs(60),
     })
-        .retry_policy(retry_policy())
-        .summary(summary.to_string())
-        .build()
+    .retry_policy(retry_policy())
+    .summary(summary.to_string())
+    .build()
 }
 
 /// Polling: heartbeats every poll, so a dead worker is noticed within seconds and polling resumes.
@@ -325,8 +391,8 @@ fn await_options() -> ActivityOptions {
         schedule_to_close: Duration::from_secs(3600),
         start_to_close: Duration::from_secs(300),
     })
-        .heartbeat_timeout(Duration::from_secs(5))
-        .retry_policy(retry_policy())
-        .summary("await deployment".to_string())
-        .build()
+    .heartbeat_timeout(Duration::from_secs(5))
+    .retry_policy(retry_policy())
+    .summary("await deployment".to_string())
+    .build()
 }

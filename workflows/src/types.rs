@@ -40,7 +40,11 @@ impl DeploymentRequest {
         if self.requested_by.trim().is_empty() {
             return Err("requested_by must name the caller".into());
         }
-        if self.short_description.as_ref().is_some_and(|s| s.len() > 160) {
+        if self
+            .short_description
+            .as_ref()
+            .is_some_and(|s| s.len() > 160)
+        {
             return Err("short_description is limited to 160 characters".into());
         }
         Ok(())
@@ -246,7 +250,10 @@ mod tests {
         check(|r| r.devices.clear(), "devices");
         check(|r| r.devices = vec![String::new()], "device names");
         check(|r| r.requested_by.clear(), "requested_by");
-        check(|r| r.short_description = Some("x".repeat(161)), "short_description");
+        check(
+            |r| r.short_description = Some("x".repeat(161)),
+            "short_description",
+        );
         check(|r| r.devices = vec!["d".into(); MAX_DEVICES + 1], "at most");
         assert!(request().check_shape().is_ok());
     }

@@ -1,0 +1,241 @@
+//! Catalyst Center Intent API client: token login with caching and one refresh on 401,
+//! templates, devices, preview, asynchronous deploy and its task and status.
+
+use crate::http::{DownstreamError, classify, with_retries};
+use changeflow_engine::CredentialProvider;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const SYSTEM: &str = "Catalyst Center";
+/// Tokens live an hour; renew a little early.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600 - 120);
+static DEPLOYMENT_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"Template\s+Deployment\s+Id:\s+([a-f0-9-]+)").expect("deployment id regex")
+});
+
+pub struct CatalystClient {
+    base_url: String,
+    http: reqwest::Client,
+    credentials: Arc<dyn CredentialProvider>,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+/// The state of a deployment task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    pub finished: bool,
+    pub is_error: bool,
+    pub failure_reason: Option<String>,
+    pub deployment_id: Option<String>,
+}
+
+impl CatalystClient {
+    pub fn new(
+        base_url: &str,
+        http: reqwest::Client,
+        credentials: Arc<dyn CredentialProvider>,
+    ) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+            credentials,
+            token: Mutex::new(None),
+        }
+    }
+
+    async fn token(&self, refresh: bool) -> Result<String, DownstreamError> {
+        let mut cached = self.token.lock().await;
+        if let (false, Some((token, expiry))) = (refresh, cached.as_ref()) {
+            if *expiry > Instant::now() {
+                return Ok(token.clone());
+            }
+        }
+        let creds = self.credentials.catalyst().await?;
+        let body = with_retries(|| async {
+            let response = self
+                .http
+                .post(format!("{}/dna/system/api/v1/auth/token", self.base_url))
+                .basic_auth(&creds.username, Some(creds.password.expose()))
+                .send()
+                .await
+                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
+            let status = response.status();
+            if status.is_success() {
+                return response
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
+            }
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            Err(classify(SYSTEM, status, &headers, &text))
+        })
+        .await?;
+        let token = body["Token"]
+            .as_str()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "token response without Token"))?
+            .to_string();
+        *cached = Some((token.clone(), Instant::now() + TOKEN_LIFETIME));
+        Ok(token)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, DownstreamError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token(refreshed).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base_url))
+                .header("X-Auth-Token", token)
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
+            let status = response.status();
+            if status.is_success() {
+                return response
+                    .json()
+                    .await
+                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
+            }
+            if status.as_u16() == 401 && !refreshed {
+                refreshed = true;
+                continue;
+            }
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            return Err(classify(SYSTEM, status, &headers, &text));
+        }
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, DownstreamError> {
+        with_retries(|| self.call(Method::GET, path, query, None)).await
+    }
+
+    /// Template detail (latest version); `NotFound` when it does not exist.
+    pub async fn template(&self, template_id: &str) -> Result<Value, DownstreamError> {
+        let path = format!("/dna/intent/api/v1/template-programmer/template/{template_id}");
+        self.get(&path, &[("latestVersion", "true")])
+            .await
+            .map_err(|err| match err {
+                DownstreamError::NotFound { system, .. } => DownstreamError::NotFound {
+                    system,
+                    message: format!("template {template_id} does not exist"),
+                },
+                other => other,
+            })
+    }
+
+    /// Looks a device up by hostname, then by id.
+    pub async fn find_device(&self, name: &str) -> Result<Option<Value>, DownstreamError> {
+        for key in ["hostname", "id"] {
+            let body = self
+                .get("/dna/intent/api/v1/network-device", &[(key, name)])
+                .await?;
+            let list = body["response"].as_array().ok_or_else(|| {
+                DownstreamError::protocol(SYSTEM, "device list without response array")
+            })?;
+            if let Some(device) = list.first() {
+                return Ok(Some(device.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renders the template for one device without deploying.
+    pub async fn preview(
+        &self,
+        template_id: &str,
+        params: &Value,
+        device_id: &str,
+    ) -> Result<Value, DownstreamError> {
+        let body = json!({"templateId": template_id, "params": params, "deviceId": device_id});
+        with_retries(|| {
+            self.call(
+                Method::POST,
+                "/dna/intent/api/v1/template-programmer/template/preview",
+                &[],
+                Some(&body),
+            )
+        })
+        .await
+    }
+
+    /// Submits a deployment; returns the task id. Never retried in-call: it is not idempotent.
+    pub async fn deploy(&self, body: &Value) -> Result<String, DownstreamError> {
+        let answer = self
+            .call(
+                Method::POST,
+                "/dna/intent/api/v2/template-programmer/template/deploy",
+                &[],
+                Some(body),
+            )
+            .await?;
+        answer["response"]["taskId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                DownstreamError::protocol(SYSTEM, "deploy response without response.taskId")
+            })
+    }
+
+    pub async fn task(&self, task_id: &str) -> Result<TaskState, DownstreamError> {
+        let body = self
+            .get(&format!("/dna/intent/api/v1/task/{task_id}"), &[])
+            .await?;
+        let task = &body["response"];
+        if !task.is_object() {
+            return Err(DownstreamError::protocol(
+                SYSTEM,
+                "task response without response object",
+            ));
+        }
+        let progress = task["progress"].as_str().unwrap_or_default();
+        Ok(TaskState {
+            finished: !task["endTime"].is_null(),
+            is_error: task["isError"].as_bool().unwrap_or(false),
+            failure_reason: task["failureReason"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            deployment_id: DEPLOYMENT_ID.captures(progress).map(|c| c[1].to_string()),
+        })
+    }
+
+    pub async fn deployment_status(&self, deployment_id: &str) -> Result<Value, DownstreamError> {
+        self.get(
+            &format!(
+                "/dna/intent/api/v1/template-programmer/template/deploy/status/{deployment_id}"
+            ),
+            &[],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_id_is_read_from_task_progress() {
+        let captures = DEPLOYMENT_ID
+            .captures("Template Deployment Id: 4f1c2e9a-0b7d-4c1e-9a55-2b6f0e1d3c7a")
+            .unwrap();
+        assert_eq!(&captures[1], "4f1c2e9a-0b7d-4c1e-9a55-2b6f0e1d3c7a");
+        assert!(DEPLOYMENT_ID.captures("Provisioning started").is_none());
+    }
+}

@@ -1,0 +1,113 @@
+//! Credentials for downstream systems, behind a small provider interface so that a Vault-backed
+//! provider can replace the static one without touching the activities. Secret values never
+//! print: `Secret`'s Debug and Display are redacted.
+
+use async_trait::async_trait;
+use std::fmt;
+
+/// A secret string that never shows up in logs or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// ServiceNow OAuth (password grant) credentials.
+#[derive(Debug, Clone)]
+pub struct ServiceNowCredentials {
+    pub username: String,
+    pub password: Secret,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// Catalyst Center basic-auth credentials (exchanged for a token).
+#[derive(Debug, Clone)]
+pub struct CatalystCredentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Errors obtaining credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// No credentials are configured for that system.
+    #[error("no {0} credentials are configured")]
+    Missing(&'static str),
+    /// The credential store could not be reached; retrying may succeed.
+    #[error("credential store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where activities get credentials at the moment of use.
+#[async_trait]
+pub trait CredentialProvider: Send + Sync {
+    async fn servicenow(&self) -> Result<ServiceNowCredentials, CredentialError>;
+    async fn catalyst(&self) -> Result<CatalystCredentials, CredentialError>;
+}
+
+/// Credentials taken from configuration (environment) at start.
+#[derive(Debug, Clone, Default)]
+pub struct StaticCredentials {
+    pub servicenow: Option<ServiceNowCredentials>,
+    pub catalyst: Option<CatalystCredentials>,
+}
+
+#[async_trait]
+impl CredentialProvider for StaticCredentials {
+    async fn servicenow(&self) -> Result<ServiceNowCredentials, CredentialError> {
+        self.servicenow
+            .clone()
+            .ok_or(CredentialError::Missing("ServiceNow"))
+    }
+    async fn catalyst(&self) -> Result<CatalystCredentials, CredentialError> {
+        self.catalyst
+            .clone()
+            .ok_or(CredentialError::Missing("Catalyst Center"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_format() {
+        let creds = CatalystCredentials {
+            username: "u".into(),
+            password: Secret::new("hunter2"),
+        };
+        let shown = format!("{creds:?} {}", creds.password);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(creds.password.expose(), "hunter2");
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_a_clear_error() {
+        let err = StaticCredentials::default().catalyst().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no Catalyst Center credentials are configured"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The embedded development stack: Temporal (embedded unless an address is given), the
+//! ServiceNow and Catalyst Center simulators, and what a worker needs to reach them.
+
+use anyhow::Context;
+use changeflow_activities::DownstreamConfig;
+use changeflow_engine::{
+    CatalystCredentials, EmbeddedTemporal, EmbeddedTemporalOptions, Secret, ServiceNowCredentials,
+    StaticCredentials,
+};
+use changeflow_simulators::{DevCredentials, RunningSimulators, SimulatorOptions};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_client::Client;
+
+/// What to start.
+pub struct StackOptions {
+    pub data_dir: PathBuf,
+    /// Use this Temporal server instead of starting the embedded one.
+    pub temporal_address: Option<String>,
+    pub namespace: String,
+    pub task_queue: String,
+    pub simulators: SimulatorOptions,
+    pub poll_interval: Duration,
+}
+
+/// A running stack; everything it started stops when it is dropped.
+pub struct Stack {
+    pub client: Client,
+    pub temporal_address: String,
+    pub namespace: String,
+    pub task_queue: String,
+    pub simulators: RunningSimulators,
+    poll_interval: Duration,
+    // Last, so the server outlives the client and simulators during drop.
+    embedded_temporal: Option<EmbeddedTemporal>,
+}
+
+/// Addresses and development credentials of a running stack (`<data dir>/endpoints.json`).
+#[derive(Debug, Serialize)]
+pub struct Endpoints {
+    pub temporal: String,
+    pub temporal_ui: Option<String>,
+    pub namespace: String,
+    pub task_queue: String,
+    pub servicenow: String,
+    pub catalyst_center: String,
+    pub ca_file: Option<PathBuf>,
+    pub credentials: DevCredentials,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+        let (embedded_temporal, temporal_address) = match options.temporal_address {
+            Some(address) => (None, address),
+            None => {
+                let temporal_options = EmbeddedTemporalOptions::new(&options.data_dir);
+                let server =
+                    tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
+                        .await
+                        .context("starting the embedded Temporal server")??;
+                let address = server.address();
+                (Some(server), address)
+            }
+        };
+        let client = changeflow_engine::temporal::connect(
+            &temporal_address,
+            &options.namespace,
+            "changeflow",
+        )
+        .await
+        .context("connecting to Temporal")?;
+        let simulators = changeflow_simulators::start(options.simulators)
+            .await
+            .context("starting the simulators")?;
+        Ok(Self {
+            client,
+            temporal_address,
+            namespace: options.namespace,
+            task_queue: options.task_queue,
+            simulators,
+            poll_interval: options.poll_interval,
+            embedded_temporal,
+        })
+    }
+
+    /// How a worker reaches the simulators.
+    pub fn downstream(&self) -> DownstreamConfig {
+        DownstreamConfig {
+            servicenow_url: self.simulators.servicenow_url.clone(),
+            catalyst_url: self.simulators.catalyst_url.clone(),
+            ca_file: self.simulators.ca_file.clone(),
+            poll_interval: self.poll_interval,
+        }
+    }
+
+    /// The simulators' credentials, as a worker's credential provider.
+    pub fn credentials(&self) -> Arc<StaticCredentials> {
+        Arc::new(dev_credentials(&self.simulators.credentials))
+    }
+
+    /// Web UI address of the embedded server, if this stack started one.
+    pub fn temporal_ui(&self) -> Option<String> {
+        self.embedded_temporal
+            .as_ref()
+            .map(EmbeddedTemporal::ui_url)
+    }
+
+    /// Web UI page of one workflow, if this stack started the server.
+    pub fn workflow_url(&self, workflow_id: &str) -> Option<String> {
+        self.temporal_ui()
+            .map(|ui| format!("{ui}/namespaces/{}/workflows/{workflow_id}", self.namespace))
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            temporal: self.temporal_address.clone(),
+            temporal_ui: self.temporal_ui(),
+            namespace: self.namespace.clone(),
+            task_queue: self.task_queue.clone(),
+            servicenow: self.simulators.servicenow_url.clone(),
+            catalyst_center: self.simulators.catalyst_url.clone(),
+            ca_file: self.simulators.ca_file.clone(),
+            credentials: self.simulators.credentials.clone(),
+        }
+    }
+
+    /// Writes `endpoints.json` into `data_dir` (atomically, so readers never see half a file).
+    pub fn write_endpoints(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = data_dir.join("endpoints.json");
+        let tmp = data_dir.join("endpoints.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.endpoints())?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+}
+
+/// Credentials for the simulators' published development accounts.
+pub fn dev_credentials(dev: &DevCredentials) -> StaticCredentials {
+    StaticCredentials {
+        servicenow: Some(ServiceNowCredentials {
+            username: dev.servicenow_username.clone(),
+            password: Secret::new(dev.servicenow_password.clone()),
+            client_id: dev.servicenow_client_id.clone(),
+            client_secret: Secret::new(dev.servicenow_client_secret.clone()),
+        }),
+        catalyst: Some(CatalystCredentials {
+            username: dev.catalyst_username.clone(),
+            password: Secret::new(dev.catalyst_password.clone()),
+        }),
+    }
+}
