@@ -1,0 +1,166 @@
+//! Shared fixtures for the end-to-end tests: a real embedded Temporal dev server, the simulators
+//! over HTTPS, and `changeflow worker` as a child process that a test can kill.
+#![allow(dead_code)]
+
+use changeflow_engine::{EmbeddedTemporal, EmbeddedTemporalOptions};
+use changeflow_simulators::{FaultConfig, RunningSimulators, SimulatorOptions};
+use changeflow_workflows::{ChangeProgress, DeploymentRequest};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use temporalio_client::Client;
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Everything one test needs, torn down in reverse order on drop.
+pub struct Harness {
+    pub client: Client,
+    pub sims: RunningSimulators,
+    pub task_queue: String,
+    pub temporal: EmbeddedTemporal,
+    pub dir: TempDir,
+}
+
+pub struct HarnessOptions {
+    pub faults: FaultConfig,
+    pub deploy_duration: Duration,
+}
+
+impl Default for HarnessOptions {
+    fn default() -> Self {
+        Self { faults: FaultConfig::default(), deploy_duration: Duration::from_secs(2) }
+    }
+}
+
+impl Harness {
+    pub async fn start(options: HarnessOptions) -> Self {
+        let dir = TempDir::new("changeflow-test");
+        let temporal_options = EmbeddedTemporalOptions::new(dir.0.join("temporal"));
+        let temporal = tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
+            .await
+            .unwrap()
+            .expect("embedded Temporal starts");
+        let client = changeflow_engine::temporal::connect(&temporal.address(), "default", "changeflow-test")
+            .await
+            .expect("connect to Temporal");
+        let mut sim_options = SimulatorOptions::new(dir.0.join("sim"));
+        sim_options.faults = options.faults;
+        sim_options.deploy_duration = options.deploy_duration;
+        let sims = changeflow_simulators::start(sim_options).await.expect("simulators start");
+        Self { client, sims, task_queue: format!("test-{}", uuid::Uuid::new_v4().simple()), temporal, dir }
+    }
+
+    /// Starts `changeflow worker` for this harness; its stderr goes to `<dir>/worker-N.log`.
+    pub fn spawn_worker(&self) -> WorkerProcess {
+        let creds = &self.sims.credentials;
+        let log_path = self.dir.0.join(format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .arg("worker")
+            .args(["--temporal-address", &self.temporal.address()])
+            .args(["--task-queue", &self.task_queue])
+            .args(["--servicenow-url", &self.sims.servicenow_url])
+            .args(["--catalyst-url", &self.sims.catalyst_url])
+            .arg("--ca-file")
+            .arg(self.sims.ca_file.as_ref().expect("simulators serve TLS"))
+            .args(["--poll-interval-ms", "200"])
+            .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
+            .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
+            .env("CHANGEFLOW_SERVICENOW_CLIENT_ID", &creds.servicenow_client_id)
+            .env("CHANGEFLOW_SERVICENOW_CLIENT_SECRET", &creds.servicenow_client_secret)
+            .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
+            .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
+            .env("CHANGEFLOW_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn changeflow worker");
+        WorkerProcess { child, log_path }
+    }
+
+    /// Starts a change on this harness's task queue and returns its workflow id.
+    pub async fn start_change(&self, request: DeploymentRequest) -> String {
+        let id = format!("change-test-{}", uuid::Uuid::new_v4().simple());
+        changeflow::changes::start(&self.client, &self.task_queue, &id, request).await.expect("start change");
+        id
+    }
+
+    /// Polls the progress query until `predicate` holds (or panics after `timeout`).
+    pub async fn wait_for_progress(&self, id: &str, timeout: Duration, predicate: impl Fn(&ChangeProgress) -> bool) -> ChangeProgress {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = changeflow::changes::progress(&self.client, id).await {
+                if predicate(&p) {
+                    return p;
+                }
+            }
+            assert!(Instant::now() < deadline, "progress condition not reached within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The simulator's change request with this number.
+    pub fn ticket(&self, number: &str) -> changeflow_simulators::servicenow::Record {
+        self.sims
+            .servicenow
+            .change_requests()
+            .into_iter()
+            .find(|r| r.get("number") == number)
+            .unwrap_or_else(|| panic!("ticket {number} exists in the simulator"))
+    }
+}
+
+/// A `changeflow worker` child process, killed when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl WorkerProcess {
+    /// SIGKILL: the worker gets no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The seeded "NTP Servers" template to the given devices, requested by alice.
+pub fn ntp_change(devices: &[&str]) -> DeploymentRequest {
+    DeploymentRequest {
+        template_id: changeflow_simulators::seed::id("template", "NTP Servers"),
+        parameters: BTreeMap::from([
+            ("ntp_primary".to_string(), "10.255.0.1".to_string()),
+            ("ntp_secondary".to_string(), "10.255.0.2".to_string()),
+        ]),
+        devices: devices.iter().map(|d| d.to_string()).collect(),
+        requested_by: "alice".into(),
+        short_description: None,
+    }
+}
