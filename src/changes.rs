@@ -75,20 +75,18 @@ pub async fn follow(
     loop {
         tokio::select! {
             outcome = &mut result => {
-                if let Some(p) = progress(client, workflow_id).await {
-                    if last.as_ref() != Some(&p) {
+                if let Some(p) = progress(client, workflow_id).await
+                    && last.as_ref() != Some(&p) {
                         on_progress(&p);
                     }
-                }
                 return outcome;
             }
             _ = ticker.tick() => {
-                if let Some(p) = progress(client, workflow_id).await {
-                    if last.as_ref() != Some(&p) {
+                if let Some(p) = progress(client, workflow_id).await
+                    && last.as_ref() != Some(&p) {
                         on_progress(&p);
                         last = Some(p);
                     }
-                }
             }
         }
     }

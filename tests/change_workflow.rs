@@ -14,91 +14,185 @@ const LONG: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_opens_deploys_verifies_and_closes_the_ticket() {
-    let h = Harness::start(HarnessOptions { deploy_duration: Duration::from_secs(3), ..Default::default() }).await;
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
     let _worker = h.spawn_worker();
-    let id = h.start_change(ntp_change(&["sj-access-01", "lon-access-01"])).await;
+    let id = h
+        .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
+        .await;
 
-    let deploying = h.wait_for_progress(&id, LONG, |p| p.step == ChangeStep::Deploying && p.task_id.is_some()).await;
-    let number = deploying.ticket_number.clone().expect("ticket number is visible while deploying");
+    let deploying = h
+        .wait_for_progress(&id, LONG, |p| {
+            p.step == ChangeStep::Deploying && p.task_id.is_some()
+        })
+        .await;
+    let number = deploying
+        .ticket_number
+        .clone()
+        .expect("ticket number is visible while deploying");
     let during = h.ticket(&number);
-    assert_eq!(during.get("state"), "-1", "ticket is in Implement during the deployment");
+    assert_eq!(
+        during.get("state"),
+        "-1",
+        "ticket is in Implement during the deployment"
+    );
     // Tokens revoked mid-change: both clients must log in again once and carry on.
     h.sims.catalyst.revoke_tokens();
     h.sims.servicenow.revoke_tokens();
 
-    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().expect("change completes");
+    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
     assert_eq!(result.outcome, ChangeOutcome::Succeeded, "{result:?}");
     assert_eq!(result.ticket_number, number);
     assert!(result.deployment_id.is_some());
     assert_eq!(result.devices.len(), 2);
-    assert!(result.devices.iter().all(|d| d.status == "SUCCESS"), "{:?}", result.devices);
+    assert!(
+        result.devices.iter().all(|d| d.status == "SUCCESS"),
+        "{:?}",
+        result.devices
+    );
 
     let ticket = h.ticket(&number);
     assert_eq!(ticket.get("state"), "3", "closed");
     assert_eq!(ticket.get("close_code"), "successful");
     assert_eq!(ticket.get("type"), "normal");
     assert_eq!(ticket.get("correlation_id"), id);
-    assert_eq!(ticket.get("requested_by"), uuid_of_user("alice"), "requested_by is the caller");
+    assert_eq!(
+        ticket.get("requested_by"),
+        uuid_of_user("alice"),
+        "requested_by is the caller"
+    );
     assert!(ticket.get("short_description").contains("NTP Servers"));
-    assert!(ticket.get("description").contains("ntp server 10.255.0.1 prefer"), "preview in description: {}", ticket.get("description"));
-    assert!(ticket.get("close_notes").contains("succeeded on 2 device(s)"));
+    assert!(
+        ticket
+            .get("description")
+            .contains("ntp server 10.255.0.1 prefer"),
+        "preview in description: {}",
+        ticket.get("description")
+    );
+    assert!(
+        ticket
+            .get("close_notes")
+            .contains("succeeded on 2 device(s)")
+    );
     assert_eq!(h.sims.stats.deploy_requests(), 1);
 
-    let progress = changes::progress(&h.client, &id).await.expect("progress is answered after completion");
+    let progress = changes::progress(&h.client, &id)
+        .await
+        .expect("progress is answered after completion");
     assert_eq!(progress.step, ChangeStep::Completed);
     assert_eq!(progress.percent, 100);
 }
 
 fn uuid_of_user(user: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, user.as_bytes()).simple().to_string()
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, user.as_bytes())
+        .simple()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_device_closes_the_ticket_unsuccessful_with_the_reason() {
-    let faults = FaultConfig { failing_device: Some("sj-access-02".into()), ..Default::default() };
-    let h = Harness::start(HarnessOptions { faults, ..Default::default() }).await;
+    let faults = FaultConfig {
+        failing_device: Some("sj-access-02".into()),
+        ..Default::default()
+    };
+    let h = Harness::start(HarnessOptions {
+        faults,
+        ..Default::default()
+    })
+    .await;
     let _worker = h.spawn_worker();
-    let id = h.start_change(ntp_change(&["sj-access-01", "sj-access-02"])).await;
+    let id = h
+        .start_change(ntp_change(&["sj-access-01", "sj-access-02"]))
+        .await;
 
-    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().expect("change completes");
+    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
     assert_eq!(result.outcome, ChangeOutcome::Failed);
     let reason = result.failure_reason.clone().expect("a reason");
-    assert!(reason.contains("sj-access-02") && reason.contains("FAILURE"), "{reason}");
-    let by_device = |name: &str| result.devices.iter().find(|d| d.device == name).unwrap().status.clone();
+    assert!(
+        reason.contains("sj-access-02") && reason.contains("FAILURE"),
+        "{reason}"
+    );
+    let by_device = |name: &str| {
+        result
+            .devices
+            .iter()
+            .find(|d| d.device == name)
+            .unwrap()
+            .status
+            .clone()
+    };
     assert_eq!(by_device("sj-access-01"), "SUCCESS");
     assert_eq!(by_device("sj-access-02"), "FAILURE");
 
     let ticket = h.ticket(&result.ticket_number);
     assert_eq!(ticket.get("state"), "3");
     assert_eq!(ticket.get("close_code"), "unsuccessful");
-    assert!(ticket.get("close_notes").contains("sj-access-02"), "{}", ticket.get("close_notes"));
+    assert!(
+        ticket.get("close_notes").contains("sj-access-02"),
+        "{}",
+        ticket.get("close_notes")
+    );
     let progress = changes::progress(&h.client, &id).await.unwrap();
     assert_eq!(progress.step, ChangeStep::Failed);
 }
 
 async fn rides_out(faults: FaultConfig) {
-    let h = Harness::start(HarnessOptions { faults, ..Default::default() }).await;
+    let h = Harness::start(HarnessOptions {
+        faults,
+        ..Default::default()
+    })
+    .await;
     let _worker = h.spawn_worker();
-    let id = h.start_change(ntp_change(&["sj-core-01", "lon-dist-01"])).await;
+    let id = h
+        .start_change(ntp_change(&["sj-core-01", "lon-dist-01"]))
+        .await;
     let result = tokio::time::timeout(Duration::from_secs(240), changes::result(&h.client, &id))
         .await
         .unwrap()
         .expect("change completes despite the storm");
     assert_eq!(result.outcome, ChangeOutcome::Succeeded, "{result:?}");
-    assert!(h.sims.stats.faults_injected() > 0, "the storm really happened");
+    assert!(
+        h.sims.stats.faults_injected() > 0,
+        "the storm really happened"
+    );
     assert_eq!(h.sims.stats.deploy_requests(), 1, "no duplicate deployment");
-    assert_eq!(h.sims.servicenow.change_requests().len(), 1, "no duplicate ticket");
-    assert_eq!(h.ticket(&result.ticket_number).get("close_code"), "successful");
+    assert_eq!(
+        h.sims.servicenow.change_requests().len(),
+        1,
+        "no duplicate ticket"
+    );
+    assert_eq!(
+        h.ticket(&result.ticket_number).get("close_code"),
+        "successful"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_is_ridden_out_honouring_retry_after() {
-    rides_out(FaultConfig { rate_limit_rate: 0.35, retry_after_secs: 1, ..Default::default() }).await;
+    rides_out(FaultConfig {
+        rate_limit_rate: 0.35,
+        retry_after_secs: 1,
+        ..Default::default()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_storm_is_ridden_out() {
-    rides_out(FaultConfig { error_rate: 0.35, ..Default::default() }).await;
+    rides_out(FaultConfig {
+        error_rate: 0.35,
+        ..Default::default()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,59 +205,151 @@ async fn invalid_input_is_rejected_before_any_ticket_is_opened() {
         r
     };
     let cases: Vec<(DeploymentRequest, &str)> = vec![
-        (with(|r| r.template_id = "00000000-0000-0000-0000-000000000000".into()), "does not exist"),
-        (with(|r| { r.parameters.insert("ntp_primary".into(), "ten.dot.zero".into()); }), "must be an IP address"),
-        (with(|r| { r.parameters.remove("ntp_secondary"); }), "missing required parameter 'ntp_secondary'"),
-        (with(|r| { r.parameters.insert("enable_secret".into(), "x".into()); }), "unknown parameter 'enable_secret'"),
-        (with(|r| r.devices = vec!["no-such-switch".into()]), "not known to Catalyst Center"),
-        (with(|r| r.devices = vec!["lon-access-03".into()]), "unreachable"),
+        (
+            with(|r| r.template_id = "00000000-0000-0000-0000-000000000000".into()),
+            "does not exist",
+        ),
+        (
+            with(|r| {
+                r.parameters
+                    .insert("ntp_primary".into(), "ten.dot.zero".into());
+            }),
+            "must be an IP address",
+        ),
+        (
+            with(|r| {
+                r.parameters.remove("ntp_secondary");
+            }),
+            "missing required parameter 'ntp_secondary'",
+        ),
+        (
+            with(|r| {
+                r.parameters.insert("enable_secret".into(), "x".into());
+            }),
+            "unknown parameter 'enable_secret'",
+        ),
+        (
+            with(|r| r.devices = vec!["no-such-switch".into()]),
+            "not known to Catalyst Center",
+        ),
+        (
+            with(|r| r.devices = vec!["lon-access-03".into()]),
+            "unreachable",
+        ),
     ];
     for (request, expected) in cases {
         let id = h.start_change(request).await;
-        let err = tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().unwrap_err();
-        let WorkflowGetResultError::Failed(failure) = &err else { panic!("expected a failed workflow, got {err:?}") };
+        let err = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+            .await
+            .unwrap()
+            .unwrap_err();
+        let WorkflowGetResultError::Failed(failure) = &err else {
+            panic!("expected a failed workflow, got {err:?}")
+        };
         let text = format!("{failure:?}");
         assert!(text.contains(expected), "expected '{expected}' in {text}");
-        assert!(text.contains("InvalidRequest"), "typed as InvalidRequest: {text}");
+        assert!(
+            text.contains("InvalidRequest"),
+            "typed as InvalidRequest: {text}"
+        );
     }
     // Shape errors are refused before a workflow is even started.
     let empty = with(|r| r.devices.clear());
-    assert!(changes::start(&h.client, &h.task_queue, "change-never", empty).await.is_err());
-    assert_eq!(h.sims.servicenow.change_requests().len(), 0, "no ticket was opened");
+    assert!(
+        changes::start(&h.client, &h.task_queue, "change-never", empty)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        h.sims.servicenow.change_requests().len(),
+        0,
+        "no ticket was opened"
+    );
     assert_eq!(h.sims.stats.deploy_requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_deployment_is_replaced_without_deploying_twice() {
-    let h = Harness::start(HarnessOptions { deploy_duration: Duration::from_secs(8), ..Default::default() }).await;
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(8),
+        ..Default::default()
+    })
+    .await;
     let mut first = h.spawn_worker();
-    let id = h.start_change(ntp_change(&["sj-access-01", "sj-access-02", "lon-access-01"])).await;
-    let p = h.wait_for_progress(&id, LONG, |p| p.step == ChangeStep::Deploying && p.task_id.is_some()).await;
+    let id = h
+        .start_change(ntp_change(&[
+            "sj-access-01",
+            "sj-access-02",
+            "lon-access-01",
+        ]))
+        .await;
+    let p = h
+        .wait_for_progress(&id, LONG, |p| {
+            p.step == ChangeStep::Deploying && p.task_id.is_some()
+        })
+        .await;
     assert_eq!(h.sims.stats.deploy_requests(), 1);
     first.kill();
 
     let _second = h.spawn_worker();
-    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().expect("change completes");
+    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
     assert_eq!(result.outcome, ChangeOutcome::Succeeded, "{result:?}");
-    assert_eq!(h.sims.stats.deploy_requests(), 1, "the simulator saw exactly one deploy request");
-    assert_eq!(changes::progress(&h.client, &id).await.unwrap().task_id, p.task_id, "same task polled to the end");
-    assert_eq!(h.ticket(&result.ticket_number).get("close_code"), "successful");
+    assert_eq!(
+        h.sims.stats.deploy_requests(),
+        1,
+        "the simulator saw exactly one deploy request"
+    );
+    assert_eq!(
+        changes::progress(&h.client, &id).await.unwrap().task_id,
+        p.task_id,
+        "same task polled to the end"
+    );
+    assert_eq!(
+        h.ticket(&result.ticket_number).get("close_code"),
+        "successful"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_change_closes_its_ticket_as_canceled() {
-    let h = Harness::start(HarnessOptions { deploy_duration: Duration::from_secs(30), ..Default::default() }).await;
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
     let _worker = h.spawn_worker();
     let id = h.start_change(ntp_change(&["sj-core-02"])).await;
-    let p = h.wait_for_progress(&id, LONG, |p| p.step == ChangeStep::Deploying && p.task_id.is_some()).await;
-    changes::cancel(&h.client, &id, "operator aborted").await.expect("cancel");
+    let p = h
+        .wait_for_progress(&id, LONG, |p| {
+            p.step == ChangeStep::Deploying && p.task_id.is_some()
+        })
+        .await;
+    changes::cancel(&h.client, &id, "operator aborted")
+        .await
+        .expect("cancel");
 
-    let err = tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().unwrap_err();
-    assert!(matches!(err, WorkflowGetResultError::Cancelled { .. }), "{err:?}");
+    let err = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, WorkflowGetResultError::Cancelled { .. }),
+        "{err:?}"
+    );
     let ticket = h.ticket(p.ticket_number.as_deref().unwrap());
     assert_eq!(ticket.get("state"), "4", "Canceled");
-    assert!(ticket.get("close_notes").contains("Canceled by request"), "{}", ticket.get("close_notes"));
-    assert_eq!(changes::progress(&h.client, &id).await.unwrap().step, ChangeStep::Canceled);
+    assert!(
+        ticket.get("close_notes").contains("Canceled by request"),
+        "{}",
+        ticket.get("close_notes")
+    );
+    assert_eq!(
+        changes::progress(&h.client, &id).await.unwrap().step,
+        ChangeStep::Canceled
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,19 +357,44 @@ async fn no_credential_appears_in_workflow_history_or_worker_logs() {
     let h = Harness::start(HarnessOptions::default()).await;
     let worker = h.spawn_worker();
     let id = h.start_change(ntp_change(&["sj-access-01"])).await;
-    tokio::time::timeout(LONG, changes::result(&h.client, &id)).await.unwrap().expect("change completes");
+    tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
 
-    let handle = h.client.get_workflow_handle::<changeflow_workflows::TemplateDeployment>(&id);
-    let history = handle.fetch_history(Default::default()).to_json().await.expect("history as JSON");
+    let handle = h
+        .client
+        .get_workflow_handle::<changeflow_workflows::TemplateDeployment>(&id);
+    let history = handle
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .expect("history as JSON");
     let history = readable_history(&history);
-    assert!(history.contains("CHG00"), "decoded history holds the ticket number");
-    assert!(history.contains("sj-access-01"), "decoded history holds the request");
+    assert!(
+        history.contains("CHG00"),
+        "decoded history holds the ticket number"
+    );
+    assert!(
+        history.contains("sj-access-01"),
+        "decoded history holds the request"
+    );
     let log = worker.log();
     assert!(log.contains("worker started"), "the worker logged: {log}");
     let c = &h.sims.credentials;
-    for secret in [&c.servicenow_password, &c.servicenow_client_secret, &c.catalyst_password] {
-        assert!(!history.contains(secret.as_str()), "secret leaked into history");
-        assert!(!log.contains(secret.as_str()), "secret leaked into the worker log");
+    for secret in [
+        &c.servicenow_password,
+        &c.servicenow_client_secret,
+        &c.catalyst_password,
+    ] {
+        assert!(
+            !history.contains(secret.as_str()),
+            "secret leaked into history"
+        );
+        assert!(
+            !log.contains(secret.as_str()),
+            "secret leaked into the worker log"
+        );
     }
 }
 

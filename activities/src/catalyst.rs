@@ -48,10 +48,10 @@ impl CatalystClient {
 
     async fn token(&self, refresh: bool) -> Result<String, DownstreamError> {
         let mut cached = self.token.lock().await;
-        if let (false, Some((token, expiry))) = (refresh, cached.as_ref()) {
-            if *expiry > Instant::now() {
-                return Ok(token.clone());
-            }
+        if let (false, Some((token, expiry))) = (refresh, cached.as_ref())
+            && *expiry > Instant::now()
+        {
+            return Ok(token.clone());
         }
         let creds = self.credentials.catalyst().await?;
         let body = with_retries(|| async {
@@ -155,7 +155,7 @@ impl CatalystClient {
         Ok(None)
     }
 
-    /// Renders the template for one device without deploying.
+    /// Renders the template for one device without deploying (a PUT, as the real API and SDK use).
     pub async fn preview(
         &self,
         template_id: &str,
@@ -165,7 +165,7 @@ impl CatalystClient {
         let body = json!({"templateId": template_id, "params": params, "deviceId": device_id});
         with_retries(|| {
             self.call(
-                Method::POST,
+                Method::PUT,
                 "/dna/intent/api/v1/template-programmer/template/preview",
                 &[],
                 Some(&body),

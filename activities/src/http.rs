@@ -267,12 +267,15 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, Downstream
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderName, HeaderValue};
 
     fn check(status: u16, headers: &[(&str, &str)], body: &str, expected: &str, retryable: bool) {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.insert(*k, HeaderValue::from_str(v).unwrap());
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let err = classify(
             "Catalyst Center",

@@ -44,10 +44,10 @@ impl ServiceNowClient {
     /// A valid access token, logging in when there is none, it expired, or `refresh` is set.
     async fn token(&self, refresh: bool) -> Result<String, DownstreamError> {
         let mut cached = self.token.lock().await;
-        if let (false, Some((token, expiry))) = (refresh, cached.as_ref()) {
-            if *expiry > Instant::now() {
-                return Ok(token.clone());
-            }
+        if let (false, Some((token, expiry))) = (refresh, cached.as_ref())
+            && *expiry > Instant::now()
+        {
+            return Ok(token.clone());
         }
         let creds = self.credentials.servicenow().await?;
         let form = [

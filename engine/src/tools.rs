@@ -11,10 +11,10 @@ pub fn locate(name: &str, env_var: &str) -> PathBuf {
     }
     let mut candidates = vec![PathBuf::from(".tools/venv/bin").join(name)];
     // target/{debug,release}/changeflow → project root two levels up.
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(root) = exe.ancestors().nth(3) {
-            candidates.push(root.join(".tools/venv/bin").join(name));
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(root) = exe.ancestors().nth(3)
+    {
+        candidates.push(root.join(".tools/venv/bin").join(name));
     }
     candidates.push(
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -477,6 +477,13 @@ async fn template_versions(Path(id): Path<String>) -> Response {
     }
 }
 
+static MAC_ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{4}\.){2}[0-9A-Fa-f]{4}$",
+    )
+    .expect("mac regex")
+});
+
 /// Checks parameters against the template's declared types; returns the problems found.
 pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Vec<String> {
     let mut problems = Vec::new();
@@ -490,9 +497,7 @@ pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> V
                 let ok = match *data_type {
                     "INTEGER" => value.trim().parse::<i64>().is_ok(),
                     "IPADDRESS" => value.trim().parse::<std::net::IpAddr>().is_ok(),
-                    "MACADDRESS" => regex::Regex::new(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{4}\.){2}[0-9A-Fa-f]{4}$")
-                        .expect("mac regex")
-                        .is_match(value.trim()),
+                    "MACADDRESS" => MAC_ADDRESS.is_match(value.trim()),
                     _ => true,
                 };
                 if !ok {
@@ -692,10 +697,11 @@ async fn deploy(
             Some("Device is unreachable: SNMP Connectivity Failed".to_string())
         } else if failing.as_deref() == Some(hostname.as_str()) {
             Some("Configuration push failed: % Invalid input detected at '^' marker.".to_string())
-        } else if let Some(problem) = validate_params(t, &params).into_iter().next() {
-            Some(format!("Template provisioning failed: {problem}"))
         } else {
-            None
+            validate_params(t, &params)
+                .into_iter()
+                .next()
+                .map(|problem| format!("Template provisioning failed: {problem}"))
         };
         targets.push(Target { device, failure });
     }

@@ -98,7 +98,18 @@ pub const TEMPLATES: &[SeedTemplate] = &[
 ];
 
 /// (hostname, ip, platform, family, series, role, site, reachable)
-pub const DEVICES: &[(&str, &str, &str, &str, &str, &str, &str, bool)] = &[
+pub type SeedDevice = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+);
+
+pub const DEVICES: &[SeedDevice] = &[
     (
         "sj-core-01",
         "10.10.0.1",
@@ -245,7 +256,7 @@ pub fn device_json(index: usize) -> Value {
         "hostname": hostname,
         "managementIpAddress": ip,
         "platformId": platform,
-        "softwareType": if family == "Routers" { "IOS-XE" } else { "IOS-XE" },
+        "softwareType": "IOS-XE",
         "softwareVersion": "17.9.4a",
         "reachabilityStatus": if reachable { "Reachable" } else { "Unreachable" },
         "reachabilityFailureReason": if reachable { "" } else { "SNMP Connectivity Failed" },

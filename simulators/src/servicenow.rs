@@ -254,8 +254,34 @@ struct TokenRequest {
     refresh_token: Option<String>,
 }
 
+/// Client credentials from the form, or from HTTP Basic auth as RFC 6749 §2.3.1 prefers.
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &TokenRequest,
+) -> (Option<String>, Option<String>) {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|d| String::from_utf8(d).ok())
+        .and_then(|text| {
+            text.split_once(':')
+                .map(|(id, secret)| (id.to_string(), secret.to_string()))
+        });
+    match basic {
+        Some((id, secret)) => (Some(id), Some(secret)),
+        None => (form.client_id.clone(), form.client_secret.clone()),
+    }
+}
+
 async fn oauth_token(
     State(sn): State<Arc<ServiceNow>>,
+    headers: HeaderMap,
     Form(form): Form<TokenRequest>,
 ) -> Response {
     let oauth_error = |description: &str| {
@@ -266,8 +292,9 @@ async fn oauth_token(
             .into_response()
     };
     let c = &sn.credentials;
-    if form.client_id.as_deref() != Some(&c.servicenow_client_id)
-        || form.client_secret.as_deref() != Some(&c.servicenow_client_secret)
+    let (client_id, client_secret) = client_credentials(&headers, &form);
+    if client_id.as_deref() != Some(&c.servicenow_client_id)
+        || client_secret.as_deref() != Some(&c.servicenow_client_secret)
     {
         return oauth_error("access_denied");
     }
@@ -437,10 +464,9 @@ fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> 
     if REFERENCE_FIELDS
         .iter()
         .any(|(f, t)| *f == field && *t == "sys_user")
+        && let Some(user) = users.get(value)
     {
-        if let Some(user) = users.get(value) {
-            return user.get("name").to_string();
-        }
+        return user.get("name").to_string();
     }
     value.to_string()
 }
@@ -724,14 +750,14 @@ async fn create_record(
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Some(change_type) = fields.get("type") {
-        if !["normal", "standard", "emergency"].contains(&change_type.as_str()) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Invalid field value",
-                Some(&format!("type: {change_type}")),
-            );
-        }
+    if let Some(change_type) = fields.get("type")
+        && !["normal", "standard", "emergency"].contains(&change_type.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid field value",
+            Some(&format!("type: {change_type}")),
+        );
     }
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
@@ -868,16 +894,15 @@ async fn update_record(
             );
         }
     }
-    if let Some(code) = fields.get("close_code") {
-        if !code.is_empty()
-            && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str())
-        {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Invalid field value",
-                Some(&format!("close_code: {code}")),
-            );
-        }
+    if let Some(code) = fields.get("close_code")
+        && !code.is_empty()
+        && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid field value",
+            Some(&format!("close_code: {code}")),
+        );
     }
     apply_fields(record, fields, &caller, &users);
     let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;

@@ -44,7 +44,10 @@ pub struct HarnessOptions {
 
 impl Default for HarnessOptions {
     fn default() -> Self {
-        Self { faults: FaultConfig::default(), deploy_duration: Duration::from_secs(2) }
+        Self {
+            faults: FaultConfig::default(),
+            deploy_duration: Duration::from_secs(2),
+        }
     }
 }
 
@@ -52,24 +55,37 @@ impl Harness {
     pub async fn start(options: HarnessOptions) -> Self {
         let dir = TempDir::new("changeflow-test");
         let temporal_options = EmbeddedTemporalOptions::new(dir.0.join("temporal"));
-        let temporal = tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
-            .await
-            .unwrap()
-            .expect("embedded Temporal starts");
-        let client = changeflow_engine::temporal::connect(&temporal.address(), "default", "changeflow-test")
-            .await
-            .expect("connect to Temporal");
+        let temporal =
+            tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
+                .await
+                .unwrap()
+                .expect("embedded Temporal starts");
+        let client =
+            changeflow_engine::temporal::connect(&temporal.address(), "default", "changeflow-test")
+                .await
+                .expect("connect to Temporal");
         let mut sim_options = SimulatorOptions::new(dir.0.join("sim"));
         sim_options.faults = options.faults;
         sim_options.deploy_duration = options.deploy_duration;
-        let sims = changeflow_simulators::start(sim_options).await.expect("simulators start");
-        Self { client, sims, task_queue: format!("test-{}", uuid::Uuid::new_v4().simple()), temporal, dir }
+        let sims = changeflow_simulators::start(sim_options)
+            .await
+            .expect("simulators start");
+        Self {
+            client,
+            sims,
+            task_queue: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            temporal,
+            dir,
+        }
     }
 
     /// Starts `changeflow worker` for this harness; its stderr goes to `<dir>/worker-N.log`.
     pub fn spawn_worker(&self) -> WorkerProcess {
         let creds = &self.sims.credentials;
-        let log_path = self.dir.0.join(format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_path = self
+            .dir
+            .0
+            .join(format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).expect("worker log");
         let child = Command::new(env!("CARGO_BIN_EXE_changeflow"))
             .arg("worker")
@@ -82,8 +98,14 @@ impl Harness {
             .args(["--poll-interval-ms", "200"])
             .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
             .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
-            .env("CHANGEFLOW_SERVICENOW_CLIENT_ID", &creds.servicenow_client_id)
-            .env("CHANGEFLOW_SERVICENOW_CLIENT_SECRET", &creds.servicenow_client_secret)
+            .env(
+                "CHANGEFLOW_SERVICENOW_CLIENT_ID",
+                &creds.servicenow_client_id,
+            )
+            .env(
+                "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
+                &creds.servicenow_client_secret,
+            )
             .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
             .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
             .env("CHANGEFLOW_LOG", "info")
@@ -98,20 +120,30 @@ impl Harness {
     /// Starts a change on this harness's task queue and returns its workflow id.
     pub async fn start_change(&self, request: DeploymentRequest) -> String {
         let id = format!("change-test-{}", uuid::Uuid::new_v4().simple());
-        changeflow::changes::start(&self.client, &self.task_queue, &id, request).await.expect("start change");
+        changeflow::changes::start(&self.client, &self.task_queue, &id, request)
+            .await
+            .expect("start change");
         id
     }
 
     /// Polls the progress query until `predicate` holds (or panics after `timeout`).
-    pub async fn wait_for_progress(&self, id: &str, timeout: Duration, predicate: impl Fn(&ChangeProgress) -> bool) -> ChangeProgress {
+    pub async fn wait_for_progress(
+        &self,
+        id: &str,
+        timeout: Duration,
+        predicate: impl Fn(&ChangeProgress) -> bool,
+    ) -> ChangeProgress {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(p) = changeflow::changes::progress(&self.client, id).await {
-                if predicate(&p) {
-                    return p;
-                }
+            if let Some(p) = changeflow::changes::progress(&self.client, id).await
+                && predicate(&p)
+            {
+                return p;
             }
-            assert!(Instant::now() < deadline, "progress condition not reached within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "progress condition not reached within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
