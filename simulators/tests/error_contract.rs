@@ -32,7 +32,7 @@ async fn fixture(faults: FaultConfig) -> Fixture {
     Fixture {
         sims,
         http,
-        _dir: dir,
+        _dir: RemovedOnDrop(dir),
     }
 }
 
