@@ -1,0 +1,243 @@
+//! The `changeflow` binary as a user runs it: help, demo, dev, and its error messages.
+
+mod common;
+
+use common::TempDir;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn changeflow() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_changeflow"));
+    command
+        .env_remove("CHANGEFLOW_TEMPORAL_ADDRESS")
+        .env("CHANGEFLOW_LOG", "warn");
+    command
+}
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for (args, expected) in [
+        (vec!["--help"], "demo"),
+        (vec!["demo", "--help"], "--deploy-seconds"),
+        (vec!["dev", "--help"], "--data-dir"),
+        (vec!["worker", "--help"], "CHANGEFLOW_CATALYST_PASSWORD"),
+        (vec!["simulate", "--help"], "--rate-limit-rate"),
+    ] {
+        let out = changeflow().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(expected),
+            "{args:?} help lacks {expected}: {text}"
+        );
+    }
+}
+
+#[test]
+fn demo_runs_a_change_end_to_end_and_history_survives_a_restart() {
+    let dir = TempDir::new("changeflow-cli");
+    let out = changeflow()
+        .args(["demo", "--deploy-seconds", "1", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let demo_result: Value =
+        serde_json::from_slice(&out.stdout).expect("the result is JSON on stdout");
+    assert_eq!(demo_result["outcome"], "succeeded");
+    assert!(
+        demo_result["ticket_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("CHG")
+    );
+    assert!(
+        stderr.contains("[100%] completed"),
+        "live progress shown: {stderr}"
+    );
+    assert!(
+        stderr.contains("Workflow history: http://127.0.0.1:"),
+        "{stderr}"
+    );
+    let workflow_id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("change-demo-"))
+        .map(|w| w.trim_end_matches(':').to_string())
+        .expect("workflow id printed");
+
+    // The embedded server was stopped with the demo; a new one on the same data dir still has
+    // the execution.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let options = changeflow_engine::EmbeddedTemporalOptions::new(&dir.0);
+        let server = tokio::task::spawn_blocking(move || {
+            changeflow_engine::EmbeddedTemporal::start(&options)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let client = changeflow_engine::temporal::connect(&server.address(), "default", "test")
+            .await
+            .unwrap();
+        let result = changeflow::changes::result(&client, &workflow_id)
+            .await
+            .expect("history survived");
+        assert_eq!(
+            result.ticket_number,
+            demo_result["ticket_number"].as_str().unwrap()
+        );
+    });
+}
+
+#[test]
+fn a_failed_demo_change_exits_non_zero_with_the_reason() {
+    let dir = TempDir::new("changeflow-cli");
+    let out = changeflow()
+        .args([
+            "demo",
+            "--deploy-seconds",
+            "1",
+            "--failing-device",
+            "sj-access-02",
+            "--data-dir",
+        ])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("closed unsuccessful") && stderr.contains("sj-access-02"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
+    let dir = TempDir::new("changeflow-cli");
+    let mut dev = changeflow()
+        .args(["dev", "--data-dir"])
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoints_file = dir.0.join("endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !endpoints_file.exists() {
+        assert!(Instant::now() < deadline, "endpoints.json never appeared");
+        assert!(dev.try_wait().unwrap().is_none(), "dev exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let endpoints: Value =
+        serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
+    for key in [
+        "temporal",
+        "temporal_ui",
+        "servicenow",
+        "catalyst_center",
+        "ca_file",
+        "credentials",
+    ] {
+        assert!(
+            !endpoints[key].is_null(),
+            "endpoints.json lacks {key}: {endpoints}"
+        );
+    }
+    let temporal: std::net::SocketAddr = endpoints["temporal"].as_str().unwrap().parse().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ca = std::fs::read(endpoints["ca_file"].as_str().unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        let creds = &endpoints["credentials"];
+        let sn = http
+            .get(format!(
+                "{}/api/now/table/change_request",
+                endpoints["servicenow"].as_str().unwrap()
+            ))
+            .basic_auth(
+                creds["servicenow_username"].as_str().unwrap(),
+                creds["servicenow_password"].as_str(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            sn.status(),
+            200,
+            "ServiceNow simulator answers over TLS with the published CA"
+        );
+        let ui = http
+            .get(endpoints["temporal_ui"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(ui.status().is_success(), "Temporal Web UI answers");
+    });
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "dev did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "dev exits cleanly: {status}");
+    assert!(!endpoints_file.exists(), "endpoints.json removed on exit");
+    assert!(
+        std::net::TcpStream::connect_timeout(&temporal, Duration::from_millis(500)).is_err(),
+        "the embedded Temporal server was stopped"
+    );
+}
+
+#[test]
+fn misconfiguration_gets_a_clear_error() {
+    let out = changeflow()
+        .args([
+            "worker",
+            "--servicenow-url",
+            "https://sn.example",
+            "--catalyst-url",
+            "https://cc.example",
+        ])
+        .env_remove("CHANGEFLOW_SERVICENOW_USERNAME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME")
+    );
+
+    let dir = TempDir::new("changeflow-cli");
+    let out = changeflow()
+        .args(["demo", "--temporal-address", "not a url", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid Temporal address 'not a url'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = changeflow()
+        .args(["demo", "--deploy-seconds", "-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
