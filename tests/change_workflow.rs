@@ -269,6 +269,39 @@ async fn invalid_input_is_rejected_before_any_ticket_is_opened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_the_change_clearly_without_calling_it_invalid() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let worker = h.spawn_worker_with_env(&[("CHANGEFLOW_CATALYST_PASSWORD", "wrong-password")]);
+    let id = h.start_change(ntp_change(&["sj-access-01"])).await;
+    let err = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("Catalyst Center refused the configured credentials"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("InvalidRequest"),
+        "not the caller's fault: {text}"
+    );
+    assert!(
+        !text.contains("wrong-password") && !worker.log().contains("wrong-password"),
+        "the password is never shown"
+    );
+    assert_eq!(
+        h.sims.servicenow.change_requests().len(),
+        0,
+        "no ticket was opened"
+    );
+    assert_eq!(
+        changes::progress(&h.client, &id).await.unwrap().step,
+        ChangeStep::Failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_deployment_is_replaced_without_deploying_twice() {
     let h = Harness::start(HarnessOptions {
         deploy_duration: Duration::from_secs(8),

@@ -81,6 +81,11 @@ impl Harness {
 
     /// Starts `changeflow worker` for this harness; its stderr goes to `<dir>/worker-N.log`.
     pub fn spawn_worker(&self) -> WorkerProcess {
+        self.spawn_worker_with_env(&[])
+    }
+
+    /// As `spawn_worker`, with some environment variables overridden.
+    pub fn spawn_worker_with_env(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
         let creds = &self.sims.credentials;
         let log_path = self
             .dir
@@ -109,6 +114,7 @@ impl Harness {
             .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
             .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
             .env("CHANGEFLOW_LOG", "info")
+            .envs(overrides.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -7,6 +7,7 @@
 use crate::activities::ChangeActivities;
 use crate::types::*;
 use std::time::Duration;
+use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -66,7 +67,15 @@ impl TemplateDeployment {
             Err(ActivityExecutionError::Cancelled(_)) => {
                 return Err(WorkflowTermination::cancelled());
             }
-            Err(err) => return Err(invalid_request(failure_message(&err))),
+            // The request itself is wrong: say so. Anything else (Catalyst Center unreachable
+            // for the whole retry window, say) fails the workflow with its own error.
+            Err(err) if failure_type(&err).as_deref() == Some(INVALID_REQUEST) => {
+                return Err(invalid_request(failure_message(&err)));
+            }
+            Err(err) => {
+                advance(ctx, ChangeStep::Failed, &failure_message(&err));
+                return Err(err.into());
+            }
         };
 
         advance(ctx, ChangeStep::OpeningTicket, "opening the change request");
@@ -82,18 +91,19 @@ impl TemplateDeployment {
             description: ticket_description(&validated),
             requested_by: request.requested_by.clone(),
         };
+        // Not cancellable: a ticket opened while a cancellation raced it must be known to be
+        // closed. A cancellation then takes effect at the next step, which closes it.
+        let mut open_options = call_options("open ticket");
+        open_options.cancellation_token = Some(WorkflowCancellationToken::new());
         let ticket = match ctx
             .execute_activity(
                 ChangeActivities::open_change_ticket,
                 new_ticket,
-                call_options("open ticket"),
+                open_options,
             )
             .await
         {
             Ok(ticket) => ticket,
-            Err(ActivityExecutionError::Cancelled(_)) => {
-                return Err(WorkflowTermination::cancelled());
-            }
             Err(err) => {
                 advance(ctx, ChangeStep::Failed, &failure_message(&err));
                 return Err(err.into());
@@ -355,15 +365,28 @@ fn invalid_request(reason: String) -> WorkflowTermination {
         .into()
 }
 
-/// The innermost failure message: the activity's own words rather than "activity task failed".
-pub fn failure_message(err: &ActivityExecutionError) -> String {
-    let Some(mut failure) = err.failure() else {
-        return err.to_string();
-    };
+/// The root cause of an activity failure: the activity's own error, not "activity task failed".
+fn root_cause(err: &ActivityExecutionError) -> Option<&Failure> {
+    let mut failure = err.failure()?;
     while let Some(cause) = failure.cause.as_deref() {
         failure = cause;
     }
-    failure.message.clone()
+    Some(failure)
+}
+
+/// The application error type of the root cause (e.g. `InvalidRequest`).
+fn failure_type(err: &ActivityExecutionError) -> Option<String> {
+    match &root_cause(err)?.failure_info {
+        Some(FailureInfo::ApplicationFailureInfo(info)) => Some(info.r#type.clone()),
+        _ => None,
+    }
+}
+
+/// The root cause's message.
+pub fn failure_message(err: &ActivityExecutionError) -> String {
+    root_cause(err)
+        .map(|f| f.message.clone())
+        .unwrap_or_else(|| err.to_string())
 }
 
 fn retry_policy() -> RetryPolicy {
