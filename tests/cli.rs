@@ -241,3 +241,64 @@ fn misconfiguration_gets_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn simulate_serves_both_simulators_with_the_requested_faults() {
+    use std::io::BufRead;
+    let dir = TempDir::new("changeflow-cli");
+    let mut sim = changeflow()
+        .args([
+            "simulate",
+            "--plain-http",
+            "--rate-limit-rate",
+            "1",
+            "--retry-after",
+            "9",
+            "--data-dir",
+        ])
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The endpoints JSON is the first thing on stdout; read until it parses.
+    let mut reader = std::io::BufReader::new(sim.stdout.take().unwrap());
+    let mut text = String::new();
+    let endpoints: Value = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "simulate printed no endpoints"
+        );
+        text.push_str(&line);
+        if let Ok(value) = serde_json::from_str(&text) {
+            break value;
+        }
+    };
+    let catalyst = endpoints["catalyst_center"].as_str().unwrap().to_string();
+    assert!(catalyst.starts_with("http://127.0.0.1:"), "{catalyst}");
+    assert!(
+        endpoints["ca_file"].is_null(),
+        "no CA when serving plain HTTP"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime
+        .block_on(
+            reqwest::Client::new()
+                .post(format!("{catalyst}/dna/system/api/v1/auth/token"))
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "9");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sim.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        sim.wait().unwrap().success(),
+        "simulate stops cleanly on SIGTERM"
+    );
+}
