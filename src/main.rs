@@ -238,20 +238,28 @@ async fn stop_requested() {
     }
 }
 
-fn spawn_worker(
-    stack: &Stack,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+/// The embedded stack plus an in-process worker, stopped by sending on the returned channel.
+async fn start_stack_with_worker(
+    g: &GlobalArgs,
+    simulators: &SimulatorArgs,
+) -> anyhow::Result<(
+    Stack,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let stack = start_stack(g, simulators.options(&g.data_dir, FaultConfig::default())?).await?;
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
     let client = stack.client.clone();
     let task_queue = stack.task_queue.clone();
     let downstream = stack.downstream();
     let credentials = stack.credentials();
-    tokio::task::spawn_local(async move {
+    let worker = tokio::task::spawn_local(async move {
         changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, async {
-            let _ = stop.await;
+            let _ = stopped.await;
         })
         .await
-    })
+    });
+    Ok((stack, stop_worker, worker))
 }
 
 async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -259,14 +267,7 @@ async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::Ex
         "Starting the embedded stack in {} ...",
         g.data_dir.display()
     );
-    let stack = start_stack(
-        g,
-        args.simulators
-            .options(&g.data_dir, FaultConfig::default())?,
-    )
-    .await?;
-    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
-    let worker = spawn_worker(&stack, stopped);
+    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.simulators).await?;
 
     let request = DeploymentRequest {
         template_id: seed::id("template", "NTP Servers"),
@@ -351,14 +352,7 @@ fn print_progress(p: &ChangeProgress) {
 }
 
 async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
-    let stack = start_stack(
-        g,
-        args.simulators
-            .options(&g.data_dir, FaultConfig::default())?,
-    )
-    .await?;
-    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
-    let worker = spawn_worker(&stack, stopped);
+    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.simulators).await?;
     let path = stack.write_endpoints(&g.data_dir)?;
     let e = stack.endpoints();
     eprintln!("changeflow dev stack is running:");

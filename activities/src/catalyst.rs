@@ -1,17 +1,17 @@
 //! Catalyst Center Intent API client: token login with caching and one refresh on 401,
 //! templates, devices, preview, asynchronous deploy and its task and status.
 
-use crate::http::{DownstreamError, classify, with_retries};
+use crate::http::{DownstreamError, send_json, with_retries};
+use crate::session::Session;
 use changeflow_engine::CredentialProvider;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
 
 const SYSTEM: &str = "Catalyst Center";
-/// Tokens live an hour; renew a little early.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600 - 120);
+/// Catalyst Center tokens live an hour.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 static DEPLOYMENT_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"Template\s+Deployment\s+Id:\s+([a-f0-9-]+)").expect("deployment id regex")
 });
@@ -20,7 +20,7 @@ pub struct CatalystClient {
     base_url: String,
     http: reqwest::Client,
     credentials: Arc<dyn CredentialProvider>,
-    token: Mutex<Option<(String, Instant)>>,
+    session: Session,
 }
 
 /// The state of a deployment task.
@@ -42,46 +42,30 @@ impl CatalystClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             credentials,
-            token: Mutex::new(None),
+            session: Session::default(),
         }
     }
 
-    async fn token(&self, refresh: bool) -> Result<String, DownstreamError> {
-        let mut cached = self.token.lock().await;
-        if let (false, Some((token, expiry))) = (refresh, cached.as_ref())
-            && *expiry > Instant::now()
-        {
-            return Ok(token.clone());
-        }
+    /// Basic-auth login; returns the token and its lifetime.
+    async fn login(&self) -> Result<(String, Duration), DownstreamError> {
         let creds = self.credentials.catalyst().await?;
-        let body = with_retries(|| async {
-            let response = self
-                .http
-                .post(format!("{}/dna/system/api/v1/auth/token", self.base_url))
-                .basic_auth(&creds.username, Some(creds.password.expose()))
-                .send()
-                .await
-                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json::<Value>()
-                    .await
-                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
-            }
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            Err(classify(SYSTEM, status, &headers, &text))
+        let url = format!("{}/dna/system/api/v1/auth/token", self.base_url);
+        let answer = with_retries(|| {
+            send_json(
+                SYSTEM,
+                self.http
+                    .post(&url)
+                    .basic_auth(&creds.username, Some(creds.password.expose())),
+            )
         })
         .await?;
-        let token = body["Token"]
+        let token = answer["Token"]
             .as_str()
-            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "token response without Token"))?
-            .to_string();
-        *cached = Some((token.clone(), Instant::now() + TOKEN_LIFETIME));
-        Ok(token)
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "token response without Token"))?;
+        Ok((token.to_string(), TOKEN_LIFETIME))
     }
 
+    /// One authenticated call (the session renews the token once on 401).
     async fn call(
         &self,
         method: Method,
@@ -89,36 +73,23 @@ impl CatalystClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, DownstreamError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.token(refreshed).await?;
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base_url))
-                .header("X-Auth-Token", token)
-                .query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json()
-                    .await
-                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
-            }
-            if status.as_u16() == 401 && !refreshed {
-                refreshed = true;
-                continue;
-            }
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            return Err(classify(SYSTEM, status, &headers, &text));
-        }
+        let url = format!("{}{path}", self.base_url);
+        self.session
+            .authorized(
+                || self.login(),
+                |token| {
+                    let mut request = self
+                        .http
+                        .request(method.clone(), &url)
+                        .header("X-Auth-Token", token)
+                        .query(query);
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    send_json(SYSTEM, request)
+                },
+            )
+            .await
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, DownstreamError> {

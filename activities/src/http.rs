@@ -214,6 +214,27 @@ fn error_message(body: &str) -> Option<String> {
         .or_else(|| value.get("error").and_then(text))
 }
 
+/// Sends a request and reads its JSON answer; any other answer becomes a classified error.
+pub async fn send_json(
+    system: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<Value, DownstreamError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| DownstreamError::transport(system, e))?;
+    let status = response.status();
+    if status.is_success() {
+        return response
+            .json()
+            .await
+            .map_err(|e| DownstreamError::protocol(system, e.to_string()));
+    }
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap_or_default();
+    Err(classify(system, status, &headers, &body))
+}
+
 /// Runs an idempotent call, retrying briefly on rate limits and server errors so that a blip
 /// does not cost a whole activity attempt. Longer waits are left to Temporal.
 pub async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, DownstreamError>

@@ -4,6 +4,7 @@
 pub mod catalyst;
 pub mod http;
 pub mod servicenow;
+pub mod session;
 pub mod validation;
 
 use catalyst::CatalystClient;

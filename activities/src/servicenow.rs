@@ -1,13 +1,13 @@
 //! ServiceNow Table API client for `change_request`: OAuth password grant with a cached token,
 //! one refresh on 401, and the state-model walk a normal change needs.
 
-use crate::http::{DownstreamError, classify, with_retries};
+use crate::http::{DownstreamError, send_json, with_retries};
+use crate::session::Session;
 use changeflow_engine::CredentialProvider;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
 
 const SYSTEM: &str = "ServiceNow";
 /// The normal-change path from New to Implement, in order.
@@ -24,7 +24,7 @@ pub struct ServiceNowClient {
     base_url: String,
     http: reqwest::Client,
     credentials: Arc<dyn CredentialProvider>,
-    token: Mutex<Option<(String, Instant)>>,
+    session: Session,
 }
 
 impl ServiceNowClient {
@@ -37,18 +37,12 @@ impl ServiceNowClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             credentials,
-            token: Mutex::new(None),
+            session: Session::default(),
         }
     }
 
-    /// A valid access token, logging in when there is none, it expired, or `refresh` is set.
-    async fn token(&self, refresh: bool) -> Result<String, DownstreamError> {
-        let mut cached = self.token.lock().await;
-        if let (false, Some((token, expiry))) = (refresh, cached.as_ref())
-            && *expiry > Instant::now()
-        {
-            return Ok(token.clone());
-        }
+    /// OAuth password grant; returns the access token and its lifetime.
+    async fn login(&self) -> Result<(String, Duration), DownstreamError> {
         let creds = self.credentials.servicenow().await?;
         let form = [
             ("grant_type", "password"),
@@ -57,40 +51,16 @@ impl ServiceNowClient {
             ("username", creds.username.as_str()),
             ("password", creds.password.expose()),
         ];
-        let response = with_retries(|| async {
-            let response = self
-                .http
-                .post(format!("{}/oauth_token.do", self.base_url))
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json::<Value>()
-                    .await
-                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
-            }
-            let headers = response.headers().clone();
-            let body = response.text().await.unwrap_or_default();
-            Err(classify(SYSTEM, status, &headers, &body))
-        })
-        .await?;
-        let token = response["access_token"]
-            .as_str()
-            .ok_or_else(|| {
-                DownstreamError::protocol(SYSTEM, "token response without access_token")
-            })?
-            .to_string();
-        let lifetime = response["expires_in"].as_u64().unwrap_or(1799);
-        // Renew a minute early so a token never expires mid-call.
-        let expiry = Instant::now() + Duration::from_secs(lifetime.saturating_sub(60));
-        *cached = Some((token.clone(), expiry));
-        Ok(token)
+        let url = format!("{}/oauth_token.do", self.base_url);
+        let answer = with_retries(|| send_json(SYSTEM, self.http.post(&url).form(&form))).await?;
+        let token = answer["access_token"].as_str().ok_or_else(|| {
+            DownstreamError::protocol(SYSTEM, "token response without access_token")
+        })?;
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(1799));
+        Ok((token.to_string(), lifetime))
     }
 
-    /// One authenticated call; a 401 triggers one fresh login and one more try.
+    /// One authenticated call (the session renews the token once on 401).
     async fn call(
         &self,
         method: Method,
@@ -98,37 +68,24 @@ impl ServiceNowClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, DownstreamError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.token(refreshed).await?;
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base_url))
-                .bearer_auth(token)
-                .header("Accept", "application/json")
-                .query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| DownstreamError::transport(SYSTEM, e))?;
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json()
-                    .await
-                    .map_err(|e| DownstreamError::protocol(SYSTEM, e.to_string()));
-            }
-            if status.as_u16() == 401 && !refreshed {
-                refreshed = true;
-                continue;
-            }
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            return Err(classify(SYSTEM, status, &headers, &text));
-        }
+        let url = format!("{}{path}", self.base_url);
+        self.session
+            .authorized(
+                || self.login(),
+                |token| {
+                    let mut request = self
+                        .http
+                        .request(method.clone(), &url)
+                        .bearer_auth(token)
+                        .header("Accept", "application/json")
+                        .query(query);
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    send_json(SYSTEM, request)
+                },
+            )
+            .await
     }
 
     fn record(result: Value) -> Result<ChangeRecord, DownstreamError> {
