@@ -12,7 +12,11 @@ dev: tools build
 	./target/debug/changeflow dev
 
 ## test: install what is missing, build, and run every test against real components
+## (set CHANGEFLOW_TEST_POSTGRES_URL=postgres://... to run the PostgreSQL suites as well)
 test: tools
+	@if [ -z "$$CHANGEFLOW_TEST_POSTGRES_URL" ]; then \
+	  echo "note: CHANGEFLOW_TEST_POSTGRES_URL is not set: skipping the PostgreSQL audit-store suite (SQLite runs)"; \
+	fi
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## lint: formatting and clippy, as CI runs them

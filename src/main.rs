@@ -82,6 +82,44 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Worker(WorkerArgs),
     /// Run only the ServiceNow and Catalyst Center simulators.
     Simulate(SimulateArgs),
+    /// Inspect the audit store: list records, verify the hash chain.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Audit database: sqlite://PATH or postgres://... (default: audit.db in the data directory).
+    #[arg(long, global = true, env = "CHANGEFLOW_AUDIT_DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; exits 1 and names the first broken record if it is broken.
+    Verify,
+    /// Print matching records as JSON lines on stdout, oldest first.
+    List {
+        /// Only records of this subject (caller).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only records of this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only records of this workflow.
+        #[arg(long)]
+        workflow_id: Option<String>,
+        /// Only records at or after this time (RFC 3339, e.g. 2026-11-26T08:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<i64>,
+    },
 }
 
 #[derive(Args)]
@@ -213,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Simulate(args) => simulate(&g, args)
             .await
             .map(|_| std::process::ExitCode::SUCCESS),
+        Command::Audit(args) => audit(&g, args).await,
     }
 }
 
@@ -489,4 +528,51 @@ async fn simulate(g: &GlobalArgs, args: SimulateArgs) -> anyhow::Result<()> {
     stop_requested().await;
     sims.shutdown();
     Ok(())
+}
+
+async fn audit(g: &GlobalArgs, args: AuditArgs) -> anyhow::Result<std::process::ExitCode> {
+    use changeflow_engine::audit::{AuditFilter, AuditStore};
+    let store = match &args.database_url {
+        Some(url) => AuditStore::open(url).await?,
+        None => AuditStore::open_in(&g.data_dir).await?,
+    };
+    match args.command {
+        AuditCommand::Verify => {
+            let report = store.verify().await?;
+            match report.first_broken {
+                None => {
+                    eprintln!("audit chain intact: {} record(s) verified", report.records);
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Some(broken) => {
+                    eprintln!(
+                        "audit chain BROKEN at record {} of {}: {}",
+                        broken.seq, report.records, broken.problem
+                    );
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::List {
+            subject,
+            tool,
+            workflow_id,
+            since,
+            until,
+            limit,
+        } => {
+            let filter = AuditFilter {
+                subject,
+                tool,
+                workflow_id,
+                since,
+                until,
+                limit,
+            };
+            for record in store.list(&filter).await? {
+                println!("{}", serde_json::to_string(&record)?);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
 }

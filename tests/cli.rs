@@ -302,3 +302,68 @@ fn simulate_serves_both_simulators_with_the_requested_faults() {
         "simulate stops cleanly on SIGTERM"
     );
 }
+
+#[test]
+fn audit_list_filters_and_verify_names_the_first_broken_record() {
+    use changeflow_engine::audit::{AuditEntry, AuditStore};
+    let dir = TempDir::new("changeflow-cli");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = AuditStore::open_in(&dir.0).await.unwrap();
+        for (subject, tool) in [
+            ("alice", "deploy_template"),
+            ("bob", "get_change_request"),
+            ("alice", "list_devices"),
+        ] {
+            let entry = AuditEntry {
+                subject: subject.into(),
+                tool: tool.into(),
+                decision: "allow".into(),
+                ..Default::default()
+            };
+            store.append(entry).await.unwrap();
+        }
+    });
+    let run = |args: &[&str]| {
+        changeflow()
+            .arg("audit")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .output()
+            .unwrap()
+    };
+
+    let listed = run(&["list", "--subject", "alice"]);
+    assert!(listed.status.success());
+    let records: Vec<Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["tool"], "list_devices");
+    assert_eq!(records[1]["seq"], 3);
+
+    let verified = run(&["verify"]);
+    assert!(verified.status.success());
+    assert!(String::from_utf8_lossy(&verified.stderr).contains("3 record(s) verified"));
+
+    runtime.block_on(async {
+        let store = AuditStore::open_in(&dir.0).await.unwrap();
+        sqlx::query("UPDATE audit_records SET subject = 'mallory' WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+    });
+    let broken = run(&["verify"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        text.contains("BROKEN at record 2 of 3") && text.contains("edited"),
+        "{text}"
+    );
+
+    let bad_time = run(&["list", "--since", "last tuesday"]);
+    assert!(!bad_time.status.success());
+    assert!(String::from_utf8_lossy(&bad_time.stderr).contains("expected RFC 3339"));
+}

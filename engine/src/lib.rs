@@ -1,6 +1,7 @@
 //! Platform services of changeflow: the Temporal connection and the embedded dev server,
 //! credentials behind a provider interface, the tool locations and logging set-up.
 
+pub mod audit;
 pub mod credentials;
 pub mod embedded_temporal;
 pub mod telemetry;

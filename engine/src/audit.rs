@@ -1,0 +1,437 @@
+//! The append-only audit store: who asked for what, under which policy decision, with which
+//! result. Records are hash-chained so that any edit, deletion or reordering is detectable.
+//! SQLite by default (a file in the data directory), PostgreSQL by URL; the same migrations
+//! (`migrations/`) and queries serve both through sqlx's `Any` driver.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const APPEND_ATTEMPTS: u32 = 10;
+
+/// What an audit record says, before it is placed in the chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The verified caller (OIDC subject).
+    pub subject: String,
+    /// The client application (OIDC client id, or "cli").
+    pub client: String,
+    /// MCP server (resource) and tool called.
+    pub server: String,
+    pub tool: String,
+    /// SHA-256 of the canonical JSON of the tool arguments (`canonical_hash`).
+    pub arguments_hash: String,
+    /// `allow` or `deny`, with the policy's reason and revision.
+    pub decision: String,
+    pub reason: String,
+    pub policy_revision: String,
+    /// The workflow the call started or read, if any.
+    pub workflow_id: String,
+    /// What came of it: `requested`, `denied`, `completed`, `failed`, ...
+    pub outcome: String,
+}
+
+/// A record as stored: the entry, its place in the chain, and the chain hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub recorded_at: String,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this record must carry: SHA-256 over its fields and `prev_hash`.
+    pub fn expected_hash(&self) -> String {
+        let e = &self.entry;
+        let fields = serde_json::json!([
+            self.seq,
+            self.recorded_at,
+            e.subject,
+            e.client,
+            e.server,
+            e.tool,
+            e.arguments_hash,
+            e.decision,
+            e.reason,
+            e.policy_revision,
+            e.workflow_id,
+            e.outcome,
+            self.prev_hash,
+        ]);
+        hex::encode(Sha256::digest(fields.to_string().as_bytes()))
+    }
+}
+
+/// Filters for `list`; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub subject: Option<String>,
+    pub tool: Option<String>,
+    pub workflow_id: Option<String>,
+    /// RFC 3339 bounds, inclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// The result of checking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub records: u64,
+    /// The first record where the chain breaks, with what is wrong there.
+    pub first_broken: Option<BrokenLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// Errors of the audit store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The database could not be opened or migrated.
+    #[error("audit store at {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    /// A query failed.
+    #[error("audit store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations could not be applied.
+    #[error("audit store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Concurrent writers kept taking the same place in the chain.
+    #[error("audit store: could not append after {APPEND_ATTEMPTS} attempts")]
+    Contended,
+    /// A filter bound is not an RFC 3339 time.
+    #[error("invalid time '{0}': expected RFC 3339, e.g. 2026-11-26T08:00:00Z")]
+    InvalidTime(String),
+}
+
+/// The audit store. Cheap to share behind an `Arc`.
+pub struct AuditStore {
+    pool: AnyPool,
+    /// Serialises appends from this process; other processes are handled by retrying.
+    append_lock: Mutex<()>,
+}
+
+impl AuditStore {
+    /// Opens (creating if needed) the store at a database URL and applies the migrations.
+    /// `sqlite://path` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Self, AuditError> {
+        install_default_drivers();
+        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|source| AuditError::Open {
+                url: redact_url(&url),
+                source,
+            })?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Self {
+            pool,
+            append_lock: Mutex::new(()),
+        })
+    }
+
+    /// The default store: `audit.db` in the data directory.
+    pub async fn open_in(data_dir: &Path) -> Result<Self, AuditError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| AuditError::Open {
+            url: data_dir.display().to_string(),
+            source: sqlx::Error::Io(e),
+        })?;
+        Self::open(&default_url(data_dir)).await
+    }
+
+    /// Appends an entry at the end of the chain and returns the stored record.
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        let _guard = self.append_lock.lock().await;
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.try_append(&entry).await {
+                Err(AuditError::Database(sqlx::Error::Database(db)))
+                    if is_contention(db.as_ref()) =>
+                {
+                    // Another writer took this place in the chain, or holds the SQLite write
+                    // lock: back off briefly, read the new end, and try again.
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+        Err(AuditError::Contended)
+    }
+
+    /// One attempt: read the end of the chain and insert after it, in one transaction.
+    async fn try_append(&self, entry: &AuditEntry) -> Result<AuditRecord, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        let last = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev_hash) = match last {
+            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let mut record = AuditRecord {
+            seq,
+            recorded_at: now_rfc3339(),
+            entry: entry.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = record.expected_hash();
+        let e = &record.entry;
+        let inserted = sqlx::query(
+            "INSERT INTO audit_records (seq, recorded_at, subject, client, server, tool, arguments_hash, decision, \
+             reason, policy_revision, workflow_id, outcome, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(record.seq)
+        .bind(&record.recorded_at)
+        .bind(&e.subject)
+        .bind(&e.client)
+        .bind(&e.server)
+        .bind(&e.tool)
+        .bind(&e.arguments_hash)
+        .bind(&e.decision)
+        .bind(&e.reason)
+        .bind(&e.policy_revision)
+        .bind(&e.workflow_id)
+        .bind(&e.outcome)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *tx)
+        .await;
+        inserted?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Records matching the filter, oldest first.
+    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
+        for bound in [&filter.since, &filter.until].into_iter().flatten() {
+            time::OffsetDateTime::parse(bound, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| AuditError::InvalidTime(bound.clone()))?;
+        }
+        let mut sql = String::from("SELECT * FROM audit_records WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut condition =
+            |clause: &str, value: &Option<String>, normalise: fn(&str) -> String| {
+                if let Some(v) = value {
+                    binds.push(normalise(v));
+                    sql.push_str(&format!(" AND {clause} ${}", binds.len()));
+                }
+            };
+        condition("subject =", &filter.subject, str::to_string);
+        condition("tool =", &filter.tool, str::to_string);
+        condition("workflow_id =", &filter.workflow_id, str::to_string);
+        condition("recorded_at >=", &filter.since, normalise_time);
+        condition("recorded_at <=", &filter.until, normalise_time);
+        sql.push_str(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {}", limit.max(0)));
+        }
+        let mut query = sqlx::query(&sql);
+        for value in &binds {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Checks the whole chain and reports the first broken link.
+    pub async fn verify(&self) -> Result<ChainReport, AuditError> {
+        let rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let records: Vec<AuditRecord> =
+            rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+        Ok(check_chain(&records))
+    }
+
+    /// The underlying pool, for tests and maintenance.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// A unique violation on `seq` (another writer appended first) or SQLite's busy/locked.
+fn is_contention(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.is_unique_violation() || matches!(db.code().as_deref(), Some("5" | "6" | "517"))
+}
+
+/// Verifies a chain given in `seq` order.
+pub fn check_chain(records: &[AuditRecord]) -> ChainReport {
+    let mut expected_prev = GENESIS_HASH.to_string();
+    for (index, record) in records.iter().enumerate() {
+        let broken = |problem: String| ChainReport {
+            records: records.len() as u64,
+            first_broken: Some(BrokenLink {
+                seq: record.seq,
+                problem,
+            }),
+        };
+        let expected_seq = index as i64 + 1;
+        if record.seq != expected_seq {
+            return broken(format!(
+                "expected record {expected_seq} here: a record is missing or out of place"
+            ));
+        }
+        if record.prev_hash != expected_prev {
+            return broken(
+                "does not follow the previous record (deleted, inserted or reordered records)"
+                    .into(),
+            );
+        }
+        if record.hash != record.expected_hash() {
+            return broken("its contents do not match its hash (the record was edited)".into());
+        }
+        expected_prev = record.hash.clone();
+    }
+    ChainReport {
+        records: records.len() as u64,
+        first_broken: None,
+    }
+}
+
+fn record_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, AuditError> {
+    let text = |name: &str| row.try_get::<String, _>(name);
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        recorded_at: text("recorded_at")?,
+        entry: AuditEntry {
+            subject: text("subject")?,
+            client: text("client")?,
+            server: text("server")?,
+            tool: text("tool")?,
+            arguments_hash: text("arguments_hash")?,
+            decision: text("decision")?,
+            reason: text("reason")?,
+            policy_revision: text("policy_revision")?,
+            workflow_id: text("workflow_id")?,
+            outcome: text("outcome")?,
+        },
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
+    })
+}
+
+/// SQLite file `audit.db` in `data_dir`.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("audit.db").display())
+}
+
+/// SHA-256 of the canonical JSON form of `value` (object keys sorted, no whitespace), so that
+/// the same arguments always hash the same whatever their key order.
+pub fn canonical_hash(value: &serde_json::Value) -> String {
+    fn canonical(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[key], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(value, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(TIME_FORMAT)
+        .expect("time format")
+}
+
+/// Brings an RFC 3339 bound to the stored fixed-width UTC form, so text comparison is time order.
+fn normalise_time(value: &str) -> String {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| {
+            t.to_offset(time::UtcOffset::UTC)
+                .format(TIME_FORMAT)
+                .expect("time format")
+        })
+        .unwrap_or_else(|_| value.to_string())
+}
+
+/// A database URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_hash_ignores_key_order_but_not_values() {
+        let a = serde_json::json!({"devices": ["a", "b"], "template": {"id": 1, "name": "x"}});
+        let b = serde_json::json!({"template": {"name": "x", "id": 1}, "devices": ["a", "b"]});
+        let c = serde_json::json!({"template": {"name": "x", "id": 1}, "devices": ["b", "a"]});
+        assert_eq!(canonical_hash(&a), canonical_hash(&b));
+        assert_ne!(canonical_hash(&a), canonical_hash(&c));
+    }
+
+    #[test]
+    fn time_bounds_are_normalised_to_utc() {
+        assert_eq!(
+            normalise_time("2026-11-26T09:30:00+01:00"),
+            "2026-11-26T08:30:00.000Z"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db/audit"),
+            "postgres://u:***@db/audit"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The audit store on real databases: SQLite always; PostgreSQL when CHANGEFLOW_TEST_POSTGRES_URL
+//! names a server (each test gets a fresh database there). Tampering is done with plain SQL, as
+//! someone with database access would.
+
+use changeflow_engine::audit::{AuditEntry, AuditFilter, AuditStore};
+use std::sync::Arc;
+
+/// A fresh database for one test, dropped afterwards where that is possible.
+struct Database {
+    url: String,
+    cleanup: Option<(String, String)>,
+    _dir: Option<std::path::PathBuf>,
+}
+
+impl Database {
+    fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(format!("cf-audit-{}", uuid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            url: changeflow_engine::audit::default_url(&dir),
+            cleanup: None,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("CHANGEFLOW_TEST_POSTGRES_URL") else {
+            eprintln!("CHANGEFLOW_TEST_POSTGRES_URL not set: skipping the PostgreSQL audit suite");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("cf_audit_{}", uuid());
+        let admin = sqlx::AnyPool::connect(&admin_url)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Some(Self {
+            url: url.to_string(),
+            cleanup: Some((admin_url, name)),
+            _dir: None,
+        })
+    }
+
+    async fn drop_database(&self) {
+        if let Some((admin_url, name)) = &self.cleanup {
+            let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(dir) = &self._dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn uuid() -> String {
+    format!("{:032x}", rand_u128())
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    (h.finish() as u128) << 64 | std::process::id() as u128
+}
+
+fn entry(subject: &str, tool: &str, workflow: &str) -> AuditEntry {
+    AuditEntry {
+        subject: subject.into(),
+        client: "test-client".into(),
+        server: "catalyst-center".into(),
+        tool: tool.into(),
+        arguments_hash: changeflow_engine::audit::canonical_hash(
+            &serde_json::json!({"devices": ["sj-access-01"]}),
+        ),
+        decision: "allow".into(),
+        reason: "network-engineers may execute on catalyst-center".into(),
+        policy_revision: "rev-1".into(),
+        workflow_id: workflow.into(),
+        outcome: "requested".into(),
+    }
+}
+
+async fn store_with_five(db: &Database) -> AuditStore {
+    let store = AuditStore::open(&db.url).await.expect("open and migrate");
+    for (i, (subject, tool)) in [
+        ("alice", "deploy_template"),
+        ("bob", "get_change_request"),
+        ("alice", "list_devices"),
+        ("carol", "deploy_template"),
+        ("alice", "deploy_template"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let record = store
+            .append(entry(subject, tool, &format!("wf-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(record.seq, i as i64 + 1);
+    }
+    store
+}
+
+async fn run_suite(db: &Database) {
+    // A clean chain verifies, and reopening (migrations again) changes nothing.
+    let store = store_with_five(db).await;
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.records, 5);
+    assert_eq!(report.first_broken, None);
+    drop(store);
+    let store = AuditStore::open(&db.url).await.expect("reopen");
+    assert_eq!(store.verify().await.unwrap().first_broken, None);
+
+    // Filters.
+    let by = |f: AuditFilter| {
+        let store = &store;
+        async move {
+            store
+                .list(&f)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by(AuditFilter {
+            subject: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 3, 5]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            tool: Some("deploy_template".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 4, 5]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            workflow_id: Some("wf-1".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![2]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            since: Some("2000-01-01T00:00:00Z".into()),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            until: Some("2000-01-01T00:00:00+02:00".into()),
+            ..Default::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert!(
+        store
+            .list(&AuditFilter {
+                since: Some("yesterday".into()),
+                ..Default::default()
+            })
+            .await
+            .is_err()
+    );
+    drop(store);
+    db.drop_database().await;
+}
+
+async fn tampered(db: &Database, sql: &[&str]) -> changeflow_engine::audit::ChainReport {
+    let store = store_with_five(db).await;
+    for statement in sql {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let report = store.verify().await.unwrap();
+    drop(store);
+    report
+}
+
+async fn run_tamper_suite(make: impl AsyncFn() -> Option<Database>) {
+    let cases: Vec<(&str, Vec<&str>, i64, &str)> = vec![
+        (
+            "edited",
+            vec!["UPDATE audit_records SET decision = 'allow', reason = 'changed' WHERE seq = 3"],
+            3,
+            "edited",
+        ),
+        (
+            "deleted",
+            vec!["DELETE FROM audit_records WHERE seq = 2"],
+            3,
+            "missing or out of place",
+        ),
+        (
+            "deleted and renumbered",
+            vec![
+                "DELETE FROM audit_records WHERE seq = 2",
+                "UPDATE audit_records SET seq = seq - 1 WHERE seq > 2",
+            ],
+            2,
+            "does not follow",
+        ),
+        (
+            "reordered",
+            vec![
+                "UPDATE audit_records SET seq = 100 WHERE seq = 2",
+                "UPDATE audit_records SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_records SET seq = 3 WHERE seq = 100",
+            ],
+            2,
+            "does not follow",
+        ),
+        (
+            "rehashed without the chain",
+            vec!["UPDATE audit_records SET prev_hash = hash WHERE seq = 4"],
+            4,
+            "does not follow",
+        ),
+    ];
+    for (name, sql, seq, problem) in cases {
+        let Some(db) = make().await else { return };
+        let report = tampered(&db, &sql).await;
+        let broken = report
+            .first_broken
+            .unwrap_or_else(|| panic!("{name}: tampering went unnoticed"));
+        assert_eq!(broken.seq, seq, "{name}: {broken:?}");
+        assert!(broken.problem.contains(problem), "{name}: {broken:?}");
+        db.drop_database().await;
+    }
+}
+
+async fn run_concurrency(db: &Database) {
+    // Two stores on one database act like two processes appending at once.
+    let a = Arc::new(AuditStore::open(&db.url).await.unwrap());
+    let b = Arc::new(AuditStore::open(&db.url).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(entry("dave", "list_devices", &format!("c-{i}")))
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("append under contention");
+    }
+    let report = a.verify().await.unwrap();
+    assert_eq!(report.records, 20);
+    assert_eq!(report.first_broken, None);
+    drop((a, b));
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_chains_filters_and_verifies() {
+    run_suite(&Database::sqlite()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_detects_every_kind_of_tampering() {
+    run_tamper_suite(async || Some(Database::sqlite())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_chain_under_concurrent_appends() {
+    run_concurrency(&Database::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_chains_filters_and_verifies() {
+    if let Some(db) = Database::postgres().await {
+        run_suite(&db).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_store_detects_every_kind_of_tampering() {
+    run_tamper_suite(Database::postgres).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_chain_under_concurrent_appends() {
+    if let Some(db) = Database::postgres().await {
+        run_concurrency(&db).await;
+    }
+}
