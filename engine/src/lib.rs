@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod credentials;
 pub mod embedded_temporal;
+pub mod policy;
 pub mod telemetry;
 pub mod temporal;
 pub mod tools;

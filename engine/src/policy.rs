@@ -1,0 +1,300 @@
+//! Authorization as data: Rego policies in a directory, evaluated by the embedded `regorus`
+//! engine. A decision carries its reason and the policy revision (a content hash) for the audit
+//! record. Anything other than a well-formed `allow: true` is a deny: undefined results,
+//! evaluation errors and hitting the execution limit included. Policies reload when the files
+//! change; a bad edit keeps the last good policy and logs why.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The rule every decision is read from.
+const DECISION_RULE: &str = "data.changeflow.authz.decision";
+/// Wall-clock budget of one evaluation.
+pub const DEFAULT_EVALUATION_LIMIT: Duration = Duration::from_millis(250);
+
+/// Who is asking, as verified from their token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyIdentity {
+    pub subject: String,
+    pub groups: Vec<String>,
+    /// Authentication methods (`mfa` when a second factor was used).
+    pub amr: Vec<String>,
+    pub client_id: String,
+}
+
+/// Everything a policy decides on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInput {
+    pub identity: PolicyIdentity,
+    /// The MCP server the tool belongs to, e.g. `catalyst-center`.
+    pub resource: String,
+    /// `read`, `write` or `execute`.
+    pub action: String,
+    pub tool: PolicyTool,
+    pub context: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyTool {
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+/// The answer, with what the audit record needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyDecision {
+    pub allow: bool,
+    pub reason: String,
+    /// Content hash of the policy files that decided.
+    pub revision: String,
+}
+
+/// Errors loading policies.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy directory or a file in it could not be read.
+    #[error("policy directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// No `.rego` file was found.
+    #[error("no .rego files in {0}")]
+    Empty(PathBuf),
+    /// A policy did not parse or compile.
+    #[error("policy {file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+struct Loaded {
+    engine: regorus::Engine,
+    revision: String,
+}
+
+/// The loaded policy set; cheap to share behind an `Arc`.
+pub struct PolicyEngine {
+    dir: PathBuf,
+    limit: Duration,
+    loaded: Mutex<Arc<Mutex<Loaded>>>,
+}
+
+impl PolicyEngine {
+    /// Loads every `.rego` file in `dir`; fails if any is invalid (at start, nothing is known good).
+    pub fn load(dir: impl Into<PathBuf>) -> Result<Self, PolicyError> {
+        Self::load_with_limit(dir, DEFAULT_EVALUATION_LIMIT)
+    }
+
+    pub fn load_with_limit(dir: impl Into<PathBuf>, limit: Duration) -> Result<Self, PolicyError> {
+        let dir = dir.into();
+        let loaded = compile(&dir, limit)?;
+        tracing::info!(revision = %loaded.revision, dir = %dir.display(), "policy loaded");
+        Ok(Self {
+            dir,
+            limit,
+            loaded: Mutex::new(Arc::new(Mutex::new(loaded))),
+        })
+    }
+
+    /// The revision currently deciding.
+    pub fn revision(&self) -> String {
+        self.current().lock().expect("policy lock").revision.clone()
+    }
+
+    fn current(&self) -> Arc<Mutex<Loaded>> {
+        self.loaded.lock().expect("policy lock").clone()
+    }
+
+    /// Reloads when the files changed. Returns the new revision, `None` when nothing changed, or
+    /// the error that left the last good policy in place.
+    pub fn reload(&self) -> Result<Option<String>, PolicyError> {
+        let fingerprint = revision_of(&read_policies(&self.dir)?);
+        if fingerprint == self.revision() {
+            return Ok(None);
+        }
+        let loaded = compile(&self.dir, self.limit)?;
+        let revision = loaded.revision.clone();
+        *self.loaded.lock().expect("policy lock") = Arc::new(Mutex::new(loaded));
+        tracing::info!(%revision, "policy reloaded");
+        Ok(Some(revision))
+    }
+
+    /// Polls the directory every `interval` and reloads on change, until the task is dropped.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let policy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(policy) = policy.upgrade() else {
+                    return;
+                };
+                if let Err(error) = policy.reload() {
+                    tracing::error!(%error, revision = %policy.revision(), "policy reload failed; keeping the last good policy");
+                }
+            }
+        })
+    }
+
+    /// Decides; never fails: every problem is a deny with the problem as the reason.
+    pub fn decide(&self, input: &PolicyInput) -> PolicyDecision {
+        let current = self.current();
+        let mut loaded = current.lock().expect("policy lock");
+        let revision = loaded.revision.clone();
+        let deny = |reason: String| PolicyDecision {
+            allow: false,
+            reason,
+            revision: revision.clone(),
+        };
+        let input_json = match serde_json::to_string(input) {
+            Ok(json) => json,
+            Err(e) => return deny(format!("policy input could not be encoded: {e}")),
+        };
+        if let Err(e) = loaded.engine.set_input_json(&input_json) {
+            return deny(format!("policy input rejected: {e}"));
+        }
+        let value = match loaded.engine.eval_rule(DECISION_RULE.to_string()) {
+            Ok(value) => value,
+            Err(e) => return deny(format!("policy evaluation failed: {e}")),
+        };
+        let decision: serde_json::Value = match value
+            .to_json_str()
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+        {
+            Some(decision) => decision,
+            None => return deny("policy returned no decision".into()),
+        };
+        let reason = decision["reason"]
+            .as_str()
+            .unwrap_or("policy gave no reason")
+            .to_string();
+        match decision["allow"].as_bool() {
+            Some(true) => PolicyDecision {
+                allow: true,
+                reason,
+                revision,
+            },
+            Some(false) => deny(reason),
+            None => deny("policy returned no decision".into()),
+        }
+    }
+
+    /// Runs every `test_*` rule of every `*_test` package; returns (rule, passed, detail).
+    pub fn run_rego_tests(&self) -> Vec<(String, bool, String)> {
+        let current = self.current();
+        let mut loaded = current.lock().expect("policy lock");
+        let packages = loaded.engine.get_packages().unwrap_or_default();
+        let mut results = Vec::new();
+        for package in packages.iter().filter(|p| p.ends_with("_test")) {
+            let rules: Vec<String> = rule_names(&loaded.engine, package);
+            for rule in rules {
+                let path = format!("{package}.{rule}");
+                let outcome = loaded.engine.eval_rule(path.clone());
+                let (passed, detail) = match outcome {
+                    Ok(v) => (v == regorus::Value::from(true), format!("{v}")),
+                    Err(e) => (false, e.to_string()),
+                };
+                results.push((path, passed, detail));
+            }
+        }
+        results
+    }
+}
+
+/// The `test_*` rule names declared in a package, read from the loaded policy sources.
+fn rule_names(engine: &regorus::Engine, package: &str) -> Vec<String> {
+    let package_line = format!("package {}", package.trim_start_matches("data."));
+    let mut names = Vec::new();
+    for source in engine.get_policies().unwrap_or_default() {
+        let text = source.get_contents();
+        if !text.lines().any(|l| l.trim() == package_line) {
+            continue;
+        }
+        for line in text.lines() {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if name.starts_with("test_") && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// (file name, contents) of every `.rego` file, sorted by name.
+fn read_policies(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "rego") {
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.push((
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                text,
+            ));
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(PolicyError::Empty(dir.to_path_buf()));
+    }
+    Ok(files)
+}
+
+fn revision_of(files: &[(String, String)]) -> String {
+    let mut hash = Sha256::new();
+    for (name, text) in files {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(text.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(hash.finalize())[..16].to_string()
+}
+
+fn compile(dir: &Path, limit: Duration) -> Result<Loaded, PolicyError> {
+    let files = read_policies(dir)?;
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(64).expect("non-zero"),
+    });
+    for (name, text) in &files {
+        engine
+            .add_policy(name.clone(), text.clone())
+            .map_err(|e| PolicyError::Invalid {
+                file: name.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    // Evaluate once with an empty input so rule errors surface at load, not on the first call.
+    engine.set_input(regorus::Value::new_object());
+    engine
+        .eval_rule(DECISION_RULE.to_string())
+        .map_err(|e| PolicyError::Invalid {
+            file: "(all)".into(),
+            message: e.to_string(),
+        })?;
+    Ok(Loaded {
+        engine,
+        revision: revision_of(&files),
+    })
+}

@@ -1,0 +1,86 @@
+# changeflow authorization policy (Rego v1). Loaded at start and reloaded on change; a bad edit
+# keeps the last good policy. The engine asks for data.changeflow.authz.decision and denies
+# whenever that is undefined, malformed or fails to evaluate.
+#
+# input:
+#   identity: {subject, groups[], amr[], client_id}
+#   resource: MCP server, e.g. "catalyst-center"
+#   action:   "read" | "write" | "execute"
+#   tool:     {name, arguments}
+#   context:  {time, client}
+package changeflow.authz
+
+# The seed's RBAC: group -> resource -> actions. "*" is every resource.
+grants := {
+	"admin": {"*": {"read", "write", "execute"}},
+	"network-engineers": {
+		"catalyst-center": {"read", "write", "execute"},
+		"changes": {"read", "write", "execute"},
+	},
+	"service-desk": {
+		"servicenow": {"read", "write", "execute"},
+		"catalyst-center": {"read"},
+		"changes": {"read"},
+	},
+	"change-approvers": {
+		"servicenow": {"read", "write"},
+		"changes": {"read", "write"},
+	},
+	"developers": {
+		"github": {"read", "write", "execute"},
+		"rest-api-proxy": {"read", "write", "execute"},
+	},
+}
+
+# Devices whose names start with these are lab devices; every other device is production.
+lab_device_prefixes := ["lab-"]
+
+# Tools that approve a change; the change's requester may not call them.
+approval_tools := {"approve_change", "approve_change_request"}
+
+granting_groups contains group if {
+	some group in input.identity.groups
+	some resource in [input.resource, "*"]
+	input.action in grants[group][resource]
+}
+
+production_devices contains device if {
+	some device in input.tool.arguments.devices
+	not is_lab_device(device)
+}
+
+is_lab_device(device) if {
+	some prefix in lab_device_prefixes
+	startswith(device, prefix)
+}
+
+has_mfa if "mfa" in input.identity.amr
+
+deny_reasons contains "write and execute on production devices require MFA (amr must contain mfa)" if {
+	input.action in {"write", "execute"}
+	count(production_devices) > 0
+	not has_mfa
+}
+
+deny_reasons contains sprintf("%s requested this change and cannot approve it", [input.identity.subject]) if {
+	input.tool.name in approval_tools
+	input.tool.arguments.requested_by == input.identity.subject
+}
+
+default allow := false
+
+allow if {
+	count(granting_groups) > 0
+	count(deny_reasons) == 0
+}
+
+reason := sprintf("allowed: group %s may %s on %s", [min(granting_groups), input.action, input.resource]) if allow
+
+reason := concat("; ", sort(deny_reasons)) if count(deny_reasons) > 0
+
+reason := sprintf("no group of %s grants %s on %s", [input.identity.subject, input.action, input.resource]) if {
+	count(granting_groups) == 0
+	count(deny_reasons) == 0
+}
+
+decision := {"allow": allow, "reason": reason}
