@@ -5,7 +5,10 @@ use anyhow::Context;
 use changeflow::changes;
 use changeflow::stack::{Stack, StackOptions};
 use changeflow_activities::DownstreamConfig;
-use changeflow_engine::{CatalystCredentials, Secret, ServiceNowCredentials, StaticCredentials};
+use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings};
+use changeflow_engine::{
+    CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
+};
 use changeflow_simulators::{FaultConfig, SimulatorOptions, seed};
 use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -193,6 +196,36 @@ struct WorkerArgs {
     /// Milliseconds between deployment task polls.
     #[arg(long, default_value_t = 1000)]
     poll_interval_ms: u64,
+    #[command(flatten)]
+    vault: VaultArgs,
+}
+
+#[derive(Args)]
+struct VaultArgs {
+    /// Vault/OpenBao address; credentials are then read from Vault (KV v2) at the moment of use.
+    /// Login: CHANGEFLOW_VAULT_TOKEN, or CHANGEFLOW_VAULT_ROLE_ID and CHANGEFLOW_VAULT_SECRET_ID (AppRole).
+    #[arg(long, env = "CHANGEFLOW_VAULT_ADDR")]
+    vault_address: Option<String>,
+    /// KV v2 mount holding the secrets.
+    #[arg(long, env = "CHANGEFLOW_VAULT_MOUNT", default_value = "secret")]
+    vault_mount: String,
+    /// Path of the ServiceNow secret (fields username, password, client_id, client_secret).
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_SERVICENOW_PATH",
+        default_value = "changeflow/servicenow"
+    )]
+    vault_servicenow_path: String,
+    /// Path of the Catalyst Center secret (fields username, password).
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_CATALYST_PATH",
+        default_value = "changeflow/catalyst-center"
+    )]
+    vault_catalyst_path: String,
+    /// Seconds a secret read from Vault is reused before it is read again.
+    #[arg(long, env = "CHANGEFLOW_VAULT_CACHE_SECONDS", default_value_t = 30)]
+    vault_cache_seconds: u64,
 }
 
 #[derive(Args)]
@@ -291,7 +324,7 @@ async fn start_stack_with_worker(
     let client = stack.client.clone();
     let task_queue = stack.task_queue.clone();
     let downstream = stack.downstream();
-    let credentials = stack.credentials();
+    let credentials = stack.credentials()?;
     let worker = tokio::task::spawn_local(async move {
         changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, async {
             let _ = stopped.await;
@@ -425,8 +458,32 @@ async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn credentials_from_env() -> StaticCredentials {
+/// Vault when an address is configured; otherwise credentials from the environment.
+fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn CredentialProvider>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(address) = &args.vault_address {
+        let auth = match (
+            var("CHANGEFLOW_VAULT_TOKEN"),
+            var("CHANGEFLOW_VAULT_ROLE_ID"),
+            var("CHANGEFLOW_VAULT_SECRET_ID"),
+        ) {
+            (Some(token), _, _) => VaultAuth::Token(Secret::new(token)),
+            (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
+                mount: "approle".into(),
+                role_id,
+                secret_id: Secret::new(secret_id),
+            },
+            _ => anyhow::bail!(
+                "Vault login missing: set CHANGEFLOW_VAULT_TOKEN, or CHANGEFLOW_VAULT_ROLE_ID and CHANGEFLOW_VAULT_SECRET_ID"
+            ),
+        };
+        let mut settings = VaultSettings::new(address.clone(), auth);
+        settings.mount = args.vault_mount.clone();
+        settings.servicenow_path = args.vault_servicenow_path.clone();
+        settings.catalyst_path = args.vault_catalyst_path.clone();
+        settings.cache_ttl = Duration::from_secs(args.vault_cache_seconds);
+        return Ok(Arc::new(VaultCredentials::new(settings)?));
+    }
     let servicenow = match (
         var("CHANGEFLOW_SERVICENOW_USERNAME"),
         var("CHANGEFLOW_SERVICENOW_PASSWORD"),
@@ -441,7 +498,9 @@ fn credentials_from_env() -> StaticCredentials {
                 client_secret: Secret::new(client_secret),
             })
         }
-        _ => None,
+        _ => anyhow::bail!(
+            "ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME, _PASSWORD, _CLIENT_ID and _CLIENT_SECRET, or use --vault-address"
+        ),
     };
     let catalyst = match (
         var("CHANGEFLOW_CATALYST_USERNAME"),
@@ -451,24 +510,18 @@ fn credentials_from_env() -> StaticCredentials {
             username,
             password: Secret::new(password),
         }),
-        _ => None,
+        _ => anyhow::bail!(
+            "Catalyst Center credentials missing: set CHANGEFLOW_CATALYST_USERNAME and CHANGEFLOW_CATALYST_PASSWORD, or use --vault-address"
+        ),
     };
-    StaticCredentials {
+    Ok(Arc::new(StaticCredentials {
         servicenow,
         catalyst,
-    }
+    }))
 }
 
 async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
-    let credentials = credentials_from_env();
-    anyhow::ensure!(
-        credentials.servicenow.is_some(),
-        "ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME, _PASSWORD, _CLIENT_ID and _CLIENT_SECRET"
-    );
-    anyhow::ensure!(
-        credentials.catalyst.is_some(),
-        "Catalyst Center credentials missing: set CHANGEFLOW_CATALYST_USERNAME and CHANGEFLOW_CATALYST_PASSWORD"
-    );
+    let credentials = credential_provider(&args.vault)?;
     let downstream = DownstreamConfig {
         servicenow_url: args.servicenow_url,
         catalyst_url: args.catalyst_url,
@@ -496,7 +549,7 @@ async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         client,
         &g.task_queue,
         &downstream,
-        Arc::new(credentials),
+        credentials,
         stop_requested(),
     )
     .await

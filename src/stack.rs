@@ -1,14 +1,18 @@
-//! The embedded development stack: Temporal (embedded unless an address is given), the
-//! ServiceNow and Catalyst Center simulators, and what a worker needs to reach them.
+//! The embedded development stack: Temporal (embedded unless an address is given), an OpenBao
+//! dev server holding the simulators' credentials, the ServiceNow and Catalyst Center
+//! simulators, and what a worker needs to reach them (it logs in to OpenBao by AppRole, as in
+//! production).
 
 use anyhow::Context;
 use changeflow_activities::DownstreamConfig;
+use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
 use changeflow_engine::{
-    CatalystCredentials, EmbeddedTemporal, EmbeddedTemporalOptions, Secret, ServiceNowCredentials,
-    StaticCredentials,
+    CredentialProvider, EmbeddedTemporal, EmbeddedTemporalOptions, EmbeddedVault,
+    EmbeddedVaultOptions, Secret,
 };
 use changeflow_simulators::{DevCredentials, RunningSimulators, SimulatorOptions};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +36,8 @@ pub struct Stack {
     pub namespace: String,
     pub task_queue: String,
     pub simulators: RunningSimulators,
+    pub vault: EmbeddedVault,
+    vault_role: (String, Secret),
     poll_interval: Duration,
     // Last, so the server outlives the client and simulators during drop.
     embedded_temporal: Option<EmbeddedTemporal>,
@@ -48,6 +54,9 @@ pub struct Endpoints {
     pub catalyst_center: String,
     pub ca_file: Option<PathBuf>,
     pub credentials: DevCredentials,
+    /// The OpenBao dev server holding those credentials, and its root token (development only).
+    pub vault: String,
+    pub vault_token: String,
 }
 
 impl Stack {
@@ -76,7 +85,16 @@ impl Stack {
         let simulators = changeflow_simulators::start(options.simulators)
             .await
             .context("starting the simulators")?;
+        let vault_options = EmbeddedVaultOptions::new(&options.data_dir);
+        let vault = tokio::task::spawn_blocking(move || EmbeddedVault::start(&vault_options))
+            .await
+            .context("starting the embedded OpenBao server")??;
+        let vault_role = seed_vault(&vault, &simulators.credentials)
+            .await
+            .context("seeding OpenBao")?;
         Ok(Self {
+            vault,
+            vault_role,
             client,
             temporal_address,
             namespace: options.namespace,
@@ -97,9 +115,18 @@ impl Stack {
         }
     }
 
-    /// The simulators' credentials, as a worker's credential provider.
-    pub fn credentials(&self) -> Arc<StaticCredentials> {
-        Arc::new(dev_credentials(&self.simulators.credentials))
+    /// The worker's credential provider: OpenBao, by AppRole.
+    pub fn credentials(&self) -> anyhow::Result<Arc<dyn CredentialProvider>> {
+        let (role_id, secret_id) = self.vault_role.clone();
+        let auth = VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id,
+        };
+        Ok(Arc::new(VaultCredentials::new(VaultSettings::new(
+            self.vault.address(),
+            auth,
+        ))?))
     }
 
     /// Web UI address of the embedded server, if this stack started one.
@@ -125,6 +152,8 @@ impl Stack {
             catalyst_center: self.simulators.catalyst_url.clone(),
             ca_file: self.simulators.ca_file.clone(),
             credentials: self.simulators.credentials.clone(),
+            vault: self.vault.address(),
+            vault_token: self.vault.root_token().expose().to_string(),
         }
     }
 
@@ -138,18 +167,41 @@ impl Stack {
     }
 }
 
-/// Credentials for the simulators' published development accounts.
-pub fn dev_credentials(dev: &DevCredentials) -> StaticCredentials {
-    StaticCredentials {
-        servicenow: Some(ServiceNowCredentials {
-            username: dev.servicenow_username.clone(),
-            password: Secret::new(dev.servicenow_password.clone()),
-            client_id: dev.servicenow_client_id.clone(),
-            client_secret: Secret::new(dev.servicenow_client_secret.clone()),
-        }),
-        catalyst: Some(CatalystCredentials {
-            username: dev.catalyst_username.clone(),
-            password: Secret::new(dev.catalyst_password.clone()),
-        }),
-    }
+/// Writes the simulators' credentials where the worker reads them and returns an AppRole
+/// (role id, secret id) allowed to read them.
+async fn seed_vault(
+    vault: &EmbeddedVault,
+    dev: &DevCredentials,
+) -> anyhow::Result<(String, Secret)> {
+    let (address, root) = (vault.address(), vault.root_token().expose().to_string());
+    let servicenow = BTreeMap::from([
+        ("username".to_string(), dev.servicenow_username.clone()),
+        ("password".to_string(), dev.servicenow_password.clone()),
+        ("client_id".to_string(), dev.servicenow_client_id.clone()),
+        (
+            "client_secret".to_string(),
+            dev.servicenow_client_secret.clone(),
+        ),
+    ]);
+    let catalyst = BTreeMap::from([
+        ("username".to_string(), dev.catalyst_username.clone()),
+        ("password".to_string(), dev.catalyst_password.clone()),
+    ]);
+    admin::write_secret(
+        &address,
+        &root,
+        "secret",
+        "changeflow/servicenow",
+        &servicenow,
+    )
+    .await?;
+    admin::write_secret(
+        &address,
+        &root,
+        "secret",
+        "changeflow/catalyst-center",
+        &catalyst,
+    )
+    .await?;
+    Ok(admin::provision_approle(&address, &root, "changeflow-worker", "changeflow/", "1h").await?)
 }

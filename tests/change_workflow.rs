@@ -454,3 +454,128 @@ fn readable_history(json: &[u8]) -> String {
     walk(&value, &mut out);
     out
 }
+
+/// Starts an OpenBao dev server on `port` with `token` and writes the simulators' credentials.
+async fn seeded_vault(h: &Harness, port: u16, token: &str) -> changeflow_engine::EmbeddedVault {
+    let mut options = changeflow_engine::EmbeddedVaultOptions::new(h.dir.0.join("vault"));
+    options.port = port;
+    options.root_token = Some(token.to_string());
+    let vault =
+        tokio::task::spawn_blocking(move || changeflow_engine::EmbeddedVault::start(&options))
+            .await
+            .unwrap()
+            .unwrap();
+    let c = &h.sims.credentials;
+    let write = |path: &'static str, pairs: Vec<(&str, &str)>| {
+        let value: std::collections::BTreeMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let address = vault.address();
+        async move {
+            changeflow_engine::vault::admin::write_secret(&address, token, "secret", path, &value)
+                .await
+                .unwrap()
+        }
+    };
+    write(
+        "changeflow/servicenow",
+        vec![
+            ("username", &c.servicenow_username),
+            ("password", &c.servicenow_password),
+            ("client_id", &c.servicenow_client_id),
+            ("client_secret", &c.servicenow_client_secret),
+        ],
+    )
+    .await;
+    write(
+        "changeflow/catalyst-center",
+        vec![
+            ("username", &c.catalyst_username),
+            ("password", &c.catalyst_password),
+        ],
+    )
+    .await;
+    vault
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_down_is_retried_and_the_change_completes_once_it_is_back() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = format!("test-root-{}", uuid::Uuid::new_v4().simple());
+    let mut vault = seeded_vault(&h, port, &token).await;
+    let address = vault.address();
+    vault.stop();
+
+    // Credentials come only from Vault: the environment's are blanked.
+    let worker = h.spawn_worker_with_env(&[
+        ("CHANGEFLOW_VAULT_ADDR", address.as_str()),
+        ("CHANGEFLOW_VAULT_TOKEN", token.as_str()),
+        ("CHANGEFLOW_VAULT_CACHE_SECONDS", "0"),
+        ("CHANGEFLOW_SERVICENOW_PASSWORD", ""),
+        ("CHANGEFLOW_CATALYST_PASSWORD", ""),
+    ]);
+    let id = h.start_change(ntp_change(&["sj-access-01"])).await;
+
+    let handle = h
+        .client
+        .get_workflow_handle::<changeflow_workflows::TemplateDeployment>(&id);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let description = handle.describe(Default::default()).await.unwrap();
+        let pending = description.raw().pending_activities.first().cloned();
+        if let Some(activity) = pending.filter(|a| a.attempt >= 2) {
+            let failure = activity
+                .last_failure
+                .map(|f| format!("{f:?}"))
+                .unwrap_or_default();
+            assert!(
+                failure.contains("credential store unavailable"),
+                "{failure}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the activity was never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        h.sims.servicenow.change_requests().len(),
+        0,
+        "nothing happened while Vault was down"
+    );
+
+    let _vault = seeded_vault(&h, port, &token).await;
+    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
+    assert_eq!(result.outcome, ChangeOutcome::Succeeded);
+
+    let history = handle
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .unwrap();
+    let history = readable_history(&history);
+    let c = &h.sims.credentials;
+    for secret in [
+        token.as_str(),
+        &c.servicenow_password,
+        &c.servicenow_client_secret,
+        &c.catalyst_password,
+    ] {
+        assert!(!history.contains(secret), "secret leaked into history");
+        assert!(
+            !worker.log().contains(secret),
+            "secret leaked into the worker log"
+        );
+    }
+}

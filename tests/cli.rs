@@ -135,6 +135,8 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
     let endpoints: Value =
         serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
     for key in [
+        "vault",
+        "vault_token",
         "temporal",
         "temporal_ui",
         "servicenow",
@@ -148,6 +150,12 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
         );
     }
     let temporal: std::net::SocketAddr = endpoints["temporal"].as_str().unwrap().parse().unwrap();
+    let vault: std::net::SocketAddr = endpoints["vault"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -200,6 +208,10 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
     assert!(
         std::net::TcpStream::connect_timeout(&temporal, Duration::from_millis(500)).is_err(),
         "the embedded Temporal server was stopped"
+    );
+    assert!(
+        std::net::TcpStream::connect_timeout(&vault, Duration::from_millis(500)).is_err(),
+        "the embedded OpenBao server was stopped"
     );
 }
 

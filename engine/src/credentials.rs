@@ -57,6 +57,9 @@ pub enum CredentialError {
     /// The credential store could not be reached; retrying may succeed.
     #[error("credential store unavailable: {0}")]
     Unavailable(String),
+    /// The credential store refused or the secret is malformed; retrying will not help.
+    #[error("credential store: {0}")]
+    Refused(String),
 }
 
 /// Where activities get credentials at the moment of use.

@@ -1,10 +1,11 @@
 //! The embedded Temporal server: `temporal server start-dev` on loopback, its SQLite history
 //! in the data directory (so it survives restarts), started on demand and stopped on drop.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// How to start the embedded server.
 #[derive(Debug, Clone)]
@@ -33,50 +34,27 @@ impl EmbeddedTemporalOptions {
     }
 }
 
-/// Errors starting the embedded server.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EmbeddedTemporalError {
-    /// The data directory or log file could not be prepared.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The CLI could not be started at all.
-    #[error("cannot run {binary} (run `make tools` to install the Temporal CLI): {source}")]
-    Spawn {
-        binary: PathBuf,
-        source: std::io::Error,
-    },
-    /// The server exited or never became ready.
-    #[error("the embedded Temporal server did not start: {reason}; see {log}")]
-    NotReady { reason: String, log: PathBuf },
-}
-
-/// A running `temporal server start-dev`; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running `temporal server start-dev`; stopped when dropped.
 pub struct EmbeddedTemporal {
-    child: Child,
+    process: ManagedProcess,
     address: SocketAddr,
     ui_address: SocketAddr,
     db_file: PathBuf,
 }
 
 impl EmbeddedTemporal {
-    /// Starts the server and waits until its frontend accepts connections.
-    pub fn start(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedTemporalError> {
+    /// Starts the server and waits until its frontend and Web UI accept connections.
+    pub fn start(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedServiceError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| EmbeddedTemporalError::Io { path, source }
+            move |source| EmbeddedServiceError::Io { path, source }
         };
         std::fs::create_dir_all(&options.data_dir).map_err(io(&options.data_dir))?;
         let db_file = options.data_dir.join("temporal.db");
-        let log_file = options.data_dir.join("temporal.log");
-        let log = std::fs::File::create(&log_file).map_err(io(&log_file))?;
-        let log_err = log.try_clone().map_err(io(&log_file))?;
         let port = pick_port(options.port).map_err(io(&options.data_dir))?;
         let ui_port = pick_port(options.ui_port).map_err(io(&options.data_dir))?;
-        let child = Command::new(&options.binary)
+        let mut command = Command::new(&options.binary);
+        command
             .args(["server", "start-dev", "--ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--ui-port")
@@ -91,47 +69,21 @@ impl EmbeddedTemporal {
                 "--sqlite-pragma",
                 "synchronous=normal",
             ])
-            .args(["--ui-disable-news-fetch", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|source| EmbeddedTemporalError::Spawn {
-                binary: options.binary.clone(),
-                source,
-            })?;
-        let mut server = Self {
-            child,
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-            ui_address: SocketAddr::from(([127, 0, 0, 1], ui_port)),
+            .args(["--ui-disable-news-fetch", "--log-level", "warn"]);
+        let mut process = ManagedProcess::spawn(
+            "Temporal server",
+            command,
+            &options.data_dir.join("temporal.log"),
+        )?;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let ui_address = SocketAddr::from(([127, 0, 0, 1], ui_port));
+        process.wait_listening(&[address, ui_address], options.startup_timeout)?;
+        Ok(Self {
+            process,
+            address,
+            ui_address,
             db_file,
-        };
-        server.wait_ready(options.startup_timeout, &log_file)?;
-        Ok(server)
-    }
-
-    fn wait_ready(&mut self, timeout: Duration, log: &Path) -> Result<(), EmbeddedTemporalError> {
-        let deadline = Instant::now() + timeout;
-        let not_ready = |reason: String| EmbeddedTemporalError::NotReady {
-            reason,
-            log: log.to_path_buf(),
-        };
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(not_ready(format!("it exited with {status}")));
-            }
-            let frontend =
-                TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_ok();
-            let ui =
-                TcpStream::connect_timeout(&self.ui_address, Duration::from_millis(200)).is_ok();
-            if frontend && ui {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(not_ready(format!("not listening after {timeout:?}")));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// `host:port` of the gRPC frontend.
@@ -149,35 +101,8 @@ impl EmbeddedTemporal {
         &self.db_file
     }
 
-    /// Stops the server: SIGTERM, then SIGKILL if it has not exited within five seconds.
+    /// Stops the server (also done on drop).
     pub fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
     }
-}
-
-impl Drop for EmbeddedTemporal {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `port`, or a free loopback port when 0.
-fn pick_port(port: u16) -> std::io::Result<u16> {
-    if port != 0 {
-        return Ok(port);
-    }
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }

@@ -4,12 +4,17 @@
 pub mod audit;
 pub mod credentials;
 pub mod embedded_temporal;
+pub mod embedded_vault;
+pub mod managed_process;
 pub mod policy;
 pub mod telemetry;
 pub mod temporal;
 pub mod tools;
+pub mod vault;
 
 pub use credentials::{
     CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
 };
 pub use embedded_temporal::{EmbeddedTemporal, EmbeddedTemporalOptions};
+pub use embedded_vault::{EmbeddedVault, EmbeddedVaultOptions};
+pub use managed_process::EmbeddedServiceError;

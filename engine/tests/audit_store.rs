@@ -65,19 +65,7 @@ impl Drop for Database {
 }
 
 fn uuid() -> String {
-    format!("{:032x}", rand_u128())
-}
-
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    (h.finish() as u128) << 64 | std::process::id() as u128
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn entry(subject: &str, tool: &str, workflow: &str) -> AuditEntry {

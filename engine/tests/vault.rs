@@ -1,0 +1,248 @@
+//! The Vault credential provider against a real OpenBao dev server.
+
+use changeflow_engine::credentials::{CredentialError, CredentialProvider, Secret};
+use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
+use changeflow_engine::{EmbeddedVault, EmbeddedVaultOptions};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+struct Fixture {
+    vault: EmbeddedVault,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.vault.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn seeded_vault() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("cf-vault-{}", uuid::Uuid::new_v4().simple()));
+    let options = EmbeddedVaultOptions::new(&dir);
+    let vault = tokio::task::spawn_blocking(move || EmbeddedVault::start(&options))
+        .await
+        .unwrap()
+        .expect("OpenBao starts");
+    let root = vault.root_token().expose().to_string();
+    let sn = BTreeMap::from([
+        ("username".to_string(), "sn-user".to_string()),
+        ("password".to_string(), "sn-pass-from-vault".to_string()),
+        ("client_id".to_string(), "sn-client".to_string()),
+        (
+            "client_secret".to_string(),
+            "sn-secret-from-vault".to_string(),
+        ),
+    ]);
+    let cc = BTreeMap::from([
+        ("username".to_string(), "cc-user".to_string()),
+        ("password".to_string(), "cc-pass-from-vault".to_string()),
+    ]);
+    admin::write_secret(
+        &vault.address(),
+        &root,
+        "secret",
+        "changeflow/servicenow",
+        &sn,
+    )
+    .await
+    .unwrap();
+    admin::write_secret(
+        &vault.address(),
+        &root,
+        "secret",
+        "changeflow/catalyst-center",
+        &cc,
+    )
+    .await
+    .unwrap();
+    Fixture { vault, dir }
+}
+
+fn settings(f: &Fixture, auth: VaultAuth) -> VaultSettings {
+    let mut s = VaultSettings::new(f.vault.address(), auth);
+    s.cache_ttl = Duration::ZERO;
+    s
+}
+
+#[tokio::test]
+async fn token_auth_reads_both_secrets_and_caches_them() {
+    let f = seeded_vault().await;
+    let mut s = settings(&f, VaultAuth::Token(f.vault.root_token().clone()));
+    s.cache_ttl = Duration::from_secs(60);
+    let provider = VaultCredentials::new(s).unwrap();
+    let sn = provider.servicenow().await.unwrap();
+    assert_eq!(sn.username, "sn-user");
+    assert_eq!(sn.password.expose(), "sn-pass-from-vault");
+    assert_eq!(sn.client_secret.expose(), "sn-secret-from-vault");
+    assert_eq!(
+        provider.catalyst().await.unwrap().password.expose(),
+        "cc-pass-from-vault"
+    );
+
+    let rotated = BTreeMap::from([
+        ("username".to_string(), "cc-user".to_string()),
+        ("password".to_string(), "rotated".to_string()),
+    ]);
+    admin::write_secret(
+        &f.vault.address(),
+        f.vault.root_token().expose(),
+        "secret",
+        "changeflow/catalyst-center",
+        &rotated,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        provider.catalyst().await.unwrap().password.expose(),
+        "cc-pass-from-vault",
+        "served from the cache"
+    );
+    provider.clear_cache().await;
+    assert_eq!(
+        provider.catalyst().await.unwrap().password.expose(),
+        "rotated",
+        "read again after the cache"
+    );
+}
+
+#[tokio::test]
+async fn approle_login_reads_only_what_its_policy_grants() {
+    let f = seeded_vault().await;
+    let root = f.vault.root_token().expose().to_string();
+    let (role_id, secret_id) = admin::provision_approle(
+        &f.vault.address(),
+        &root,
+        "changeflow-worker",
+        "changeflow/",
+        "1h",
+    )
+    .await
+    .unwrap();
+    let provider = VaultCredentials::new(settings(
+        &f,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: role_id.clone(),
+            secret_id: secret_id.clone(),
+        },
+    ))
+    .unwrap();
+    assert_eq!(provider.servicenow().await.unwrap().client_id, "sn-client");
+
+    let mut elsewhere = settings(
+        &f,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id,
+        },
+    );
+    elsewhere.catalyst_path = "other-team/catalyst".into();
+    let err = VaultCredentials::new(elsewhere)
+        .unwrap()
+        .catalyst()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CredentialError::Refused(_)),
+        "a policy refusal is not retryable: {err}"
+    );
+
+    let bad = VaultCredentials::new(settings(
+        &f,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: "nope".into(),
+            secret_id: Secret::new("wrong-secret-id"),
+        },
+    ))
+    .unwrap();
+    let err = bad.servicenow().await.unwrap_err();
+    assert!(err.to_string().contains("AppRole login"), "{err}");
+    assert!(!err.to_string().contains("wrong-secret-id"));
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_before_they_expire() {
+    let f = seeded_vault().await;
+    let root = f.vault.root_token().expose().to_string();
+    admin::provision_approle(&f.vault.address(), &root, "reader", "changeflow/", "1h")
+        .await
+        .unwrap();
+    let token = admin::create_token(&f.vault.address(), &root, &["reader"], "3s")
+        .await
+        .unwrap();
+    let provider = VaultCredentials::new(settings(&f, VaultAuth::Token(token.clone()))).unwrap();
+    assert!(provider.catalyst().await.is_ok());
+    // Past two thirds of the TTL, the next use renews; past the original TTL it still works.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(provider.catalyst().await.is_ok());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        provider.catalyst().await.is_ok(),
+        "the token outlived its first TTL because it was renewed"
+    );
+    assert!(
+        admin::token_ttl(&f.vault.address(), token.expose())
+            .await
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_is_a_retryable_error_without_secrets() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = VaultSettings::new(
+        format!("http://127.0.0.1:{port}"),
+        VaultAuth::Token(Secret::new("s.very-secret-token")),
+    );
+    s.request_timeout = Duration::from_secs(2);
+    let err = VaultCredentials::new(s)
+        .unwrap()
+        .servicenow()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CredentialError::Unavailable(_)), "{err}");
+    assert!(!err.to_string().contains("very-secret-token"));
+    assert!(
+        VaultCredentials::new(VaultSettings::new(
+            "not a url",
+            VaultAuth::Token(Secret::new("t"))
+        ))
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_secret_missing_a_field_names_the_field_not_the_values() {
+    let f = seeded_vault().await;
+    let root = f.vault.root_token().expose().to_string();
+    let partial = BTreeMap::from([
+        ("username".to_string(), "cc-user".to_string()),
+        ("passwd".to_string(), "typo-value".to_string()),
+    ]);
+    admin::write_secret(
+        &f.vault.address(),
+        &root,
+        "secret",
+        "changeflow/catalyst-center",
+        &partial,
+    )
+    .await
+    .unwrap();
+    let provider =
+        VaultCredentials::new(settings(&f, VaultAuth::Token(f.vault.root_token().clone())))
+            .unwrap();
+    let err = provider.catalyst().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "credential store: secret changeflow/catalyst-center has no 'password' field"
+    );
+}
