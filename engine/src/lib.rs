@@ -3,8 +3,10 @@
 
 pub mod audit;
 pub mod credentials;
+pub mod dev_issuer;
 pub mod embedded_temporal;
 pub mod embedded_vault;
+pub mod identity;
 pub mod managed_process;
 pub mod policy;
 pub mod telemetry;
