@@ -257,10 +257,10 @@ impl TokenVerifier {
         if exp + leeway <= now {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = claims["nbf"].as_u64() {
-            if nbf > now + leeway {
-                return Err(TokenError::NotYetValid);
-            }
+        if let Some(nbf) = claims["nbf"].as_u64()
+            && nbf > now + leeway
+        {
+            return Err(TokenError::NotYetValid);
         }
         let subject = claims["sub"]
             .as_str()
