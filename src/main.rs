@@ -87,6 +87,29 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Simulate(SimulateArgs),
     /// Inspect the audit store: list records, verify the hash chain.
     Audit(AuditArgs),
+    /// Print an access token for a demo user from the running `changeflow dev` stack.
+    #[command(
+        long_about = "Print an access token (JWT) for a demo user, issued by the development OpenID provider \
+of the `changeflow dev` stack running with the same --data-dir. Demo users: alice (network-engineers, MFA), \
+bob (service-desk), carol (change-approvers), dave (developers), admin (admin, MFA)."
+    )]
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Demo user: alice, bob, carol, dave or admin.
+    #[arg(long)]
+    user: String,
+    /// Audience (resource) the token is for; default: the stack's.
+    #[arg(long)]
+    audience: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Issue the token without the `mfa` authentication method.
+    #[arg(long)]
+    no_mfa: bool,
 }
 
 #[derive(Args)]
@@ -285,6 +308,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await
             .map(|_| std::process::ExitCode::SUCCESS),
         Command::Audit(args) => audit(&g, args).await,
+        Command::Token(args) => token(&g, args)
+            .await
+            .map(|_| std::process::ExitCode::SUCCESS),
     }
 }
 
@@ -627,5 +653,61 @@ async fn audit(g: &GlobalArgs, args: AuditArgs) -> anyhow::Result<std::process::
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
+    let path = g.data_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no development stack is running with data dir {}: start `changeflow dev` first",
+            g.data_dir.display()
+        )
+    })?;
+    let endpoints: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let field = |name: &str| {
+        endpoints[name]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{} lacks '{name}'", path.display()))
+    };
+    let mut form = vec![
+        ("grant_type", "password".to_string()),
+        ("client_id", field("dev_client_id")?),
+        ("client_secret", field("dev_client_secret")?),
+        ("username", args.user.clone()),
+        (
+            "audience",
+            args.audience
+                .map(Ok)
+                .unwrap_or_else(|| field("oidc_audience"))?,
+        ),
+        ("ttl", args.ttl.to_string()),
+    ];
+    if args.no_mfa {
+        form.push(("mfa", "false".into()));
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/token", field("oidc_issuer")?))
+        .form(&form)
+        .send()
+        .await
+        .context(
+            "the development OpenID provider did not answer: is `changeflow dev` still running?",
+        )?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("token response")?;
+    match body["access_token"].as_str() {
+        Some(token) if status.is_success() => {
+            println!("{token}");
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "no token: {}",
+            body["error_description"]
+                .as_str()
+                .unwrap_or("the provider refused")
+        ),
     }
 }

@@ -1,5 +1,6 @@
 //! The embedded development stack: Temporal (embedded unless an address is given), an OpenBao
-//! dev server holding the simulators' credentials, the ServiceNow and Catalyst Center
+//! dev server holding the simulators' credentials, a development OpenID provider, the
+//! ServiceNow and Catalyst Center
 //! simulators, and what a worker needs to reach them (it logs in to OpenBao by AppRole, as in
 //! production).
 
@@ -38,6 +39,7 @@ pub struct Stack {
     pub simulators: RunningSimulators,
     pub vault: EmbeddedVault,
     vault_role: (String, Secret),
+    pub dev_issuer: changeflow_engine::dev_issuer::RunningDevIssuer,
     poll_interval: Duration,
     // Last, so the server outlives the client and simulators during drop.
     embedded_temporal: Option<EmbeddedTemporal>,
@@ -57,6 +59,11 @@ pub struct Endpoints {
     /// The OpenBao dev server holding those credentials, and its root token (development only).
     pub vault: String,
     pub vault_token: String,
+    /// The development OpenID provider and what `changeflow token` needs to use it.
+    pub oidc_issuer: String,
+    pub oidc_audience: String,
+    pub dev_client_id: String,
+    pub dev_client_secret: String,
 }
 
 impl Stack {
@@ -92,7 +99,11 @@ impl Stack {
         let vault_role = seed_vault(&vault, &simulators.credentials)
             .await
             .context("seeding OpenBao")?;
+        let dev_issuer = changeflow_engine::dev_issuer::start(&options.data_dir, 0)
+            .await
+            .context("starting the development OpenID provider")?;
         Ok(Self {
+            dev_issuer,
             vault,
             vault_role,
             client,
@@ -154,6 +165,10 @@ impl Stack {
             credentials: self.simulators.credentials.clone(),
             vault: self.vault.address(),
             vault_token: self.vault.root_token().expose().to_string(),
+            oidc_issuer: self.dev_issuer.url().to_string(),
+            oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
+            dev_client_id: changeflow_engine::dev_issuer::DEV_CLIENT_ID.to_string(),
+            dev_client_secret: self.dev_issuer.issuer.client_secret().to_string(),
         }
     }
 

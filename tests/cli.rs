@@ -135,6 +135,8 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
     let endpoints: Value =
         serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
     for key in [
+        "oidc_issuer",
+        "dev_client_secret",
         "vault",
         "vault_token",
         "temporal",
@@ -188,6 +190,58 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
             .await
             .unwrap();
         assert!(ui.status().is_success(), "Temporal Web UI answers");
+
+        // `changeflow token` issues tokens the server verifies through discovery and JWKS.
+        let token = |args: &[&str]| {
+            let out = changeflow()
+                .arg("token")
+                .args(args)
+                .arg("--data-dir")
+                .arg(&dir.0)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        };
+        let config = changeflow_engine::identity::VerifierConfig::new(
+            endpoints["oidc_issuer"].as_str().unwrap(),
+            "changeflow",
+        );
+        let verifier =
+            changeflow_engine::identity::TokenVerifier::discover(config, reqwest::Client::new())
+                .await
+                .unwrap();
+        let (ok, alice, _) = token(&["--user", "alice"]);
+        assert!(ok);
+        let identity = verifier.verify(&alice).await.expect("dev token verifies");
+        assert_eq!(identity.subject, "alice");
+        assert!(identity.amr.contains(&"mfa".to_string()));
+        let (_, no_mfa, _) = token(&["--user", "alice", "--no-mfa"]);
+        assert!(
+            !verifier
+                .verify(&no_mfa)
+                .await
+                .unwrap()
+                .amr
+                .contains(&"mfa".to_string())
+        );
+        let (_, elsewhere, _) = token(&[
+            "--user",
+            "bob",
+            "--audience",
+            "https://other.example/mcp",
+            "--ttl",
+            "30",
+        ]);
+        assert_eq!(
+            verifier.verify(&elsewhere).await.unwrap_err(),
+            changeflow_engine::identity::TokenError::Audience
+        );
+        let (ok, _, err) = token(&["--user", "mallory"]);
+        assert!(!ok && err.contains("unknown dev user 'mallory'"), "{err}");
     });
 
     nix::sys::signal::kill(
@@ -217,6 +271,15 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
 
 #[test]
 fn misconfiguration_gets_a_clear_error() {
+    let nowhere = TempDir::new("changeflow-cli");
+    let out = changeflow()
+        .args(["token", "--user", "alice", "--data-dir"])
+        .arg(&nowhere.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start `changeflow dev` first"));
+
     let out = changeflow()
         .args([
             "worker",
