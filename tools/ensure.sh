@@ -2,6 +2,7 @@
 # Installs what building and running changeflow needs and is missing; safe to run again.
 #   protoc              Debian's protobuf-compiler (the Temporal SDK compiles its protos)
 #   .tools/venv         pinned Python tools from tools/requirements.txt
+#   .tools/node         pinned Node tools from tools/node (a real OpenID provider for interop tests)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -22,4 +23,19 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$stamp"
 fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "tools: installing Node.js and npm (Debian packages)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+node_dir="$root/.tools/node"
+if ! cmp -s "$root/tools/node/package-lock.json" "$node_dir/package-lock.json" || [ ! -d "$node_dir/node_modules" ]; then
+  echo "tools: installing pinned Node packages into .tools/node" >&2
+  mkdir -p "$node_dir"
+  cp "$root/tools/node/package.json" "$root/tools/node/package-lock.json" "$node_dir/"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 "$venv/bin/temporal" --version >/dev/null
