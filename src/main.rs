@@ -87,6 +87,8 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Simulate(SimulateArgs),
     /// Inspect the audit store: list records, verify the hash chain.
     Audit(AuditArgs),
+    /// Check an authorization policy: load it and run its Rego unit tests.
+    Policy(PolicyArgs),
     /// Print an access token for a demo user from the running `changeflow dev` stack.
     #[command(
         long_about = "Print an access token (JWT) for a demo user, issued by the development OpenID provider \
@@ -94,6 +96,21 @@ of the `changeflow dev` stack running with the same --data-dir. Demo users: alic
 bob (service-desk), carol (change-approvers), dave (developers), admin (admin, MFA)."
     )]
     Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// Directory of .rego files (the policy and its *_test packages).
+    #[arg(long, env = "CHANGEFLOW_POLICY_DIR", default_value = "policy")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run every `test_*` rule of every `*_test` package; exits 1 if any fails or the policy does not load.
+    Test,
 }
 
 #[derive(Args)]
@@ -308,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await
             .map(|_| std::process::ExitCode::SUCCESS),
         Command::Audit(args) => audit(&g, args).await,
+        Command::Policy(args) => policy(args),
         Command::Token(args) => token(&g, args)
             .await
             .map(|_| std::process::ExitCode::SUCCESS),
@@ -710,4 +728,28 @@ async fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
                 .unwrap_or("the provider refused")
         ),
     }
+}
+
+fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {
+    let PolicyCommand::Test = args.command;
+    let engine = changeflow_engine::policy::PolicyEngine::load(&args.dir)?;
+    let results = engine.run_rego_tests();
+    for (rule, passed, detail) in &results {
+        if *passed {
+            println!("ok    {rule}");
+        } else {
+            println!("FAIL  {rule}: {detail}");
+        }
+    }
+    let failed = results.iter().filter(|(_, passed, _)| !passed).count();
+    eprintln!(
+        "policy revision {}: {} test(s), {failed} failing",
+        engine.revision(),
+        results.len()
+    );
+    Ok(if failed == 0 && !results.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }

@@ -23,6 +23,11 @@ fn every_subcommand_explains_itself() {
         (vec!["dev", "--help"], "--data-dir"),
         (vec!["worker", "--help"], "CHANGEFLOW_CATALYST_PASSWORD"),
         (vec!["simulate", "--help"], "--rate-limit-rate"),
+        (vec!["token", "--help"], "--no-mfa"),
+        (vec!["audit", "list", "--help"], "--workflow-id"),
+        (vec!["audit", "verify", "--help"], "first broken record"),
+        (vec!["policy", "test", "--help"], "test_"),
+        (vec!["worker", "--help"], "--vault-address"),
     ] {
         let out = changeflow().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -441,4 +446,48 @@ fn audit_list_filters_and_verify_names_the_first_broken_record() {
     let bad_time = run(&["list", "--since", "last tuesday"]);
     assert!(!bad_time.status.success());
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("expected RFC 3339"));
+}
+
+#[test]
+fn policy_test_runs_the_rego_tests_and_fails_on_a_broken_rule() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let out = changeflow()
+        .args(["policy", "--dir"])
+        .arg(&shipped)
+        .arg("test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 6,
+        "{stdout}"
+    );
+
+    let dir = TempDir::new("changeflow-policy");
+    std::fs::copy(shipped.join("authz.rego"), dir.0.join("authz.rego")).unwrap();
+    let tests = std::fs::read_to_string(shipped.join("authz_test.rego")).unwrap();
+    std::fs::write(
+        dir.0.join("authz_test.rego"),
+        tests.replace(
+            "not authz.allow with input as deploy(bob",
+            "authz.allow with input as deploy(bob",
+        ),
+    )
+    .unwrap();
+    let out = changeflow()
+        .args(["policy", "--dir"])
+        .arg(&dir.0)
+        .arg("test")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("FAIL  data.changeflow.authz_test.test_service_desk_cannot_deploy")
+    );
 }
