@@ -1,6 +1,6 @@
 //! The `changeflow` application: hosting the worker, starting and watching changes, and the
 //! embedded development stack (Temporal, simulators, worker) behind `demo` and `dev`.
 
-pub mod changes;
+pub use changeflow_mcp_frontend::changes;
 pub mod stack;
 pub mod worker;

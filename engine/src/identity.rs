@@ -111,7 +111,7 @@ pub struct FetchError(String);
 
 /// `openidconnect`'s HTTP hook, served by our reqwest client.
 async fn fetch(
-    http: &reqwest::Client,
+    http: reqwest::Client,
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, FetchError> {
     let (parts, body) = request.into_parts();
@@ -144,7 +144,7 @@ impl TokenVerifier {
     ) -> Result<Self, TokenError> {
         let issuer = IssuerUrl::new(config.issuer.clone())
             .map_err(|e| TokenError::ProviderUnavailable(format!("issuer URL: {e}")))?;
-        let client = |request| fetch(&http, request);
+        let client = |request| fetch(http.clone(), request);
         let metadata = CoreProviderMetadata::discover_async(issuer, &client)
             .await
             .map_err(|e| {
@@ -215,7 +215,8 @@ impl TokenVerifier {
         }
         let mut keys = self.keys.write().await;
         if keys.fetched_at.elapsed() >= self.config.jwks_refresh_interval {
-            let client = |request| fetch(&self.http, request);
+            let http = self.http.clone();
+            let client = move |request| fetch(http.clone(), request);
             let set = CoreJsonWebKeySet::fetch_async(&keys.jwks_url, &client)
                 .await
                 .map_err(|e| {

@@ -1,0 +1,190 @@
+//! The tools the front door serves: which MCP server each belongs to, the action policy sees,
+//! their annotations, and precise input schemas (unknown fields rejected, lengths bounded).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The MCP servers, each also served alone at `/mcp/{server}`.
+pub const SERVERS: [&str; 2] = ["catalyst-center", "changes"];
+
+/// One tool's definition.
+pub struct ToolSpec {
+    pub server: &'static str,
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// What policy is asked for: `read`, `write` or `execute`.
+    pub action: &'static str,
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub input_schema: fn() -> Value,
+}
+
+const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+
+fn deploy_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["template_id", "devices"],
+        "properties": {
+            "template_id": {"type": "string", "pattern": ID_PATTERN, "description": "Catalyst Center template id"},
+            "parameters": {
+                "type": "object",
+                "maxProperties": 50,
+                "additionalProperties": {"type": "string", "maxLength": 1024},
+                "description": "Template parameters by name (values as strings)"
+            },
+            "devices": {
+                "type": "array", "minItems": 1, "maxItems": 100,
+                "items": {"type": "string", "pattern": ID_PATTERN},
+                "description": "Target devices by hostname or Catalyst Center id"
+            },
+            "short_description": {"type": "string", "maxLength": 160},
+            "idempotency_key": {"type": "string", "pattern": ID_PATTERN, "description": "Same key, same change: a retried call never deploys twice"}
+        }
+    })
+}
+
+fn change_id_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["change_id"],
+        "properties": {"change_id": {"type": "string", "pattern": ID_PATTERN, "description": "The change's workflow id"}}
+    })
+}
+
+pub const TOOLS: &[ToolSpec] = &[
+    ToolSpec {
+        server: "catalyst-center",
+        name: "deploy_template",
+        title: "Deploy a configuration template",
+        description: "Validate, open a ServiceNow change request, deploy a Catalyst Center template to devices, verify, and close the ticket. Runs as a durable workflow; progress is reported while it runs.",
+        action: "execute",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        input_schema: deploy_schema,
+    },
+    ToolSpec {
+        server: "changes",
+        name: "get_change_status",
+        title: "Get a change's status",
+        description: "Current step, progress, ticket number and per-device status of a change.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        input_schema: change_id_schema,
+    },
+    ToolSpec {
+        server: "changes",
+        name: "cancel_change",
+        title: "Cancel a change",
+        description: "Cancel a running change; its ServiceNow ticket is closed as canceled.",
+        action: "write",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        input_schema: change_id_schema,
+    },
+];
+
+pub fn find(server: Option<&str>, name: &str) -> Option<&'static ToolSpec> {
+    TOOLS
+        .iter()
+        .find(|t| t.name == name && server.is_none_or(|s| s == t.server))
+}
+
+/// Arguments of `deploy_template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTemplateArgs {
+    pub template_id: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub short_description: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Arguments naming one change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeIdArgs {
+    pub change_id: String,
+}
+
+/// Checks identifiers and bounds the schema states, so bad input is refused the same way
+/// whatever the client validated.
+pub fn check_id(field: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+        ))
+    }
+}
+
+impl DeployTemplateArgs {
+    pub fn check(&self) -> Result<(), String> {
+        check_id("template_id", &self.template_id)?;
+        if self.devices.is_empty() || self.devices.len() > 100 {
+            return Err("devices must name 1 to 100 devices".into());
+        }
+        for device in &self.devices {
+            check_id("each device", device)?;
+        }
+        if self.parameters.len() > 50 || self.parameters.values().any(|v| v.len() > 1024) {
+            return Err("at most 50 parameters of at most 1024 characters each".into());
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_id("idempotency_key", key)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_checked_like_the_schema_says() {
+        let parse = |v: Value| serde_json::from_value::<DeployTemplateArgs>(v);
+        assert!(
+            parse(json!({"template_id": "t", "devices": ["a"], "password": "x"})).is_err(),
+            "unknown fields are refused"
+        );
+        let ok = parse(json!({"template_id": "t-1", "devices": ["sj-access-01"]})).unwrap();
+        assert!(ok.check().is_ok());
+        let bad = parse(json!({"template_id": "t 1", "devices": ["a"]})).unwrap();
+        assert!(bad.check().unwrap_err().contains("template_id"));
+        let none = parse(json!({"template_id": "t", "devices": []})).unwrap();
+        assert!(none.check().is_err());
+        assert!(
+            find(Some("changes"), "deploy_template").is_none(),
+            "tools belong to their server"
+        );
+        assert!(find(None, "deploy_template").is_some());
+        for tool in TOOLS {
+            assert_eq!(
+                (tool.input_schema)()["additionalProperties"],
+                false,
+                "{}",
+                tool.name
+            );
+        }
+    }
+}
