@@ -2,5 +2,6 @@
 //! embedded development stack (Temporal, simulators, worker) behind `demo` and `dev`.
 
 pub use changeflow_mcp_frontend::changes;
+pub mod front_door;
 pub mod stack;
 pub mod worker;

@@ -75,6 +75,13 @@ enum Command {
     Demo(DemoArgs),
     /// Start the embedded stack (Temporal, simulators, worker) and keep it running.
     Dev(DevArgs),
+    /// Serve the MCP front door against a configured Temporal and OpenID provider.
+    #[command(
+        long_about = "Serve the MCP front door: Streamable HTTP at /mcp (all servers) and /mcp/{server}, \
+RFC 9728 metadata at /.well-known/oauth-protected-resource. Every request needs a bearer token from the \
+configured OpenID provider; every tool call is authorized by the policy and written to the audit store."
+    )]
+    Serve(ServeArgs),
     /// Run a worker against configured ServiceNow and Catalyst Center.
     #[command(
         long_about = "Run a worker that executes changeflow's workflows and activities.\n\n\
@@ -96,6 +103,31 @@ of the `changeflow dev` stack running with the same --data-dir. Demo users: alic
 bob (service-desk), carol (change-approvers), dave (developers), admin (admin, MFA)."
     )]
     Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CHANGEFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Public base URL clients use (default: http://<listen>); the resource is <public-url>/mcp.
+    #[arg(long, env = "CHANGEFLOW_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// OpenID provider issuer URL (discovery at <issuer>/.well-known/openid-configuration).
+    #[arg(long, env = "CHANGEFLOW_OIDC_ISSUER")]
+    oidc_issuer: String,
+    /// Audience tokens must carry (default: <public-url>/mcp, the RFC 8707 resource).
+    #[arg(long, env = "CHANGEFLOW_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// Directory of the Rego policy (watched; a bad edit keeps the last good policy).
+    #[arg(long, env = "CHANGEFLOW_POLICY_DIR", default_value = "policy")]
+    policy_dir: PathBuf,
+    /// Audit database: sqlite://PATH or postgres://... (default: audit.db in the data directory).
+    #[arg(long, env = "CHANGEFLOW_AUDIT_DATABASE_URL")]
+    audit_database_url: Option<String>,
+    /// Accepted Host header values (DNS-rebinding protection); repeat or comma-separate.
+    #[arg(long = "allowed-host", env = "CHANGEFLOW_ALLOWED_HOSTS", value_delimiter = ',', default_values = ["127.0.0.1", "localhost"])]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -326,6 +358,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .map(|_| std::process::ExitCode::SUCCESS),
         Command::Audit(args) => audit(&g, args).await,
         Command::Policy(args) => policy(args),
+        Command::Serve(args) => serve(&g, args)
+            .await
+            .map(|_| std::process::ExitCode::SUCCESS),
         Command::Token(args) => token(&g, args)
             .await
             .map(|_| std::process::ExitCode::SUCCESS),
@@ -340,6 +375,9 @@ async fn start_stack(g: &GlobalArgs, simulators: SimulatorOptions) -> anyhow::Re
         task_queue: g.task_queue.clone(),
         simulators,
         poll_interval: Duration::from_millis(500),
+        policy_dir: std::env::var_os("CHANGEFLOW_POLICY_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("policy")),
     })
     .await
 }
@@ -488,6 +526,12 @@ async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
         eprintln!("  CA certificate  {}", ca.display());
     }
     eprintln!("  Worker          task queue {}", e.task_queue);
+    eprintln!(
+        "  MCP             {}  (token: changeflow token --user alice)",
+        e.mcp
+    );
+    eprintln!("  OpenID provider {}", e.oidc_issuer);
+    eprintln!("  OpenBao         {}", e.vault);
     eprintln!("Endpoints and development credentials: {}", path.display());
     eprintln!("Press Ctrl-C to stop.");
     tokio::select! {
@@ -752,4 +796,42 @@ fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let address = g
+        .temporal_address
+        .clone()
+        .context("serve needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS); `changeflow dev` runs everything locally")?;
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-frontend").await?;
+    let public_url = args
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string());
+    let audience = args.oidc_audience.clone().unwrap_or_else(|| {
+        format!(
+            "{}/mcp",
+            public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.listen))
+        )
+    });
+    let options = changeflow::front_door::FrontDoorOptions {
+        data_dir: g.data_dir.clone(),
+        oidc_issuer: args.oidc_issuer,
+        oidc_audience: audience,
+        policy_dir: args.policy_dir,
+        audit_database_url: args.audit_database_url,
+        allowed_hosts: args.allowed_hosts,
+        task_queue: g.task_queue.clone(),
+    };
+    let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
+    eprintln!(
+        "MCP front door at {} (metadata at {}/.well-known/oauth-protected-resource)",
+        door.mcp_url(),
+        door.url
+    );
+    stop_requested().await;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The embedded development stack: Temporal (embedded unless an address is given), an OpenBao
-//! dev server holding the simulators' credentials, a development OpenID provider, the
+//! dev server holding the simulators' credentials, a development OpenID provider, the MCP
+//! front door, the
 //! ServiceNow and Catalyst Center
 //! simulators, and what a worker needs to reach them (it logs in to OpenBao by AppRole, as in
 //! production).
@@ -28,6 +29,8 @@ pub struct StackOptions {
     pub task_queue: String,
     pub simulators: SimulatorOptions,
     pub poll_interval: Duration,
+    /// Authorization policy; the shipped one when this directory does not exist.
+    pub policy_dir: PathBuf,
 }
 
 /// A running stack; everything it started stops when it is dropped.
@@ -40,6 +43,7 @@ pub struct Stack {
     pub vault: EmbeddedVault,
     vault_role: (String, Secret),
     pub dev_issuer: changeflow_engine::dev_issuer::RunningDevIssuer,
+    pub front_door: crate::front_door::RunningFrontDoor,
     poll_interval: Duration,
     // Last, so the server outlives the client and simulators during drop.
     embedded_temporal: Option<EmbeddedTemporal>,
@@ -59,6 +63,8 @@ pub struct Endpoints {
     /// The OpenBao dev server holding those credentials, and its root token (development only).
     pub vault: String,
     pub vault_token: String,
+    /// The MCP endpoint (all servers; `/mcp/{server}` for one).
+    pub mcp: String,
     /// The development OpenID provider and what `changeflow token` needs to use it.
     pub oidc_issuer: String,
     pub oidc_audience: String,
@@ -102,7 +108,24 @@ impl Stack {
         let dev_issuer = changeflow_engine::dev_issuer::start(&options.data_dir, 0)
             .await
             .context("starting the development OpenID provider")?;
+        let front_door = crate::front_door::start(
+            crate::front_door::FrontDoorOptions {
+                data_dir: options.data_dir.clone(),
+                oidc_issuer: dev_issuer.url().to_string(),
+                oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
+                policy_dir: options.policy_dir.clone(),
+                audit_database_url: None,
+                allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                task_queue: options.task_queue.clone(),
+            },
+            "127.0.0.1:0",
+            None,
+            client.clone(),
+        )
+        .await
+        .context("starting the MCP front door")?;
         Ok(Self {
+            front_door,
             dev_issuer,
             vault,
             vault_role,
@@ -165,6 +188,7 @@ impl Stack {
             credentials: self.simulators.credentials.clone(),
             vault: self.vault.address(),
             vault_token: self.vault.root_token().expose().to_string(),
+            mcp: self.front_door.mcp_url(),
             oidc_issuer: self.dev_issuer.url().to_string(),
             oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
             dev_client_id: changeflow_engine::dev_issuer::DEV_CLIENT_ID.to_string(),

@@ -140,6 +140,7 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
     let endpoints: Value =
         serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
     for key in [
+        "mcp",
         "oidc_issuer",
         "dev_client_secret",
         "vault",
@@ -247,6 +248,22 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
         );
         let (ok, _, err) = token(&["--user", "mallory"]);
         assert!(!ok && err.contains("unknown dev user 'mallory'"), "{err}");
+
+        // The dev stack's MCP endpoint takes those tokens and refuses requests without one.
+        let mcp = endpoints["mcp"].as_str().unwrap();
+        let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let post = |token: Option<&str>| {
+            let mut request = http.post(mcp).header("Accept", "application/json, text/event-stream").json(&initialize);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        assert_eq!(post(None).await.unwrap().status(), 401);
+        let answered = post(Some(&alice)).await.unwrap();
+        assert_eq!(answered.status(), 200);
+        assert!(answered.text().await.unwrap().contains("\"changeflow\""), "serverInfo names changeflow");
     });
 
     nix::sys::signal::kill(
@@ -490,4 +507,50 @@ fn policy_test_runs_the_rego_tests_and_fails_on_a_broken_rule() {
         String::from_utf8_lossy(&out.stdout)
             .contains("FAIL  data.changeflow.authz_test.test_service_desk_cannot_deploy")
     );
+}
+
+#[test]
+fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
+    let out = changeflow()
+        .args(["serve", "--oidc-issuer", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serve needs --temporal-address"));
+
+    let dir = TempDir::new("changeflow-cli");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let options = changeflow_engine::EmbeddedTemporalOptions::new(dir.0.join("temporal"));
+        let temporal = tokio::task::spawn_blocking(move || changeflow_engine::EmbeddedTemporal::start(&options)).await.unwrap().unwrap();
+        let issuer = changeflow_engine::dev_issuer::start(&dir.0.join("idp"), 0).await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--oidc-issuer", issuer.url(), "--temporal-address", &temporal.address(), "--data-dir"])
+            .arg(&dir.0)
+            .env("CHANGEFLOW_LOG", "warn")
+            .kill_on_drop(true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let metadata_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let metadata: Value = loop {
+            if let Ok(response) = reqwest::get(&metadata_url).await {
+                break response.json().await.unwrap();
+            }
+            assert!(Instant::now() < deadline, "serve never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(metadata["resource"], format!("http://127.0.0.1:{port}/mcp"));
+        assert_eq!(metadata["authorization_servers"][0], issuer.url());
+        // Tokens for this resource (RFC 8707 audience) get in; the dev default audience does not.
+        let token = |audience: &str| issuer.issuer.mint(&changeflow_engine::dev_issuer::DevTokenRequest { user: "alice".into(), audience: audience.into(), ttl: Duration::from_secs(60), mfa: None }).unwrap();
+        let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let send = |t: String| reqwest::Client::new().post(format!("http://127.0.0.1:{port}/mcp")).header("Accept", "application/json, text/event-stream").bearer_auth(t).json(&ping).send();
+        assert_eq!(send(token(&format!("http://127.0.0.1:{port}/mcp"))).await.unwrap().status(), 200);
+        assert_eq!(send(token("changeflow")).await.unwrap().status(), 401);
+        serve.kill().await.unwrap();
+    });
 }

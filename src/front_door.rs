@@ -1,0 +1,120 @@
+//! Assembling the MCP front door from configuration: token verifier (discovery), policy
+//! (watched for changes), audit store, and the listener.
+
+use anyhow::Context;
+use changeflow_engine::audit::AuditStore;
+use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
+use changeflow_engine::policy::PolicyEngine;
+use changeflow_mcp_frontend::FrontDoor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_client::Client;
+
+/// The shipped policy, used when no policy directory exists (an installed binary).
+const SHIPPED_POLICY: &[(&str, &str)] = &[
+    ("authz.rego", include_str!("../policy/authz.rego")),
+    ("authz_test.rego", include_str!("../policy/authz_test.rego")),
+];
+
+pub struct FrontDoorOptions {
+    pub data_dir: PathBuf,
+    pub oidc_issuer: String,
+    pub oidc_audience: String,
+    pub policy_dir: PathBuf,
+    pub audit_database_url: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub task_queue: String,
+}
+
+/// A running front door; stops when dropped.
+pub struct RunningFrontDoor {
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _policy_watch: tokio::task::JoinHandle<()>,
+}
+
+impl RunningFrontDoor {
+    /// The MCP endpoint (all servers).
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.url)
+    }
+}
+
+/// The policy directory to load: the configured one, or the shipped policy written into the
+/// data directory when it does not exist.
+fn policy_dir(configured: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    if configured.is_dir() {
+        return Ok(configured.to_path_buf());
+    }
+    let fallback = data_dir.join("policy");
+    std::fs::create_dir_all(&fallback)?;
+    for (name, text) in SHIPPED_POLICY {
+        let path = fallback.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text)?;
+        }
+    }
+    tracing::warn!(configured = %configured.display(), using = %fallback.display(), "policy directory not found; using the shipped policy");
+    Ok(fallback)
+}
+
+/// Binds `listen`, builds the front door and serves it in the background.
+pub async fn start(
+    options: FrontDoorOptions,
+    listen: &str,
+    public_url: Option<String>,
+    temporal: Client,
+) -> anyhow::Result<RunningFrontDoor> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let url = public_url.unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        )
+    });
+    let verifier = TokenVerifier::discover(
+        VerifierConfig::new(&options.oidc_issuer, &options.oidc_audience),
+        reqwest::Client::new(),
+    )
+    .await
+    .context("discovering the OpenID provider")?;
+    let policy = Arc::new(
+        PolicyEngine::load(policy_dir(&options.policy_dir, &options.data_dir)?)
+            .context("loading the policy")?,
+    );
+    let policy_watch = policy.watch(Duration::from_secs(2));
+    let audit = match &options.audit_database_url {
+        Some(url) => AuditStore::open(url).await?,
+        None => AuditStore::open_in(&options.data_dir).await?,
+    };
+    let front = Arc::new(FrontDoor {
+        verifier: Arc::new(verifier),
+        policy,
+        audit: Arc::new(audit),
+        temporal,
+        task_queue: options.task_queue,
+        resource: format!("{url}/mcp"),
+        allowed_hosts: options.allowed_hosts,
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Err(e) = changeflow_mcp_frontend::run(listener, front, async {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            tracing::error!(error = %e, "front door stopped");
+        }
+    });
+    Ok(RunningFrontDoor {
+        url,
+        _stop: stop,
+        _policy_watch: policy_watch,
+    })
+}
