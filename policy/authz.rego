@@ -74,13 +74,15 @@ allow if {
 	count(deny_reasons) == 0
 }
 
+# Every reason a call is refused, so the caller learns all that is missing at once.
+denials contains sprintf("no group of %s grants %s on %s", [input.identity.subject, input.action, input.resource]) if {
+	count(granting_groups) == 0
+}
+
+denials contains why if some why in deny_reasons
+
 reason := sprintf("allowed: group %s may %s on %s", [min(granting_groups), input.action, input.resource]) if allow
 
-reason := concat("; ", sort(deny_reasons)) if count(deny_reasons) > 0
-
-reason := sprintf("no group of %s grants %s on %s", [input.identity.subject, input.action, input.resource]) if {
-	count(granting_groups) == 0
-	count(deny_reasons) == 0
-}
+reason := concat("; ", sort(denials)) if not allow
 
 decision := {"allow": allow, "reason": reason}

@@ -3,5 +3,6 @@
 
 pub use changeflow_mcp_frontend::changes;
 pub mod front_door;
+pub mod mcp_client;
 pub mod stack;
 pub mod worker;

@@ -2,7 +2,6 @@
 //! Data (results, endpoints) goes to stdout; progress and logs go to stderr.
 
 use anyhow::Context;
-use changeflow::changes;
 use changeflow::stack::{Stack, StackOptions};
 use changeflow_activities::DownstreamConfig;
 use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings};
@@ -10,9 +9,7 @@ use changeflow_engine::{
     CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
 };
 use changeflow_simulators::{FaultConfig, SimulatorOptions, seed};
-use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,9 +240,9 @@ impl SimulatorArgs {
 struct DemoArgs {
     #[command(flatten)]
     simulators: SimulatorArgs,
-    /// Who the sample change is requested by (a seeded ServiceNow user).
+    /// Demo user who calls the tool (alice may deploy; bob, say, is refused by policy).
     #[arg(long, default_value = "alice")]
-    requested_by: String,
+    user: String,
 }
 
 #[derive(Args)]
@@ -423,86 +420,88 @@ async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::Ex
     );
     let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.simulators).await?;
 
-    let request = DeploymentRequest {
-        template_id: seed::id("template", "NTP Servers"),
-        parameters: BTreeMap::from([
-            ("ntp_primary".to_string(), "10.255.0.1".to_string()),
-            ("ntp_secondary".to_string(), "10.255.0.2".to_string()),
-        ]),
-        devices: vec![
-            "sj-access-01".into(),
-            "sj-access-02".into(),
-            "lon-access-01".into(),
-        ],
-        requested_by: args.requested_by,
-        short_description: None,
-    };
-    let workflow_id = format!("change-demo-{}", uuid::Uuid::new_v4());
+    // Drive the change through the MCP front door, as an assistant would, with a dev token.
+    let token = stack
+        .dev_issuer
+        .issuer
+        .mint(&changeflow_engine::dev_issuer::DevTokenRequest {
+            user: args.user.clone(),
+            audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
+            ttl: Duration::from_secs(3600),
+            mfa: None,
+        })?;
+    let (mut mcp, _) =
+        changeflow::mcp_client::McpClient::connect(&stack.front_door.mcp_url(), &token).await?;
+    let devices = ["sj-access-01", "sj-access-02", "lon-access-01"];
     eprintln!(
-        "Submitting change {workflow_id}: template \"NTP Servers\" to {}",
-        request.devices.join(", ")
+        "Calling deploy_template at {} as {}: template \"NTP Servers\" to {}",
+        stack.front_door.mcp_url(),
+        args.user,
+        devices.join(", ")
     );
-    changes::start(&stack.client, &stack.task_queue, &workflow_id, request).await?;
-    let outcome = changes::follow(&stack.client, &workflow_id, print_progress).await;
+    let arguments = serde_json::json!({
+        "template_id": seed::id("template", "NTP Servers"),
+        "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
+        "devices": devices,
+        "idempotency_key": format!("demo-{}", uuid::Uuid::new_v4().simple()),
+    });
+    let mut last = String::new();
+    let outcome = mcp
+        .call_tool("deploy_template", arguments, |percent, message| {
+            let line = format!("[{percent:>3.0}%] {message}");
+            if line != last {
+                eprintln!("{line}");
+                last = line;
+            }
+        })
+        .await;
 
     let _ = stop_worker.send(());
     if let Ok(Err(e)) = worker.await {
         tracing::warn!(error = %e, "worker stopped with an error");
     }
-    let ui = stack.workflow_url(&workflow_id);
-    let code = match outcome {
-        Ok(result) => {
-            println!("{}", serde_json::to_string_pretty(&result)?);
-            match result.outcome {
-                ChangeOutcome::Succeeded => {
-                    eprintln!(
-                        "Change succeeded: ticket {} closed successful.",
-                        result.ticket_number
-                    );
-                    std::process::ExitCode::SUCCESS
-                }
-                ChangeOutcome::Failed => {
-                    eprintln!(
-                        "Change failed: ticket {} closed unsuccessful: {}",
-                        result.ticket_number,
-                        result.failure_reason.as_deref().unwrap_or("unknown reason")
-                    );
-                    std::process::ExitCode::FAILURE
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("Change did not complete: {e}");
-            std::process::ExitCode::FAILURE
-        }
+    let result = outcome?;
+    let content = result["structuredContent"].clone();
+    let change_id = content["change_id"].as_str().unwrap_or("").to_string();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("unknown reason").to_string();
+    let code = if content["outcome"] == "succeeded" {
+        println!("{}", serde_json::to_string_pretty(&content)?);
+        eprintln!(
+            "Change {change_id} succeeded: ticket {} closed successful.",
+            text(&content["ticket_number"])
+        );
+        std::process::ExitCode::SUCCESS
+    } else if content["outcome"] == "failed" {
+        println!("{}", serde_json::to_string_pretty(&content)?);
+        eprintln!(
+            "Change {change_id} failed: ticket {} closed unsuccessful: {}",
+            text(&content["ticket_number"]),
+            text(&content["failure_reason"])
+        );
+        std::process::ExitCode::FAILURE
+    } else if content.is_object() {
+        eprintln!("The call was refused: {}", text(&content["reason"]));
+        std::process::ExitCode::FAILURE
+    } else {
+        eprintln!(
+            "Change did not complete: {}",
+            text(&result["content"][0]["text"])
+        );
+        std::process::ExitCode::FAILURE
     };
-    if let Some(ui) = ui {
+    if let Some(ui) = stack
+        .workflow_url(&change_id)
+        .filter(|_| !change_id.is_empty())
+    {
         eprintln!(
             "Workflow history: {ui}  (the Web UI runs only while changeflow does; `changeflow dev` keeps it up)"
         );
     }
-    Ok(code)
-}
-
-fn print_progress(p: &ChangeProgress) {
-    let mut line = format!(
-        "[{:>3}%] {:<14} {}",
-        p.percent,
-        format!("{:?}", p.step).to_lowercase(),
-        p.message
+    eprintln!(
+        "Every call is in the audit store; check it with `changeflow audit verify --data-dir {}`.",
+        g.data_dir.display()
     );
-    if let Some(ticket) = &p.ticket_number {
-        line.push_str(&format!("  · ticket {ticket}"));
-    }
-    eprintln!("{line}");
-    if !p.devices.is_empty() && p.devices.iter().any(|d| d.status != "PENDING") {
-        let devices: Vec<String> = p
-            .devices
-            .iter()
-            .map(|d| format!("{} {}", d.device, d.status))
-            .collect();
-        eprintln!("        devices: {}", devices.join(", "));
-    }
+    Ok(code)
 }
 
 async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {

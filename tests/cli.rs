@@ -66,11 +66,14 @@ fn demo_runs_a_change_end_to_end_and_history_survives_a_restart() {
         stderr.contains("Workflow history: http://127.0.0.1:"),
         "{stderr}"
     );
-    let workflow_id = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("change-demo-"))
-        .map(|w| w.trim_end_matches(':').to_string())
-        .expect("workflow id printed");
+    let workflow_id = demo_result["change_id"]
+        .as_str()
+        .expect("the result names the change")
+        .to_string();
+    assert!(
+        stderr.contains("Calling deploy_template at http://127.0.0.1:"),
+        "the demo goes through MCP: {stderr}"
+    );
 
     // The embedded server was stopped with the demo; a new one on the same data dir still has
     // the execution.
@@ -115,6 +118,25 @@ fn a_failed_demo_change_exits_non_zero_with_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("closed unsuccessful") && stderr.contains("sj-access-02"),
+        "{stderr}"
+    );
+
+    let refused = changeflow()
+        .args([
+            "demo",
+            "--deploy-seconds",
+            "1",
+            "--user",
+            "bob",
+            "--data-dir",
+        ])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("The call was refused: no group of bob grants execute on catalyst-center; write and execute on production devices require MFA"),
         "{stderr}"
     );
 }
