@@ -311,3 +311,37 @@ async fn denied_and_invalid_calls_change_nothing_and_are_audited() {
         vec!["bob deny denied", "alice deny denied", "alice none invalid"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_in_both_protocol_eras() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/python_client.py");
+    for (mode, device) in [("legacy", "sj-access-01"), ("2026-07-28", "lon-access-01")] {
+        let output = tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("MCP_URL", format!("{}/mcp", door.url))
+            .env("MCP_TOKEN", door.token("alice"))
+            .env("MCP_MODE", mode)
+            .env(
+                "TEMPLATE_ID",
+                changeflow_simulators::seed::id("template", "NTP Servers"),
+            )
+            .env("DEVICE", device)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{mode}:\n{stdout}\n{stderr}");
+        assert_eq!(
+            stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+            5,
+            "{mode}: {stdout}"
+        );
+    }
+    assert_eq!(h.sims.stats.deploy_requests(), 2, "one deployment per mode");
+}
