@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod changes;
+pub mod invoke;
 pub mod server;
 pub mod tools;
 

@@ -1,0 +1,271 @@
+//! One tool call, whatever the protocol: check the arguments, ask the policy, write the audit
+//! record, then start or read the workflow. MCP (`server`) and REST (`rest`) both call this.
+
+use crate::FrontDoor;
+use crate::changes;
+use crate::tools::{self, ChangeIdArgs, DeployTemplateArgs, ToolSpec};
+use changeflow_engine::audit::{AuditEntry, canonical_hash};
+use changeflow_engine::identity::VerifiedIdentity;
+use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
+use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Calls with the same caller, tool and arguments within this window reuse one change.
+pub const IDEMPOTENCY_WINDOW_SECS: u64 = 600;
+
+/// Whether a long tool's caller waits for the workflow's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait, reporting progress (MCP without tasks).
+    ForResult,
+    /// Return once the workflow has started (REST 202).
+    UntilStarted,
+}
+
+/// What came of a call.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done: the structured result.
+    Done(Value),
+    /// The change ran and failed: the structured result, with the reason.
+    ChangeFailed(Value),
+    /// A long-running change was started (or found running) and not waited for.
+    Started { change_id: String },
+    /// The policy refused: which permission is missing and why.
+    Denied {
+        missing_permission: String,
+        reason: String,
+    },
+    /// The arguments are wrong; nothing was done.
+    Invalid(String),
+    /// The named change does not exist.
+    NotFound(String),
+    /// The workflow could not be started or did not complete.
+    Failed(String),
+}
+
+/// The audit store failed; nothing was done.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit store is unavailable; nothing was done")]
+pub struct AuditUnavailable;
+
+enum Call {
+    Deploy(DeployTemplateArgs),
+    Change(String),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The change id for a deployment: the same caller, tool and arguments (and idempotency key,
+/// or the same time window) give the same id, so a retried call finds the existing change.
+fn change_id(identity: &VerifiedIdentity, arguments: &Value, key: Option<&str>) -> String {
+    let scope = match key {
+        Some(key) => format!("key:{key}"),
+        None => format!("window:{}", now_secs() / IDEMPOTENCY_WINDOW_SECS),
+    };
+    let mut args = arguments.clone();
+    if let Some(map) = args.as_object_mut() {
+        map.remove("idempotency_key");
+    }
+    let digest = canonical_hash(&json!([identity.subject, "deploy_template", args, scope]));
+    format!("change-{}", &digest[..32])
+}
+
+fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
+    match spec.name {
+        "deploy_template" => serde_json::from_value::<DeployTemplateArgs>(arguments.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|a| a.check().map(|_| Call::Deploy(a))),
+        _ => serde_json::from_value::<ChangeIdArgs>(arguments.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                tools::check_id("change_id", &a.change_id).map(|_| Call::Change(a.change_id))
+            }),
+    }
+}
+
+impl FrontDoor {
+    async fn record(
+        &self,
+        identity: &VerifiedIdentity,
+        spec: &ToolSpec,
+        arguments: &Value,
+        decision: (&str, &str, &str),
+        workflow_id: &str,
+        outcome: &str,
+    ) -> Result<(), AuditUnavailable> {
+        let entry = AuditEntry {
+            subject: identity.subject.clone(),
+            client: identity.client_id.clone().unwrap_or_default(),
+            server: spec.server.to_string(),
+            tool: spec.name.to_string(),
+            arguments_hash: canonical_hash(arguments),
+            decision: decision.0.to_string(),
+            reason: decision.1.to_string(),
+            policy_revision: decision.2.to_string(),
+            workflow_id: workflow_id.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit store unavailable");
+            AuditUnavailable
+        })
+    }
+
+    /// Runs one tool call end to end. Without an audit record nothing happens: an audit-store
+    /// failure is an error and no workflow is touched.
+    pub async fn invoke(
+        &self,
+        identity: &VerifiedIdentity,
+        spec: &ToolSpec,
+        arguments: Value,
+        wait: Wait,
+        mut on_progress: impl FnMut(&ChangeProgress),
+    ) -> Result<Outcome, AuditUnavailable> {
+        let call = match parse(spec, &arguments) {
+            Ok(call) => call,
+            Err(problem) => {
+                self.record(
+                    identity,
+                    spec,
+                    &arguments,
+                    ("none", &problem, ""),
+                    "",
+                    "invalid",
+                )
+                .await?;
+                return Ok(Outcome::Invalid(problem));
+            }
+        };
+        let input = PolicyInput {
+            identity: PolicyIdentity {
+                subject: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                amr: identity.amr.clone(),
+                client_id: identity.client_id.clone().unwrap_or_default(),
+            },
+            resource: spec.server.to_string(),
+            action: spec.action.to_string(),
+            tool: PolicyTool {
+                name: spec.name.to_string(),
+                arguments: arguments.clone(),
+            },
+            context: json!({"time": now_secs(), "client": identity.client_id}),
+        };
+        let decision = self.policy.decide(&input);
+        let verdict = if decision.allow { "allow" } else { "deny" };
+        let audited = (
+            verdict,
+            decision.reason.as_str(),
+            decision.revision.as_str(),
+        );
+        if !decision.allow {
+            self.record(identity, spec, &arguments, audited, "", "denied")
+                .await?;
+            return Ok(Outcome::Denied {
+                missing_permission: format!("{} on {}", spec.action, spec.server),
+                reason: decision.reason.clone(),
+            });
+        }
+
+        match call {
+            Call::Deploy(args) => {
+                let id = change_id(identity, &arguments, args.idempotency_key.as_deref());
+                let request = DeploymentRequest {
+                    template_id: args.template_id,
+                    parameters: args.parameters,
+                    devices: args.devices,
+                    requested_by: identity.subject.clone(),
+                    short_description: args.short_description,
+                };
+                if let Err(e) = changes::start(&self.temporal, &self.task_queue, &id, request).await
+                {
+                    self.record(identity, spec, &arguments, audited, &id, "start failed")
+                        .await?;
+                    return Ok(Outcome::Failed(e.to_string()));
+                }
+                self.record(identity, spec, &arguments, audited, &id, "started")
+                    .await?;
+                if wait == Wait::UntilStarted {
+                    return Ok(Outcome::Started { change_id: id });
+                }
+                match changes::follow(&self.temporal, &id, &mut on_progress).await {
+                    Ok(result) => {
+                        let failed = result.outcome == ChangeOutcome::Failed;
+                        self.record(
+                            identity,
+                            spec,
+                            &arguments,
+                            audited,
+                            &id,
+                            if failed { "failed" } else { "completed" },
+                        )
+                        .await?;
+                        let mut value = serde_json::to_value(&result).unwrap_or_default();
+                        value["change_id"] = json!(id);
+                        Ok(if failed {
+                            Outcome::ChangeFailed(value)
+                        } else {
+                            Outcome::Done(value)
+                        })
+                    }
+                    Err(e) => {
+                        self.record(identity, spec, &arguments, audited, &id, "error")
+                            .await?;
+                        Ok(Outcome::Failed(format!(
+                            "change {id} did not complete: {e}"
+                        )))
+                    }
+                }
+            }
+            Call::Change(id) => {
+                let Ok(status) = changes::status(&self.temporal, &id).await else {
+                    self.record(identity, spec, &arguments, audited, &id, "not found")
+                        .await?;
+                    return Ok(Outcome::NotFound(format!("no change '{id}'")));
+                };
+                if spec.name == "cancel_change" {
+                    let cancelled = changes::cancel(
+                        &self.temporal,
+                        &id,
+                        &format!("canceled by {}", identity.subject),
+                    )
+                    .await;
+                    self.record(
+                        identity,
+                        spec,
+                        &arguments,
+                        audited,
+                        &id,
+                        if cancelled.is_ok() {
+                            "cancel requested"
+                        } else {
+                            "cancel failed"
+                        },
+                    )
+                    .await?;
+                    return Ok(match cancelled {
+                        Ok(()) => Outcome::Done(json!({"change_id": id, "cancel_requested": true})),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    });
+                }
+                self.record(identity, spec, &arguments, audited, &id, "read")
+                    .await?;
+                let progress = changes::progress(&self.temporal, &id).await;
+                let mut value = serde_json::to_value(&progress).unwrap_or_default();
+                if !value.is_object() {
+                    value = json!({});
+                }
+                value["change_id"] = json!(id);
+                value["status"] = json!(format!("{status:?}").to_lowercase());
+                Ok(Outcome::Done(value))
+            }
+        }
+    }
+}
