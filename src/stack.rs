@@ -65,6 +65,8 @@ pub struct Endpoints {
     pub vault_token: String,
     /// The MCP endpoint (all servers; `/mcp/{server}` for one).
     pub mcp: String,
+    /// The REST proxy's base URL (`/api/v1`; OpenAPI at `<rest>/openapi.json`).
+    pub rest: String,
     /// The development OpenID provider and what `changeflow token` needs to use it.
     pub oidc_issuer: String,
     pub oidc_audience: String,
@@ -189,6 +191,7 @@ impl Stack {
             vault: self.vault.address(),
             vault_token: self.vault.root_token().expose().to_string(),
             mcp: self.front_door.mcp_url(),
+            rest: format!("{}/api/v1", self.front_door.url),
             oidc_issuer: self.dev_issuer.url().to_string(),
             oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
             dev_client_id: changeflow_engine::dev_issuer::DEV_CLIENT_ID.to_string(),

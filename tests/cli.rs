@@ -163,6 +163,7 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
         serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
     for key in [
         "mcp",
+        "rest",
         "oidc_issuer",
         "dev_client_secret",
         "vault",

@@ -345,3 +345,149 @@ async fn the_official_python_sdk_works_in_both_protocol_eras() {
     }
     assert_eq!(h.sims.stats.deploy_requests(), 2, "one deployment per mode");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_proxy_serves_the_same_tools_under_the_same_rules() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let url = |path: &str| format!("{}{path}", door.url);
+    let alice = door.token("alice");
+
+    assert_eq!(
+        door.http
+            .get(url("/api/v1/mcp/catalyst-center/tools"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let listed = door
+        .http
+        .get(url("/api/v1/mcp/catalyst-center/tools"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200, "{:?}", listed.headers());
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["tools"][0]["name"], "deploy_template");
+    assert_eq!(listed["tools"][0]["annotations"]["long_running"], true);
+
+    let deploy = |token: String, key: &'static str, body: Value| {
+        door.http
+            .post(url("/api/v1/mcp/catalyst-center/tools/deploy_template"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let mut arguments = ntp_arguments();
+    arguments.as_object_mut().unwrap().remove("idempotency_key");
+
+    let denied = deploy(door.token("bob"), "rest-1", json!({"arguments": arguments}))
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let denied: Value = denied.json().await.unwrap();
+    assert_eq!(denied["missing_permission"], "execute on catalyst-center");
+    assert_eq!(denied["retryable"], false);
+
+    let invalid = deploy(
+        alice.clone(),
+        "rest-1",
+        json!({"arguments": arguments, "extra": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        invalid.status(),
+        400,
+        "unknown top-level fields are refused"
+    );
+    let unknown = door
+        .http
+        .post(url("/api/v1/mcp/catalyst-center/tools/reboot_everything"))
+        .bearer_auth(&alice)
+        .json(&json!({"arguments": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let started = deploy(alice.clone(), "rest-1", json!({"arguments": arguments}))
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let started: Value = started.json().await.unwrap();
+    assert_eq!(started["status_url"], location.as_str());
+    let retried: Value = deploy(alice.clone(), "rest-1", json!({"arguments": arguments}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        retried["change_id"], started["change_id"],
+        "the same Idempotency-Key is the same change"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let status: Value = door
+            .http
+            .get(url(&location))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["status"] != "running" {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["step"], "completed");
+    assert_eq!(h.sims.stats.deploy_requests(), 1);
+    let missing = door
+        .http
+        .get(url("/api/v1/changes/change-nope"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let openapi: Value = door
+        .http
+        .get(url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    let post = &openapi["paths"]["/api/v1/mcp/catalyst-center/tools/deploy_template"]["post"];
+    assert_eq!(
+        post["requestBody"]["content"]["application/json"]["schema"]["properties"]["arguments"]["additionalProperties"],
+        false
+    );
+    assert!(post["responses"]["202"].is_object());
+    let audited = door.audit.list(&AuditFilter::default()).await.unwrap();
+    assert!(
+        audited
+            .iter()
+            .any(|r| r.entry.subject == "bob" && r.entry.outcome == "denied"),
+        "REST calls are audited too"
+    );
+}

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod changes;
 pub mod invoke;
+pub mod rest;
 pub mod server;
 pub mod tools;
 
@@ -35,13 +36,15 @@ pub struct FrontDoor {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The HTTP application: metadata, and `/mcp` (all servers) and `/mcp/{server}` behind auth.
+/// The HTTP application: metadata and the OpenAPI document, then behind auth `/mcp` (all
+/// servers), `/mcp/{server}` and the REST proxy under `/api/v1`.
 pub fn app(front: Arc<FrontDoor>) -> Router {
     let mut mcp = Router::new().nest_service("/mcp", mcp_service(&front, None));
     for server in tools::SERVERS {
         mcp = mcp.nest_service(&format!("/mcp/{server}"), mcp_service(&front, Some(server)));
     }
     let mcp = mcp
+        .merge(rest::router(front.clone()))
         .layer(axum::middleware::from_fn_with_state(
             front.clone(),
             auth::require_bearer,
@@ -58,6 +61,7 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(auth::protected_resource_metadata),
         )
+        .route("/api/v1/openapi.json", get(rest::openapi))
         .with_state(front)
         .merge(mcp)
 }

@@ -19,6 +19,8 @@ pub struct ToolSpec {
     pub read_only: bool,
     pub destructive: bool,
     pub idempotent: bool,
+    /// Runs a change workflow: REST answers 202 with a status URL instead of waiting.
+    pub long_running: bool,
     pub input_schema: fn() -> Value,
 }
 
@@ -67,6 +69,7 @@ pub const TOOLS: &[ToolSpec] = &[
         read_only: false,
         destructive: true,
         idempotent: true,
+        long_running: true,
         input_schema: deploy_schema,
     },
     ToolSpec {
@@ -78,6 +81,7 @@ pub const TOOLS: &[ToolSpec] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        long_running: false,
         input_schema: change_id_schema,
     },
     ToolSpec {
@@ -89,6 +93,7 @@ pub const TOOLS: &[ToolSpec] = &[
         read_only: false,
         destructive: true,
         idempotent: true,
+        long_running: false,
         input_schema: change_id_schema,
     },
 ];

@@ -1,0 +1,257 @@
+//! The REST proxy for clients that do not speak MCP: the same tools, identity, policy and audit
+//! (through `FrontDoor::invoke`), as plain HTTP. Quick tools answer 200 with the result; a
+//! change answers 202 with its id and status URL. One error type maps to status codes, and
+//! every message says whether retrying is safe.
+
+use crate::FrontDoor;
+use crate::invoke::{Outcome, Wait};
+use crate::tools::{self, ToolSpec};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use changeflow_engine::identity::VerifiedIdentity;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Everything the proxy answers other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no tool '{0}' on this server")]
+    UnknownTool(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("permission denied: {reason}")]
+    Denied {
+        missing_permission: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::UnknownTool(_) | ApiError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": self.to_string(), "retryable": false}),
+            ),
+            ApiError::Invalid(_) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_request", "message": self.to_string(), "retryable": false}),
+            ),
+            ApiError::Denied {
+                missing_permission,
+                reason,
+            } => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "permission_denied", "missing_permission": missing_permission, "reason": reason, "retryable": false}),
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unavailable", "message": self.to_string(), "retryable": true}),
+            ),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The authenticated routes under `/api/v1`.
+pub fn router(front: Arc<FrontDoor>) -> Router {
+    Router::new()
+        .route("/api/v1/mcp/{server}/tools", get(list_tools))
+        .route("/api/v1/mcp/{server}/tools/{tool}", post(call_tool))
+        .route("/api/v1/changes/{id}", get(change_status))
+        .with_state(front)
+}
+
+fn spec(server: &str, tool: &str) -> Result<&'static ToolSpec, ApiError> {
+    tools::find(Some(server), tool).ok_or_else(|| ApiError::UnknownTool(tool.to_string()))
+}
+
+fn describe(spec: &ToolSpec) -> Value {
+    json!({
+        "name": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "input_schema": (spec.input_schema)(),
+        "annotations": {"read_only": spec.read_only, "destructive": spec.destructive, "idempotent": spec.idempotent, "long_running": spec.long_running},
+    })
+}
+
+async fn list_tools(Path(server): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !tools::SERVERS.contains(&server.as_str()) {
+        return Err(ApiError::NotFound(format!("no server '{server}'")));
+    }
+    let list: Vec<Value> = tools::TOOLS
+        .iter()
+        .filter(|t| t.server == server)
+        .map(describe)
+        .collect();
+    Ok(Json(json!({"server": server, "tools": list})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBody {
+    #[serde(default)]
+    arguments: serde_json::Map<String, Value>,
+}
+
+async fn call_tool(
+    State(front): State<Arc<FrontDoor>>,
+    Extension(identity): Extension<VerifiedIdentity>,
+    Path((server, tool)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<CallBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let spec = spec(&server, &tool)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::Invalid(format!("request body: {}", e.body_text())))?;
+    let mut arguments = body.arguments;
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        if spec.name != "deploy_template" {
+            return Err(ApiError::Invalid(format!(
+                "{} does not take an Idempotency-Key",
+                spec.name
+            )));
+        }
+        match arguments.get("idempotency_key") {
+            Some(existing) if existing != key => {
+                return Err(ApiError::Invalid(
+                    "Idempotency-Key differs from arguments.idempotency_key".into(),
+                ));
+            }
+            _ => {
+                arguments.insert("idempotency_key".into(), Value::String(key.to_string()));
+            }
+        }
+    }
+    let wait = if spec.long_running {
+        Wait::UntilStarted
+    } else {
+        Wait::ForResult
+    };
+    respond(
+        front
+            .invoke(&identity, spec, Value::Object(arguments), wait, |_| {})
+            .await,
+    )
+}
+
+async fn change_status(
+    State(front): State<Arc<FrontDoor>>,
+    Extension(identity): Extension<VerifiedIdentity>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let spec = spec("changes", "get_change_status")?;
+    respond(
+        front
+            .invoke(
+                &identity,
+                spec,
+                json!({"change_id": id}),
+                Wait::ForResult,
+                |_| {},
+            )
+            .await,
+    )
+}
+
+fn respond(
+    outcome: Result<Outcome, crate::invoke::AuditUnavailable>,
+) -> Result<Response, ApiError> {
+    match outcome.map_err(|e| ApiError::Unavailable(format!("{e}; retrying is safe")))? {
+        Outcome::Done(value) | Outcome::ChangeFailed(value) => {
+            Ok((StatusCode::OK, Json(value)).into_response())
+        }
+        Outcome::Started { change_id } => {
+            let status_url = format!("/api/v1/changes/{change_id}");
+            let mut response = (
+                StatusCode::ACCEPTED,
+                Json(json!({"change_id": change_id, "status_url": status_url})),
+            )
+                .into_response();
+            if let Ok(location) = status_url.parse() {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+        Outcome::Denied {
+            missing_permission,
+            reason,
+        } => Err(ApiError::Denied {
+            missing_permission,
+            reason,
+        }),
+        Outcome::Invalid(problem) => {
+            Err(ApiError::Invalid(format!("invalid arguments: {problem}")))
+        }
+        Outcome::NotFound(message) => Err(ApiError::NotFound(message)),
+        Outcome::Failed(message) => Err(ApiError::Unavailable(format!(
+            "{message}; retrying with the same arguments is safe"
+        ))),
+    }
+}
+
+/// `GET /api/v1/openapi.json`, generated from the tool definitions.
+pub async fn openapi(State(front): State<Arc<FrontDoor>>) -> Json<Value> {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let mut paths = serde_json::Map::new();
+    for server in tools::SERVERS {
+        paths.insert(
+            format!("/api/v1/mcp/{server}/tools"),
+            json!({"get": {"summary": format!("List the tools of {server}"), "responses": {"200": {"description": "the tools"}, "401": {"description": "authentication required"}}}}),
+        );
+    }
+    for spec in tools::TOOLS {
+        let body = json!({"type": "object", "additionalProperties": false, "properties": {"arguments": (spec.input_schema)()}, "required": ["arguments"]});
+        let mut responses = json!({
+            "400": {"description": "invalid request", "content": {"application/json": {"schema": error}}},
+            "401": {"description": "authentication required (RFC 9728 challenge)"},
+            "403": {"description": "permission denied", "content": {"application/json": {"schema": error}}},
+            "404": {"description": "unknown tool or change", "content": {"application/json": {"schema": error}}},
+            "503": {"description": "temporarily unavailable; retrying is safe", "content": {"application/json": {"schema": error}}},
+        });
+        if spec.long_running {
+            responses["202"] = json!({"description": "change started; poll status_url", "headers": {"Location": {"schema": {"type": "string"}}}});
+        } else {
+            responses["200"] = json!({"description": "the result"});
+        }
+        let mut operation = json!({
+            "operationId": format!("{}_{}", spec.server.replace('-', "_"), spec.name),
+            "summary": spec.title,
+            "description": spec.description,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
+            "responses": responses,
+        });
+        if spec.long_running {
+            operation["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}}]);
+        }
+        paths.insert(
+            format!("/api/v1/mcp/{}/tools/{}", spec.server, spec.name),
+            json!({"post": operation}),
+        );
+    }
+    paths.insert(
+        "/api/v1/changes/{id}".into(),
+        json!({"get": {"summary": "A change's status", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": {"200": {"description": "the status"}, "404": {"description": "no such change"}}}}),
+    );
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {"title": "changeflow REST proxy", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": front.resource.trim_end_matches("/mcp")}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "retryable": {"type": "boolean"}, "missing_permission": {"type": "string"}, "reason": {"type": "string"}}}},
+        },
+        "paths": paths,
+    }))
+}
