@@ -344,23 +344,16 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let g = cli.global;
+    let success = |result: anyhow::Result<()>| result.map(|_| std::process::ExitCode::SUCCESS);
     match cli.command {
         Command::Demo(args) => demo(&g, args).await,
-        Command::Dev(args) => dev(&g, args).await.map(|_| std::process::ExitCode::SUCCESS),
-        Command::Worker(args) => worker(&g, args)
-            .await
-            .map(|_| std::process::ExitCode::SUCCESS),
-        Command::Simulate(args) => simulate(&g, args)
-            .await
-            .map(|_| std::process::ExitCode::SUCCESS),
+        Command::Dev(args) => success(dev(&g, args).await),
+        Command::Worker(args) => success(worker(&g, args).await),
+        Command::Simulate(args) => success(simulate(&g, args).await),
         Command::Audit(args) => audit(&g, args).await,
         Command::Policy(args) => policy(args),
-        Command::Serve(args) => serve(&g, args)
-            .await
-            .map(|_| std::process::ExitCode::SUCCESS),
-        Command::Token(args) => token(&g, args)
-            .await
-            .map(|_| std::process::ExitCode::SUCCESS),
+        Command::Serve(args) => success(serve(&g, args).await),
+        Command::Token(args) => success(token(&g, args).await),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Catalyst Center Intent API client: token login with caching and one refresh on 401,
 //! templates, devices, preview, asynchronous deploy and its task and status.
 
-use crate::http::{DownstreamError, send_json, with_retries};
+use crate::http::{self, DownstreamError, send_json, with_retries};
 use crate::session::Session;
 use changeflow_engine::CredentialProvider;
 use reqwest::Method;
@@ -78,15 +78,8 @@ impl CatalystClient {
             .authorized(
                 || self.login(),
                 |token| {
-                    let mut request = self
-                        .http
-                        .request(method.clone(), &url)
-                        .header("X-Auth-Token", token)
-                        .query(query);
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    send_json(SYSTEM, request)
+                    let request = http::request(&self.http, method.clone(), &url, query, body);
+                    send_json(SYSTEM, request.header("X-Auth-Token", token))
                 },
             )
             .await

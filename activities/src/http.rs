@@ -214,6 +214,21 @@ fn error_message(body: &str) -> Option<String> {
         .or_else(|| value.get("error").and_then(text))
 }
 
+/// A request for `url` with `query` and, when given, a JSON body.
+pub fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    query: &[(&str, &str)],
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    let request = http.request(method, url).query(query);
+    match body {
+        Some(body) => request.json(body),
+        None => request,
+    }
+}
+
 /// Sends a request and reads its JSON answer; any other answer becomes a classified error.
 pub async fn send_json(
     system: &'static str,

@@ -1,7 +1,7 @@
 //! ServiceNow Table API client for `change_request`: OAuth password grant with a cached token,
 //! one refresh on 401, and the state-model walk a normal change needs.
 
-use crate::http::{DownstreamError, send_json, with_retries};
+use crate::http::{self, DownstreamError, send_json, with_retries};
 use crate::session::Session;
 use changeflow_engine::CredentialProvider;
 use reqwest::Method;
@@ -73,16 +73,13 @@ impl ServiceNowClient {
             .authorized(
                 || self.login(),
                 |token| {
-                    let mut request = self
-                        .http
-                        .request(method.clone(), &url)
-                        .bearer_auth(token)
-                        .header("Accept", "application/json")
-                        .query(query);
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    send_json(SYSTEM, request)
+                    let request = http::request(&self.http, method.clone(), &url, query, body);
+                    send_json(
+                        SYSTEM,
+                        request
+                            .bearer_auth(token)
+                            .header("Accept", "application/json"),
+                    )
                 },
             )
             .await
