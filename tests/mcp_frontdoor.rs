@@ -186,7 +186,12 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
         .collect();
     assert_eq!(
         tools,
-        vec!["deploy_template", "get_change_status", "cancel_change"]
+        vec![
+            "deploy_template",
+            "get_change_status",
+            "get_change_history",
+            "cancel_change"
+        ]
     );
     let (mut cc, _) = door.client("/mcp/catalyst-center", &alice).await;
     let listed = cc.request("tools/list", json!({}), |_| {}).await.unwrap();
@@ -225,6 +230,38 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     assert_eq!(status["structuredContent"]["status"], "completed");
     assert_eq!(status["structuredContent"]["step"], "completed");
 
+    let (history, _) = call(
+        &mut client,
+        "get_change_history",
+        json!({"change_id": change_id}),
+    )
+    .await;
+    let timeline = history["structuredContent"]["timeline"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let completed: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e["event"] == "step completed")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        completed.first(),
+        Some(&"validate_deployment"),
+        "{timeline:?}"
+    );
+    assert_eq!(completed.last(), Some(&"close_change_ticket"));
+    for step in [
+        "open_change_ticket",
+        "start_implementation",
+        "submit_deployment",
+        "await_deployment",
+    ] {
+        assert!(completed.contains(&step), "{step} in {completed:?}");
+    }
+    assert_eq!(timeline.first().unwrap()["event"], "change started");
+    assert_eq!(timeline.last().unwrap()["event"], "change completed");
+
     let records = door
         .audit
         .list(&AuditFilter {
@@ -236,7 +273,14 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     let outcomes: Vec<&str> = records.iter().map(|r| r.entry.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        vec!["started", "completed", "started", "completed", "read"]
+        vec![
+            "started",
+            "completed",
+            "started",
+            "completed",
+            "read",
+            "read"
+        ]
     );
     assert!(records.iter().all(|r| r.entry.subject == "alice"
         && r.entry.decision == "allow"

@@ -123,3 +123,95 @@ pub async fn follow(
         }
     }
 }
+
+/// The step timeline of one change, from its Temporal history: when it started, each
+/// activity's scheduling, attempts and result, and how it ended.
+pub async fn history(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<Vec<serde_json::Value>, ChangeError> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
+    let events = handle
+        .fetch_history(Default::default())
+        .into_events()
+        .await
+        .map_err(|e| ChangeError::Temporal(e.to_string()))?;
+    let mut steps: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut timeline = Vec::new();
+    for event in events {
+        let at = event
+            .event_time
+            .map(|t| rfc3339(t.seconds, t.nanos))
+            .unwrap_or_default();
+        let step =
+            |id: i64, steps: &std::collections::HashMap<i64, String>| steps.get(&id).cloned();
+        let failure = |f: Option<
+            temporalio_common::protos::temporal::api::failure::v1::Failure,
+        >| f.map(|f| f.message);
+        let (what, activity, detail) = match event.attributes {
+            Some(Attributes::WorkflowExecutionStartedEventAttributes(_)) => {
+                ("change started", None, None)
+            }
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
+                let name = a.activity_type.map(|t| t.name).unwrap_or_default();
+                steps.insert(event.event_id, name.clone());
+                ("step scheduled", Some(name), None)
+            }
+            Some(Attributes::ActivityTaskStartedEventAttributes(a)) => (
+                "step started",
+                step(a.scheduled_event_id, &steps),
+                Some(format!("attempt {}", a.attempt)),
+            ),
+            Some(Attributes::ActivityTaskCompletedEventAttributes(a)) => {
+                ("step completed", step(a.scheduled_event_id, &steps), None)
+            }
+            Some(Attributes::ActivityTaskFailedEventAttributes(a)) => (
+                "step failed",
+                step(a.scheduled_event_id, &steps),
+                failure(a.failure),
+            ),
+            Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) => {
+                ("step timed out", step(a.scheduled_event_id, &steps), None)
+            }
+            Some(Attributes::ActivityTaskCanceledEventAttributes(a)) => {
+                ("step canceled", step(a.scheduled_event_id, &steps), None)
+            }
+            Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(a)) => (
+                "cancel requested",
+                None,
+                Some(a.cause).filter(|c| !c.is_empty()),
+            ),
+            Some(Attributes::WorkflowExecutionCompletedEventAttributes(_)) => {
+                ("change completed", None, None)
+            }
+            Some(Attributes::WorkflowExecutionFailedEventAttributes(a)) => {
+                ("change failed", None, failure(a.failure))
+            }
+            Some(Attributes::WorkflowExecutionCanceledEventAttributes(_)) => {
+                ("change canceled", None, None)
+            }
+            Some(Attributes::WorkflowExecutionTerminatedEventAttributes(a)) => {
+                ("change terminated", None, Some(a.reason))
+            }
+            Some(Attributes::WorkflowExecutionTimedOutEventAttributes(_)) => {
+                ("change timed out", None, None)
+            }
+            _ => continue,
+        };
+        timeline
+            .push(serde_json::json!({"at": at, "event": what, "step": activity, "detail": detail}));
+    }
+    Ok(timeline)
+}
+
+fn rfc3339(seconds: i64, nanos: i32) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map(|t| t + time::Duration::nanoseconds(i64::from(nanos)))
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}

@@ -257,6 +257,14 @@ impl FrontDoor {
                 }
                 self.record(identity, spec, &arguments, audited, &id, "read")
                     .await?;
+                if spec.name == "get_change_history" {
+                    return Ok(match changes::history(&self.temporal, &id).await {
+                        Ok(timeline) => Outcome::Done(
+                            json!({"change_id": id, "status": format!("{status:?}").to_lowercase(), "timeline": timeline}),
+                        ),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    });
+                }
                 let progress = changes::progress(&self.temporal, &id).await;
                 let mut value = serde_json::to_value(&progress).unwrap_or_default();
                 if !value.is_object() {

@@ -86,6 +86,18 @@ pub const TOOLS: &[ToolSpec] = &[
     },
     ToolSpec {
         server: "changes",
+        name: "get_change_history",
+        title: "Get a change's history",
+        description: "The step timeline of one change from its durable history: each step's scheduling, attempts and result, and how the change ended.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: change_id_schema,
+    },
+    ToolSpec {
+        server: "changes",
         name: "cancel_change",
         title: "Cancel a change",
         description: "Cancel a running change; its ServiceNow ticket is closed as canceled.",
