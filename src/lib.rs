@@ -6,3 +6,15 @@ pub mod front_door;
 pub mod mcp_client;
 pub mod stack;
 pub mod worker;
+
+/// Options for the embedded Temporal server with changeflow's search attributes registered.
+pub fn embedded_temporal_options(
+    data_dir: &std::path::Path,
+) -> changeflow_engine::EmbeddedTemporalOptions {
+    let mut options = changeflow_engine::EmbeddedTemporalOptions::new(data_dir);
+    options.search_attributes = changeflow_workflows::search::REGISTRATION
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    options
+}

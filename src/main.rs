@@ -612,7 +612,7 @@ async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         Some(address) => (None, address.clone()),
         None => {
             let server = changeflow_engine::EmbeddedTemporal::start(
-                &changeflow_engine::EmbeddedTemporalOptions::new(&g.data_dir),
+                &changeflow::embedded_temporal_options(&g.data_dir),
             )?;
             eprintln!(
                 "Started embedded Temporal at {} (UI {})",

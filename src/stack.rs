@@ -9,8 +9,7 @@ use anyhow::Context;
 use changeflow_activities::DownstreamConfig;
 use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
 use changeflow_engine::{
-    CredentialProvider, EmbeddedTemporal, EmbeddedTemporalOptions, EmbeddedVault,
-    EmbeddedVaultOptions, Secret,
+    CredentialProvider, EmbeddedTemporal, EmbeddedVault, EmbeddedVaultOptions, Secret,
 };
 use changeflow_simulators::{DevCredentials, RunningSimulators, SimulatorOptions};
 use serde::Serialize;
@@ -81,7 +80,7 @@ impl Stack {
         let (embedded_temporal, temporal_address) = match options.temporal_address {
             Some(address) => (None, address),
             None => {
-                let temporal_options = EmbeddedTemporalOptions::new(&options.data_dir);
+                let temporal_options = crate::embedded_temporal_options(&options.data_dir);
                 let server =
                     tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
                         .await

@@ -79,7 +79,7 @@ fn demo_runs_a_change_end_to_end_and_history_survives_a_restart() {
     // the execution.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let options = changeflow_engine::EmbeddedTemporalOptions::new(&dir.0);
+        let options = changeflow::embedded_temporal_options(&dir.0);
         let server = tokio::task::spawn_blocking(move || {
             changeflow_engine::EmbeddedTemporal::start(&options)
         })

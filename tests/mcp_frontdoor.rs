@@ -189,6 +189,7 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
         vec![
             "deploy_template",
             "get_change_status",
+            "list_changes",
             "get_change_history",
             "cancel_change"
         ]
@@ -229,6 +230,69 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     .await;
     assert_eq!(status["structuredContent"]["status"], "completed");
     assert_eq!(status["structuredContent"]["step"], "completed");
+
+    let ticket = content["ticket_number"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (listed, _) = call(
+            &mut client,
+            "list_changes",
+            json!({"requested_by": "alice", "ticket_number": ticket}),
+        )
+        .await;
+        let changes = listed["structuredContent"]["changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(found) = changes
+            .iter()
+            .find(|c| c["change_id"] == change_id.as_str())
+        {
+            assert_eq!(found["status"], "completed");
+            assert_eq!(found["devices"], json!(["sj-access-01"]));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never appeared in list_changes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (filter, expected) in [
+        (
+            json!({"device": "sj-access-01", "status": "completed"}),
+            true,
+        ),
+        (json!({"device": "lon-core-01"}), false),
+        (json!({"status": "running"}), false),
+        (json!({"requested_by": "bob"}), false),
+        (json!({"since": "2000-01-01T00:00:00Z", "limit": 5}), true),
+    ] {
+        let (listed, _) = call(&mut client, "list_changes", filter.clone()).await;
+        let found = listed["structuredContent"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["change_id"] == change_id.as_str());
+        assert_eq!(found, expected, "{filter}");
+    }
+    let (bad, _) = call(
+        &mut client,
+        "list_changes",
+        json!({"requested_by": "x' OR '1'='1"}),
+    )
+    .await;
+    assert_eq!(
+        bad["isError"], true,
+        "values that could break the query are refused"
+    );
+    let (bad, _) = call(&mut client, "list_changes", json!({"since": "yesterday"})).await;
+    assert!(
+        bad["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("RFC 3339")
+    );
 
     let (history, _) = call(
         &mut client,

@@ -20,6 +20,8 @@ pub struct EmbeddedTemporalOptions {
     pub ui_port: u16,
     /// How long to wait for the server to accept connections.
     pub startup_timeout: Duration,
+    /// Search attributes to register, as `Name=Type`.
+    pub search_attributes: Vec<String>,
 }
 
 impl EmbeddedTemporalOptions {
@@ -30,6 +32,7 @@ impl EmbeddedTemporalOptions {
             port: 0,
             ui_port: 0,
             startup_timeout: Duration::from_secs(60),
+            search_attributes: Vec::new(),
         }
     }
 }
@@ -70,6 +73,9 @@ impl EmbeddedTemporal {
                 "synchronous=normal",
             ])
             .args(["--ui-disable-news-fetch", "--log-level", "warn"]);
+        for attribute in &options.search_attributes {
+            command.arg("--search-attribute").arg(attribute);
+        }
         let mut process = ManagedProcess::spawn(
             "Temporal server",
             command,

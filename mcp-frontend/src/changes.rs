@@ -1,12 +1,16 @@
 //! Starting, watching and cancelling changes from the client side.
 
-use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, TemplateDeployment};
+use changeflow_workflows::{
+    ChangeProgress, ChangeResult, DeploymentRequest, TemplateDeployment, search,
+};
+use futures_util::StreamExt;
 use std::time::Duration;
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
     errors::{WorkflowGetResultError, WorkflowStartError},
 };
+use temporalio_common::search_attributes::SearchAttributes;
 
 /// Why a change could not be started, read or cancelled.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +34,16 @@ pub async fn start(
     request: DeploymentRequest,
 ) -> Result<(), ChangeError> {
     request.check_shape().map_err(ChangeError::Invalid)?;
+    let (requester, devices) = (request.requested_by.clone(), request.devices.clone());
     let started = client
         .start_workflow(
             TemplateDeployment::run,
             request,
             WorkflowStartOptions::new(task_queue, workflow_id)
+                .search_attributes(SearchAttributes::new([
+                    search::REQUESTER.value_set(requester),
+                    search::DEVICES.value_set(devices),
+                ]))
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .build(),
@@ -214,4 +223,80 @@ fn rfc3339(seconds: i64, nanos: i32) -> String {
         .ok()
         .and_then(|t| t.format(format).ok())
         .unwrap_or_default()
+}
+
+/// Filters of `list`; every field is optional and already validated (ids, RFC 3339 times).
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    /// running, completed, failed, canceled, terminated or timed_out.
+    pub status: Option<String>,
+    pub requested_by: Option<String>,
+    pub ticket_number: Option<String>,
+    pub device: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: usize,
+}
+
+/// The Temporal visibility query of a filter. Values were validated by the caller, so they
+/// cannot close the quotes.
+pub fn visibility_query(filter: &ChangeFilter) -> String {
+    let mut clauses = vec!["WorkflowType = 'TemplateDeployment'".to_string()];
+    if let Some(status) = &filter.status {
+        let name = match status.as_str() {
+            "running" => "Running",
+            "completed" => "Completed",
+            "failed" => "Failed",
+            "canceled" => "Canceled",
+            "terminated" => "Terminated",
+            _ => "TimedOut",
+        };
+        clauses.push(format!("ExecutionStatus = '{name}'"));
+    }
+    for (attribute, value) in [
+        ("ChangeRequester", &filter.requested_by),
+        ("ChangeTicket", &filter.ticket_number),
+        ("ChangeDevices", &filter.device),
+    ] {
+        if let Some(value) = value {
+            clauses.push(format!("{attribute} = '{value}'"));
+        }
+    }
+    if let Some(since) = &filter.since {
+        clauses.push(format!("StartTime >= '{since}'"));
+    }
+    if let Some(until) = &filter.until {
+        clauses.push(format!("StartTime <= '{until}'"));
+    }
+    clauses.join(" AND ")
+}
+
+/// Changes matching the filter, newest first.
+pub async fn list(
+    client: &Client,
+    filter: &ChangeFilter,
+) -> Result<Vec<serde_json::Value>, ChangeError> {
+    let options = temporalio_client::WorkflowListOptions::builder()
+        .limit(filter.limit)
+        .build();
+    let mut stream = client.list_workflows(visibility_query(filter), options);
+    let mut changes = Vec::new();
+    while let Some(execution) = stream.next().await {
+        let execution = execution.map_err(|e| ChangeError::Temporal(e.to_string()))?;
+        let attributes = execution.search_attributes();
+        let time = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| rfc3339(d.as_secs() as i64, d.subsec_nanos() as i32))
+        };
+        changes.push(serde_json::json!({
+            "change_id": execution.id(),
+            "status": format!("{:?}", execution.status()).to_lowercase(),
+            "requested_by": attributes.get(&search::REQUESTER),
+            "ticket_number": attributes.get(&search::TICKET),
+            "devices": attributes.get(&search::DEVICES).unwrap_or_default(),
+            "started_at": time(execution.start_time()),
+            "closed_at": time(execution.close_time()),
+        }));
+    }
+    Ok(changes)
 }

@@ -53,6 +53,7 @@ pub struct AuditUnavailable;
 enum Call {
     Deploy(DeployTemplateArgs),
     Change(String),
+    List(changes::ChangeFilter),
 }
 
 fn now_secs() -> u64 {
@@ -79,6 +80,9 @@ fn change_id(identity: &VerifiedIdentity, arguments: &Value, key: Option<&str>) 
 
 fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
     match spec.name {
+        "list_changes" => serde_json::from_value::<tools::ListChangesArgs>(arguments.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|a| a.into_filter().map(Call::List)),
         "deploy_template" => serde_json::from_value::<DeployTemplateArgs>(arguments.clone())
             .map_err(|e| e.to_string())
             .and_then(|a| a.check().map(|_| Call::Deploy(a))),
@@ -175,6 +179,14 @@ impl FrontDoor {
         }
 
         match call {
+            Call::List(filter) => {
+                self.record(identity, spec, &arguments, audited, "", "read")
+                    .await?;
+                Ok(match changes::list(&self.temporal, &filter).await {
+                    Ok(list) => Outcome::Done(json!({"changes": list})),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                })
+            }
             Call::Deploy(args) => {
                 let id = change_id(identity, &arguments, args.idempotency_key.as_deref());
                 let request = DeploymentRequest {

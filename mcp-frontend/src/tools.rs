@@ -59,6 +59,32 @@ fn change_id_schema() -> Value {
     })
 }
 
+fn list_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "status": {"type": "string", "enum": STATUSES},
+            "requested_by": {"type": "string", "pattern": ID_PATTERN},
+            "ticket_number": {"type": "string", "pattern": ID_PATTERN},
+            "device": {"type": "string", "pattern": ID_PATTERN},
+            "since": {"type": "string", "format": "date-time", "description": "RFC 3339; changes started at or after"},
+            "until": {"type": "string", "format": "date-time", "description": "RFC 3339; changes started at or before"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+        }
+    })
+}
+
+/// Statuses `list_changes` filters by.
+pub const STATUSES: [&str; 6] = [
+    "running",
+    "completed",
+    "failed",
+    "canceled",
+    "terminated",
+    "timed_out",
+];
+
 pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         server: "catalyst-center",
@@ -83,6 +109,18 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         input_schema: change_id_schema,
+    },
+    ToolSpec {
+        server: "changes",
+        name: "list_changes",
+        title: "List changes",
+        description: "Changes filtered by status, requester, ticket number, device and start time, newest first (Temporal visibility).",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: list_schema,
     },
     ToolSpec {
         server: "changes",
@@ -135,6 +173,67 @@ pub struct DeployTemplateArgs {
 #[serde(deny_unknown_fields)]
 pub struct ChangeIdArgs {
     pub change_id: String,
+}
+
+/// Arguments of `list_changes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListChangesArgs {
+    pub status: Option<String>,
+    pub requested_by: Option<String>,
+    pub ticket_number: Option<String>,
+    pub device: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl ListChangesArgs {
+    /// Validates every value (they end up inside a visibility query) and builds the filter.
+    pub fn into_filter(self) -> Result<crate::changes::ChangeFilter, String> {
+        if let Some(status) = &self.status
+            && !STATUSES.contains(&status.as_str())
+        {
+            return Err(format!("status must be one of {}", STATUSES.join(", ")));
+        }
+        for (field, value) in [
+            ("requested_by", &self.requested_by),
+            ("ticket_number", &self.ticket_number),
+            ("device", &self.device),
+        ] {
+            if let Some(value) = value {
+                check_id(field, value)?;
+            }
+        }
+        let time = |field: &str, value: &Option<String>| -> Result<Option<String>, String> {
+            value
+                .as_ref()
+                .map(|v| {
+                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| {
+                            format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z")
+                        })
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .map_err(|e| e.to_string())
+                        })
+                })
+                .transpose()
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err("limit must be between 1 and 200".into());
+        }
+        Ok(crate::changes::ChangeFilter {
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            status: self.status,
+            requested_by: self.requested_by,
+            ticket_number: self.ticket_number,
+            device: self.device,
+            limit,
+        })
+    }
 }
 
 /// Checks identifiers and bounds the schema states, so bad input is refused the same way

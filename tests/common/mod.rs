@@ -2,7 +2,7 @@
 //! over HTTPS, and `changeflow worker` as a child process that a test can kill.
 #![allow(dead_code)]
 
-use changeflow_engine::{EmbeddedTemporal, EmbeddedTemporalOptions};
+use changeflow_engine::EmbeddedTemporal;
 use changeflow_simulators::{FaultConfig, RunningSimulators, SimulatorOptions};
 use changeflow_workflows::{ChangeProgress, DeploymentRequest};
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ impl Default for HarnessOptions {
 impl Harness {
     pub async fn start(options: HarnessOptions) -> Self {
         let dir = TempDir::new("changeflow-test");
-        let temporal_options = EmbeddedTemporalOptions::new(dir.0.join("temporal"));
+        let temporal_options = changeflow::embedded_temporal_options(&dir.0.join("temporal"));
         let temporal =
             tokio::task::spawn_blocking(move || EmbeddedTemporal::start(&temporal_options))
                 .await

@@ -28,7 +28,7 @@ async def main():
 
         tools = await client.list_tools()
         names = [t.name for t in tools.tools]
-        assert names == ["deploy_template", "get_change_status", "get_change_history", "cancel_change"], names
+        assert names == ["deploy_template", "get_change_status", "list_changes", "get_change_history", "cancel_change"], names
         print("ok: listed tools")
 
         missing = await client.call_tool("get_change_status", {"change_id": "change-that-does-not-exist"})

@@ -110,6 +110,9 @@ impl TemplateDeployment {
             }
         };
         ctx.state_mut(|s| s.progress.ticket_number = Some(ticket.number.clone()));
+        ctx.upsert_search_attributes([
+            crate::types::search::TICKET.value_set(ticket.number.clone())
+        ]);
 
         let deployed = Self::implement(ctx, &ticket, &validated).await;
         let (closure, notes, result) = match deployed {

@@ -267,3 +267,23 @@ mod tests {
         assert!(err.to_string().contains("unknown field"));
     }
 }
+
+/// Search attributes of a change, for listing and filtering in Temporal visibility. The
+/// embedded server registers them; a production cluster needs them created once
+/// (`temporal operator search-attribute create`).
+pub mod search {
+    use temporalio_common::search_attributes::SearchAttributeKey;
+
+    pub const REQUESTER: SearchAttributeKey<String> =
+        SearchAttributeKey::keyword("ChangeRequester");
+    pub const TICKET: SearchAttributeKey<String> = SearchAttributeKey::keyword("ChangeTicket");
+    pub const DEVICES: SearchAttributeKey<Vec<String>> =
+        SearchAttributeKey::keyword_list("ChangeDevices");
+
+    /// `name=Type` pairs for `temporal server start-dev --search-attribute`.
+    pub const REGISTRATION: &[&str] = &[
+        "ChangeRequester=Keyword",
+        "ChangeTicket=Keyword",
+        "ChangeDevices=KeywordList",
+    ];
+}
