@@ -46,8 +46,23 @@ pub struct EmbeddedTemporal {
 }
 
 impl EmbeddedTemporal {
-    /// Starts the server and waits until its frontend and Web UI accept connections.
+    /// Starts the server and waits until its frontend and Web UI accept connections. Ports
+    /// picked automatically are only free when picked; if another process takes one first, the
+    /// server exits and is started again on fresh ports.
     pub fn start(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedServiceError> {
+        let automatic = options.port == 0 || options.ui_port == 0;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options) {
+                Err(EmbeddedServiceError::NotReady { .. }) if automatic && attempt < 3 => {
+                    attempt += 1
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedServiceError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| EmbeddedServiceError::Io { path, source }

@@ -41,7 +41,21 @@ pub struct EmbeddedVault {
 }
 
 impl EmbeddedVault {
+    /// Starts the server; an automatically picked port taken by someone else before the server
+    /// bound it means another try on a fresh port.
     pub fn start(options: &EmbeddedVaultOptions) -> Result<Self, EmbeddedServiceError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options) {
+                Err(EmbeddedServiceError::NotReady { .. }) if options.port == 0 && attempt < 3 => {
+                    attempt += 1
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(options: &EmbeddedVaultOptions) -> Result<Self, EmbeddedServiceError> {
         let io = |source| EmbeddedServiceError::Io {
             path: options.data_dir.clone(),
             source,
