@@ -54,7 +54,9 @@ impl EmbeddedTemporal {
         let mut attempt = 1;
         loop {
             match Self::start_once(options) {
-                Err(EmbeddedServiceError::NotReady { .. }) if automatic && attempt < 3 => {
+                Err(EmbeddedServiceError::NotReady { reason, .. })
+                    if automatic && attempt < 3 && reason.starts_with("it exited") =>
+                {
                     attempt += 1
                 }
                 other => return other,

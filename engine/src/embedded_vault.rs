@@ -47,7 +47,9 @@ impl EmbeddedVault {
         let mut attempt = 1;
         loop {
             match Self::start_once(options) {
-                Err(EmbeddedServiceError::NotReady { .. }) if options.port == 0 && attempt < 3 => {
+                Err(EmbeddedServiceError::NotReady { reason, .. })
+                    if options.port == 0 && attempt < 3 && reason.starts_with("it exited") =>
+                {
                     attempt += 1
                 }
                 other => return other,
