@@ -225,17 +225,66 @@ fn rfc3339(seconds: i64, nanos: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Filters of `list`; every field is optional and already validated (ids, RFC 3339 times).
-#[derive(Debug, Clone, Default)]
+/// Filters of `list` (the arguments of `list_changes`); every field is optional.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangeFilter {
     /// running, completed, failed, canceled, terminated or timed_out.
+    #[serde(default)]
     pub status: Option<String>,
+    #[serde(default)]
     pub requested_by: Option<String>,
+    #[serde(default)]
     pub ticket_number: Option<String>,
+    #[serde(default)]
     pub device: Option<String>,
+    /// RFC 3339 bounds on the start time.
+    #[serde(default)]
     pub since: Option<String>,
+    #[serde(default)]
     pub until: Option<String>,
+    #[serde(default = "default_limit")]
     pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+impl ChangeFilter {
+    /// Validates every value (they end up inside a visibility query) and normalises the times.
+    pub fn validate(mut self) -> Result<Self, String> {
+        if let Some(status) = &self.status
+            && !crate::tools::STATUSES.contains(&status.as_str())
+        {
+            return Err(format!(
+                "status must be one of {}",
+                crate::tools::STATUSES.join(", ")
+            ));
+        }
+        for (field, value) in [
+            ("requested_by", &self.requested_by),
+            ("ticket_number", &self.ticket_number),
+            ("device", &self.device),
+        ] {
+            if let Some(value) = value {
+                crate::tools::check_id(field, value)?;
+            }
+        }
+        for (field, value) in [("since", &mut self.since), ("until", &mut self.until)] {
+            if let Some(text) = value {
+                let rfc3339 = &time::format_description::well_known::Rfc3339;
+                let parsed = time::OffsetDateTime::parse(text, rfc3339).map_err(|_| {
+                    format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z")
+                })?;
+                *text = parsed.format(rfc3339).map_err(|e| e.to_string())?;
+            }
+        }
+        if !(1..=200).contains(&self.limit) {
+            return Err("limit must be between 1 and 200".into());
+        }
+        Ok(self)
+    }
 }
 
 /// The Temporal visibility query of a filter. Values were validated by the caller, so they

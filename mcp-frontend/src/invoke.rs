@@ -80,9 +80,9 @@ fn change_id(identity: &VerifiedIdentity, arguments: &Value, key: Option<&str>) 
 
 fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
     match spec.name {
-        "list_changes" => serde_json::from_value::<tools::ListChangesArgs>(arguments.clone())
+        "list_changes" => serde_json::from_value::<changes::ChangeFilter>(arguments.clone())
             .map_err(|e| e.to_string())
-            .and_then(|a| a.into_filter().map(Call::List)),
+            .and_then(|f| f.validate().map(Call::List)),
         "deploy_template" => serde_json::from_value::<DeployTemplateArgs>(arguments.clone())
             .map_err(|e| e.to_string())
             .and_then(|a| a.check().map(|_| Call::Deploy(a))),

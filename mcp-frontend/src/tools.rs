@@ -175,67 +175,6 @@ pub struct ChangeIdArgs {
     pub change_id: String,
 }
 
-/// Arguments of `list_changes`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListChangesArgs {
-    pub status: Option<String>,
-    pub requested_by: Option<String>,
-    pub ticket_number: Option<String>,
-    pub device: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub limit: Option<usize>,
-}
-
-impl ListChangesArgs {
-    /// Validates every value (they end up inside a visibility query) and builds the filter.
-    pub fn into_filter(self) -> Result<crate::changes::ChangeFilter, String> {
-        if let Some(status) = &self.status
-            && !STATUSES.contains(&status.as_str())
-        {
-            return Err(format!("status must be one of {}", STATUSES.join(", ")));
-        }
-        for (field, value) in [
-            ("requested_by", &self.requested_by),
-            ("ticket_number", &self.ticket_number),
-            ("device", &self.device),
-        ] {
-            if let Some(value) = value {
-                check_id(field, value)?;
-            }
-        }
-        let time = |field: &str, value: &Option<String>| -> Result<Option<String>, String> {
-            value
-                .as_ref()
-                .map(|v| {
-                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                        .map_err(|_| {
-                            format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z")
-                        })
-                        .and_then(|t| {
-                            t.format(&time::format_description::well_known::Rfc3339)
-                                .map_err(|e| e.to_string())
-                        })
-                })
-                .transpose()
-        };
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err("limit must be between 1 and 200".into());
-        }
-        Ok(crate::changes::ChangeFilter {
-            since: time("since", &self.since)?,
-            until: time("until", &self.until)?,
-            status: self.status,
-            requested_by: self.requested_by,
-            ticket_number: self.ticket_number,
-            device: self.device,
-            limit,
-        })
-    }
-}
-
 /// Checks identifiers and bounds the schema states, so bad input is refused the same way
 /// whatever the client validated.
 pub fn check_id(field: &str, value: &str) -> Result<(), String> {

@@ -386,7 +386,7 @@ fn failure_type(err: &ActivityExecutionError) -> Option<String> {
 }
 
 /// The root cause's message.
-pub fn failure_message(err: &ActivityExecutionError) -> String {
+fn failure_message(err: &ActivityExecutionError) -> String {
     root_cause(err)
         .map(|f| f.message.clone())
         .unwrap_or_else(|| err.to_string())
