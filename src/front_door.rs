@@ -24,7 +24,13 @@ pub struct FrontDoorOptions {
     pub policy_dir: PathBuf,
     pub audit_database_url: Option<String>,
     pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
     pub task_queue: String,
+}
+
+/// Browser origins accepted by default: loopback on any port.
+pub fn loopback_origins() -> Vec<String> {
+    vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()]
 }
 
 /// A running front door; stops when dropped.
@@ -101,6 +107,7 @@ pub async fn start(
         task_queue: options.task_queue,
         resource: format!("{url}/mcp"),
         allowed_hosts: options.allowed_hosts,
+        allowed_origins: options.allowed_origins,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

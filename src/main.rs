@@ -125,6 +125,9 @@ struct ServeArgs {
     /// Accepted Host header values (DNS-rebinding protection); repeat or comma-separate.
     #[arg(long = "allowed-host", env = "CHANGEFLOW_ALLOWED_HOSTS", value_delimiter = ',', default_values = ["127.0.0.1", "localhost"])]
     allowed_hosts: Vec<String>,
+    /// Accepted browser Origin values for MCP, with scheme (port `*` for any); repeat or comma-separate.
+    #[arg(long = "allowed-origin", env = "CHANGEFLOW_ALLOWED_ORIGINS", value_delimiter = ',', default_values = ["http://localhost:*", "http://127.0.0.1:*"])]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Args)]
@@ -816,6 +819,7 @@ async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         policy_dir: args.policy_dir,
         audit_database_url: args.audit_database_url,
         allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
         task_queue: g.task_queue.clone(),
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;

@@ -117,6 +117,7 @@ impl Stack {
                 policy_dir: options.policy_dir.clone(),
                 audit_database_url: None,
                 allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                allowed_origins: crate::front_door::loopback_origins(),
                 task_queue: options.task_queue.clone(),
             },
             "127.0.0.1:0",

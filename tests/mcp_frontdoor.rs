@@ -45,6 +45,7 @@ async fn front_door(h: &Harness) -> Door {
         task_queue: h.task_queue.clone(),
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        allowed_origins: vec!["http://127.0.0.1:*".into()],
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {
@@ -597,5 +598,60 @@ async fn the_rest_proxy_serves_the_same_tools_under_the_same_rules() {
             .iter()
             .any(|r| r.entry.subject == "bob" && r.entry.outcome == "denied"),
         "REST calls are audited too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_hosts_and_batches_are_refused() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let door = front_door(&h).await;
+    let alice = door.token("alice");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |headers: Vec<(&'static str, String)>, body: Value| {
+        let mut request = door
+            .http
+            .post(format!("{}/mcp", door.url))
+            .header("Accept", "application/json, text/event-stream")
+            .bearer_auth(&alice)
+            .json(&body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post(vec![("Origin", door.url.clone())], init.clone())
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the loopback origin is allowed"
+    );
+    assert_eq!(
+        post(
+            vec![("Origin", "https://evil.example".into())],
+            init.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        403,
+        "a foreign origin is refused"
+    );
+    let port = door.url.rsplit(':').next().unwrap().to_string();
+    assert!(
+        post(vec![("Host", format!("evil.example:{port}"))], init.clone())
+            .await
+            .unwrap()
+            .status()
+            .is_client_error(),
+        "a foreign Host is refused"
+    );
+    let batch = json!([init.clone(), {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
+    let refused = post(vec![], batch).await.unwrap();
+    assert!(
+        refused.status().is_client_error(),
+        "JSON-RPC batches are refused: {}",
+        refused.status()
     );
 }

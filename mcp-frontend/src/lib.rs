@@ -34,6 +34,9 @@ pub struct FrontDoor {
     pub resource: String,
     /// Accepted `Host` values (loopback by default).
     pub allowed_hosts: Vec<String>,
+    /// Accepted browser `Origin` values for MCP (e.g. `http://localhost:*`); requests without
+    /// an Origin (non-browser clients) are unaffected.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The HTTP application: metadata and the OpenAPI document, then behind auth `/mcp` (all
@@ -72,6 +75,8 @@ fn mcp_service(
 ) -> StreamableHttpService<server::ChangeflowMcp, LocalSessionManager> {
     let mut config = StreamableHttpServerConfig::default();
     config.allowed_hosts = front.allowed_hosts.clone();
+    config.allowed_origins = front.allowed_origins.clone();
+    let config = config.enforce_origin_validation();
     let front = front.clone();
     StreamableHttpService::new(
         move || Ok(server::ChangeflowMcp::new(front.clone(), server)),
