@@ -195,6 +195,15 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "cancel_change"
         ]
     );
+    assert!(
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["outputSchema"]["type"] == "object"
+                && t["inputSchema"]["additionalProperties"] == false),
+        "every tool declares its input and output schemas"
+    );
     let (mut cc, _) = door.client("/mcp/catalyst-center", &alice).await;
     let listed = cc.request("tools/list", json!({}), |_| {}).await.unwrap();
     assert_eq!(

@@ -81,6 +81,7 @@ fn describe(spec: &ToolSpec) -> Value {
         "title": spec.title,
         "description": spec.description,
         "input_schema": (spec.input_schema)(),
+        "output_schema": (spec.output_schema)(),
         "annotations": {"read_only": spec.read_only, "destructive": spec.destructive, "idempotent": spec.idempotent, "long_running": spec.long_running},
     })
 }

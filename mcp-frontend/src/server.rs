@@ -53,6 +53,10 @@ impl ServerHandler for ChangeflowMcp {
                     _ => Default::default(),
                 };
                 Tool::new(t.name, t.description, Arc::new(schema))
+                    .with_raw_output_schema(Arc::new(match (t.output_schema)() {
+                        Value::Object(map) => map,
+                        _ => Default::default(),
+                    }))
                     .with_title(t.title)
                     .with_annotations(
                         ToolAnnotations::new()

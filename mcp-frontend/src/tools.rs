@@ -22,6 +22,8 @@ pub struct ToolSpec {
     /// Runs a change workflow: REST answers 202 with a status URL instead of waiting.
     pub long_running: bool,
     pub input_schema: fn() -> Value,
+    /// Shape of the structured result of a successful call.
+    pub output_schema: fn() -> Value,
 }
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
@@ -56,6 +58,91 @@ fn change_id_schema() -> Value {
         "additionalProperties": false,
         "required": ["change_id"],
         "properties": {"change_id": {"type": "string", "pattern": ID_PATTERN, "description": "The change's workflow id"}}
+    })
+}
+
+fn device_status_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["device", "status"],
+        "properties": {"device": {"type": "string"}, "status": {"type": "string"}, "message": {"type": "string"}}
+    })
+}
+
+fn change_result_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["change_id", "outcome", "ticket_number", "devices"],
+        "properties": {
+            "change_id": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["succeeded", "failed"]},
+            "ticket_number": {"type": "string"},
+            "deployment_id": {"type": ["string", "null"]},
+            "devices": {"type": "array", "items": device_status_schema()},
+            "failure_reason": {"type": ["string", "null"]}
+        }
+    })
+}
+
+fn change_status_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["change_id", "status"],
+        "properties": {
+            "change_id": {"type": "string"},
+            "status": {"type": "string", "description": "running, completed, failed, canceled, terminated, timed_out"},
+            "step": {"type": "string"},
+            "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+            "message": {"type": "string"},
+            "ticket_number": {"type": ["string", "null"]},
+            "task_id": {"type": ["string", "null"]},
+            "deployment_id": {"type": ["string", "null"]},
+            "devices": {"type": "array", "items": device_status_schema()}
+        }
+    })
+}
+
+fn change_list_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["changes"],
+        "properties": {"changes": {"type": "array", "items": {
+            "type": "object",
+            "required": ["change_id", "status"],
+            "properties": {
+                "change_id": {"type": "string"},
+                "status": {"type": "string"},
+                "requested_by": {"type": ["string", "null"]},
+                "ticket_number": {"type": ["string", "null"]},
+                "devices": {"type": "array", "items": {"type": "string"}},
+                "started_at": {"type": ["string", "null"]},
+                "closed_at": {"type": ["string", "null"]}
+            }
+        }}}
+    })
+}
+
+fn change_history_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["change_id", "status", "timeline"],
+        "properties": {
+            "change_id": {"type": "string"},
+            "status": {"type": "string"},
+            "timeline": {"type": "array", "items": {
+                "type": "object",
+                "required": ["at", "event"],
+                "properties": {"at": {"type": "string"}, "event": {"type": "string"}, "step": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]}}
+            }}
+        }
+    })
+}
+
+fn cancel_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["change_id", "cancel_requested"],
+        "properties": {"change_id": {"type": "string"}, "cancel_requested": {"type": "boolean"}}
     })
 }
 
@@ -97,6 +184,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: true,
         input_schema: deploy_schema,
+        output_schema: change_result_schema,
     },
     ToolSpec {
         server: "changes",
@@ -109,6 +197,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         input_schema: change_id_schema,
+        output_schema: change_status_schema,
     },
     ToolSpec {
         server: "changes",
@@ -121,6 +210,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         input_schema: list_schema,
+        output_schema: change_list_schema,
     },
     ToolSpec {
         server: "changes",
@@ -133,6 +223,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         input_schema: change_id_schema,
+        output_schema: change_history_schema,
     },
     ToolSpec {
         server: "changes",
@@ -145,6 +236,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         input_schema: change_id_schema,
+        output_schema: cancel_schema,
     },
 ];
 
@@ -240,6 +332,7 @@ mod tests {
                 "{}",
                 tool.name
             );
+            assert_eq!((tool.output_schema)()["type"], "object", "{}", tool.name);
         }
     }
 }
