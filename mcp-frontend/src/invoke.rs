@@ -169,9 +169,13 @@ impl FrontDoor {
             decision.reason.as_str(),
             decision.revision.as_str(),
         );
+        // Every record after the decision carries the same caller, tool, arguments and verdict.
+        let note = async |workflow_id: &str, outcome: &str| {
+            self.record(identity, spec, &arguments, audited, workflow_id, outcome)
+                .await
+        };
         if !decision.allow {
-            self.record(identity, spec, &arguments, audited, "", "denied")
-                .await?;
+            note("", "denied").await?;
             return Ok(Outcome::Denied {
                 missing_permission: format!("{} on {}", spec.action, spec.server),
                 reason: decision.reason.clone(),
@@ -180,8 +184,7 @@ impl FrontDoor {
 
         match call {
             Call::List(filter) => {
-                self.record(identity, spec, &arguments, audited, "", "read")
-                    .await?;
+                note("", "read").await?;
                 Ok(match changes::list(&self.temporal, &filter).await {
                     Ok(list) => Outcome::Done(json!({"changes": list})),
                     Err(e) => Outcome::Failed(e.to_string()),
@@ -198,27 +201,17 @@ impl FrontDoor {
                 };
                 if let Err(e) = changes::start(&self.temporal, &self.task_queue, &id, request).await
                 {
-                    self.record(identity, spec, &arguments, audited, &id, "start failed")
-                        .await?;
+                    note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));
                 }
-                self.record(identity, spec, &arguments, audited, &id, "started")
-                    .await?;
+                note(&id, "started").await?;
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }
                 match changes::follow(&self.temporal, &id, &mut on_progress).await {
                     Ok(result) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
-                        self.record(
-                            identity,
-                            spec,
-                            &arguments,
-                            audited,
-                            &id,
-                            if failed { "failed" } else { "completed" },
-                        )
-                        .await?;
+                        note(&id, if failed { "failed" } else { "completed" }).await?;
                         let mut value = serde_json::to_value(&result).unwrap_or_default();
                         value["change_id"] = json!(id);
                         Ok(if failed {
@@ -228,8 +221,7 @@ impl FrontDoor {
                         })
                     }
                     Err(e) => {
-                        self.record(identity, spec, &arguments, audited, &id, "error")
-                            .await?;
+                        note(&id, "error").await?;
                         Ok(Outcome::Failed(format!(
                             "change {id} did not complete: {e}"
                         )))
@@ -238,8 +230,7 @@ impl FrontDoor {
             }
             Call::Change(id) => {
                 let Ok(status) = changes::status(&self.temporal, &id).await else {
-                    self.record(identity, spec, &arguments, audited, &id, "not found")
-                        .await?;
+                    note(&id, "not found").await?;
                     return Ok(Outcome::NotFound(format!("no change '{id}'")));
                 };
                 if spec.name == "cancel_change" {
@@ -249,11 +240,7 @@ impl FrontDoor {
                         &format!("canceled by {}", identity.subject),
                     )
                     .await;
-                    self.record(
-                        identity,
-                        spec,
-                        &arguments,
-                        audited,
+                    note(
                         &id,
                         if cancelled.is_ok() {
                             "cancel requested"
@@ -267,12 +254,12 @@ impl FrontDoor {
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
                 }
-                self.record(identity, spec, &arguments, audited, &id, "read")
-                    .await?;
+                note(&id, "read").await?;
+                let status = format!("{status:?}").to_lowercase();
                 if spec.name == "get_change_history" {
                     return Ok(match changes::history(&self.temporal, &id).await {
                         Ok(timeline) => Outcome::Done(
-                            json!({"change_id": id, "status": format!("{status:?}").to_lowercase(), "timeline": timeline}),
+                            json!({"change_id": id, "status": status, "timeline": timeline}),
                         ),
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
@@ -283,7 +270,7 @@ impl FrontDoor {
                     value = json!({});
                 }
                 value["change_id"] = json!(id);
-                value["status"] = json!(format!("{status:?}").to_lowercase());
+                value["status"] = json!(status);
                 Ok(Outcome::Done(value))
             }
         }
