@@ -26,6 +26,8 @@ pub struct FrontDoorOptions {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub task_queue: String,
+    /// Same caller, tool and arguments within this window: the same workflow.
+    pub idempotency_window: Duration,
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -108,6 +110,7 @@ pub async fn start(
         resource: format!("{url}/mcp"),
         allowed_hosts: options.allowed_hosts,
         allowed_origins: options.allowed_origins,
+        idempotency_window: options.idempotency_window,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

@@ -128,6 +128,10 @@ struct ServeArgs {
     /// Accepted browser Origin values for MCP, with scheme (port `*` for any); repeat or comma-separate.
     #[arg(long = "allowed-origin", env = "CHANGEFLOW_ALLOWED_ORIGINS", value_delimiter = ',', default_values = ["http://localhost:*", "http://127.0.0.1:*"])]
     allowed_origins: Vec<String>,
+    /// Seconds within which the same caller, tool and arguments reuse one workflow instead of
+    /// starting another (an explicit idempotency_key always does).
+    #[arg(long, env = "CHANGEFLOW_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    idempotency_window_secs: u64,
 }
 
 #[derive(Args)]
@@ -821,6 +825,7 @@ async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         allowed_hosts: args.allowed_hosts,
         allowed_origins: args.allowed_origins,
         task_queue: g.task_queue.clone(),
+        idempotency_window: std::time::Duration::from_secs(args.idempotency_window_secs),
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

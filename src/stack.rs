@@ -119,6 +119,7 @@ impl Stack {
                 allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
                 allowed_origins: crate::front_door::loopback_origins(),
                 task_queue: options.task_queue.clone(),
+                idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
             },
             "127.0.0.1:0",
             None,

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
 use changeflow_engine::CredentialProvider;
-use changeflow_workflows::TemplateDeployment;
+use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -24,6 +24,7 @@ pub async fn run_worker(
         Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TemplateDeployment>()
+        .and_then(|options| options.register_workflow::<DownstreamOperation>())
         .context("registering workflows")?
         .register_activities(activities)
         .build();

@@ -46,6 +46,7 @@ async fn front_door(h: &Harness) -> Door {
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],
+        idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {
@@ -189,6 +190,15 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
         tools,
         vec![
             "deploy_template",
+            "list_templates",
+            "get_template",
+            "list_devices",
+            "preview_template",
+            "get_change_request",
+            "list_change_requests",
+            "create_change_request",
+            "add_work_note",
+            "close_change_request",
             "get_change_status",
             "list_changes",
             "get_change_history",
@@ -208,7 +218,7 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     let listed = cc.request("tools/list", json!({}), |_| {}).await.unwrap();
     assert_eq!(
         listed["tools"].as_array().unwrap().len(),
-        1,
+        5,
         "one server's tools only"
     );
 
@@ -663,4 +673,207 @@ async fn foreign_origins_hosts_and_batches_are_refused() {
         "JSON-RPC batches are refused: {}",
         refused.status()
     );
+}
+
+/// The workflow type and status of a workflow, from Temporal.
+async fn workflow(h: &Harness, id: &str) -> (String, String) {
+    let handle = h
+        .client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(id);
+    let description = handle.describe(Default::default()).await.unwrap();
+    (
+        description.workflow_type().to_string(),
+        format!("{:?}", description.status()),
+    )
+}
+
+fn tool_error_text(result: &Value) -> String {
+    assert_eq!(result["isError"], true, "a tool error: {result}");
+    result["content"][0]["text"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalyst_and_servicenow_tools_run_as_short_workflows() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let bob = door.token("bob"); // service-desk: ServiceNow read/write, Catalyst Center read
+    let (mut cc, _) = door.client("/mcp/catalyst-center", &bob).await;
+    let (mut snow, _) = door.client("/mcp/servicenow", &bob).await;
+
+    let (templates, _) = call(&mut cc, "list_templates", json!({})).await;
+    let names: Vec<&str> = templates["structuredContent"]["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"NTP Servers"), "{templates}");
+    let ntp = changeflow_simulators::seed::id("template", "NTP Servers");
+    let (template, _) = call(&mut cc, "get_template", json!({"template_id": ntp})).await;
+    let detail = &template["structuredContent"];
+    assert_eq!(detail["name"], "NTP Servers");
+    assert!(
+        detail["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "ntp_primary" && p["required"] == true),
+        "{detail}"
+    );
+    let (missing, _) = call(
+        &mut cc,
+        "get_template",
+        json!({"template_id": "no-such-template"}),
+    )
+    .await;
+    assert!(
+        tool_error_text(&missing).contains("does not exist"),
+        "{missing}"
+    );
+
+    let (devices, _) = call(
+        &mut cc,
+        "list_devices",
+        json!({"reachability": "Unreachable"}),
+    )
+    .await;
+    let devices = devices["structuredContent"]["devices"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!devices.is_empty());
+    assert!(devices.iter().all(|d| d["reachability"] == "Unreachable"));
+
+    let (preview, _) = call(
+        &mut cc,
+        "preview_template",
+        json!({"template_id": ntp, "device": "sj-access-01",
+               "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"}}),
+    )
+    .await;
+    let rendered = preview["structuredContent"]["rendered"].as_str().unwrap();
+    assert!(rendered.contains("10.255.0.1"), "{preview}");
+    assert_eq!(
+        h.sims.stats.deploy_requests(),
+        0,
+        "a preview deploys nothing"
+    );
+
+    // A write: opened once, however often the same call is retried within the window.
+    let before = h.sims.servicenow.change_requests().len();
+    let create = json!({"short_description": "Replace uplink optics on sj-core-01"});
+    let (created, _) = call(&mut snow, "create_change_request", create.clone()).await;
+    let ticket = created["structuredContent"].clone();
+    let number = ticket["number"].as_str().unwrap().to_string();
+    assert_eq!(ticket["state"], "new");
+    assert_eq!(
+        ticket["requested_by"], "bob",
+        "the caller, never an argument"
+    );
+    let (again, _) = call(&mut snow, "create_change_request", create).await;
+    assert_eq!(again["structuredContent"]["number"], number.as_str());
+    assert_eq!(h.sims.servicenow.change_requests().len(), before + 1);
+    let (spoofed, _) = call(
+        &mut snow,
+        "create_change_request",
+        json!({"short_description": "x", "requested_by": "carol"}),
+    )
+    .await;
+    assert!(
+        tool_error_text(&spoofed).contains("unknown field"),
+        "{spoofed}"
+    );
+    assert_eq!(h.sims.servicenow.change_requests().len(), before + 1);
+
+    let (noted, _) = call(
+        &mut snow,
+        "add_work_note",
+        json!({"number": number, "note": "optics ordered"}),
+    )
+    .await;
+    assert_eq!(
+        noted["structuredContent"]["number"],
+        number.as_str(),
+        "{noted}"
+    );
+
+    // Closing from New is not allowed by the state model: refused, nothing changes.
+    let (refused, _) = call(
+        &mut snow,
+        "close_change_request",
+        json!({"number": number, "close_code": "successful", "close_notes": "done"}),
+    )
+    .await;
+    assert!(
+        tool_error_text(&refused).contains("cancel it instead"),
+        "{refused}"
+    );
+    assert_eq!(h.ticket(&number).get("state"), "-5");
+    let (canceled, _) = call(
+        &mut snow,
+        "close_change_request",
+        json!({"number": number, "close_code": "canceled", "close_notes": "not needed"}),
+    )
+    .await;
+    assert_eq!(
+        canceled["structuredContent"]["state"], "canceled",
+        "{canceled}"
+    );
+    assert_eq!(h.ticket(&number).get("state"), "4");
+
+    let (read, _) = call(&mut snow, "get_change_request", json!({"number": number})).await;
+    assert_eq!(read["structuredContent"]["state"], "canceled");
+    let (listed, _) = call(
+        &mut snow,
+        "list_change_requests",
+        json!({"state": "canceled", "requested_by": "bob"}),
+    )
+    .await;
+    let listed = listed["structuredContent"]["change_requests"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        listed.iter().any(|t| t["number"] == number.as_str()),
+        "{listed:?}"
+    );
+    let (unknown, _) = call(
+        &mut snow,
+        "get_change_request",
+        json!({"number": "CHG9999999"}),
+    )
+    .await;
+    assert!(tool_error_text(&unknown).contains("does not exist"));
+
+    // Every call was a workflow: find them in Temporal through the audit trail.
+    let records = door.audit.list(&AuditFilter::default()).await.unwrap();
+    let workflows: Vec<String> = records
+        .iter()
+        .filter(|r| r.entry.tool == "create_change_request" || r.entry.tool == "list_templates")
+        .map(|r| r.entry.workflow_id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert!(workflows.len() >= 3, "{workflows:?}");
+    for id in &workflows {
+        let (kind, status) = workflow(&h, id).await;
+        assert_eq!(kind, "DownstreamOperation");
+        assert_eq!(status, "Completed");
+    }
+
+    // Policy: alice (network engineer) may read Catalyst Center but not write ServiceNow.
+    let alice = door.token("alice");
+    let (mut alice_snow, _) = door.client("/mcp/servicenow", &alice).await;
+    let (denied, _) = call(
+        &mut alice_snow,
+        "create_change_request",
+        json!({"short_description": "sneaky"}),
+    )
+    .await;
+    assert_eq!(denied["isError"], true);
+    assert_eq!(
+        denied["structuredContent"]["missing_permission"],
+        "write on servicenow"
+    );
+    assert_eq!(h.sims.servicenow.change_requests().len(), before + 1);
 }

@@ -103,6 +103,41 @@ impl CatalystClient {
             })
     }
 
+    /// Template summaries, optionally of one project.
+    pub async fn templates(
+        &self,
+        project_name: Option<&str>,
+    ) -> Result<Vec<Value>, DownstreamError> {
+        let query: Vec<(&str, &str)> = project_name
+            .map(|p| ("projectNames", p))
+            .into_iter()
+            .collect();
+        let body = self
+            .get("/dna/intent/api/v1/template-programmer/template", &query)
+            .await?;
+        body.as_array()
+            .cloned()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "template list is not an array"))
+    }
+
+    /// Devices matching all given `(field, value)` filters, at most `limit`.
+    pub async fn devices(
+        &self,
+        filters: &[(&str, &str)],
+        limit: u32,
+    ) -> Result<Vec<Value>, DownstreamError> {
+        let limit = limit.to_string();
+        let mut query = filters.to_vec();
+        query.push(("limit", &limit));
+        let body = self
+            .get("/dna/intent/api/v1/network-device", &query)
+            .await?;
+        body["response"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "device list without response array"))
+    }
+
     /// Looks a device up by hostname, then by id.
     pub async fn find_device(&self, name: &str) -> Result<Option<Value>, DownstreamError> {
         for key in ["hostname", "id"] {

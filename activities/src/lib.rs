@@ -3,6 +3,7 @@
 
 pub mod catalyst;
 pub mod http;
+mod operations;
 pub mod servicenow;
 pub mod session;
 pub mod validation;
@@ -368,6 +369,18 @@ impl DownstreamActivities {
                 _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
             }
         }
+    }
+
+    #[activity(definition = change_activities::PerformOperation)]
+    pub async fn perform_operation(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: OperationRequest,
+    ) -> Result<Value, ActivityError> {
+        let correlation_id = ctx.info().workflow_id.clone().unwrap_or_default();
+        self.perform(request, &correlation_id)
+            .await
+            .map_err(DownstreamError::into_activity_error)
     }
 
     #[activity(definition = change_activities::CloseChangeTicket)]

@@ -101,16 +101,52 @@ impl ServiceNowClient {
         correlation_id: &str,
     ) -> Result<Option<ChangeRecord>, DownstreamError> {
         let query = format!("correlation_id={correlation_id}");
+        Ok(self.query(&query, 1).await?.into_iter().next())
+    }
+
+    /// Change requests matching an encoded query (`sysparm_query`), at most `limit`.
+    pub async fn query(
+        &self,
+        encoded_query: &str,
+        limit: u32,
+    ) -> Result<Vec<ChangeRecord>, DownstreamError> {
+        self.query_table("change_request", encoded_query, limit)
+            .await
+    }
+
+    /// A `sys_user` by sys_id or user name; `None` if there is no such user.
+    pub async fn user(
+        &self,
+        sys_id_or_name: &str,
+    ) -> Result<Option<ChangeRecord>, DownstreamError> {
+        for field in ["sys_id", "user_name"] {
+            let query = format!("{field}={sys_id_or_name}");
+            let found = self.query_table("sys_user", &query, 1).await?;
+            if let Some(user) = found.into_iter().next() {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn query_table(
+        &self,
+        table: &str,
+        encoded_query: &str,
+        limit: u32,
+    ) -> Result<Vec<ChangeRecord>, DownstreamError> {
+        let path = format!("/api/now/table/{table}");
+        let limit = limit.to_string();
         let params = [
-            ("sysparm_query", query.as_str()),
-            ("sysparm_limit", "1"),
+            ("sysparm_query", encoded_query),
+            ("sysparm_limit", limit.as_str()),
             ("sysparm_exclude_reference_link", "true"),
         ];
-        let result =
-            with_retries(|| self.call(Method::GET, "/api/now/table/change_request", &params, None))
-                .await?;
+        let result = with_retries(|| self.call(Method::GET, &path, &params, None)).await?;
         match result.get("result") {
-            Some(Value::Array(list)) => Ok(list.first().and_then(Value::as_object).cloned()),
+            Some(Value::Array(list)) => {
+                Ok(list.iter().filter_map(Value::as_object).cloned().collect())
+            }
             _ => Err(DownstreamError::protocol(
                 SYSTEM,
                 "list response without a result array",

@@ -1,7 +1,8 @@
 //! Starting, watching and cancelling changes from the client side.
 
 use changeflow_workflows::{
-    ChangeProgress, ChangeResult, DeploymentRequest, TemplateDeployment, search,
+    ChangeProgress, ChangeResult, DeploymentRequest, DownstreamOperation, OperationRequest,
+    TemplateDeployment, search,
 };
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use temporalio_client::{
     WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
     errors::{WorkflowGetResultError, WorkflowStartError},
 };
+use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 
 /// Why a change could not be started, read or cancelled.
@@ -53,6 +55,73 @@ pub async fn start(
         Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
         Err(e) => Err(ChangeError::Temporal(e.to_string())),
     }
+}
+
+/// Why a quick operation produced no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationFailure {
+    /// The named ticket, template or device does not exist.
+    NotFound(String),
+    /// The downstream system refused the request as invalid; nothing was changed.
+    Invalid(String),
+    /// Anything else: unreachable systems, Temporal errors.
+    Failed(String),
+}
+
+/// The application error type and message of a failed workflow.
+pub fn failure_detail(err: &WorkflowGetResultError) -> (String, String) {
+    match err {
+        WorkflowGetResultError::Failed(failure) => {
+            let failure = failure.failure();
+            let type_name = match &failure.failure_info {
+                Some(FailureInfo::ApplicationFailureInfo(info)) => info.r#type.clone(),
+                _ => String::new(),
+            };
+            (type_name, failure.message.clone())
+        }
+        other => (String::new(), other.to_string()),
+    }
+}
+
+/// Runs one quick downstream operation as a `DownstreamOperation` workflow and waits for its
+/// result. A workflow id already used is that call: its result is returned, nothing new runs.
+pub async fn run_operation(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    request: OperationRequest,
+) -> Result<serde_json::Value, OperationFailure> {
+    let requester = request.requested_by.clone();
+    let started = client
+        .start_workflow(
+            DownstreamOperation::run,
+            request,
+            WorkflowStartOptions::new(task_queue, workflow_id)
+                .search_attributes(SearchAttributes::new([
+                    search::REQUESTER.value_set(requester)
+                ]))
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .build(),
+        )
+        .await;
+    if let Err(e) = started
+        && !matches!(e, WorkflowStartError::AlreadyStarted { .. })
+    {
+        return Err(OperationFailure::Failed(e.to_string()));
+    }
+    let handle = client.get_workflow_handle::<DownstreamOperation>(workflow_id);
+    handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .map_err(|err| {
+            let (type_name, message) = failure_detail(&err);
+            match type_name.as_str() {
+                "NotFound" => OperationFailure::NotFound(message),
+                "InvalidRequest" | "Rejected" => OperationFailure::Invalid(message),
+                _ => OperationFailure::Failed(message),
+            }
+        })
 }
 
 /// The change's current progress, or `None` while no worker has answered yet.

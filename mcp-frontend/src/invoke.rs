@@ -7,12 +7,16 @@ use crate::tools::{self, ChangeIdArgs, DeployTemplateArgs, ToolSpec};
 use changeflow_engine::audit::{AuditEntry, canonical_hash};
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
+use changeflow_workflows::operations::*;
 use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Calls with the same caller, tool and arguments within this window reuse one change.
-pub const IDEMPOTENCY_WINDOW_SECS: u64 = 600;
+/// By default, calls with the same caller, tool and arguments within ten minutes reuse one
+/// workflow (see `FrontDoor::idempotency_window`).
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 
 /// Whether a long tool's caller waits for the workflow's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,12 @@ enum Call {
     Deploy(DeployTemplateArgs),
     Change(String),
     List(changes::ChangeFilter),
+    /// A quick downstream operation; `idempotency_key` is set for writes.
+    Operation {
+        operation: Operation,
+        write: bool,
+        idempotency_key: Option<String>,
+    },
 }
 
 fn now_secs() -> u64 {
@@ -63,22 +73,157 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The change id for a deployment: the same caller, tool and arguments (and idempotency key,
-/// or the same time window) give the same id, so a retried call finds the existing change.
-fn change_id(identity: &VerifiedIdentity, arguments: &Value, key: Option<&str>) -> String {
+/// The workflow id of a write: the same caller, tool and arguments (and idempotency key, or the
+/// same time window) give the same id, so a retried call finds the existing workflow.
+fn idempotent_id(
+    prefix: &str,
+    identity: &VerifiedIdentity,
+    tool: &str,
+    arguments: &Value,
+    key: Option<&str>,
+    window: Duration,
+) -> String {
     let scope = match key {
         Some(key) => format!("key:{key}"),
-        None => format!("window:{}", now_secs() / IDEMPOTENCY_WINDOW_SECS),
+        None => format!("window:{}", now_secs() / window.as_secs().max(1)),
     };
     let mut args = arguments.clone();
     if let Some(map) = args.as_object_mut() {
         map.remove("idempotency_key");
     }
-    let digest = canonical_hash(&json!([identity.subject, "deploy_template", args, scope]));
-    format!("change-{}", &digest[..32])
+    let digest = canonical_hash(&json!([identity.subject, tool, args, scope]));
+    format!("{prefix}-{}", &digest[..32])
+}
+
+/// A fresh workflow id for a read: reads are never deduplicated, so each sees current data.
+fn read_id(identity: &VerifiedIdentity, tool: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let digest = canonical_hash(&json!([identity.subject, tool, nanos.to_string(), n]));
+    format!("read-{}", &digest[..32])
+}
+
+fn from_args<T: DeserializeOwned>(arguments: &Value) -> Result<T, String> {
+    serde_json::from_value(arguments.clone()).map_err(|e| e.to_string())
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        Err(format!("{field} must be 1 to {max} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_optional_id(field: &str, value: &Option<String>) -> Result<(), String> {
+    value
+        .as_deref()
+        .map_or(Ok(()), |v| tools::check_id(field, v))
+}
+
+fn check_limit(limit: Option<u32>) -> Result<(), String> {
+    match limit {
+        Some(n) if !(1..=200).contains(&n) => Err("limit must be between 1 and 200".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Parses and checks the arguments of a downstream operation tool, as its schema states.
+fn operation(name: &str, arguments: &Value) -> Option<Result<Operation, String>> {
+    let checked = match name {
+        "list_templates" => from_args::<ListTemplates>(arguments).and_then(|a| {
+            if let Some(p) = &a.project_name {
+                check_text("project_name", p, 128)?;
+            }
+            Ok(Operation::ListTemplates(a))
+        }),
+        "get_template" => from_args::<GetTemplate>(arguments).and_then(|a| {
+            tools::check_id("template_id", &a.template_id)?;
+            Ok(Operation::GetTemplate(a))
+        }),
+        "list_devices" => from_args::<ListDevices>(arguments).and_then(|a| {
+            check_optional_id("hostname", &a.hostname)?;
+            if let Some(family) = &a.family {
+                check_text("family", family, 64)?;
+            }
+            if let Some(r) = &a.reachability
+                && r != "Reachable"
+                && r != "Unreachable"
+            {
+                return Err("reachability must be Reachable or Unreachable".into());
+            }
+            check_limit(a.limit)?;
+            Ok(Operation::ListDevices(a))
+        }),
+        "preview_template" => from_args::<PreviewTemplate>(arguments).and_then(|a| {
+            tools::check_id("template_id", &a.template_id)?;
+            tools::check_id("device", &a.device)?;
+            if a.parameters.len() > 50 || a.parameters.values().any(|v| v.len() > 1024) {
+                return Err("at most 50 parameters of at most 1024 characters each".into());
+            }
+            Ok(Operation::PreviewTemplate(a))
+        }),
+        "get_change_request" => from_args::<GetChangeRequest>(arguments).and_then(|a| {
+            tools::check_id("number", &a.number)?;
+            Ok(Operation::GetChangeRequest(a))
+        }),
+        "list_change_requests" => from_args::<ListChangeRequests>(arguments).and_then(|a| {
+            if let Some(state) = &a.state
+                && !tools::TICKET_STATES.contains(&state.as_str())
+            {
+                return Err(format!(
+                    "state must be one of {}",
+                    tools::TICKET_STATES.join(", ")
+                ));
+            }
+            check_optional_id("requested_by", &a.requested_by)?;
+            check_limit(a.limit)?;
+            Ok(Operation::ListChangeRequests(a))
+        }),
+        "create_change_request" => from_args::<CreateChangeRequest>(arguments).and_then(|a| {
+            check_text("short_description", &a.short_description, 160)?;
+            if let Some(d) = &a.description {
+                check_text("description", d, 4000)?;
+            }
+            check_optional_id("idempotency_key", &a.idempotency_key)?;
+            Ok(Operation::CreateChangeRequest(a))
+        }),
+        "add_work_note" => from_args::<AddWorkNote>(arguments).and_then(|a| {
+            tools::check_id("number", &a.number)?;
+            check_text("note", &a.note, 4000)?;
+            check_optional_id("idempotency_key", &a.idempotency_key)?;
+            Ok(Operation::AddWorkNote(a))
+        }),
+        "close_change_request" => from_args::<CloseChangeRequest>(arguments).and_then(|a| {
+            tools::check_id("number", &a.number)?;
+            check_text("close_notes", &a.close_notes, 4000)?;
+            Ok(Operation::CloseChangeRequest(a))
+        }),
+        _ => return None,
+    };
+    Some(checked)
+}
+
+fn idempotency_key(operation: &Operation) -> Option<String> {
+    match operation {
+        Operation::CreateChangeRequest(a) => a.idempotency_key.clone(),
+        Operation::AddWorkNote(a) => a.idempotency_key.clone(),
+        _ => None,
+    }
 }
 
 fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
+    if let Some(parsed) = operation(spec.name, arguments) {
+        return parsed.map(|operation| Call::Operation {
+            idempotency_key: idempotency_key(&operation),
+            write: !spec.read_only,
+            operation,
+        });
+    }
     match spec.name {
         "list_changes" => serde_json::from_value::<changes::ChangeFilter>(arguments.clone())
             .map_err(|e| e.to_string())
@@ -183,6 +328,45 @@ impl FrontDoor {
         }
 
         match call {
+            Call::Operation {
+                operation,
+                write,
+                idempotency_key,
+            } => {
+                let id = if write {
+                    idempotent_id(
+                        "op",
+                        identity,
+                        spec.name,
+                        &arguments,
+                        idempotency_key.as_deref(),
+                        self.idempotency_window,
+                    )
+                } else {
+                    read_id(identity, spec.name)
+                };
+                let request = OperationRequest {
+                    operation,
+                    requested_by: identity.subject.clone(),
+                };
+                let result =
+                    changes::run_operation(&self.temporal, &self.task_queue, &id, request).await;
+                note(
+                    &id,
+                    if result.is_ok() {
+                        "completed"
+                    } else {
+                        "failed"
+                    },
+                )
+                .await?;
+                Ok(match result {
+                    Ok(value) => Outcome::Done(value),
+                    Err(changes::OperationFailure::NotFound(message)) => Outcome::NotFound(message),
+                    Err(changes::OperationFailure::Invalid(message)) => Outcome::Invalid(message),
+                    Err(changes::OperationFailure::Failed(message)) => Outcome::Failed(message),
+                })
+            }
             Call::List(filter) => {
                 note("", "read").await?;
                 Ok(match changes::list(&self.temporal, &filter).await {
@@ -191,7 +375,14 @@ impl FrontDoor {
                 })
             }
             Call::Deploy(args) => {
-                let id = change_id(identity, &arguments, args.idempotency_key.as_deref());
+                let id = idempotent_id(
+                    "change",
+                    identity,
+                    spec.name,
+                    &arguments,
+                    args.idempotency_key.as_deref(),
+                    self.idempotency_window,
+                );
                 let request = DeploymentRequest {
                     template_id: args.template_id,
                     parameters: args.parameters,

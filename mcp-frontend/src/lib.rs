@@ -37,6 +37,8 @@ pub struct FrontDoor {
     /// Accepted browser `Origin` values for MCP (e.g. `http://localhost:*`); requests without
     /// an Origin (non-browser clients) are unaffected.
     pub allowed_origins: Vec<String>,
+    /// Calls with the same caller, tool and arguments within this window reuse one workflow.
+    pub idempotency_window: std::time::Duration,
 }
 
 /// The HTTP application: metadata and the OpenAPI document, then behind auth `/mcp` (all

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The MCP servers, each also served alone at `/mcp/{server}`.
-pub const SERVERS: [&str; 2] = ["catalyst-center", "changes"];
+pub const SERVERS: [&str; 3] = ["catalyst-center", "servicenow", "changes"];
 
 /// One tool's definition.
 pub struct ToolSpec {
@@ -162,6 +162,199 @@ fn list_schema() -> Value {
     })
 }
 
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+}
+
+fn id_field(description: &str) -> Value {
+    json!({"type": "string", "pattern": ID_PATTERN, "description": description})
+}
+
+fn text_field(max: usize, description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max, "description": description})
+}
+
+fn limit_field() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50})
+}
+
+fn idempotency_field() -> Value {
+    id_field("Same key, same write: a retried call never writes twice")
+}
+
+fn parameters_field() -> Value {
+    json!({
+        "type": "object",
+        "maxProperties": 50,
+        "additionalProperties": {"type": "string", "maxLength": 1024},
+        "description": "Template parameters by name (values as strings)"
+    })
+}
+
+fn list_templates_schema() -> Value {
+    object(
+        &[],
+        json!({"project_name": text_field(128, "Only templates of this Catalyst Center project")}),
+    )
+}
+
+fn template_id_schema() -> Value {
+    object(
+        &["template_id"],
+        json!({"template_id": id_field("Catalyst Center template id")}),
+    )
+}
+
+fn list_devices_schema() -> Value {
+    object(
+        &[],
+        json!({
+            "hostname": id_field("Exact hostname"),
+            "family": text_field(64, "Device family, e.g. 'Switches and Hubs'"),
+            "reachability": {"type": "string", "enum": ["Reachable", "Unreachable"]},
+            "limit": limit_field()
+        }),
+    )
+}
+
+fn preview_schema() -> Value {
+    object(
+        &["template_id", "device"],
+        json!({
+            "template_id": id_field("Catalyst Center template id"),
+            "device": id_field("Hostname or Catalyst Center device id"),
+            "parameters": parameters_field()
+        }),
+    )
+}
+
+fn ticket_number_schema() -> Value {
+    object(
+        &["number"],
+        json!({"number": id_field("Change request number, e.g. CHG0030001")}),
+    )
+}
+
+/// ServiceNow change states by name.
+pub const TICKET_STATES: [&str; 8] = [
+    "new",
+    "assess",
+    "authorize",
+    "scheduled",
+    "implement",
+    "review",
+    "closed",
+    "canceled",
+];
+
+fn list_tickets_schema() -> Value {
+    object(
+        &[],
+        json!({
+            "state": {"type": "string", "enum": TICKET_STATES},
+            "requested_by": id_field("Requester user name"),
+            "limit": limit_field()
+        }),
+    )
+}
+
+fn create_ticket_schema() -> Value {
+    object(
+        &["short_description"],
+        json!({
+            "short_description": text_field(160, "One-line summary"),
+            "description": text_field(4000, "What will be changed and why"),
+            "idempotency_key": idempotency_field()
+        }),
+    )
+}
+
+fn work_note_schema() -> Value {
+    object(
+        &["number", "note"],
+        json!({
+            "number": id_field("Change request number"),
+            "note": text_field(4000, "The note; the caller's name is appended"),
+            "idempotency_key": idempotency_field()
+        }),
+    )
+}
+
+fn close_ticket_schema() -> Value {
+    object(
+        &["number", "close_code", "close_notes"],
+        json!({
+            "number": id_field("Change request number"),
+            "close_code": {"type": "string", "enum": ["successful", "successful_issues", "unsuccessful", "canceled"],
+                           "description": "'canceled' cancels a change that has not reached Implement"},
+            "close_notes": text_field(4000, "Why and how it closed")
+        }),
+    )
+}
+
+fn template_list_result() -> Value {
+    json!({"type": "object", "required": ["templates"], "properties": {"templates": {"type": "array", "items": {
+        "type": "object",
+        "required": ["template_id", "name", "project_name"],
+        "properties": {"template_id": {"type": "string"}, "name": {"type": "string"}, "project_name": {"type": "string"}, "version": {"type": "string"}}
+    }}}})
+}
+
+fn template_result() -> Value {
+    json!({
+        "type": "object",
+        "required": ["template_id", "name", "content", "parameters"],
+        "properties": {
+            "template_id": {"type": "string"}, "name": {"type": "string"}, "project_name": {"type": "string"},
+            "description": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
+            "content": {"type": "string"},
+            "parameters": {"type": "array", "items": {"type": "object", "required": ["name", "required"], "properties": {
+                "name": {"type": "string"}, "data_type": {"type": "string"}, "required": {"type": "boolean"}, "default": {"type": ["string", "null"]}
+            }}}
+        }
+    })
+}
+
+fn device_list_result() -> Value {
+    json!({"type": "object", "required": ["devices"], "properties": {"devices": {"type": "array", "items": {
+        "type": "object",
+        "required": ["device_id", "hostname", "reachability"],
+        "properties": {
+            "device_id": {"type": "string"}, "hostname": {"type": "string"}, "management_ip": {"type": "string"},
+            "platform": {"type": "string"}, "family": {"type": "string"}, "software_version": {"type": "string"},
+            "reachability": {"type": "string"}, "managed": {"type": "boolean"}
+        }
+    }}}})
+}
+
+fn preview_result() -> Value {
+    json!({
+        "type": "object",
+        "required": ["template_id", "device", "rendered", "validation_errors"],
+        "properties": {
+            "template_id": {"type": "string"}, "device": {"type": "string"}, "rendered": {"type": "string"},
+            "validation_errors": {"type": "array", "items": {"type": "string"}}
+        }
+    })
+}
+
+fn ticket_result() -> Value {
+    let text = json!({"type": "string"});
+    json!({
+        "type": "object",
+        "required": ["number", "sys_id", "state"],
+        "properties": {
+            "number": text, "sys_id": text, "state": {"type": "string", "enum": TICKET_STATES}, "type": text,
+            "short_description": text, "description": text, "requested_by": text, "correlation_id": text,
+            "close_code": text, "close_notes": text, "opened_at": text, "updated_at": text
+        }
+    })
+}
+
+fn ticket_list_result() -> Value {
+    json!({"type": "object", "required": ["change_requests"], "properties": {"change_requests": {"type": "array", "items": ticket_result()}}})
+}
+
 /// Statuses `list_changes` filters by.
 pub const STATUSES: [&str; 6] = [
     "running",
@@ -185,6 +378,123 @@ pub const TOOLS: &[ToolSpec] = &[
         long_running: true,
         input_schema: deploy_schema,
         output_schema: change_result_schema,
+    },
+    ToolSpec {
+        server: "catalyst-center",
+        name: "list_templates",
+        title: "List configuration templates",
+        description: "Catalyst Center configuration templates, optionally of one project.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: list_templates_schema,
+        output_schema: template_list_result,
+    },
+    ToolSpec {
+        server: "catalyst-center",
+        name: "get_template",
+        title: "Get a configuration template",
+        description: "One template's content, language, version and parameters.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: template_id_schema,
+        output_schema: template_result,
+    },
+    ToolSpec {
+        server: "catalyst-center",
+        name: "list_devices",
+        title: "List network devices",
+        description: "Devices managed by Catalyst Center, filtered by hostname, family or reachability.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: list_devices_schema,
+        output_schema: device_list_result,
+    },
+    ToolSpec {
+        server: "catalyst-center",
+        name: "preview_template",
+        title: "Preview a template for a device",
+        description: "Render a template with parameters for one device without deploying it; reports validation errors.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: preview_schema,
+        output_schema: preview_result,
+    },
+    ToolSpec {
+        server: "servicenow",
+        name: "get_change_request",
+        title: "Get a change request",
+        description: "One ServiceNow change request by number.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: ticket_number_schema,
+        output_schema: ticket_result,
+    },
+    ToolSpec {
+        server: "servicenow",
+        name: "list_change_requests",
+        title: "List change requests",
+        description: "ServiceNow change requests by state and requester, newest first.",
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: list_tickets_schema,
+        output_schema: ticket_list_result,
+    },
+    ToolSpec {
+        server: "servicenow",
+        name: "create_change_request",
+        title: "Open a change request",
+        description: "Open a normal ServiceNow change request requested by the caller.",
+        action: "write",
+        read_only: false,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: create_ticket_schema,
+        output_schema: ticket_result,
+    },
+    ToolSpec {
+        server: "servicenow",
+        name: "add_work_note",
+        title: "Add a work note",
+        description: "Append a work note (signed with the caller's name) to a change request.",
+        action: "write",
+        read_only: false,
+        destructive: false,
+        idempotent: true,
+        long_running: false,
+        input_schema: work_note_schema,
+        output_schema: ticket_result,
+    },
+    ToolSpec {
+        server: "servicenow",
+        name: "close_change_request",
+        title: "Close a change request",
+        description: "Close a change request from Implement or Review with a close code and notes, or cancel one that has not reached Implement.",
+        action: "write",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        long_running: false,
+        input_schema: close_ticket_schema,
+        output_schema: ticket_result,
     },
     ToolSpec {
         server: "changes",

@@ -45,6 +45,14 @@ impl ChangeActivities {
         unimplemented!()
     }
 
+    /// Runs one quick read or write of a tool call (see `operations`); returns its JSON result.
+    #[activity(name = "perform_operation")]
+    pub fn perform_operation(
+        request: crate::operations::OperationRequest,
+    ) -> Result<serde_json::Value, ActivityError> {
+        unimplemented!()
+    }
+
     /// Closes the change request as successful, unsuccessful or canceled, with notes.
     #[activity(name = "close_change_ticket")]
     pub fn close_change_ticket(close: CloseChangeTicket) -> Result<(), ActivityError> {

@@ -4,9 +4,11 @@
 //! implemented in `changeflow-activities`, which the worker registers.
 
 pub mod activities;
+pub mod operations;
 pub mod template_deployment;
 pub mod types;
 
+pub use operations::{DownstreamOperation, Operation, OperationRequest};
 pub use template_deployment::TemplateDeployment;
 pub use types::*;
 
