@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use changeflow_engine::audit::AuditStore;
+use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
-use changeflow_mcp_frontend::FrontDoor;
+use changeflow_mcp_frontend::{Authentication, FrontDoor, tools};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +103,8 @@ pub async fn start(
         None => AuditStore::open_in(&options.data_dir).await?,
     };
     let front = Arc::new(FrontDoor {
-        verifier: Arc::new(verifier),
+        authentication: Authentication::Bearer(Arc::new(verifier)),
+        catalog: tools::Catalog::Production,
         policy,
         audit: Arc::new(audit),
         temporal,
@@ -112,6 +114,16 @@ pub async fn start(
         allowed_origins: options.allowed_origins,
         idempotency_window: options.idempotency_window,
     });
+    Ok(serve(listener, front, url, policy_watch))
+}
+
+/// Serves `front` on `listener` in the background until the returned handle is dropped.
+fn serve(
+    listener: tokio::net::TcpListener,
+    front: Arc<FrontDoor>,
+    url: String,
+    policy_watch: tokio::task::JoinHandle<()>,
+) -> RunningFrontDoor {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         if let Err(e) = changeflow_mcp_frontend::run(listener, front, async {
@@ -122,9 +134,57 @@ pub async fn start(
             tracing::error!(error = %e, "front door stopped");
         }
     });
-    Ok(RunningFrontDoor {
+    RunningFrontDoor {
         url,
         _stop: stop,
         _policy_watch: policy_watch,
-    })
+    }
+}
+
+/// The identity every request has in the conformance profile.
+pub const CONFORMANCE_SUBJECT: &str = "conformance-suite";
+
+/// The test-only profile the MCP conformance suite runs against: its fixture tools (each a
+/// workflow), and every request acting as a fixed test identity because the suite sends no
+/// token. Refuses any address but loopback, so it cannot be exposed by mistake.
+pub async fn start_conformance_profile(
+    listen: &str,
+    data_dir: &Path,
+    temporal: Client,
+    task_queue: &str,
+) -> anyhow::Result<RunningFrontDoor> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    anyhow::ensure!(
+        address.ip().is_loopback(),
+        "the conformance profile serves without authentication and binds only loopback addresses, not {address}"
+    );
+    let policy = Arc::new(
+        PolicyEngine::load(policy_dir(Path::new("policy"), data_dir)?)
+            .context("loading the policy")?,
+    );
+    let url = format!("http://{address}");
+    let front = Arc::new(FrontDoor {
+        authentication: Authentication::FixedTestIdentity(VerifiedIdentity {
+            subject: CONFORMANCE_SUBJECT.into(),
+            name: Some("MCP conformance suite".into()),
+            email: None,
+            groups: vec!["admin".into()],
+            amr: vec!["test".into()],
+            client_id: Some("conformance".into()),
+            expires_at: u64::MAX,
+        }),
+        catalog: tools::Catalog::ConformanceFixtures,
+        policy,
+        audit: Arc::new(AuditStore::open_in(data_dir).await?),
+        temporal,
+        task_queue: task_queue.to_string(),
+        resource: format!("{url}/mcp"),
+        allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        allowed_origins: loopback_origins(),
+        idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+    });
+    Ok(serve(listener, front, url, tokio::spawn(async {})))
 }

@@ -79,6 +79,16 @@ RFC 9728 metadata at /.well-known/oauth-protected-resource. Every request needs 
 configured OpenID provider; every tool call is authorized by the policy and written to the audit store."
     )]
     Serve(ServeArgs),
+    /// Test only: serve the MCP conformance suite's fixture tools without authentication (loopback only).
+    #[command(
+        hide = true,
+        long_about = "Test only. Serve the fixture tools the MCP conformance suite \
+(@modelcontextprotocol/conformance) expects (greet, slow_compute, failing_job, protocol_error_job), each run as \
+a workflow, at /mcp. The suite sends no token, so every request acts as a fixed test identity; for that reason \
+this refuses to listen on anything but a loopback address. Needs --temporal-address and a running \
+`changeflow worker` on the same task queue."
+    )]
+    ConformanceServer(ConformanceServerArgs),
     /// Run a worker against configured ServiceNow and Catalyst Center.
     #[command(
         long_about = "Run a worker that executes changeflow's workflows and activities.\n\n\
@@ -132,6 +142,13 @@ struct ServeArgs {
     /// starting another (an explicit idempotency_key always does).
     #[arg(long, env = "CHANGEFLOW_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     idempotency_window_secs: u64,
+}
+
+#[derive(Args)]
+struct ConformanceServerArgs {
+    /// Loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -360,6 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(args) => audit(&g, args).await,
         Command::Policy(args) => policy(args),
         Command::Serve(args) => success(serve(&g, args).await),
+        Command::ConformanceServer(args) => success(conformance_server(&g, args).await),
         Command::Token(args) => success(token(&g, args).await),
     }
 }
@@ -795,6 +813,30 @@ fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+async fn conformance_server(g: &GlobalArgs, args: ConformanceServerArgs) -> anyhow::Result<()> {
+    let address = g
+        .temporal_address
+        .clone()
+        .context("conformance-server needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS)")?;
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-conformance")
+            .await?;
+    std::fs::create_dir_all(&g.data_dir)?;
+    let door = changeflow::front_door::start_conformance_profile(
+        &args.listen,
+        &g.data_dir,
+        client,
+        &g.task_queue,
+    )
+    .await?;
+    eprintln!(
+        "conformance fixtures at {} (test only, no authentication)",
+        door.mcp_url()
+    );
+    stop_requested().await;
+    Ok(())
 }
 
 async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {

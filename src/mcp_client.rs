@@ -1,17 +1,22 @@
-//! A minimal MCP client over Streamable HTTP (protocol 2025-11-25): initialize, list tools,
-//! call a tool while streaming its progress notifications. Used by `changeflow demo` to drive
-//! its change through the front door exactly as an assistant would.
+//! A minimal MCP client over Streamable HTTP: 2025-11-25 sessions (initialize, then requests)
+//! or stateless 2026-07-28 requests (protocol version, client info and capabilities in every
+//! request's `_meta`). Lists tools and calls them while streaming progress notifications. Used
+//! by `changeflow demo` to drive its change through the front door exactly as an assistant would.
 
 use anyhow::Context;
 use serde_json::{Value, json};
 
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The stateless protocol revision.
+pub const STATELESS_PROTOCOL_VERSION: &str = "2026-07-28";
 
 pub struct McpClient {
     http: reqwest::Client,
     url: String,
     token: String,
     session: Option<String>,
+    /// Stateless mode: the capabilities every request declares in `_meta`.
+    stateless_capabilities: Option<Value>,
     next_id: u64,
 }
 
@@ -30,12 +35,25 @@ impl McpClient {
             url: url.to_string(),
             token: token.to_string(),
             session: None,
+            stateless_capabilities: None,
             next_id: 1,
         };
         let params = json!({"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "changeflow-cli", "version": env!("CARGO_PKG_VERSION")}});
         let init = client.request("initialize", params, |_| {}).await?;
         client.notify("notifications/initialized").await?;
         Ok((client, init))
+    }
+
+    /// A stateless (2026-07-28) client declaring `capabilities` on every request; no handshake.
+    pub fn stateless(url: &str, token: &str, capabilities: Value) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            token: token.to_string(),
+            session: None,
+            stateless_capabilities: Some(capabilities),
+            next_id: 1,
+        }
     }
 
     pub fn session_id(&self) -> Option<&str> {
@@ -63,24 +81,34 @@ impl McpClient {
     ) -> anyhow::Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
+        let mut params = params;
+        if let (Some(capabilities), Some(map)) =
+            (&self.stateless_capabilities, params.as_object_mut())
+        {
+            let meta = map.entry("_meta").or_insert_with(|| json!({}));
+            meta["io.modelcontextprotocol/protocolVersion"] = json!(STATELESS_PROTOCOL_VERSION);
+            meta["io.modelcontextprotocol/clientInfo"] =
+                json!({"name": "changeflow-cli", "version": env!("CARGO_PKG_VERSION")});
+            meta["io.modelcontextprotocol/clientCapabilities"] = capabilities.clone();
+        }
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let exchange = self.post(&body, on_message).await?;
-        anyhow::ensure!(
-            exchange.status == 200,
-            "{method} answered HTTP {}",
-            exchange.status
-        );
         if self.session.is_none() {
             self.session = exchange.session;
         }
-        let response = exchange
-            .messages
-            .into_iter()
-            .find(|m| m["id"] == id)
-            .with_context(|| format!("no answer to {method}"))?;
+        // An error may come with an HTTP error status (e.g. 400 for a missing capability).
+        let response = exchange.messages.into_iter().find(|m| m["id"] == id);
+        let response = match response {
+            Some(response) if exchange.status == 200 || response.get("error").is_some() => response,
+            _ => anyhow::bail!(
+                "{method} answered HTTP {} without a result",
+                exchange.status
+            ),
+        };
         if let Some(error) = response.get("error") {
             anyhow::bail!(
-                "{method} failed: {}",
+                "{method} failed ({}): {}",
+                error["code"],
                 error["message"].as_str().unwrap_or("unknown error")
             );
         }
@@ -116,13 +144,28 @@ impl McpClient {
         body: &Value,
         mut on_message: impl FnMut(&Value),
     ) -> anyhow::Result<Exchange> {
+        let version = if self.stateless_capabilities.is_some() {
+            STATELESS_PROTOCOL_VERSION
+        } else {
+            PROTOCOL_VERSION
+        };
         let mut request = self
             .http
             .post(&self.url)
             .header("Accept", "application/json, text/event-stream")
-            .header("MCP-Protocol-Version", PROTOCOL_VERSION)
+            .header("MCP-Protocol-Version", version)
             .bearer_auth(&self.token)
             .json(body);
+        if self.stateless_capabilities.is_some() {
+            // The routing headers the stateless revision requires, mirroring the body.
+            if let Some(method) = body["method"].as_str() {
+                request = request.header("Mcp-Method", method);
+            }
+            let params = &body["params"];
+            if let Some(name) = params["name"].as_str().or(params["taskId"].as_str()) {
+                request = request.header("Mcp-Name", name);
+            }
+        }
         if let Some(session) = &self.session {
             request = request.header("Mcp-Session-Id", session);
         }

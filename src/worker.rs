@@ -4,7 +4,7 @@
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
 use changeflow_engine::CredentialProvider;
-use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
+use changeflow_workflows::{ConformanceFixture, DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -25,6 +25,7 @@ pub async fn run_worker(
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TemplateDeployment>()
         .and_then(|options| options.register_workflow::<DownstreamOperation>())
+        .and_then(|options| options.register_workflow::<ConformanceFixture>())
         .context("registering workflows")?
         .register_activities(activities)
         .build();

@@ -9,7 +9,7 @@ use changeflow_engine::audit::{AuditFilter, AuditStore};
 use changeflow_engine::dev_issuer::{self, DevTokenRequest};
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
-use changeflow_mcp_frontend::FrontDoor;
+use changeflow_mcp_frontend::{Authentication, FrontDoor};
 use common::{Harness, HarnessOptions};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -38,7 +38,8 @@ async fn front_door(h: &Harness) -> Door {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let front = Arc::new(FrontDoor {
-        verifier: Arc::new(verifier),
+        authentication: Authentication::Bearer(Arc::new(verifier)),
+        catalog: changeflow_mcp_frontend::tools::Catalog::Production,
         policy: Arc::new(policy),
         audit: audit.clone(),
         temporal: h.client.clone(),
@@ -467,7 +468,7 @@ async fn the_official_python_sdk_works_in_both_protocol_eras() {
         assert!(output.status.success(), "{mode}:\n{stdout}\n{stderr}");
         assert_eq!(
             stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
-            5,
+            6,
             "{mode}: {stdout}"
         );
     }
@@ -876,4 +877,154 @@ async fn catalyst_and_servicenow_tools_run_as_short_workflows() {
         "write on servicenow"
     );
     assert_eq!(h.sims.servicenow.change_requests().len(), before + 1);
+}
+
+const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// Polls `tasks/get` until the task leaves `working`.
+async fn settle(client: &mut McpClient, task_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let task = client
+            .request("tasks/get", json!({"taskId": task_id}), |_| {})
+            .await
+            .unwrap();
+        if task["status"] != "working" {
+            return task;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task never ended: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_its_workflow_and_survives_a_frontend_restart() {
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(8),
+        ..Default::default()
+    })
+    .await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let with_tasks = json!({"extensions": {TASKS: {}}});
+    let mut client = McpClient::stateless(
+        &format!("{}/mcp", door.url),
+        &door.token("alice"),
+        with_tasks.clone(),
+    );
+    let call = json!({"name": "deploy_template", "arguments": ntp_arguments()});
+    let created = client
+        .request("tools/call", call.clone(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(created["resultType"], "task", "{created}");
+    assert_eq!(created["status"], "working");
+    let task_id = created["taskId"].as_str().unwrap().to_string();
+    assert_eq!(
+        workflow(&h, &task_id).await.0,
+        "TemplateDeployment",
+        "the task id is the workflow id"
+    );
+    let running = client
+        .request("tasks/get", json!({"taskId": task_id}), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(running["status"], "working");
+    assert!(running["statusMessage"].is_string(), "{running}");
+    assert!(running.get("result").is_none());
+
+    // A new front-door instance (nothing shared but Temporal) answers for the same task.
+    drop(door);
+    let door = front_door(&h).await;
+    let alice = door.token("alice");
+    let mut client = McpClient::stateless(&format!("{}/mcp", door.url), &alice, with_tasks.clone());
+    let done = settle(&mut client, &task_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let result = &done["result"]["structuredContent"];
+    assert_eq!(result["outcome"], "succeeded", "{done}");
+    assert_eq!(result["change_id"], task_id.as_str());
+    assert_eq!(h.sims.stats.deploy_requests(), 1);
+
+    // The same call again is the same task, already completed: nothing is deployed twice.
+    let again = client.request("tools/call", call, |_| {}).await.unwrap();
+    assert_eq!(again["taskId"], task_id.as_str());
+    assert_eq!(again["status"], "completed");
+    assert_eq!(h.sims.stats.deploy_requests(), 1);
+
+    let unknown = client
+        .request("tasks/get", json!({"taskId": "change-nope"}), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("-32602"), "{unknown}");
+    let mut without_tasks = McpClient::stateless(&format!("{}/mcp", door.url), &alice, json!({}));
+    let refused = without_tasks
+        .request("tasks/get", json!({"taskId": task_id}), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("-32021"),
+        "missing client capability: {refused}"
+    );
+    let mut dave = McpClient::stateless(
+        &format!("{}/mcp", door.url),
+        &door.token("dave"),
+        with_tasks.clone(),
+    );
+    let denied = dave
+        .request("tasks/get", json!({"taskId": task_id}), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("read on changes"), "{denied}");
+
+    // tasks/cancel cancels the workflow, which closes its ticket as canceled.
+    let mut arguments = ntp_arguments();
+    arguments["idempotency_key"] = json!("ticket-4712");
+    let created = client
+        .request(
+            "tools/call",
+            json!({"name": "deploy_template", "arguments": arguments}),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let second = created["taskId"].as_str().unwrap().to_string();
+    h.wait_for_progress(&second, Duration::from_secs(60), |p| p.task_id.is_some())
+        .await;
+    let ack = client
+        .request("tasks/cancel", json!({"taskId": second}), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ack, json!({"resultType": "complete"}));
+    let cancelled = settle(&mut client, &second).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let status = client
+        .request(
+            "tools/call",
+            json!({"name": "get_change_status", "arguments": {"change_id": second}}),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let ticket = status["structuredContent"]["ticket_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        h.ticket(&ticket).get("state"),
+        "4",
+        "canceled in ServiceNow"
+    );
+    // Cancelling a task that has ended is acknowledged and changes nothing.
+    let ack = client
+        .request("tasks/cancel", json!({"taskId": task_id}), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ack["resultType"], "complete");
+    assert_eq!(settle(&mut client, &task_id).await["status"], "completed");
 }

@@ -1,7 +1,7 @@
 //! Authentication of every MCP request: a valid bearer token or a 401 with the RFC 9728
 //! challenge that tells the client where to find the authorization server.
 
-use crate::FrontDoor;
+use crate::{Authentication, FrontDoor};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,11 +22,11 @@ fn metadata_url(front: &FrontDoor) -> String {
 pub async fn protected_resource_metadata(
     State(front): State<Arc<FrontDoor>>,
 ) -> Json<serde_json::Value> {
-    Json(metadata(
-        &front.resource,
-        &[front.verifier.config().issuer.as_str()],
-        &["mcp"],
-    ))
+    let issuers: Vec<&str> = match &front.authentication {
+        Authentication::Bearer(verifier) => vec![verifier.config().issuer.as_str()],
+        Authentication::FixedTestIdentity(_) => vec![],
+    };
+    Json(metadata(&front.resource, &issuers, &["mcp"]))
 }
 
 /// Verifies the bearer token and attaches the `VerifiedIdentity` to the request.
@@ -35,6 +35,13 @@ pub async fn require_bearer(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let verifier = match &front.authentication {
+        Authentication::Bearer(verifier) => verifier,
+        Authentication::FixedTestIdentity(identity) => {
+            request.extensions_mut().insert(identity.clone());
+            return next.run(request).await;
+        }
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -48,7 +55,7 @@ pub async fn require_bearer(
     let Some(token) = presented else {
         return challenge(&front, None);
     };
-    match front.verifier.verify(&token).await {
+    match verifier.verify(&token).await {
         Ok(identity) => {
             request.extensions_mut().insert(identity);
             next.run(request).await

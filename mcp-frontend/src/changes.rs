@@ -1,8 +1,9 @@
 //! Starting, watching and cancelling changes from the client side.
 
+use changeflow_workflows::fixtures::FixtureCall;
 use changeflow_workflows::{
-    ChangeProgress, ChangeResult, DeploymentRequest, DownstreamOperation, OperationRequest,
-    TemplateDeployment, search,
+    ChangeProgress, ChangeResult, ConformanceFixture, DeploymentRequest, DownstreamOperation,
+    OperationRequest, TemplateDeployment, search,
 };
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -83,6 +84,40 @@ pub fn failure_detail(err: &WorkflowGetResultError) -> (String, String) {
     }
 }
 
+/// Start options of a tool's workflow: tagged with its requester, and an id already used means
+/// that call (nothing new starts).
+fn tool_start_options(
+    task_queue: &str,
+    workflow_id: &str,
+    requester: &str,
+) -> WorkflowStartOptions {
+    WorkflowStartOptions::new(task_queue, workflow_id)
+        .search_attributes(SearchAttributes::new([
+            search::REQUESTER.value_set(requester.to_string())
+        ]))
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .build()
+}
+
+/// Starts a conformance fixture's workflow (test profile only).
+pub async fn start_fixture(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    requester: &str,
+    call: FixtureCall,
+) -> Result<(), ChangeError> {
+    let options = tool_start_options(task_queue, workflow_id, requester);
+    match client
+        .start_workflow(ConformanceFixture::run, call, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(e) => Err(ChangeError::Temporal(e.to_string())),
+    }
+}
+
 /// Runs one quick downstream operation as a `DownstreamOperation` workflow and waits for its
 /// result. A workflow id already used is that call: its result is returned, nothing new runs.
 pub async fn run_operation(
@@ -91,19 +126,9 @@ pub async fn run_operation(
     workflow_id: &str,
     request: OperationRequest,
 ) -> Result<serde_json::Value, OperationFailure> {
-    let requester = request.requested_by.clone();
+    let options = tool_start_options(task_queue, workflow_id, &request.requested_by);
     let started = client
-        .start_workflow(
-            DownstreamOperation::run,
-            request,
-            WorkflowStartOptions::new(task_queue, workflow_id)
-                .search_attributes(SearchAttributes::new([
-                    search::REQUESTER.value_set(requester)
-                ]))
-                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .build(),
-        )
+        .start_workflow(DownstreamOperation::run, request, options)
         .await;
     if let Err(e) = started
         && !matches!(e, WorkflowStartError::AlreadyStarted { .. })
@@ -144,6 +169,13 @@ pub async fn result(
 ) -> Result<ChangeResult, WorkflowGetResultError> {
     let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     handle.get_result(WorkflowGetResultOptions::default()).await
+}
+
+/// A change's result as tools return it: the workflow's result with the change id.
+pub fn result_value(workflow_id: &str, result: &ChangeResult) -> serde_json::Value {
+    let mut value = serde_json::to_value(result).unwrap_or_default();
+    value["change_id"] = serde_json::json!(workflow_id);
+    value
 }
 
 /// Requests cancellation; the workflow closes its ticket as canceled.

@@ -34,6 +34,10 @@ pub enum Outcome {
     Done(Value),
     /// The change ran and failed: the structured result, with the reason.
     ChangeFailed(Value),
+    /// A tool result that is not structured content (the conformance fixtures).
+    Tool(crate::tasks::ToolResult),
+    /// The call failed at the protocol level (a JSON-RPC error, not a tool error).
+    ProtocolError(String),
     /// A long-running change was started (or found running) and not waited for.
     Started { change_id: String },
     /// The policy refused: which permission is missing and why.
@@ -58,6 +62,8 @@ enum Call {
     Deploy(DeployTemplateArgs),
     Change(String),
     List(changes::ChangeFilter),
+    /// A conformance fixture (test profile only).
+    Fixture(changeflow_workflows::fixtures::FixtureCall),
     /// A quick downstream operation; `idempotency_key` is set for writes.
     Operation {
         operation: Operation,
@@ -96,7 +102,7 @@ fn idempotent_id(
 }
 
 /// A fresh workflow id for a read: reads are never deduplicated, so each sees current data.
-fn read_id(identity: &VerifiedIdentity, tool: &str) -> String {
+fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,7 +110,7 @@ fn read_id(identity: &VerifiedIdentity, tool: &str) -> String {
         .unwrap_or(0);
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let digest = canonical_hash(&json!([identity.subject, tool, nanos.to_string(), n]));
-    format!("read-{}", &digest[..32])
+    format!("{prefix}-{}", &digest[..32])
 }
 
 fn from_args<T: DeserializeOwned>(arguments: &Value) -> Result<T, String> {
@@ -217,6 +223,12 @@ fn idempotency_key(operation: &Operation) -> Option<String> {
 }
 
 fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
+    if spec.server == tools::FIXTURE_SERVER {
+        return Ok(Call::Fixture(changeflow_workflows::fixtures::FixtureCall {
+            tool: spec.name.to_string(),
+            arguments: arguments.clone(),
+        }));
+    }
     if let Some(parsed) = operation(spec.name, arguments) {
         return parsed.map(|operation| Call::Operation {
             idempotency_key: idempotency_key(&operation),
@@ -239,11 +251,97 @@ fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
     }
 }
 
+fn policy_input(identity: &VerifiedIdentity, spec: &ToolSpec, arguments: &Value) -> PolicyInput {
+    PolicyInput {
+        identity: PolicyIdentity {
+            subject: identity.subject.clone(),
+            groups: identity.groups.clone(),
+            amr: identity.amr.clone(),
+            client_id: identity.client_id.clone().unwrap_or_default(),
+        },
+        resource: spec.server.to_string(),
+        action: spec.action.to_string(),
+        tool: PolicyTool {
+            name: spec.name.to_string(),
+            arguments: arguments.clone(),
+        },
+        context: json!({"time": now_secs(), "client": identity.client_id}),
+    }
+}
+
+/// An allowed task request, to audit its outcome with.
+pub struct TaskPermit<'a> {
+    front: &'a FrontDoor,
+    identity: &'a VerifiedIdentity,
+    method: &'static str,
+    arguments: Value,
+    decision: (String, String),
+}
+
+impl TaskPermit<'_> {
+    pub async fn note(&self, outcome: &str) -> Result<(), AuditUnavailable> {
+        let task_id = self.arguments["change_id"].as_str().unwrap_or_default();
+        self.front
+            .record(
+                self.identity,
+                ("tasks", self.method),
+                &self.arguments,
+                ("allow", &self.decision.0, &self.decision.1),
+                task_id,
+                outcome,
+            )
+            .await
+    }
+}
+
 impl FrontDoor {
+    /// Policy for a task request (`tasks/get`, `tasks/update`, `tasks/cancel`): judged as the
+    /// tool with the same effect on that change (`get_change_status`, `cancel_change`), audited
+    /// under the request's own name. A denial is audited here and returned.
+    pub async fn authorize_task<'a>(
+        &'a self,
+        identity: &'a VerifiedIdentity,
+        method: &'static str,
+        task_id: &str,
+    ) -> Result<Result<TaskPermit<'a>, Outcome>, AuditUnavailable> {
+        let as_tool = if method == "tasks/get" {
+            "get_change_status"
+        } else {
+            "cancel_change"
+        };
+        let spec = tools::find(Some("changes"), as_tool).expect("the changes tools exist");
+        let arguments = json!({"change_id": task_id});
+        let decision = self
+            .policy
+            .decide(&policy_input(identity, spec, &arguments));
+        if !decision.allow {
+            self.record(
+                identity,
+                ("tasks", method),
+                &arguments,
+                ("deny", &decision.reason, &decision.revision),
+                task_id,
+                "denied",
+            )
+            .await?;
+            return Ok(Err(Outcome::Denied {
+                missing_permission: format!("{} on {}", spec.action, spec.server),
+                reason: decision.reason,
+            }));
+        }
+        Ok(Ok(TaskPermit {
+            front: self,
+            identity,
+            method,
+            arguments,
+            decision: (decision.reason, decision.revision),
+        }))
+    }
+
     async fn record(
         &self,
         identity: &VerifiedIdentity,
-        spec: &ToolSpec,
+        (server, tool): (&str, &str),
         arguments: &Value,
         decision: (&str, &str, &str),
         workflow_id: &str,
@@ -252,8 +350,8 @@ impl FrontDoor {
         let entry = AuditEntry {
             subject: identity.subject.clone(),
             client: identity.client_id.clone().unwrap_or_default(),
-            server: spec.server.to_string(),
-            tool: spec.name.to_string(),
+            server: server.to_string(),
+            tool: tool.to_string(),
             arguments_hash: canonical_hash(arguments),
             decision: decision.0.to_string(),
             reason: decision.1.to_string(),
@@ -282,7 +380,7 @@ impl FrontDoor {
             Err(problem) => {
                 self.record(
                     identity,
-                    spec,
+                    (spec.server, spec.name),
                     &arguments,
                     ("none", &problem, ""),
                     "",
@@ -292,22 +390,9 @@ impl FrontDoor {
                 return Ok(Outcome::Invalid(problem));
             }
         };
-        let input = PolicyInput {
-            identity: PolicyIdentity {
-                subject: identity.subject.clone(),
-                groups: identity.groups.clone(),
-                amr: identity.amr.clone(),
-                client_id: identity.client_id.clone().unwrap_or_default(),
-            },
-            resource: spec.server.to_string(),
-            action: spec.action.to_string(),
-            tool: PolicyTool {
-                name: spec.name.to_string(),
-                arguments: arguments.clone(),
-            },
-            context: json!({"time": now_secs(), "client": identity.client_id}),
-        };
-        let decision = self.policy.decide(&input);
+        let decision = self
+            .policy
+            .decide(&policy_input(identity, spec, &arguments));
         let verdict = if decision.allow { "allow" } else { "deny" };
         let audited = (
             verdict,
@@ -316,8 +401,15 @@ impl FrontDoor {
         );
         // Every record after the decision carries the same caller, tool, arguments and verdict.
         let note = async |workflow_id: &str, outcome: &str| {
-            self.record(identity, spec, &arguments, audited, workflow_id, outcome)
-                .await
+            self.record(
+                identity,
+                (spec.server, spec.name),
+                &arguments,
+                audited,
+                workflow_id,
+                outcome,
+            )
+            .await
         };
         if !decision.allow {
             note("", "denied").await?;
@@ -328,6 +420,39 @@ impl FrontDoor {
         }
 
         match call {
+            Call::Fixture(fixture) => {
+                let id = fresh_id("fixture", identity, spec.name);
+                let started = changes::start_fixture(
+                    &self.temporal,
+                    &self.task_queue,
+                    &id,
+                    &identity.subject,
+                    fixture,
+                )
+                .await;
+                note(
+                    &id,
+                    if started.is_ok() {
+                        "started"
+                    } else {
+                        "start failed"
+                    },
+                )
+                .await?;
+                if let Err(e) = started {
+                    return Ok(Outcome::Failed(e.to_string()));
+                }
+                if wait == Wait::UntilStarted {
+                    return Ok(Outcome::Started { change_id: id });
+                }
+                Ok(
+                    match crate::tasks::finished(&self.temporal, &id, "ConformanceFixture").await {
+                        crate::tasks::TaskState::Completed(result) => Outcome::Tool(result),
+                        crate::tasks::TaskState::Failed(message) => Outcome::ProtocolError(message),
+                        other => Outcome::Failed(format!("{other:?}").to_lowercase()),
+                    },
+                )
+            }
             Call::Operation {
                 operation,
                 write,
@@ -343,7 +468,7 @@ impl FrontDoor {
                         self.idempotency_window,
                     )
                 } else {
-                    read_id(identity, spec.name)
+                    fresh_id("read", identity, spec.name)
                 };
                 let request = OperationRequest {
                     operation,
@@ -403,8 +528,7 @@ impl FrontDoor {
                     Ok(result) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
                         note(&id, if failed { "failed" } else { "completed" }).await?;
-                        let mut value = serde_json::to_value(&result).unwrap_or_default();
-                        value["change_id"] = json!(id);
+                        let value = changes::result_value(&id, &result);
                         Ok(if failed {
                             Outcome::ChangeFailed(value)
                         } else {

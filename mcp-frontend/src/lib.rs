@@ -8,12 +8,13 @@ pub mod changes;
 pub mod invoke;
 pub mod rest;
 pub mod server;
+pub mod tasks;
 pub mod tools;
 
 use axum::Router;
 use axum::routing::get;
 use changeflow_engine::audit::AuditStore;
-use changeflow_engine::identity::TokenVerifier;
+use changeflow_engine::identity::{TokenVerifier, VerifiedIdentity};
 use changeflow_engine::policy::PolicyEngine;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -23,9 +24,20 @@ use temporalio_client::Client;
 /// Largest request body accepted; larger ones get 413 before any parsing.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// How requests are authenticated.
+pub enum Authentication {
+    /// OpenID Connect bearer tokens: every production deployment.
+    Bearer(Arc<TokenVerifier>),
+    /// Every request acts as this identity, without a token: only the loopback-only
+    /// conformance test profile (`changeflow conformance-server`) uses this.
+    FixedTestIdentity(VerifiedIdentity),
+}
+
 /// Everything the front door needs; shared by all requests.
 pub struct FrontDoor {
-    pub verifier: Arc<TokenVerifier>,
+    pub authentication: Authentication,
+    /// The tools served.
+    pub catalog: tools::Catalog,
     pub policy: Arc<PolicyEngine>,
     pub audit: Arc<AuditStore>,
     pub temporal: Client,
@@ -45,11 +57,13 @@ pub struct FrontDoor {
 /// servers), `/mcp/{server}` and the REST proxy under `/api/v1`.
 pub fn app(front: Arc<FrontDoor>) -> Router {
     let mut mcp = Router::new().nest_service("/mcp", mcp_service(&front, None));
-    for server in tools::SERVERS {
-        mcp = mcp.nest_service(&format!("/mcp/{server}"), mcp_service(&front, Some(server)));
+    if front.catalog == tools::Catalog::Production {
+        for server in tools::SERVERS {
+            mcp = mcp.nest_service(&format!("/mcp/{server}"), mcp_service(&front, Some(server)));
+        }
+        mcp = mcp.merge(rest::router(front.clone()));
     }
     let mcp = mcp
-        .merge(rest::router(front.clone()))
         .layer(axum::middleware::from_fn_with_state(
             front.clone(),
             auth::require_bearer,

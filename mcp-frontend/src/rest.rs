@@ -195,6 +195,8 @@ fn respond(
             Err(ApiError::Invalid(format!("invalid arguments: {problem}")))
         }
         Outcome::NotFound(message) => Err(ApiError::NotFound(message)),
+        Outcome::Tool(result) => Ok((StatusCode::OK, Json(result.to_json())).into_response()),
+        Outcome::ProtocolError(message) => Err(ApiError::Unavailable(message)),
         Outcome::Failed(message) => Err(ApiError::Unavailable(format!(
             "{message}; retrying with the same arguments is safe"
         ))),

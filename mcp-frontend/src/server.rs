@@ -2,19 +2,23 @@
 //! verified identity and progress token, to `FrontDoor::invoke`.
 
 use crate::FrontDoor;
-use crate::invoke::{Outcome, Wait};
+use crate::changes;
+use crate::invoke::{AuditUnavailable, Outcome, Wait};
+use crate::tasks::{self, TaskLookupError, TaskState, TaskView, ToolResult};
 use crate::tools;
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_workflows::ChangeProgress;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Task,
+    TaskPayload, TaskStatus, Tool, ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 #[derive(Clone)]
 pub struct ChangeflowMcp {
@@ -28,15 +32,121 @@ impl ChangeflowMcp {
     }
 }
 
-fn tool_error(message: impl Into<String>) -> CallToolResponse {
-    CallToolResult::error(vec![ContentBlock::text(message.into())]).into()
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+/// A finished tool call's result in MCP terms.
+fn call_result(result: ToolResult) -> CallToolResult {
+    match result {
+        ToolResult::Structured {
+            value,
+            is_error: false,
+        } => CallToolResult::structured(value),
+        ToolResult::Structured {
+            value,
+            is_error: true,
+        } => CallToolResult::structured_error(value),
+        ToolResult::Text {
+            text,
+            is_error: false,
+        } => CallToolResult::success(vec![ContentBlock::text(text)]),
+        ToolResult::Text {
+            text,
+            is_error: true,
+        } => tool_error(text),
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Clients are asked to poll this often.
+const POLL_INTERVAL_MS: u64 = 1000;
+
+fn task(view: &TaskView) -> Task {
+    let status = match &view.state {
+        TaskState::Working(_) => TaskStatus::Working,
+        TaskState::Completed(_) => TaskStatus::Completed,
+        TaskState::Failed(_) => TaskStatus::Failed,
+        TaskState::Cancelled => TaskStatus::Cancelled,
+    };
+    let mut task = Task::new(
+        view.task_id.clone(),
+        status,
+        rfc3339(view.created_at),
+        rfc3339(view.updated_at),
+    )
+    .with_poll_interval_ms(POLL_INTERVAL_MS);
+    // Kept as long as Temporal retains the workflow: no TTL of our own (`null`).
+    task.ttl_ms = None;
+    if let TaskState::Working(message) = &view.state {
+        task = task.with_status_message(message.clone());
+    }
+    task
+}
+
+fn detailed_task(view: TaskView) -> Result<DetailedTask, ErrorData> {
+    let payload = match view.state.clone() {
+        TaskState::Working(_) => TaskPayload::Working,
+        TaskState::Cancelled => TaskPayload::Cancelled,
+        TaskState::Completed(result) => TaskPayload::Completed {
+            result: match serde_json::to_value(call_result(result)) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err(ErrorData::internal_error("unserialisable result", None)),
+            },
+        },
+        TaskState::Failed(message) => TaskPayload::Failed {
+            error: match tasks::failure_error(&message) {
+                Value::Object(map) => map,
+                _ => Default::default(),
+            },
+        },
+    };
+    Ok(DetailedTask::new(task(&view), payload))
+}
+
+fn identity(context: &RequestContext<RoleServer>) -> Result<VerifiedIdentity, ErrorData> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<VerifiedIdentity>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("unauthenticated request reached a tool", None))
+}
+
+fn denied(outcome: Outcome) -> ErrorData {
+    match outcome {
+        Outcome::Denied {
+            missing_permission,
+            reason,
+        } => ErrorData::invalid_request(
+            format!("permission denied: {missing_permission} is missing ({reason})"),
+            Some(json!({"missing_permission": missing_permission, "reason": reason})),
+        ),
+        other => ErrorData::internal_error(format!("{other:?}"), None),
+    }
+}
+
+fn audit_unavailable(e: AuditUnavailable) -> ErrorData {
+    ErrorData::internal_error(e.to_string(), None)
+}
+
+fn lookup_error(e: TaskLookupError) -> ErrorData {
+    match e {
+        TaskLookupError::NotFound(_) => ErrorData::invalid_params(e.to_string(), None),
+        TaskLookupError::Temporal(_) => ErrorData::internal_error(e.to_string(), None),
+    }
 }
 
 impl ServerHandler for ChangeflowMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_server_info(Implementation::new("changeflow", env!("CARGO_PKG_VERSION")))
-            .with_instructions("Network changes as durable workflows: deploy_template opens a ServiceNow change, deploys through Catalyst Center, verifies and closes the ticket.")
+            .with_instructions("Network changes as durable workflows: deploy_template opens a ServiceNow change, deploys through Catalyst Center, verifies and closes the ticket. Clients that support the tasks extension get a task (its id is the change id) for long calls.")
     }
 
     async fn list_tools(
@@ -44,7 +154,10 @@ impl ServerHandler for ChangeflowMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = tools::TOOLS
+        let tools = self
+            .front
+            .catalog
+            .tools()
             .iter()
             .filter(|t| self.server.is_none_or(|s| s == t.server))
             .map(|t| {
@@ -74,21 +187,26 @@ impl ServerHandler for ChangeflowMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some(spec) = tools::find(self.server, &request.name) else {
+        let Some(spec) = tools::find_in(self.front.catalog.tools(), self.server, &request.name)
+        else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool '{}'", request.name),
                 None,
             ));
         };
-        let identity = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<VerifiedIdentity>())
-            .cloned()
-            .ok_or_else(|| {
-                ErrorData::internal_error("unauthenticated request reached a tool", None)
-            })?;
+        let identity = identity(&context)?;
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        // A long call becomes a task when the client declared the tasks extension; otherwise
+        // the call waits for the result, streaming progress.
+        let as_task = spec.long_running
+            && context
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks());
+        let wait = if as_task {
+            Wait::UntilStarted
+        } else {
+            Wait::ForResult
+        };
         let token = context.meta.get_progress_token();
         let peer = context.peer.clone();
         let report = |p: &ChangeProgress| {
@@ -104,18 +222,116 @@ impl ServerHandler for ChangeflowMcp {
         };
         let outcome = self
             .front
-            .invoke(&identity, spec, arguments, Wait::ForResult, report)
+            .invoke(&identity, spec, arguments, wait, report)
             .await
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            .map_err(audit_unavailable)?;
         Ok(match outcome {
+            Outcome::Started { change_id } if as_task => {
+                // The workflow exists once started, so tasks/get resolves from here on.
+                let view = tasks::view(&self.front.temporal, &change_id)
+                    .await
+                    .map_err(lookup_error)?;
+                CreateTaskResult::new(task(&view)).into()
+            }
             Outcome::Done(value) => CallToolResult::structured(value).into(),
             Outcome::ChangeFailed(value) => CallToolResult::structured_error(value).into(),
+            Outcome::Tool(result) => call_result(result).into(),
+            Outcome::ProtocolError(message) => {
+                return Err(ErrorData::internal_error(message, None));
+            }
             Outcome::Denied { missing_permission, reason } => {
                 CallToolResult::structured_error(json!({"error": "permission denied", "missing_permission": missing_permission, "reason": reason})).into()
             }
-            Outcome::Invalid(problem) => tool_error(format!("invalid arguments: {problem}")),
-            Outcome::NotFound(message) | Outcome::Failed(message) => tool_error(message),
+            Outcome::Invalid(problem) => tool_error(format!("invalid arguments: {problem}")).into(),
+            Outcome::NotFound(message) | Outcome::Failed(message) => tool_error(message).into(),
             Outcome::Started { change_id } => CallToolResult::structured(json!({"change_id": change_id})).into(),
         })
+    }
+
+    /// `tasks/get`, answered from Temporal: any instance knows every task.
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let identity = identity(&context)?;
+        let permit = self
+            .front
+            .authorize_task(&identity, "tasks/get", &request.task_id)
+            .await
+            .map_err(audit_unavailable)?
+            .map_err(denied)?;
+        let view = tasks::view(&self.front.temporal, &request.task_id).await;
+        permit
+            .note(if view.is_ok() { "read" } else { "not found" })
+            .await
+            .map_err(audit_unavailable)?;
+        Ok(GetTaskResult::new(detailed_task(
+            view.map_err(lookup_error)?,
+        )?))
+    }
+
+    /// `tasks/update`: no changeflow workflow waits for client input yet, so there is never an
+    /// outstanding request to answer; responses are acknowledged and ignored, as the
+    /// extension asks for unknown keys.
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let identity = identity(&context)?;
+        let permit = self
+            .front
+            .authorize_task(&identity, "tasks/update", &request.task_id)
+            .await
+            .map_err(audit_unavailable)?
+            .map_err(denied)?;
+        let view = tasks::view(&self.front.temporal, &request.task_id).await;
+        permit
+            .note(if view.is_ok() { "ignored" } else { "not found" })
+            .await
+            .map_err(audit_unavailable)?;
+        view.map(|_| ()).map_err(lookup_error)
+    }
+
+    /// `tasks/cancel`: cancels the workflow (a change closes its ticket as canceled). A task
+    /// that already ended is acknowledged as it is.
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let identity = identity(&context)?;
+        let permit = self
+            .front
+            .authorize_task(&identity, "tasks/cancel", &request.task_id)
+            .await
+            .map_err(audit_unavailable)?
+            .map_err(denied)?;
+        let view = match tasks::view(&self.front.temporal, &request.task_id).await {
+            Ok(view) => view,
+            Err(e) => {
+                permit.note("not found").await.map_err(audit_unavailable)?;
+                return Err(lookup_error(e));
+            }
+        };
+        if !matches!(view.state, TaskState::Working(_)) {
+            permit
+                .note("already ended")
+                .await
+                .map_err(audit_unavailable)?;
+            return Ok(());
+        }
+        let reason = format!("canceled by {} (tasks/cancel)", identity.subject);
+        let cancelled = changes::cancel(&self.front.temporal, &request.task_id, &reason).await;
+        permit
+            .note(if cancelled.is_ok() {
+                "cancel requested"
+            } else {
+                "cancel failed"
+            })
+            .await
+            .map_err(audit_unavailable)?;
+        cancelled.map_err(|e| ErrorData::internal_error(e.to_string(), None))
     }
 }

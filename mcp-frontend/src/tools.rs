@@ -550,11 +550,114 @@ pub const TOOLS: &[ToolSpec] = &[
     },
 ];
 
+/// A production tool by name, of one server or any.
 pub fn find(server: Option<&str>, name: &str) -> Option<&'static ToolSpec> {
-    TOOLS
+    find_in(TOOLS, server, name)
+}
+
+/// A tool of `catalog` by name, of one server or any.
+pub fn find_in(
+    catalog: &'static [ToolSpec],
+    server: Option<&str>,
+    name: &str,
+) -> Option<&'static ToolSpec> {
+    catalog
         .iter()
         .find(|t| t.name == name && server.is_none_or(|s| s == t.server))
 }
+
+/// Which set of tools a front door serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalog {
+    /// `TOOLS`: every deployment.
+    Production,
+    /// `FIXTURE_TOOLS`: the loopback-only conformance test profile.
+    ConformanceFixtures,
+}
+
+impl Catalog {
+    pub fn tools(self) -> &'static [ToolSpec] {
+        match self {
+            Catalog::Production => TOOLS,
+            Catalog::ConformanceFixtures => FIXTURE_TOOLS,
+        }
+    }
+}
+
+/// The server of the conformance suite's fixture tools (test profile only).
+pub const FIXTURE_SERVER: &str = "conformance";
+
+fn greet_schema() -> Value {
+    object(&[], json!({"name": {"type": "string", "maxLength": 128}}))
+}
+
+fn slow_compute_schema() -> Value {
+    object(
+        &[],
+        json!({
+            "seconds": {"type": "integer", "minimum": 0, "maximum": 600, "default": 1},
+            "label": {"type": "string", "maxLength": 128}
+        }),
+    )
+}
+
+fn no_arguments_schema() -> Value {
+    object(&[], json!({}))
+}
+
+fn text_result_schema() -> Value {
+    json!({"type": "object"})
+}
+
+const fn fixture(
+    name: &'static str,
+    description: &'static str,
+    long_running: bool,
+    input_schema: fn() -> Value,
+) -> ToolSpec {
+    ToolSpec {
+        server: FIXTURE_SERVER,
+        name,
+        title: name,
+        description,
+        action: "read",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        long_running,
+        input_schema,
+        output_schema: text_result_schema,
+    }
+}
+
+/// The fixture tools the MCP conformance suite's task scenarios call, each run as a
+/// `ConformanceFixture` workflow. Served only by the loopback-only conformance profile.
+pub const FIXTURE_TOOLS: &[ToolSpec] = &[
+    fixture(
+        "greet",
+        "Returns 'Hello, {name}!' at once (never a task).",
+        false,
+        greet_schema,
+    ),
+    fixture(
+        "slow_compute",
+        "Sleeps `seconds` durably, then returns; a task for clients that support tasks.",
+        true,
+        slow_compute_schema,
+    ),
+    fixture(
+        "failing_job",
+        "Always ends with a tool execution error after about a second.",
+        true,
+        no_arguments_schema,
+    ),
+    fixture(
+        "protocol_error_job",
+        "Always ends with a protocol-level (internal) error.",
+        true,
+        no_arguments_schema,
+    ),
+];
 
 /// Arguments of `deploy_template`.
 #[derive(Debug, Deserialize)]

@@ -28,8 +28,15 @@ async def main():
 
         tools = await client.list_tools()
         names = [t.name for t in tools.tools]
-        assert names == ["deploy_template", "get_change_status", "list_changes", "get_change_history", "cancel_change"], names
+        for expected in ["deploy_template", "list_templates", "get_change_request", "get_change_status", "cancel_change"]:
+            assert expected in names, names
         print("ok: listed tools")
+
+        templates = await client.call_tool("list_templates", {})
+        assert not field(templates, "is_error", "isError"), templates
+        listed = field(templates, "structured_content", "structuredContent")["templates"]
+        assert any(t["name"] == "NTP Servers" for t in listed), listed
+        print("ok: read tool answered (list_templates, run as a workflow)")
 
         missing = await client.call_tool("get_change_status", {"change_id": "change-that-does-not-exist"})
         assert field(missing, "is_error", "isError"), missing

@@ -4,10 +4,12 @@
 //! implemented in `changeflow-activities`, which the worker registers.
 
 pub mod activities;
+pub mod fixtures;
 pub mod operations;
 pub mod template_deployment;
 pub mod types;
 
+pub use fixtures::ConformanceFixture;
 pub use operations::{DownstreamOperation, Operation, OperationRequest};
 pub use template_deployment::TemplateDeployment;
 pub use types::*;
