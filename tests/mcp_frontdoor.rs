@@ -1028,3 +1028,89 @@ async fn a_task_is_its_workflow_and_survives_a_frontend_restart() {
     assert_eq!(ack["resultType"], "complete");
     assert_eq!(settle(&mut client, &task_id).await["status"], "completed");
 }
+
+/// Runs the MCP Inspector CLI (`@modelcontextprotocol/inspector`, on the Node.js 22 that
+/// `make tools` installs into `.tools/node`) and returns its JSON output.
+async fn inspector(door: &Door, token: &str, home: &std::path::Path, args: &[&str]) -> Value {
+    let bin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/node/node_modules/.bin");
+    assert!(
+        bin.join("mcp-inspector").exists(),
+        "run `make tools` to install the MCP Inspector"
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = tokio::process::Command::new(bin.join("mcp-inspector"))
+        .arg("--cli")
+        .arg(format!("{}/mcp", door.url))
+        .args(["--protocol-era", "modern", "--format", "json", "--quiet"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(args)
+        .env("PATH", path)
+        // Its catalog and client config live under HOME: keep them out of the user's.
+        .env("HOME", home)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "inspector {args:?}:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("inspector JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_inspector_cli_runs_a_deploy_as_a_task_to_completion() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let alice = door.token("alice");
+    let home = h.dir.0.join("inspector-home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    let listed = inspector(&door, &alice, &home, &["--method", "tools/list"]).await;
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(
+        tools.iter().any(|t| t["name"] == "deploy_template"),
+        "{listed}"
+    );
+
+    let mut arguments = ntp_arguments();
+    arguments["idempotency_key"] = json!("inspector");
+    let arguments = arguments.to_string();
+    let called = inspector(
+        &door,
+        &alice,
+        &home,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "deploy_template",
+            "--tool-args-json",
+            &arguments,
+        ],
+    )
+    .await;
+    let result = &called["result"]["structuredContent"];
+    assert_eq!(result["outcome"], "succeeded", "{called}");
+    let change_id = result["change_id"].as_str().unwrap();
+
+    // It was a task: the Inspector polled tasks/get for that workflow until it completed.
+    let records = door.audit.list(&AuditFilter::default()).await.unwrap();
+    let polls = records
+        .iter()
+        .filter(|r| r.entry.tool == "tasks/get" && r.entry.workflow_id == change_id)
+        .count();
+    assert!(polls >= 1, "tasks/get was polled: {records:?}");
+    assert_eq!(
+        workflow(&h, change_id).await,
+        ("TemplateDeployment".to_string(), "Completed".to_string())
+    );
+}
