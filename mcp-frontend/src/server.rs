@@ -9,10 +9,11 @@ use crate::tools;
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_workflows::ChangeProgress;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Task,
-    TaskPayload, TaskStatus, Tool, ToolAnnotations, UpdateTaskParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ContentBlock, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation,
+    InputRequest, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus, Tool, ToolAnnotations,
+    UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -70,6 +71,7 @@ const POLL_INTERVAL_MS: u64 = 1000;
 fn task(view: &TaskView) -> Task {
     let status = match &view.state {
         TaskState::Working(_) => TaskStatus::Working,
+        TaskState::InputRequired(_) => TaskStatus::InputRequired,
         TaskState::Completed(_) => TaskStatus::Completed,
         TaskState::Failed(_) => TaskStatus::Failed,
         TaskState::Cancelled => TaskStatus::Cancelled,
@@ -92,6 +94,18 @@ fn task(view: &TaskView) -> Task {
 fn detailed_task(view: TaskView) -> Result<DetailedTask, ErrorData> {
     let payload = match view.state.clone() {
         TaskState::Working(_) => TaskPayload::Working,
+        TaskState::InputRequired(requests) => TaskPayload::InputRequired {
+            input_requests: requests
+                .into_iter()
+                .map(|(key, request)| {
+                    serde_json::from_value::<InputRequest>(request)
+                        .map(|request| (key, request))
+                        .map_err(|e| {
+                            ErrorData::internal_error(format!("malformed input request: {e}"), None)
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        },
         TaskState::Cancelled => TaskPayload::Cancelled,
         TaskState::Completed(result) => TaskPayload::Completed {
             result: match serde_json::to_value(call_result(result)) {
@@ -202,6 +216,11 @@ impl ServerHandler for ChangeflowMcp {
             && context
                 .client_capabilities()
                 .is_some_and(|caps| caps.supports_tasks());
+        if spec.requires_task && !as_task {
+            return Err(ErrorData::missing_required_client_capability(
+                ClientCapabilities::builder().enable_tasks().build(),
+            ));
+        }
         let wait = if as_task {
             Wait::UntilStarted
         } else {
@@ -271,9 +290,9 @@ impl ServerHandler for ChangeflowMcp {
         )?))
     }
 
-    /// `tasks/update`: no changeflow workflow waits for client input yet, so there is never an
-    /// outstanding request to answer; responses are acknowledged and ignored, as the
-    /// extension asks for unknown keys.
+    /// `tasks/update`: answers go to the workflow waiting for them (applied before the ack);
+    /// responses to a task that waits for nothing, or to unknown keys, are acknowledged and
+    /// ignored, as the extension asks.
     async fn update_task(
         &self,
         request: UpdateTaskParams,
@@ -286,12 +305,35 @@ impl ServerHandler for ChangeflowMcp {
             .await
             .map_err(audit_unavailable)?
             .map_err(denied)?;
-        let view = tasks::view(&self.front.temporal, &request.task_id).await;
+        let view = match tasks::view(&self.front.temporal, &request.task_id).await {
+            Ok(view) => view,
+            Err(e) => {
+                permit.note("not found").await.map_err(audit_unavailable)?;
+                return Err(lookup_error(e));
+            }
+        };
+        if !matches!(view.state, TaskState::InputRequired(_)) {
+            permit
+                .note("nothing pending")
+                .await
+                .map_err(audit_unavailable)?;
+            return Ok(());
+        }
+        let delivered = tasks::respond(
+            &self.front.temporal,
+            &request.task_id,
+            request.input_responses,
+        )
+        .await;
         permit
-            .note(if view.is_ok() { "ignored" } else { "not found" })
+            .note(if delivered.is_ok() {
+                "input delivered"
+            } else {
+                "input failed"
+            })
             .await
             .map_err(audit_unavailable)?;
-        view.map(|_| ()).map_err(lookup_error)
+        delivered.map_err(lookup_error)
     }
 
     /// `tasks/cancel`: cancels the workflow (a change closes its ticket as canceled). A task
@@ -315,7 +357,10 @@ impl ServerHandler for ChangeflowMcp {
                 return Err(lookup_error(e));
             }
         };
-        if !matches!(view.state, TaskState::Working(_)) {
+        if !matches!(
+            view.state,
+            TaskState::Working(_) | TaskState::InputRequired(_)
+        ) {
             permit
                 .note("already ended")
                 .await

@@ -6,6 +6,7 @@ use crate::changes::{self, failure_detail};
 use changeflow_workflows::fixtures::INTERNAL_ERROR;
 use changeflow_workflows::{ChangeOutcome, ConformanceFixture, DownstreamOperation};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowExecutionStatus, WorkflowGetResultOptions,
@@ -35,6 +36,9 @@ impl ToolResult {
 pub enum TaskState {
     /// Running; the message says what it is doing.
     Working(String),
+    /// Running and waiting for the client: the outstanding input requests by key
+    /// (`{"method": "elicitation/create", "params": ...}`).
+    InputRequired(BTreeMap<String, Value>),
     /// Finished with a result (which may itself be a tool error).
     Completed(ToolResult),
     /// Ended without a result (terminated, timed out, crashed): a protocol-level failure.
@@ -74,9 +78,10 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
     let created_at = description.start_time().unwrap_or_else(SystemTime::now);
     let updated_at = description.close_time().unwrap_or_else(SystemTime::now);
     let state = match description.status() {
-        WorkflowExecutionStatus::Running => {
-            TaskState::Working(working_message(client, task_id, &kind).await)
-        }
+        WorkflowExecutionStatus::Running => match pending_input(client, task_id, &kind).await {
+            Some(requests) if !requests.is_empty() => TaskState::InputRequired(requests),
+            _ => TaskState::Working(working_message(client, task_id, &kind).await),
+        },
         WorkflowExecutionStatus::Canceled => TaskState::Cancelled,
         WorkflowExecutionStatus::Completed | WorkflowExecutionStatus::Failed => {
             finished(client, task_id, &kind).await
@@ -89,6 +94,38 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
         created_at,
         updated_at,
     })
+}
+
+/// The input requests a workflow waits on. Only workflows that ask for input answer this;
+/// no change workflow does yet.
+async fn pending_input(
+    client: &Client,
+    task_id: &str,
+    kind: &str,
+) -> Option<BTreeMap<String, Value>> {
+    if kind != "ConformanceFixture" {
+        return None;
+    }
+    client
+        .get_workflow_handle::<ConformanceFixture>(task_id)
+        .query(ConformanceFixture::pending_input, (), Default::default())
+        .await
+        .ok()
+}
+
+/// Delivers answers to a waiting workflow's input requests; applied before this returns, so
+/// the next `tasks/get` sees them. Keys that are not outstanding are ignored.
+pub async fn respond(
+    client: &Client,
+    task_id: &str,
+    responses: BTreeMap<String, Value>,
+) -> Result<(), TaskLookupError> {
+    client
+        .get_workflow_handle::<ConformanceFixture>(task_id)
+        .execute_update(ConformanceFixture::respond, responses, Default::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| TaskLookupError::Temporal(e.to_string()))
 }
 
 async fn working_message(client: &Client, task_id: &str, kind: &str) -> String {

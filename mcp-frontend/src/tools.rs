@@ -19,8 +19,12 @@ pub struct ToolSpec {
     pub read_only: bool,
     pub destructive: bool,
     pub idempotent: bool,
-    /// Runs a change workflow: REST answers 202 with a status URL instead of waiting.
+    /// Runs a change workflow: REST answers 202 with a status URL instead of waiting, and MCP
+    /// clients that support tasks get a task.
     pub long_running: bool,
+    /// Can only run as a task (it waits for client input): clients without the tasks
+    /// extension are refused with -32021 instead of waiting forever.
+    pub requires_task: bool,
     pub input_schema: fn() -> Value,
     /// Shape of the structured result of a successful call.
     pub output_schema: fn() -> Value,
@@ -376,6 +380,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: true,
         idempotent: true,
         long_running: true,
+        requires_task: false,
         input_schema: deploy_schema,
         output_schema: change_result_schema,
     },
@@ -389,6 +394,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: list_templates_schema,
         output_schema: template_list_result,
     },
@@ -402,6 +408,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: template_id_schema,
         output_schema: template_result,
     },
@@ -415,6 +422,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: list_devices_schema,
         output_schema: device_list_result,
     },
@@ -428,6 +436,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: preview_schema,
         output_schema: preview_result,
     },
@@ -441,6 +450,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: ticket_number_schema,
         output_schema: ticket_result,
     },
@@ -454,6 +464,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: list_tickets_schema,
         output_schema: ticket_list_result,
     },
@@ -467,6 +478,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: create_ticket_schema,
         output_schema: ticket_result,
     },
@@ -480,6 +492,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: work_note_schema,
         output_schema: ticket_result,
     },
@@ -493,6 +506,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: true,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: close_ticket_schema,
         output_schema: ticket_result,
     },
@@ -506,6 +520,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: change_id_schema,
         output_schema: change_status_schema,
     },
@@ -519,6 +534,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: list_schema,
         output_schema: change_list_schema,
     },
@@ -532,6 +548,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: false,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: change_id_schema,
         output_schema: change_history_schema,
     },
@@ -545,6 +562,7 @@ pub const TOOLS: &[ToolSpec] = &[
         destructive: true,
         idempotent: true,
         long_running: false,
+        requires_task: false,
         input_schema: change_id_schema,
         output_schema: cancel_schema,
     },
@@ -601,6 +619,18 @@ fn slow_compute_schema() -> Value {
     )
 }
 
+fn confirm_delete_schema() -> Value {
+    object(
+        &[],
+        json!({"filename": {"type": "string", "maxLength": 256}}),
+    )
+}
+
+/// (long_running, requires_task) of the fixtures.
+const SYNC: (bool, bool) = (false, false);
+const TASK_OPTIONAL: (bool, bool) = (true, false);
+const TASK_REQUIRED: (bool, bool) = (true, true);
+
 fn no_arguments_schema() -> Value {
     object(&[], json!({}))
 }
@@ -612,7 +642,7 @@ fn text_result_schema() -> Value {
 const fn fixture(
     name: &'static str,
     description: &'static str,
-    long_running: bool,
+    (long_running, requires_task): (bool, bool),
     input_schema: fn() -> Value,
 ) -> ToolSpec {
     ToolSpec {
@@ -625,6 +655,7 @@ const fn fixture(
         destructive: false,
         idempotent: true,
         long_running,
+        requires_task,
         input_schema,
         output_schema: text_result_schema,
     }
@@ -636,25 +667,49 @@ pub const FIXTURE_TOOLS: &[ToolSpec] = &[
     fixture(
         "greet",
         "Returns 'Hello, {name}!' at once (never a task).",
-        false,
+        SYNC,
         greet_schema,
     ),
     fixture(
         "slow_compute",
         "Sleeps `seconds` durably, then returns; a task for clients that support tasks.",
-        true,
+        TASK_OPTIONAL,
         slow_compute_schema,
     ),
     fixture(
         "failing_job",
-        "Always ends with a tool execution error after about a second.",
-        true,
+        "Always ends with a tool execution error after about a second; only as a task.",
+        TASK_REQUIRED,
         no_arguments_schema,
     ),
     fixture(
         "protocol_error_job",
         "Always ends with a protocol-level (internal) error.",
-        true,
+        TASK_OPTIONAL,
+        no_arguments_schema,
+    ),
+    fixture(
+        "confirm_delete",
+        "Asks the client to confirm (elicitation, task input_required), then deletes or keeps `filename`.",
+        TASK_REQUIRED,
+        confirm_delete_schema,
+    ),
+    fixture(
+        "test_simple_text",
+        "Returns a line of text.",
+        SYNC,
+        no_arguments_schema,
+    ),
+    fixture(
+        "test_error_handling",
+        "Always returns a tool execution error.",
+        SYNC,
+        no_arguments_schema,
+    ),
+    fixture(
+        "multi_input",
+        "Asks two questions at once (two input requests), then answers.",
+        TASK_REQUIRED,
         no_arguments_schema,
     ),
 ];
