@@ -24,6 +24,14 @@ struct Door {
 }
 
 async fn front_door(h: &Harness) -> Door {
+    front_door_with_window(
+        h,
+        changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+    )
+    .await
+}
+
+async fn front_door_with_window(h: &Harness, idempotency_window: Duration) -> Door {
     let issuer = dev_issuer::start(&h.dir.0.join("idp"), 0).await.unwrap();
     let verifier = TokenVerifier::discover(
         VerifierConfig::new(issuer.url(), "changeflow"),
@@ -47,7 +55,7 @@ async fn front_door(h: &Harness) -> Door {
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],
-        idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+        idempotency_window,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {
@@ -1113,4 +1121,43 @@ async fn the_mcp_inspector_cli_runs_a_deploy_as_a_task_to_completion() {
         workflow(&h, change_id).await,
         ("TemplateDeployment".to_string(), "Completed".to_string())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_window_is_configurable_and_slides() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let window = Duration::from_secs(5);
+    let door = front_door_with_window(&h, window).await;
+    let (mut snow, _) = door.client("/mcp/servicenow", &door.token("bob")).await;
+    let create = json!({"short_description": "Rotate SNMP community on sj-core-01"});
+    let number = |result: &Value| {
+        result["structuredContent"]["number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let (first, _) = call(&mut snow, "create_change_request", create.clone()).await;
+    // Retries within the window, whichever time bucket they fall in, find the first one.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (retry, _) = call(&mut snow, "create_change_request", create.clone()).await;
+        assert_eq!(number(&retry), number(&first), "a retry within the window");
+    }
+    tokio::time::sleep(window + Duration::from_secs(1)).await;
+    let (later, _) = call(&mut snow, "create_change_request", create).await;
+    assert_ne!(
+        number(&later),
+        number(&first),
+        "the same call after the window is a new one"
+    );
+    let opened = h
+        .sims
+        .servicenow
+        .change_requests()
+        .into_iter()
+        .filter(|r| r.get("short_description") == "Rotate SNMP community on sj-core-01")
+        .count();
+    assert_eq!(opened, 2);
 }

@@ -191,6 +191,18 @@ pub async fn cancel(client: &Client, workflow_id: &str, reason: &str) -> Result<
         .map_err(|e| ChangeError::Temporal(e.to_string()))
 }
 
+/// Whether a workflow with this id exists and started less than `window` ago.
+pub async fn started_within(client: &Client, workflow_id: &str, window: Duration) -> bool {
+    let handle = client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id);
+    match handle.describe(Default::default()).await {
+        Ok(description) => description
+            .start_time()
+            .and_then(|started| started.elapsed().ok())
+            .is_some_and(|age| age < window),
+        Err(_) => false,
+    }
+}
+
 /// The execution status of a change, if it exists.
 pub async fn status(
     client: &Client,

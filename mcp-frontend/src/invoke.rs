@@ -79,20 +79,14 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The workflow id of a write: the same caller, tool and arguments (and idempotency key, or the
-/// same time window) give the same id, so a retried call finds the existing workflow.
-fn idempotent_id(
+/// A write's workflow id for one scope (an idempotency key or a time bucket).
+fn scoped_id(
     prefix: &str,
     identity: &VerifiedIdentity,
     tool: &str,
     arguments: &Value,
-    key: Option<&str>,
-    window: Duration,
+    scope: &str,
 ) -> String {
-    let scope = match key {
-        Some(key) => format!("key:{key}"),
-        None => format!("window:{}", now_secs() / window.as_secs().max(1)),
-    };
     let mut args = arguments.clone();
     if let Some(map) = args.as_object_mut() {
         map.remove("idempotency_key");
@@ -338,6 +332,32 @@ impl FrontDoor {
         }))
     }
 
+    /// The workflow id of a write: the same caller, tool and arguments with the same
+    /// idempotency key, or within the idempotency window, give the id of the workflow already
+    /// started, so a retried call finds it instead of writing twice. The window slides: ids
+    /// are per time bucket, and a call also reuses the previous bucket's workflow when that
+    /// started less than a window ago.
+    async fn idempotent_id(
+        &self,
+        prefix: &str,
+        identity: &VerifiedIdentity,
+        tool: &str,
+        arguments: &Value,
+        key: Option<&str>,
+    ) -> String {
+        let id = |scope: &str| scoped_id(prefix, identity, tool, arguments, scope);
+        if let Some(key) = key {
+            return id(&format!("key:{key}"));
+        }
+        let bucket = now_secs() / self.idempotency_window.as_secs().max(1);
+        let previous = id(&format!("window:{}", bucket.saturating_sub(1)));
+        if changes::started_within(&self.temporal, &previous, self.idempotency_window).await {
+            previous
+        } else {
+            id(&format!("window:{bucket}"))
+        }
+    }
+
     async fn record(
         &self,
         identity: &VerifiedIdentity,
@@ -459,14 +479,14 @@ impl FrontDoor {
                 idempotency_key,
             } => {
                 let id = if write {
-                    idempotent_id(
+                    self.idempotent_id(
                         "op",
                         identity,
                         spec.name,
                         &arguments,
                         idempotency_key.as_deref(),
-                        self.idempotency_window,
                     )
+                    .await
                 } else {
                     fresh_id("read", identity, spec.name)
                 };
@@ -500,14 +520,15 @@ impl FrontDoor {
                 })
             }
             Call::Deploy(args) => {
-                let id = idempotent_id(
-                    "change",
-                    identity,
-                    spec.name,
-                    &arguments,
-                    args.idempotency_key.as_deref(),
-                    self.idempotency_window,
-                );
+                let id = self
+                    .idempotent_id(
+                        "change",
+                        identity,
+                        spec.name,
+                        &arguments,
+                        args.idempotency_key.as_deref(),
+                    )
+                    .await;
                 let request = DeploymentRequest {
                     template_id: args.template_id,
                     parameters: args.parameters,
