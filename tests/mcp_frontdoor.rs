@@ -1161,3 +1161,66 @@ async fn the_idempotency_window_is_configurable_and_slides() {
         .count();
     assert_eq!(opened, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_outlives_its_clients_connection_and_is_found_again() {
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let alice = door.token("alice");
+    let (mut client, _) = door.client("/mcp", &alice).await;
+
+    // A client without tasks waits for the result; it hangs up after the first progress report.
+    let (said, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let waiting = tokio::spawn(async move {
+        client
+            .call_tool("deploy_template", ntp_arguments(), |_, message| {
+                let _ = said.send(message.to_string());
+            })
+            .await
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), heard.recv())
+        .await
+        .expect("a progress notification")
+        .unwrap();
+    waiting.abort();
+    let change_id = first.split(':').next().unwrap().to_string();
+    assert!(
+        change_id.starts_with("change-"),
+        "progress names the change: {first}"
+    );
+
+    // The change runs on; a new connection finds it and sees it finish.
+    let (mut again, _) = door.client("/mcp", &alice).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let (status, _) = call(
+            &mut again,
+            "get_change_status",
+            json!({"change_id": change_id}),
+        )
+        .await;
+        if status["structuredContent"]["status"] != "running" {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status["structuredContent"]["status"], "completed",
+        "{status}"
+    );
+    assert_eq!(status["structuredContent"]["step"], "completed", "{status}");
+    let ticket = status["structuredContent"]["ticket_number"]
+        .as_str()
+        .unwrap();
+    assert_eq!(h.ticket(ticket).get("state"), "3", "closed in ServiceNow");
+    assert_eq!(h.sims.stats.deploy_requests(), 1);
+}

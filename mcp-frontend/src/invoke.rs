@@ -393,7 +393,7 @@ impl FrontDoor {
         spec: &ToolSpec,
         arguments: Value,
         wait: Wait,
-        mut on_progress: impl FnMut(&ChangeProgress),
+        mut on_progress: impl FnMut(&str, &ChangeProgress),
     ) -> Result<Outcome, AuditUnavailable> {
         let call = match parse(spec, &arguments) {
             Ok(call) => call,
@@ -545,7 +545,7 @@ impl FrontDoor {
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }
-                match changes::follow(&self.temporal, &id, &mut on_progress).await {
+                match changes::follow(&self.temporal, &id, |p| on_progress(&id, p)).await {
                     Ok(result) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
                         note(&id, if failed { "failed" } else { "completed" }).await?;

@@ -141,7 +141,7 @@ async fn call_tool(
     };
     respond(
         front
-            .invoke(&identity, spec, Value::Object(arguments), wait, |_| {})
+            .invoke(&identity, spec, Value::Object(arguments), wait, |_, _| {})
             .await,
     )
 }
@@ -159,7 +159,7 @@ async fn change_status(
                 spec,
                 json!({"change_id": id}),
                 Wait::ForResult,
-                |_| {},
+                |_, _| {},
             )
             .await,
     )

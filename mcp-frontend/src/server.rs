@@ -228,11 +228,15 @@ impl ServerHandler for ChangeflowMcp {
         };
         let token = context.meta.get_progress_token();
         let peer = context.peer.clone();
-        let report = |p: &ChangeProgress| {
+        // Each message names the change, so a client that loses the connection can find it
+        // again with get_change_status; the workflow runs on regardless.
+        let report = |change_id: &str, p: &ChangeProgress| {
             if let Some(token) = &token {
                 let param = ProgressNotificationParam::new(token.clone(), f64::from(p.percent))
                     .with_total(100.0)
-                    .with_message(format!("{:?}: {}", p.step, p.message).to_lowercase());
+                    .with_message(
+                        format!("{change_id}: {:?}: {}", p.step, p.message).to_lowercase(),
+                    );
                 let peer = peer.clone();
                 tokio::spawn(async move {
                     let _ = peer.notify_progress(param).await;
