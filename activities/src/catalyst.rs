@@ -225,6 +225,23 @@ impl CatalystClient {
     }
 }
 
+/// The validation errors of a template preview, as messages.
+pub fn preview_errors(preview: &Value) -> Vec<String> {
+    preview["validationErrors"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|e| {
+                    e["message"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| e.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,19 +123,7 @@ impl DownstreamActivities {
             .catalyst
             .preview(&request.template_id, &params, &devices[0].id)
             .await?;
-        let errors: Vec<String> = preview["validationErrors"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .map(|e| {
-                        e["message"]
-                            .as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| e.to_string())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors = catalyst::preview_errors(&preview);
         if !errors.is_empty() {
             return Err(DownstreamError::Invalid(format!(
                 "template preview failed: {}",

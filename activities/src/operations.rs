@@ -2,11 +2,11 @@
 //! and change requests, and the small ServiceNow writes. Results are trimmed to the fields a
 //! caller needs, with stable names, whatever the vendor returned around them.
 
-use crate::DownstreamActivities;
 use crate::http::DownstreamError;
 use crate::servicenow::{
     ChangeRecord, STATE_CANCELED, STATE_CLOSED, STATE_IMPLEMENT, STATE_REVIEW, state_of,
 };
+use crate::{DownstreamActivities, catalyst};
 use changeflow_workflows::operations::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -280,19 +280,7 @@ impl DownstreamActivities {
                 &text(&target, "id"),
             )
             .await?;
-        let errors: Vec<String> = rendered["validationErrors"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .map(|e| {
-                        e["message"]
-                            .as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| e.to_string())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors = catalyst::preview_errors(&rendered);
         Ok(json!({
             "template_id": args.template_id,
             "device": text(&target, "hostname"),

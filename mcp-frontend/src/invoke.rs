@@ -266,18 +266,23 @@ fn policy_input(identity: &VerifiedIdentity, spec: &ToolSpec, arguments: &Value)
 /// An allowed task request, to audit its outcome with.
 pub struct TaskPermit<'a> {
     front: &'a FrontDoor,
-    identity: &'a VerifiedIdentity,
+    identity: VerifiedIdentity,
     method: &'static str,
     arguments: Value,
     decision: (String, String),
 }
 
 impl TaskPermit<'_> {
+    /// Who asked.
+    pub fn identity(&self) -> &VerifiedIdentity {
+        &self.identity
+    }
+
     pub async fn note(&self, outcome: &str) -> Result<(), AuditUnavailable> {
         let task_id = self.arguments["change_id"].as_str().unwrap_or_default();
         self.front
             .record(
-                self.identity,
+                &self.identity,
                 ("tasks", self.method),
                 &self.arguments,
                 ("allow", &self.decision.0, &self.decision.1),
@@ -292,12 +297,12 @@ impl FrontDoor {
     /// Policy for a task request (`tasks/get`, `tasks/update`, `tasks/cancel`): judged as the
     /// tool with the same effect on that change (`get_change_status`, `cancel_change`), audited
     /// under the request's own name. A denial is audited here and returned.
-    pub async fn authorize_task<'a>(
-        &'a self,
-        identity: &'a VerifiedIdentity,
+    pub async fn authorize_task(
+        &self,
+        identity: VerifiedIdentity,
         method: &'static str,
         task_id: &str,
-    ) -> Result<Result<TaskPermit<'a>, Outcome>, AuditUnavailable> {
+    ) -> Result<Result<TaskPermit<'_>, Outcome>, AuditUnavailable> {
         let as_tool = if method == "tasks/get" {
             "get_change_status"
         } else {
@@ -307,10 +312,10 @@ impl FrontDoor {
         let arguments = json!({"change_id": task_id});
         let decision = self
             .policy
-            .decide(&policy_input(identity, spec, &arguments));
+            .decide(&policy_input(&identity, spec, &arguments));
         if !decision.allow {
             self.record(
-                identity,
+                &identity,
                 ("tasks", method),
                 &arguments,
                 ("deny", &decision.reason, &decision.revision),

@@ -3,7 +3,7 @@
 
 use crate::FrontDoor;
 use crate::changes;
-use crate::invoke::{AuditUnavailable, Outcome, Wait};
+use crate::invoke::{AuditUnavailable, Outcome, TaskPermit, Wait};
 use crate::tasks::{self, TaskLookupError, TaskState, TaskView, ToolResult};
 use crate::tools;
 use changeflow_engine::identity::VerifiedIdentity;
@@ -277,21 +277,11 @@ impl ServerHandler for ChangeflowMcp {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        let identity = identity(&context)?;
-        let permit = self
-            .front
-            .authorize_task(&identity, "tasks/get", &request.task_id)
-            .await
-            .map_err(audit_unavailable)?
-            .map_err(denied)?;
-        let view = tasks::view(&self.front.temporal, &request.task_id).await;
-        permit
-            .note(if view.is_ok() { "read" } else { "not found" })
-            .await
-            .map_err(audit_unavailable)?;
-        Ok(GetTaskResult::new(detailed_task(
-            view.map_err(lookup_error)?,
-        )?))
+        let (permit, view) = self
+            .open_task(&context, "tasks/get", &request.task_id)
+            .await?;
+        note(&permit, "read").await?;
+        Ok(GetTaskResult::new(detailed_task(view)?))
     }
 
     /// `tasks/update`: answers go to the workflow waiting for them (applied before the ack);
@@ -302,26 +292,11 @@ impl ServerHandler for ChangeflowMcp {
         request: UpdateTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let identity = identity(&context)?;
-        let permit = self
-            .front
-            .authorize_task(&identity, "tasks/update", &request.task_id)
-            .await
-            .map_err(audit_unavailable)?
-            .map_err(denied)?;
-        let view = match tasks::view(&self.front.temporal, &request.task_id).await {
-            Ok(view) => view,
-            Err(e) => {
-                permit.note("not found").await.map_err(audit_unavailable)?;
-                return Err(lookup_error(e));
-            }
-        };
+        let (permit, view) = self
+            .open_task(&context, "tasks/update", &request.task_id)
+            .await?;
         if !matches!(view.state, TaskState::InputRequired(_)) {
-            permit
-                .note("nothing pending")
-                .await
-                .map_err(audit_unavailable)?;
-            return Ok(());
+            return note(&permit, "nothing pending").await;
         }
         let delivered = tasks::respond(
             &self.front.temporal,
@@ -329,14 +304,12 @@ impl ServerHandler for ChangeflowMcp {
             request.input_responses,
         )
         .await;
-        permit
-            .note(if delivered.is_ok() {
-                "input delivered"
-            } else {
-                "input failed"
-            })
-            .await
-            .map_err(audit_unavailable)?;
+        let outcome = if delivered.is_ok() {
+            "input delivered"
+        } else {
+            "input failed"
+        };
+        note(&permit, outcome).await?;
         delivered.map_err(lookup_error)
     }
 
@@ -347,40 +320,53 @@ impl ServerHandler for ChangeflowMcp {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let identity = identity(&context)?;
-        let permit = self
-            .front
-            .authorize_task(&identity, "tasks/cancel", &request.task_id)
-            .await
-            .map_err(audit_unavailable)?
-            .map_err(denied)?;
-        let view = match tasks::view(&self.front.temporal, &request.task_id).await {
-            Ok(view) => view,
-            Err(e) => {
-                permit.note("not found").await.map_err(audit_unavailable)?;
-                return Err(lookup_error(e));
-            }
-        };
+        let (permit, view) = self
+            .open_task(&context, "tasks/cancel", &request.task_id)
+            .await?;
         if !matches!(
             view.state,
             TaskState::Working(_) | TaskState::InputRequired(_)
         ) {
-            permit
-                .note("already ended")
-                .await
-                .map_err(audit_unavailable)?;
-            return Ok(());
+            return note(&permit, "already ended").await;
         }
-        let reason = format!("canceled by {} (tasks/cancel)", identity.subject);
+        let reason = format!("canceled by {} (tasks/cancel)", permit.identity().subject);
         let cancelled = changes::cancel(&self.front.temporal, &request.task_id, &reason).await;
-        permit
-            .note(if cancelled.is_ok() {
-                "cancel requested"
-            } else {
-                "cancel failed"
-            })
-            .await
-            .map_err(audit_unavailable)?;
+        let outcome = if cancelled.is_ok() {
+            "cancel requested"
+        } else {
+            "cancel failed"
+        };
+        note(&permit, outcome).await?;
         cancelled.map_err(|e| ErrorData::internal_error(e.to_string(), None))
     }
+}
+
+impl ChangeflowMcp {
+    /// A task request's common part: the caller is authorized (a denial is audited and
+    /// refused) and the task is read; an unknown task is audited and refused with -32602.
+    async fn open_task(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: &'static str,
+        task_id: &str,
+    ) -> Result<(TaskPermit<'_>, TaskView), ErrorData> {
+        let permit = self
+            .front
+            .authorize_task(identity(context)?, method, task_id)
+            .await
+            .map_err(audit_unavailable)?
+            .map_err(denied)?;
+        match tasks::view(&self.front.temporal, task_id).await {
+            Ok(view) => Ok((permit, view)),
+            Err(e) => {
+                note(&permit, "not found").await?;
+                Err(lookup_error(e))
+            }
+        }
+    }
+}
+
+/// Audits how an allowed task request ended.
+async fn note(permit: &TaskPermit<'_>, outcome: &str) -> Result<(), ErrorData> {
+    permit.note(outcome).await.map_err(audit_unavailable)
 }
