@@ -11,9 +11,9 @@ use changeflow_workflows::ChangeProgress;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
     ContentBlock, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation,
-    InputRequest, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus, Tool, ToolAnnotations,
-    UpdateTaskParams,
+    InputRequest, InputRequiredResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus,
+    Tool, ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -209,7 +209,18 @@ impl ServerHandler for ChangeflowMcp {
             ));
         };
         let identity = identity(&context)?;
-        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let mut arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        if let Some(ask) = &spec.asks_first {
+            let answer = request
+                .input_responses
+                .as_ref()
+                .and_then(|responses| responses.get(ask.key))
+                .and_then(|response| ask.answer(response));
+            match answer {
+                Some(value) => arguments[ask.field] = json!(value),
+                None => return ask_first(ask, &context),
+            }
+        }
         // A long call becomes a task when the client declared the tasks extension; otherwise
         // the call waits for the result, streaming progress.
         let as_task = spec.long_running
@@ -364,6 +375,25 @@ impl ChangeflowMcp {
             }
         }
     }
+}
+
+/// The input-required round before a tool that asks first (asked again until answered).
+fn ask_first(
+    ask: &tools::AskFirst,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ErrorData> {
+    let can_answer = context
+        .client_capabilities()
+        .is_some_and(|caps| caps.elicitation.is_some());
+    if !can_answer {
+        return Err(ErrorData::missing_required_client_capability(
+            ClientCapabilities::builder().enable_elicitation().build(),
+        ));
+    }
+    let request = serde_json::from_value::<InputRequest>(ask.request())
+        .map_err(|e| ErrorData::internal_error(format!("malformed input request: {e}"), None))?;
+    let requests = [(ask.key.to_string(), request)].into_iter().collect();
+    Ok(InputRequiredResult::new(Some(requests), None).into())
 }
 
 /// Audits how an allowed task request ended.

@@ -8,6 +8,7 @@ use changeflow_workflows::{ChangeOutcome, ConformanceFixture, DownstreamOperatio
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
+use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowExecutionStatus, WorkflowGetResultOptions,
 };
@@ -66,14 +67,13 @@ pub enum TaskLookupError {
 /// The task's current state, from the workflow's description, progress query and result.
 pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
     let handle = client.get_workflow_handle::<UntypedWorkflow>(task_id);
-    let description = handle.describe(Default::default()).await.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("not found") || text.contains("NotFound") {
-            TaskLookupError::NotFound(task_id.to_string())
-        } else {
-            TaskLookupError::Temporal(text)
-        }
-    })?;
+    let description = handle
+        .describe(Default::default())
+        .await
+        .map_err(|e| match e {
+            WorkflowInteractionError::NotFound(_) => TaskLookupError::NotFound(task_id.to_string()),
+            other => TaskLookupError::Temporal(other.to_string()),
+        })?;
     let kind = description.workflow_type().to_string();
     let created_at = description.start_time().unwrap_or_else(SystemTime::now);
     let updated_at = description.close_time().unwrap_or_else(SystemTime::now);

@@ -25,9 +25,48 @@ pub struct ToolSpec {
     /// Can only run as a task (it waits for client input): clients without the tasks
     /// extension are refused with -32021 instead of waiting forever.
     pub requires_task: bool,
+    /// A question asked before the tool starts (an input-required round, SEP-2322).
+    pub asks_first: Option<AskFirst>,
     pub input_schema: fn() -> Value,
     /// Shape of the structured result of a successful call.
     pub output_schema: fn() -> Value,
+}
+
+/// A question a tool asks the client before it starts: an `elicitation/create` input request
+/// under `key`; the answer's `field` becomes the tool's argument of the same name.
+pub struct AskFirst {
+    pub key: &'static str,
+    pub message: &'static str,
+    pub field: &'static str,
+}
+
+impl AskFirst {
+    /// The input request, as the wire carries it.
+    pub fn request(&self) -> Value {
+        json!({
+            "method": "elicitation/create",
+            "params": {
+                "mode": "form",
+                "message": self.message,
+                "requestedSchema": {
+                    "type": "object",
+                    "properties": {self.field: {"type": "string", "maxLength": 128}},
+                    "required": [self.field]
+                }
+            }
+        })
+    }
+
+    /// The answered value, if the client accepted and gave a short text.
+    pub fn answer(&self, response: &Value) -> Option<String> {
+        if response["action"] != "accept" {
+            return None;
+        }
+        response["content"][self.field]
+            .as_str()
+            .filter(|v| !v.is_empty() && v.chars().count() <= 128)
+            .map(str::to_string)
+    }
 }
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
@@ -381,6 +420,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: true,
         requires_task: false,
+        asks_first: None,
         input_schema: deploy_schema,
         output_schema: change_result_schema,
     },
@@ -395,6 +435,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: list_templates_schema,
         output_schema: template_list_result,
     },
@@ -409,6 +450,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: template_id_schema,
         output_schema: template_result,
     },
@@ -423,6 +465,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: list_devices_schema,
         output_schema: device_list_result,
     },
@@ -437,6 +480,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: preview_schema,
         output_schema: preview_result,
     },
@@ -451,6 +495,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: ticket_number_schema,
         output_schema: ticket_result,
     },
@@ -465,6 +510,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: list_tickets_schema,
         output_schema: ticket_list_result,
     },
@@ -479,6 +525,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: create_ticket_schema,
         output_schema: ticket_result,
     },
@@ -493,6 +540,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: work_note_schema,
         output_schema: ticket_result,
     },
@@ -507,6 +555,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: close_ticket_schema,
         output_schema: ticket_result,
     },
@@ -521,6 +570,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: change_id_schema,
         output_schema: change_status_schema,
     },
@@ -535,6 +585,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: list_schema,
         output_schema: change_list_schema,
     },
@@ -549,6 +600,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: change_id_schema,
         output_schema: change_history_schema,
     },
@@ -563,6 +615,7 @@ pub const TOOLS: &[ToolSpec] = &[
         idempotent: true,
         long_running: false,
         requires_task: false,
+        asks_first: None,
         input_schema: change_id_schema,
         output_schema: cancel_schema,
     },
@@ -656,6 +709,7 @@ const fn fixture(
         idempotent: true,
         long_running,
         requires_task,
+        asks_first: None,
         input_schema,
         output_schema: text_result_schema,
     }
@@ -706,6 +760,19 @@ pub const FIXTURE_TOOLS: &[ToolSpec] = &[
         SYNC,
         no_arguments_schema,
     ),
+    ToolSpec {
+        asks_first: Some(AskFirst {
+            key: "user_name",
+            message: "Who is asking?",
+            field: "name",
+        }),
+        ..fixture(
+            "test_tool_with_task",
+            "Asks for a name before it starts (input required), then greets as a task.",
+            TASK_REQUIRED,
+            greet_schema,
+        )
+    },
     fixture(
         "multi_input",
         "Asks two questions at once (two input requests), then answers.",

@@ -47,7 +47,7 @@ impl ConformanceFixture {
     pub async fn run(ctx: &mut WorkflowContext<Self>, call: FixtureCall) -> WorkflowResult<Value> {
         let args = &call.arguments;
         match call.tool.as_str() {
-            "greet" => {
+            "greet" | "test_tool_with_task" => {
                 let name = args["name"].as_str().unwrap_or("world");
                 Ok(json!({"text": format!("Hello, {name}!")}))
             }
