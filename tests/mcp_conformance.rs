@@ -93,6 +93,7 @@ async fn the_official_conformance_suite_passes_but_for_justified_exceptions() {
         "tasks-capability-negotiation",
         "tasks-mrtr-input",
         "tasks-mrtr-composition",
+        "tools-call-with-progress",
         "tasks-dispatch-and-envelope",
         "tasks-required-task-error",
         "dns-rebinding-protection",

@@ -1,6 +1,6 @@
 //! Starting, watching and cancelling changes from the client side.
 
-use changeflow_workflows::fixtures::FixtureCall;
+use changeflow_workflows::fixtures::{FixtureCall, FixtureProgress};
 use changeflow_workflows::{
     ChangeProgress, ChangeResult, ConformanceFixture, DeploymentRequest, DownstreamOperation,
     OperationRequest, TemplateDeployment, search,
@@ -216,27 +216,41 @@ pub async fn status(
     Ok(description.status())
 }
 
-/// Waits for the result while calling `on_progress` whenever progress changes.
+/// Waits for the change's result while calling `on_progress` whenever progress changes.
 pub async fn follow(
     client: &Client,
     workflow_id: &str,
-    mut on_progress: impl FnMut(&ChangeProgress),
+    on_progress: impl FnMut(&ChangeProgress),
 ) -> Result<ChangeResult, WorkflowGetResultError> {
-    let result = result(client, workflow_id);
-    tokio::pin!(result);
-    let mut last: Option<ChangeProgress> = None;
+    watch(
+        result(client, workflow_id),
+        || progress(client, workflow_id),
+        on_progress,
+    )
+    .await
+}
+
+/// Waits for `outcome` while polling `progress` and calling `on_progress` with each new value
+/// (and a last time when the outcome arrives, if progress moved since).
+pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
+    outcome: impl std::future::Future<Output = T>,
+    mut progress: impl FnMut() -> F,
+    mut on_progress: impl FnMut(&P),
+) -> T {
+    tokio::pin!(outcome);
+    let mut last: Option<P> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(300));
     loop {
         tokio::select! {
-            outcome = &mut result => {
-                if let Some(p) = progress(client, workflow_id).await
+            done = &mut outcome => {
+                if let Some(p) = progress().await
                     && last.as_ref() != Some(&p) {
                         on_progress(&p);
                     }
-                return outcome;
+                return done;
             }
             _ = ticker.tick() => {
-                if let Some(p) = progress(client, workflow_id).await
+                if let Some(p) = progress().await
                     && last.as_ref() != Some(&p) {
                         on_progress(&p);
                         last = Some(p);
@@ -244,6 +258,20 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// A conformance fixture's progress, if it reports any.
+pub async fn fixture_progress(client: &Client, workflow_id: &str) -> Option<FixtureProgress> {
+    client
+        .get_workflow_handle::<ConformanceFixture>(workflow_id)
+        .query(
+            ConformanceFixture::progress,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The step timeline of one change, from its Temporal history: when it started, each

@@ -18,6 +18,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// workflow (see `FrontDoor::idempotency_window`).
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 
+/// What a running call reports: how far it has come and what it is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub percent: u8,
+    pub message: String,
+}
+
+impl From<&ChangeProgress> for Progress {
+    fn from(p: &ChangeProgress) -> Self {
+        Progress {
+            percent: p.percent,
+            message: format!("{:?}: {}", p.step, p.message).to_lowercase(),
+        }
+    }
+}
+
 /// Whether a long tool's caller waits for the workflow's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -398,7 +414,7 @@ impl FrontDoor {
         spec: &ToolSpec,
         arguments: Value,
         wait: Wait,
-        mut on_progress: impl FnMut(&str, &ChangeProgress),
+        mut on_progress: impl FnMut(&str, &Progress),
     ) -> Result<Outcome, AuditUnavailable> {
         let call = match parse(spec, &arguments) {
             Ok(call) => call,
@@ -470,13 +486,25 @@ impl FrontDoor {
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }
-                Ok(
-                    match crate::tasks::finished(&self.temporal, &id, "ConformanceFixture").await {
-                        crate::tasks::TaskState::Completed(result) => Outcome::Tool(result),
-                        crate::tasks::TaskState::Failed(message) => Outcome::ProtocolError(message),
-                        other => Outcome::Failed(format!("{other:?}").to_lowercase()),
+                let finished = changes::watch(
+                    crate::tasks::finished(&self.temporal, &id, "ConformanceFixture"),
+                    || changes::fixture_progress(&self.temporal, &id),
+                    |p| {
+                        on_progress(
+                            &id,
+                            &Progress {
+                                percent: p.percent,
+                                message: p.message.clone(),
+                            },
+                        )
                     },
                 )
+                .await;
+                Ok(match finished {
+                    crate::tasks::TaskState::Completed(result) => Outcome::Tool(result),
+                    crate::tasks::TaskState::Failed(message) => Outcome::ProtocolError(message),
+                    other => Outcome::Failed(format!("{other:?}").to_lowercase()),
+                })
             }
             Call::Operation {
                 operation,
@@ -550,7 +578,8 @@ impl FrontDoor {
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }
-                match changes::follow(&self.temporal, &id, |p| on_progress(&id, p)).await {
+                let report = |p: &ChangeProgress| on_progress(&id, &Progress::from(p));
+                match changes::follow(&self.temporal, &id, report).await {
                     Ok(result) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
                         note(&id, if failed { "failed" } else { "completed" }).await?;

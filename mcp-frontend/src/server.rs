@@ -3,11 +3,10 @@
 
 use crate::FrontDoor;
 use crate::changes;
-use crate::invoke::{AuditUnavailable, Outcome, TaskPermit, Wait};
+use crate::invoke::{AuditUnavailable, Outcome, Progress, TaskPermit, Wait};
 use crate::tasks::{self, TaskLookupError, TaskState, TaskView, ToolResult};
 use crate::tools;
 use changeflow_engine::identity::VerifiedIdentity;
-use changeflow_workflows::ChangeProgress;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
     ContentBlock, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Implementation,
@@ -241,13 +240,11 @@ impl ServerHandler for ChangeflowMcp {
         let peer = context.peer.clone();
         // Each message names the change, so a client that loses the connection can find it
         // again with get_change_status; the workflow runs on regardless.
-        let report = |change_id: &str, p: &ChangeProgress| {
+        let report = |change_id: &str, p: &Progress| {
             if let Some(token) = &token {
                 let param = ProgressNotificationParam::new(token.clone(), f64::from(p.percent))
                     .with_total(100.0)
-                    .with_message(
-                        format!("{change_id}: {:?}: {}", p.step, p.message).to_lowercase(),
-                    );
+                    .with_message(format!("{change_id}: {}", p.message));
                 let peer = peer.clone();
                 tokio::spawn(async move {
                     let _ = peer.notify_progress(param).await;

@@ -760,6 +760,12 @@ pub const FIXTURE_TOOLS: &[ToolSpec] = &[
         SYNC,
         no_arguments_schema,
     ),
+    fixture(
+        "test_tool_with_progress",
+        "Reports progress three times (0, 50, 100 percent), then returns.",
+        SYNC,
+        no_arguments_schema,
+    ),
     ToolSpec {
         asks_first: Some(AskFirst {
             key: "user_name",

@@ -1,6 +1,7 @@
 //! `ConformanceFixture`: the fixture tools the MCP conformance suite expects (`greet`,
 //! `slow_compute`, `failing_job`, `protocol_error_job`, `confirm_delete`, `multi_input`,
-//! `test_simple_text`, `test_error_handling`), each
+//! `test_simple_text`, `test_error_handling`, `test_tool_with_progress`, `test_tool_with_task`),
+//! each
 //! a workflow like every other tool. Only `changeflow conformance-server`, a loopback-only test
 //! profile, exposes them.
 //!
@@ -38,6 +39,15 @@ pub struct ConformanceFixture {
     pending: BTreeMap<String, Value>,
     /// Answers received, by key.
     answers: BTreeMap<String, Value>,
+    /// Progress of `test_tool_with_progress`.
+    progress: Option<FixtureProgress>,
+}
+
+/// How far a fixture has come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixtureProgress {
+    pub percent: u8,
+    pub message: String,
 }
 
 #[workflow_methods]
@@ -53,6 +63,18 @@ impl ConformanceFixture {
             }
             "test_simple_text" => {
                 Ok(json!({"text": "This is a simple text response for testing."}))
+            }
+            "test_tool_with_progress" => {
+                for (percent, message) in [(0, "starting"), (50, "halfway"), (100, "finishing")] {
+                    ctx.state_mut(|s| {
+                        s.progress = Some(FixtureProgress {
+                            percent,
+                            message: message.into(),
+                        })
+                    });
+                    sleep(ctx, Duration::from_millis(700)).await?;
+                }
+                Ok(json!({"text": "done, with progress"}))
             }
             "test_error_handling" => Err(failure(TOOL_ERROR, "This tool always fails, on purpose")),
             "slow_compute" => {
@@ -102,6 +124,12 @@ impl ConformanceFixture {
             }
             other => Err(failure(INTERNAL_ERROR, &format!("no fixture '{other}'"))),
         }
+    }
+
+    /// How far the fixture has come, if it reports progress.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> Option<FixtureProgress> {
+        self.progress.clone()
     }
 
     /// The input requests still waiting for an answer.
