@@ -464,9 +464,19 @@ async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::Ex
         "idempotency_key": format!("demo-{}", uuid::Uuid::new_v4().simple()),
     });
     let mut last = String::new();
+    let mut announced = false;
     let outcome = mcp
         .call_tool("deploy_template", arguments, |percent, message| {
-            let line = format!("[{percent:>3.0}%] {message}");
+            // Progress messages start with the change id; show it once.
+            let (change, text) = message
+                .split_once(": ")
+                .filter(|(id, _)| id.starts_with("change-"))
+                .unwrap_or(("", message));
+            if !change.is_empty() && !announced {
+                eprintln!("Change {change} started; progress:");
+                announced = true;
+            }
+            let line = format!("[{percent:>3.0}%] {text}");
             if line != last {
                 eprintln!("{line}");
                 last = line;
