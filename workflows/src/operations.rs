@@ -5,10 +5,10 @@
 //! is added by the front door, never taken from the arguments.
 
 use crate::activities::ChangeActivities;
+use crate::template_deployment::{failure_message, failure_type};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -172,21 +172,8 @@ impl DownstreamOperation {
 
 /// Fails the workflow with the activity's own error (message and type), not "activity failed".
 fn root_application_failure(err: &ActivityExecutionError) -> WorkflowTermination {
-    let Some(mut failure) = err.failure() else {
-        return ApplicationFailure::builder(err.to_string())
-            .non_retryable(true)
-            .build()
-            .into();
-    };
-    while let Some(cause) = failure.cause.as_deref() {
-        failure = cause;
-    }
-    let type_name = match &failure.failure_info {
-        Some(FailureInfo::ApplicationFailureInfo(info)) => info.r#type.clone(),
-        _ => String::new(),
-    };
-    ApplicationFailure::builder(failure.message.clone())
-        .type_name(type_name)
+    ApplicationFailure::builder(failure_message(err))
+        .type_name(failure_type(err).unwrap_or_default())
         .non_retryable(true)
         .build()
         .into()

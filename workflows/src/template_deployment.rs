@@ -378,7 +378,7 @@ fn root_cause(err: &ActivityExecutionError) -> Option<&Failure> {
 }
 
 /// The application error type of the root cause (e.g. `InvalidRequest`).
-fn failure_type(err: &ActivityExecutionError) -> Option<String> {
+pub(crate) fn failure_type(err: &ActivityExecutionError) -> Option<String> {
     match &root_cause(err)?.failure_info {
         Some(FailureInfo::ApplicationFailureInfo(info)) => Some(info.r#type.clone()),
         _ => None,
@@ -386,7 +386,7 @@ fn failure_type(err: &ActivityExecutionError) -> Option<String> {
 }
 
 /// The root cause's message.
-fn failure_message(err: &ActivityExecutionError) -> String {
+pub(crate) fn failure_message(err: &ActivityExecutionError) -> String {
     root_cause(err)
         .map(|f| f.message.clone())
         .unwrap_or_else(|| err.to_string())
