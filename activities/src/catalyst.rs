@@ -141,14 +141,8 @@ impl CatalystClient {
     /// Looks a device up by hostname, then by id.
     pub async fn find_device(&self, name: &str) -> Result<Option<Value>, DownstreamError> {
         for key in ["hostname", "id"] {
-            let body = self
-                .get("/dna/intent/api/v1/network-device", &[(key, name)])
-                .await?;
-            let list = body["response"].as_array().ok_or_else(|| {
-                DownstreamError::protocol(SYSTEM, "device list without response array")
-            })?;
-            if let Some(device) = list.first() {
-                return Ok(Some(device.clone()));
+            if let Some(device) = self.devices(&[(key, name)], 1).await?.into_iter().next() {
+                return Ok(Some(device));
             }
         }
         Ok(None)

@@ -147,24 +147,15 @@ impl DownstreamActivities {
     }
 
     async fn open_ticket(&self, ticket: NewChangeTicket) -> Result<ChangeTicket, DownstreamError> {
-        let record = match self
+        let record = self
             .servicenow
-            .find_by_correlation(&ticket.correlation_id)
-            .await?
-        {
-            Some(existing) => existing,
-            None => {
-                let fields = json!({
-                    "type": "normal",
-                    "short_description": ticket.short_description,
-                    "description": ticket.description,
-                    "requested_by": ticket.requested_by,
-                    "correlation_id": ticket.correlation_id,
-                    "correlation_display": "changeflow",
-                });
-                self.servicenow.create(&fields).await?
-            }
-        };
+            .open_once(
+                &ticket.correlation_id,
+                &ticket.short_description,
+                &ticket.description,
+                &ticket.requested_by,
+            )
+            .await?;
         let field = |name: &str| {
             record
                 .get(name)

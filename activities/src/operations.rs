@@ -181,20 +181,15 @@ impl DownstreamActivities {
                 Ok(json!({"change_requests": self.describe(&list).await?}))
             }
             Operation::CreateChangeRequest(args) => {
-                let record = match self.servicenow.find_by_correlation(correlation_id).await? {
-                    Some(existing) => existing,
-                    None => {
-                        let fields = json!({
-                            "type": "normal",
-                            "short_description": args.short_description,
-                            "description": args.description.unwrap_or_default(),
-                            "requested_by": request.requested_by,
-                            "correlation_id": correlation_id,
-                            "correlation_display": "changeflow",
-                        });
-                        self.servicenow.create(&fields).await?
-                    }
-                };
+                let record = self
+                    .servicenow
+                    .open_once(
+                        correlation_id,
+                        &args.short_description,
+                        &args.description.unwrap_or_default(),
+                        &request.requested_by,
+                    )
+                    .await?;
                 self.describe_one(&record).await
             }
             Operation::AddWorkNote(args) => {

@@ -154,6 +154,29 @@ impl ServiceNowClient {
         }
     }
 
+    /// The normal change request this correlation id opened, opening it if there is none yet,
+    /// so a retried open never opens a second one.
+    pub async fn open_once(
+        &self,
+        correlation_id: &str,
+        short_description: &str,
+        description: &str,
+        requested_by: &str,
+    ) -> Result<ChangeRecord, DownstreamError> {
+        if let Some(existing) = self.find_by_correlation(correlation_id).await? {
+            return Ok(existing);
+        }
+        let fields = json!({
+            "type": "normal",
+            "short_description": short_description,
+            "description": description,
+            "requested_by": requested_by,
+            "correlation_id": correlation_id,
+            "correlation_display": "changeflow",
+        });
+        self.create(&fields).await
+    }
+
     /// Opens a normal change request.
     pub async fn create(&self, fields: &Value) -> Result<ChangeRecord, DownstreamError> {
         // Not retried in-call: a lost answer to a create is resolved by the correlation lookup.
