@@ -165,6 +165,7 @@ pub async fn start_conformance_profile(
         PolicyEngine::load(policy_dir(Path::new("policy"), data_dir)?)
             .context("loading the policy")?,
     );
+    let policy_watch = policy.watch(Duration::from_secs(2));
     let url = format!("http://{address}");
     let front = Arc::new(FrontDoor {
         authentication: Authentication::FixedTestIdentity(VerifiedIdentity {
@@ -186,5 +187,5 @@ pub async fn start_conformance_profile(
         allowed_origins: loopback_origins(),
         idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
     });
-    Ok(serve(listener, front, url, tokio::spawn(async {})))
+    Ok(serve(listener, front, url, policy_watch))
 }

@@ -83,8 +83,8 @@ configured OpenID provider; every tool call is authorized by the policy and writ
     #[command(
         hide = true,
         long_about = "Test only. Serve the fixture tools the MCP conformance suite \
-(@modelcontextprotocol/conformance) expects (greet, slow_compute, failing_job, protocol_error_job), each run as \
-a workflow, at /mcp. The suite sends no token, so every request acts as a fixed test identity; for that reason \
+(@modelcontextprotocol/conformance) expects (greet, slow_compute, failing_job, confirm_delete, \
+test_tool_with_task and the rest), each run as a workflow, at /mcp. The suite sends no token, so every request acts as a fixed test identity; for that reason \
 this refuses to listen on anything but a loopback address. Needs --temporal-address and a running \
 `changeflow worker` on the same task queue."
     )]

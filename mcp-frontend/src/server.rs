@@ -75,6 +75,7 @@ fn task(view: &TaskView) -> Task {
         TaskState::Failed(_) => TaskStatus::Failed,
         TaskState::Cancelled => TaskStatus::Cancelled,
     };
+    // No TTL of our own (`ttlMs: null`): a task is kept as long as Temporal keeps its workflow.
     let mut task = Task::new(
         view.task_id.clone(),
         status,
@@ -82,8 +83,6 @@ fn task(view: &TaskView) -> Task {
         rfc3339(view.updated_at),
     )
     .with_poll_interval_ms(POLL_INTERVAL_MS);
-    // Kept as long as Temporal retains the workflow: no TTL of our own (`null`).
-    task.ttl_ms = None;
     if let TaskState::Working(message) = &view.state {
         task = task.with_status_message(message.clone());
     }

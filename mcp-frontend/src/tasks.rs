@@ -3,6 +3,7 @@
 //! answers for any task, before and after restarts.
 
 use crate::changes::{self, failure_detail};
+use crate::invoke::Progress;
 use changeflow_workflows::fixtures::INTERNAL_ERROR;
 use changeflow_workflows::{ChangeOutcome, ConformanceFixture, DownstreamOperation};
 use serde_json::{Value, json};
@@ -133,7 +134,10 @@ async fn working_message(client: &Client, task_id: &str, kind: &str) -> String {
         return "running".into();
     }
     match changes::progress(client, task_id).await {
-        Some(p) => format!("{:?}: {} ({}%)", p.step, p.message, p.percent).to_lowercase(),
+        Some(p) => {
+            let progress = Progress::from(&p);
+            format!("{} ({}%)", progress.message, progress.percent)
+        }
         None => "starting".into(),
     }
 }
