@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use changeflow_engine::audit::AuditStore;
+#[cfg(feature = "dev")]
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
@@ -144,6 +145,7 @@ fn serve(
 /// The identity every request has in the conformance profile.
 pub const CONFORMANCE_SUBJECT: &str = "conformance-suite";
 
+#[cfg(feature = "dev")]
 /// The test-only profile the MCP conformance suite runs against: its fixture tools (each a
 /// workflow), and every request acting as a fixed test identity because the suite sends no
 /// token. Refuses any address but loopback, so it cannot be exposed by mistake.

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
 use changeflow_engine::CredentialProvider;
-use changeflow_workflows::{ConformanceFixture, DownstreamOperation, TemplateDeployment};
+use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -24,8 +24,13 @@ pub async fn run_worker(
         Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TemplateDeployment>()
-        .and_then(|options| options.register_workflow::<DownstreamOperation>())
-        .and_then(|options| options.register_workflow::<ConformanceFixture>())
+        .and_then(|options| options.register_workflow::<DownstreamOperation>());
+    // The conformance fixtures exist only in development builds.
+    #[cfg(feature = "dev")]
+    let options = options.and_then(|options| {
+        options.register_workflow::<changeflow_workflows::ConformanceFixture>()
+    });
+    let options = options
         .context("registering workflows")?
         .register_activities(activities)
         .build();

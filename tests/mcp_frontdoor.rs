@@ -474,6 +474,11 @@ async fn the_official_python_sdk_works_in_both_protocol_eras() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{mode}:\n{stdout}\n{stderr}");
+        // The SDK ends its session with DELETE and logs anything but 200/204 as a failure.
+        assert!(
+            !stderr.contains("Session termination failed"),
+            "{mode}: {stderr}"
+        );
         assert_eq!(
             stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
             6,
@@ -682,6 +687,24 @@ async fn foreign_origins_hosts_and_batches_are_refused() {
         "JSON-RPC batches are refused: {}",
         refused.status()
     );
+
+    // Ending a session: 204 for a live one (as the SDKs expect), then 404, as for any unknown.
+    let opened = post(vec![], init.clone()).await.unwrap();
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let end = |session: String| {
+        door.http
+            .delete(format!("{}/mcp", door.url))
+            .bearer_auth(&alice)
+            .header("Mcp-Session-Id", session)
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .send()
+    };
+    assert_eq!(end(session.clone()).await.unwrap().status(), 204);
+    assert_eq!(end(session).await.unwrap().status(), 404);
+    assert_eq!(end("no-such-session".into()).await.unwrap().status(), 404);
 }
 
 /// The workflow type and status of a workflow, from Temporal.
@@ -1040,6 +1063,17 @@ async fn a_task_is_its_workflow_and_survives_a_frontend_restart() {
 /// Runs the MCP Inspector CLI (`@modelcontextprotocol/inspector`, on the Node.js 22 that
 /// `make tools` installs into `.tools/node`) and returns its JSON output.
 async fn inspector(door: &Door, token: &str, home: &std::path::Path, args: &[&str]) -> Value {
+    let (stdout, _) = inspector_run(door, token, home, args).await;
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("inspector JSON ({e}): {stdout}"))
+}
+
+/// Runs the Inspector CLI; its stdout and stderr, once it succeeded.
+async fn inspector_run(
+    door: &Door,
+    token: &str,
+    home: &std::path::Path,
+    args: &[&str],
+) -> (String, String) {
     let bin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/node/node_modules/.bin");
     assert!(
@@ -1070,7 +1104,7 @@ async fn inspector(door: &Door, token: &str, home: &std::path::Path, args: &[&st
         output.status.success(),
         "inspector {args:?}:\n{stdout}\n{stderr}"
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("inspector JSON ({e}): {stdout}"))
+    (stdout.into_owned(), stderr.into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1082,8 +1116,21 @@ async fn the_mcp_inspector_cli_runs_a_deploy_as_a_task_to_completion() {
     let home = h.dir.0.join("inspector-home");
     std::fs::create_dir_all(&home).unwrap();
 
-    let listed = inspector(&door, &alice, &home, &["--method", "tools/list"]).await;
+    // Its portability lint (`--strict`) finds nothing to warn about in any tool's schemas.
+    let (stdout, stderr) = inspector_run(
+        &door,
+        &alice,
+        &home,
+        &["--method", "tools/list", "--strict"],
+    )
+    .await;
+    assert!(
+        !stderr.contains("Warning") && !stderr.contains("Error"),
+        "{stderr}"
+    );
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
     let tools = listed["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), changeflow_mcp_frontend::tools::TOOLS.len());
     assert!(
         tools.iter().any(|t| t["name"] == "deploy_template"),
         "{listed}"
@@ -1223,4 +1270,43 @@ async fn a_change_outlives_its_clients_connection_and_is_found_again() {
         .unwrap();
     assert_eq!(h.ticket(ticket).get("state"), "3", "closed in ServiceNow");
     assert_eq!(h.sims.stats.deploy_requests(), 1);
+}
+
+/// schemathesis (PyPI) generates requests from the REST proxy's own OpenAPI document, valid and
+/// invalid, reads and writes against the simulators, and checks every answer against the
+/// document (`--checks all`): the document and the behaviour agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_proxy_agrees_with_its_openapi_document() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let token = door.token("admin");
+    let schemathesis =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "run `make tools` to install schemathesis"
+    );
+    let output = tokio::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(format!("{}/api/v1/openapi.json", door.url))
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "all", "--max-examples", "12", "--seed", "4711"])
+        // Each deploy would run a whole change; one is enough to check its 202 answer.
+        .args(["--exclude-operation-id", "catalyst_center_deploy_template"])
+        .args(["--max-response-time", "30"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("HOME", h.dir.0.join("schemathesis-home"))
+        .current_dir(&h.dir.0)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("No issues found"),
+        "schemathesis found issues:\n{stdout}\n{stderr}"
+    );
 }

@@ -1,6 +1,7 @@
 //! What every downstream call shares: one error type that knows whether retrying is safe and
 //! when, the mapping of HTTP answers onto it, and a short in-call retry for idempotent reads.
 
+use changeflow_workflows::failure::FailureType;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
@@ -92,19 +93,19 @@ impl DownstreamError {
         }
     }
 
-    /// Stable error type name recorded in Temporal failures.
-    pub fn type_name(&self) -> &'static str {
+    /// The failure type recorded in Temporal.
+    pub fn failure_type(&self) -> FailureType {
         match self {
-            DownstreamError::Rejected { .. } => "Rejected",
-            DownstreamError::NotFound { .. } => "NotFound",
-            DownstreamError::Unauthorized { .. } => "Unauthorized",
-            DownstreamError::RateLimited { .. } => "RateLimited",
-            DownstreamError::Unavailable { .. } => "Unavailable",
-            DownstreamError::Transport { .. } => "Transport",
-            DownstreamError::Protocol { .. } => "Protocol",
-            DownstreamError::Invalid(_) => "InvalidRequest",
-            DownstreamError::Credentials { .. } => "Credentials",
-            DownstreamError::Configuration(_) => "Configuration",
+            DownstreamError::Rejected { .. } => FailureType::Rejected,
+            DownstreamError::NotFound { .. } => FailureType::NotFound,
+            DownstreamError::Unauthorized { .. } => FailureType::Unauthorized,
+            DownstreamError::RateLimited { .. } => FailureType::RateLimited,
+            DownstreamError::Unavailable { .. } => FailureType::Unavailable,
+            DownstreamError::Transport { .. } => FailureType::Transport,
+            DownstreamError::Protocol { .. } => FailureType::Protocol,
+            DownstreamError::Invalid(_) => FailureType::InvalidRequest,
+            DownstreamError::Credentials { .. } => FailureType::Credentials,
+            DownstreamError::Configuration(_) => FailureType::Configuration,
         }
     }
 
@@ -146,7 +147,7 @@ impl DownstreamError {
         let err = self;
         let retryable = err.is_retryable();
         let failure = ApplicationFailure::builder(err.to_string())
-            .type_name(err.type_name().to_string())
+            .type_name(err.failure_type().as_str().to_string())
             .non_retryable(!retryable)
             .maybe_next_retry_delay(err.retry_after())
             .build();

@@ -14,9 +14,7 @@ use changeflow_workflows::activities::definitions as change_activities;
 use changeflow_workflows::*;
 use http::DownstreamError;
 use serde_json::{Value, json};
-use servicenow::{
-    STATE_CANCELED, STATE_CLOSED, STATE_IMPLEMENT, STATE_REVIEW, ServiceNowClient, state_of,
-};
+use servicenow::{CloseMode, ServiceNowClient};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +70,7 @@ impl DownstreamActivities {
         &self,
         request: DeploymentRequest,
     ) -> Result<ValidatedDeployment, DownstreamError> {
-        request.check_shape().map_err(DownstreamError::Invalid)?;
+        request.validate().map_err(DownstreamError::Invalid)?;
         let template = match self.catalyst.template(&request.template_id).await {
             Err(DownstreamError::NotFound { message, .. }) => {
                 return Err(DownstreamError::Invalid(message));
@@ -235,42 +233,10 @@ impl DownstreamActivities {
     }
 
     async fn close(&self, close: CloseChangeTicket) -> Result<(), DownstreamError> {
-        let sys_id = &close.ticket.sys_id;
-        let current = state_of(&self.servicenow.get(sys_id).await?);
-        match close.closure {
-            TicketClosure::Canceled => {
-                if current != STATE_CANCELED && current != STATE_CLOSED {
-                    let fields = json!({"state": STATE_CANCELED, "close_notes": close.notes, "work_notes": close.notes});
-                    self.servicenow.update(sys_id, &fields).await?;
-                }
-            }
-            TicketClosure::Successful | TicketClosure::Unsuccessful => {
-                if current == STATE_CLOSED {
-                    return Ok(());
-                }
-                let code = if close.closure == TicketClosure::Successful {
-                    "successful"
-                } else {
-                    "unsuccessful"
-                };
-                if current == STATE_IMPLEMENT {
-                    self.servicenow
-                        .update(
-                            sys_id,
-                            &json!({"state": STATE_REVIEW, "work_notes": close.notes}),
-                        )
-                        .await?;
-                } else if current != STATE_REVIEW {
-                    // Failed before Implement: the state model only allows canceling from here.
-                    let fields = json!({"state": STATE_CANCELED, "close_code": code, "close_notes": close.notes});
-                    self.servicenow.update(sys_id, &fields).await?;
-                    return Ok(());
-                }
-                let fields =
-                    json!({"state": STATE_CLOSED, "close_code": code, "close_notes": close.notes});
-                self.servicenow.update(sys_id, &fields).await?;
-            }
-        }
+        let record = self.servicenow.get(&close.ticket.sys_id).await?;
+        self.servicenow
+            .close(record, close.closure, &close.notes, CloseMode::BestEffort)
+            .await?;
         Ok(())
     }
 }

@@ -4,18 +4,61 @@
 use crate::http::{self, DownstreamError, send_json, with_retries};
 use crate::session::Session;
 use changeflow_engine::CredentialProvider;
+use changeflow_workflows::arguments::{CloseCode, TicketState};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
 const SYSTEM: &str = "ServiceNow";
+
+/// The change state model's codes (`state` field), by state.
+pub const STATE_CODES: [(TicketState, &str); 8] = [
+    (TicketState::New, "-5"),
+    (TicketState::Assess, "-4"),
+    (TicketState::Authorize, "-3"),
+    (TicketState::Scheduled, "-2"),
+    (TicketState::Implement, "-1"),
+    (TicketState::Review, "0"),
+    (TicketState::Closed, "3"),
+    (TicketState::Canceled, "4"),
+];
+
 /// The normal-change path from New to Implement, in order.
-const TO_IMPLEMENT: &[&str] = &["-5", "-4", "-3", "-2", "-1"];
-pub const STATE_IMPLEMENT: &str = "-1";
-pub const STATE_REVIEW: &str = "0";
-pub const STATE_CLOSED: &str = "3";
-pub const STATE_CANCELED: &str = "4";
+const TO_IMPLEMENT: [TicketState; 5] = [
+    TicketState::New,
+    TicketState::Assess,
+    TicketState::Authorize,
+    TicketState::Scheduled,
+    TicketState::Implement,
+];
+
+/// A state's code.
+pub fn state_code(state: TicketState) -> &'static str {
+    STATE_CODES
+        .iter()
+        .find(|(s, _)| *s == state)
+        .map(|(_, code)| *code)
+        .unwrap_or_default()
+}
+
+/// The state of a code; `None` for a code outside the model.
+pub fn state_name(code: &str) -> Option<TicketState> {
+    STATE_CODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(state, _)| *state)
+}
+
+/// How a close treats a change request the state model will not close as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// A caller's request (`close_change_request`): refused, and nothing is written.
+    Refuse,
+    /// A change's own ticket at the end of its workflow: closed however the model allows (a
+    /// ticket that never reached Implement is canceled, one already ended is left as it is).
+    BestEffort,
+}
 
 /// A change request as read back: string fields by name.
 pub type ChangeRecord = serde_json::Map<String, Value>;
@@ -226,24 +269,113 @@ impl ServiceNowClient {
 
     /// Moves a normal change from wherever it is on the way to Implement, one state at a time.
     pub async fn move_to_implement(&self, sys_id: &str) -> Result<(), DownstreamError> {
-        let current = state_of(&self.get(sys_id).await?);
-        let Some(position) = TO_IMPLEMENT.iter().position(|s| *s == current) else {
+        let record = self.get(sys_id).await?;
+        let Some(position) =
+            state_of(&record).and_then(|current| TO_IMPLEMENT.iter().position(|s| *s == current))
+        else {
             return Err(DownstreamError::Invalid(format!(
-                "change request is in state {current}, which cannot move to Implement"
+                "change request is in state {}, which cannot move to Implement",
+                field(&record, "state")
             )));
         };
         for state in &TO_IMPLEMENT[position + 1..] {
-            self.update(sys_id, &json!({ "state": state })).await?;
+            self.update(sys_id, &json!({ "state": state_code(*state) }))
+                .await?;
         }
         Ok(())
     }
+
+    /// Closes (or, with `canceled`, cancels) a change request through the state model: from
+    /// Implement by way of Review. Asking for the state it is already in succeeds without
+    /// writing, so a retried close is harmless; what the model does not allow is handled as
+    /// `mode` says.
+    pub async fn close(
+        &self,
+        record: ChangeRecord,
+        code: CloseCode,
+        notes: &str,
+        mode: CloseMode,
+    ) -> Result<ChangeRecord, DownstreamError> {
+        let sys_id = field(&record, "sys_id").to_string();
+        let number = field(&record, "number").to_string();
+        let current = state_of(&record);
+        let code_name = close_code_name(code);
+        let refuse = |why: String| match mode {
+            CloseMode::Refuse => Err(DownstreamError::Invalid(format!(
+                "change request {number} {why}"
+            ))),
+            CloseMode::BestEffort => Ok(record.clone()),
+        };
+        if code == CloseCode::Canceled {
+            return match current {
+                Some(TicketState::Canceled) => Ok(record.clone()),
+                Some(TicketState::Closed) => refuse("is already closed".into()),
+                _ => {
+                    let fields = json!({"state": state_code(TicketState::Canceled), "close_notes": notes, "work_notes": notes});
+                    self.update(&sys_id, &fields).await
+                }
+            };
+        }
+        match current {
+            Some(TicketState::Closed) if field(&record, "close_code") == code_name => Ok(record),
+            Some(state @ (TicketState::Closed | TicketState::Canceled)) => {
+                refuse(format!("is already {}", state_label(state)))
+            }
+            Some(TicketState::Implement | TicketState::Review) => {
+                if current == Some(TicketState::Implement) {
+                    let fields =
+                        json!({"state": state_code(TicketState::Review), "work_notes": notes});
+                    self.update(&sys_id, &fields).await?;
+                }
+                let fields = json!({"state": state_code(TicketState::Closed), "close_code": code_name, "close_notes": notes});
+                self.update(&sys_id, &fields).await
+            }
+            _ if mode == CloseMode::BestEffort => {
+                // Ended before Implement: the model only allows canceling from here.
+                let fields = json!({"state": state_code(TicketState::Canceled), "close_code": code_name, "close_notes": notes});
+                self.update(&sys_id, &fields).await
+            }
+            other => refuse(format!(
+                "is in state {}: only a change in implement or review can be closed (cancel it instead)",
+                other.map_or_else(
+                    || field(&record, "state").to_string(),
+                    |s| state_label(s).to_string()
+                )
+            )),
+        }
+    }
 }
 
-/// The `state` field of a record.
-pub fn state_of(record: &ChangeRecord) -> String {
-    record
-        .get("state")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+/// A text field of a record (empty when absent).
+pub fn field<'a>(record: &'a ChangeRecord, name: &str) -> &'a str {
+    record.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The state of a record; `None` when its code is outside the model.
+pub fn state_of(record: &ChangeRecord) -> Option<TicketState> {
+    state_name(field(record, "state"))
+}
+
+/// A state's name as callers write it (`implement`, `closed`, ...).
+pub fn state_label(state: TicketState) -> &'static str {
+    match state {
+        TicketState::New => "new",
+        TicketState::Assess => "assess",
+        TicketState::Authorize => "authorize",
+        TicketState::Scheduled => "scheduled",
+        TicketState::Implement => "implement",
+        TicketState::Review => "review",
+        TicketState::Closed => "closed",
+        TicketState::Canceled => "canceled",
+    }
+}
+
+/// ServiceNow's `close_code` value.
+pub fn close_code_name(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Successful => "successful",
+        CloseCode::SuccessfulIssues => "successful_issues",
+        CloseCode::Unsuccessful => "unsuccessful",
+        CloseCode::Canceled => "canceled",
+    }
 }

@@ -1,11 +1,14 @@
 //! Starting, watching and cancelling changes from the client side.
 
-use changeflow_workflows::fixtures::{FixtureCall, FixtureProgress};
+use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
+use changeflow_workflows::failure::FailureType;
+use changeflow_workflows::limits::{self, ID_PATTERN};
 use changeflow_workflows::{
-    ChangeProgress, ChangeResult, ConformanceFixture, DeploymentRequest, DownstreamOperation,
+    Arguments, ChangeProgress, ChangeResult, DeploymentRequest, DownstreamOperation,
     OperationRequest, TemplateDeployment, search,
 };
 use futures_util::StreamExt;
+use schemars::JsonSchema;
 use std::time::Duration;
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
@@ -36,7 +39,7 @@ pub async fn start(
     workflow_id: &str,
     request: DeploymentRequest,
 ) -> Result<(), ChangeError> {
-    request.check_shape().map_err(ChangeError::Invalid)?;
+    request.validate().map_err(ChangeError::Invalid)?;
     let (requester, devices) = (request.requested_by.clone(), request.devices.clone());
     let started = client
         .start_workflow(
@@ -86,7 +89,7 @@ pub fn failure_detail(err: &WorkflowGetResultError) -> (String, String) {
 
 /// Start options of a tool's workflow: tagged with its requester, and an id already used means
 /// that call (nothing new starts).
-fn tool_start_options(
+pub(crate) fn tool_start_options(
     task_queue: &str,
     workflow_id: &str,
     requester: &str,
@@ -98,24 +101,6 @@ fn tool_start_options(
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .build()
-}
-
-/// Starts a conformance fixture's workflow (test profile only).
-pub async fn start_fixture(
-    client: &Client,
-    task_queue: &str,
-    workflow_id: &str,
-    requester: &str,
-    call: FixtureCall,
-) -> Result<(), ChangeError> {
-    let options = tool_start_options(task_queue, workflow_id, requester);
-    match client
-        .start_workflow(ConformanceFixture::run, call, options)
-        .await
-    {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-        Err(e) => Err(ChangeError::Temporal(e.to_string())),
-    }
 }
 
 /// Runs one quick downstream operation as a `DownstreamOperation` workflow and waits for its
@@ -141,9 +126,11 @@ pub async fn run_operation(
         .await
         .map_err(|err| {
             let (type_name, message) = failure_detail(&err);
-            match type_name.as_str() {
-                "NotFound" => OperationFailure::NotFound(message),
-                "InvalidRequest" | "Rejected" => OperationFailure::Invalid(message),
+            match FailureType::parse(&type_name) {
+                Some(FailureType::NotFound) => OperationFailure::NotFound(message),
+                Some(FailureType::InvalidRequest | FailureType::Rejected) => {
+                    OperationFailure::Invalid(message)
+                }
                 _ => OperationFailure::Failed(message),
             }
         })
@@ -173,9 +160,11 @@ pub async fn result(
 
 /// A change's result as tools return it: the workflow's result with the change id.
 pub fn result_value(workflow_id: &str, result: &ChangeResult) -> serde_json::Value {
-    let mut value = serde_json::to_value(result).unwrap_or_default();
-    value["change_id"] = serde_json::json!(workflow_id);
-    value
+    serde_json::to_value(crate::results::DeployResult {
+        change_id: workflow_id.to_string(),
+        result: result.clone(),
+    })
+    .unwrap_or_default()
 }
 
 /// Requests cancellation; the workflow closes its ticket as canceled.
@@ -204,16 +193,13 @@ pub async fn started_within(client: &Client, workflow_id: &str, window: Duration
 }
 
 /// The execution status of a change, if it exists.
-pub async fn status(
-    client: &Client,
-    workflow_id: &str,
-) -> Result<temporalio_client::WorkflowExecutionStatus, ChangeError> {
+pub async fn status(client: &Client, workflow_id: &str) -> Result<ExecutionState, ChangeError> {
     let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     let description = handle
         .describe(Default::default())
         .await
         .map_err(|e| ChangeError::Temporal(e.to_string()))?;
-    Ok(description.status())
+    Ok(description.status().into())
 }
 
 /// Waits for the change's result while calling `on_progress` whenever progress changes.
@@ -260,26 +246,12 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
     }
 }
 
-/// A conformance fixture's progress, if it reports any.
-pub async fn fixture_progress(client: &Client, workflow_id: &str) -> Option<FixtureProgress> {
-    client
-        .get_workflow_handle::<ConformanceFixture>(workflow_id)
-        .query(
-            ConformanceFixture::progress,
-            (),
-            WorkflowQueryOptions::default(),
-        )
-        .await
-        .ok()
-        .flatten()
-}
-
 /// The step timeline of one change, from its Temporal history: when it started, each
 /// activity's scheduling, attempts and result, and how it ended.
 pub async fn history(
     client: &Client,
     workflow_id: &str,
-) -> Result<Vec<serde_json::Value>, ChangeError> {
+) -> Result<Vec<TimelineEntry>, ChangeError> {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
     let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     let events = handle
@@ -349,8 +321,12 @@ pub async fn history(
             }
             _ => continue,
         };
-        timeline
-            .push(serde_json::json!({"at": at, "event": what, "step": activity, "detail": detail}));
+        timeline.push(TimelineEntry {
+            at,
+            event: what.to_string(),
+            step: activity,
+            detail,
+        });
     }
     Ok(timeline)
 }
@@ -366,97 +342,100 @@ fn rfc3339(seconds: i64, nanos: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Arguments naming one change.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeId {
+    /// The change's workflow id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub change_id: String,
+}
+
+impl Arguments for ChangeId {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("change_id", &self.change_id)
+    }
+}
+
 /// Filters of `list` (the arguments of `list_changes`); every field is optional.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFilter {
-    /// running, completed, failed, canceled, terminated or timed_out.
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<ExecutionState>,
     #[serde(default)]
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub requested_by: Option<String>,
     #[serde(default)]
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub ticket_number: Option<String>,
     #[serde(default)]
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub device: Option<String>,
-    /// RFC 3339 bounds on the start time.
+    /// RFC 3339; changes started at or after
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     pub since: Option<String>,
+    /// RFC 3339; changes started at or before
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     pub until: Option<String>,
+    /// How many changes at most
     #[serde(default = "default_limit")]
-    pub limit: usize,
+    #[schemars(range(min = 1, max = limits::MAX_LIST_LIMIT))]
+    pub limit: u32,
 }
 
-fn default_limit() -> usize {
-    50
+fn default_limit() -> u32 {
+    limits::DEFAULT_LIST_LIMIT
 }
 
-impl ChangeFilter {
-    /// Validates every value (they end up inside a visibility query) and normalises the times.
-    pub fn validate(mut self) -> Result<Self, String> {
-        if let Some(status) = &self.status
-            && !crate::tools::STATUSES.contains(&status.as_str())
-        {
-            return Err(format!(
-                "status must be one of {}",
-                crate::tools::STATUSES.join(", ")
-            ));
-        }
-        for (field, value) in [
-            ("requested_by", &self.requested_by),
-            ("ticket_number", &self.ticket_number),
-            ("device", &self.device),
-        ] {
-            if let Some(value) = value {
-                crate::tools::check_id(field, value)?;
-            }
-        }
-        for (field, value) in [("since", &mut self.since), ("until", &mut self.until)] {
+/// An RFC 3339 time in the one form visibility queries get.
+fn rfc3339_bound(field: &str, text: &str) -> Result<String, String> {
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(text, rfc3339)
+        .ok()
+        .and_then(|t| t.format(rfc3339).ok())
+        .ok_or_else(|| format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z"))
+}
+
+impl Arguments for ChangeFilter {
+    /// Every value ends up inside a visibility query: identifiers and times are checked here.
+    fn validate(&self) -> Result<(), String> {
+        limits::optional_id("requested_by", self.requested_by.as_deref())?;
+        limits::optional_id("ticket_number", self.ticket_number.as_deref())?;
+        limits::optional_id("device", self.device.as_deref())?;
+        for (field, value) in [("since", &self.since), ("until", &self.until)] {
             if let Some(text) = value {
-                let rfc3339 = &time::format_description::well_known::Rfc3339;
-                let parsed = time::OffsetDateTime::parse(text, rfc3339).map_err(|_| {
-                    format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z")
-                })?;
-                *text = parsed.format(rfc3339).map_err(|e| e.to_string())?;
+                rfc3339_bound(field, text)?;
             }
         }
-        if !(1..=200).contains(&self.limit) {
-            return Err("limit must be between 1 and 200".into());
-        }
-        Ok(self)
+        limits::list_limit(Some(self.limit))
     }
 }
 
-/// The Temporal visibility query of a filter. Values were validated by the caller, so they
-/// cannot close the quotes.
+/// The Temporal visibility query of a validated filter: its values cannot close the quotes.
 pub fn visibility_query(filter: &ChangeFilter) -> String {
-    let mut clauses = vec!["WorkflowType = 'TemplateDeployment'".to_string()];
-    if let Some(status) = &filter.status {
-        let name = match status.as_str() {
-            "running" => "Running",
-            "completed" => "Completed",
-            "failed" => "Failed",
-            "canceled" => "Canceled",
-            "terminated" => "Terminated",
-            _ => "TimedOut",
-        };
-        clauses.push(format!("ExecutionStatus = '{name}'"));
+    let mut clauses = vec![format!(
+        "WorkflowType = '{}'",
+        temporalio_common::WorkflowDefinition::name(&TemplateDeployment::run)
+    )];
+    if let Some(status) = filter.status {
+        clauses.push(format!("ExecutionStatus = '{}'", status.visibility_name()));
     }
     for (attribute, value) in [
-        ("ChangeRequester", &filter.requested_by),
-        ("ChangeTicket", &filter.ticket_number),
-        ("ChangeDevices", &filter.device),
+        (search::REQUESTER.name(), &filter.requested_by),
+        (search::TICKET.name(), &filter.ticket_number),
+        (search::DEVICES.name(), &filter.device),
     ] {
         if let Some(value) = value {
             clauses.push(format!("{attribute} = '{value}'"));
         }
     }
-    if let Some(since) = &filter.since {
-        clauses.push(format!("StartTime >= '{since}'"));
-    }
-    if let Some(until) = &filter.until {
-        clauses.push(format!("StartTime <= '{until}'"));
+    for (bound, value) in [(">=", &filter.since), ("<=", &filter.until)] {
+        if let Some(time) = value.as_deref().and_then(|t| rfc3339_bound("", t).ok()) {
+            clauses.push(format!("StartTime {bound} '{time}'"));
+        }
     }
     clauses.join(" AND ")
 }
@@ -465,9 +444,9 @@ pub fn visibility_query(filter: &ChangeFilter) -> String {
 pub async fn list(
     client: &Client,
     filter: &ChangeFilter,
-) -> Result<Vec<serde_json::Value>, ChangeError> {
+) -> Result<Vec<ChangeSummary>, ChangeError> {
     let options = temporalio_client::WorkflowListOptions::builder()
-        .limit(filter.limit)
+        .limit(filter.limit as usize)
         .build();
     let mut stream = client.list_workflows(visibility_query(filter), options);
     let mut changes = Vec::new();
@@ -478,15 +457,15 @@ pub async fn list(
             t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| rfc3339(d.as_secs() as i64, d.subsec_nanos() as i32))
         };
-        changes.push(serde_json::json!({
-            "change_id": execution.id(),
-            "status": format!("{:?}", execution.status()).to_lowercase(),
-            "requested_by": attributes.get(&search::REQUESTER),
-            "ticket_number": attributes.get(&search::TICKET),
-            "devices": attributes.get(&search::DEVICES).unwrap_or_default(),
-            "started_at": time(execution.start_time()),
-            "closed_at": time(execution.close_time()),
-        }));
+        changes.push(ChangeSummary {
+            change_id: execution.id().to_string(),
+            status: execution.status().into(),
+            requested_by: attributes.get(&search::REQUESTER),
+            ticket_number: attributes.get(&search::TICKET),
+            devices: attributes.get(&search::DEVICES).unwrap_or_default(),
+            started_at: time(execution.start_time()),
+            closed_at: time(execution.close_time()),
+        });
     }
     Ok(changes)
 }

@@ -3,13 +3,14 @@
 
 use crate::FrontDoor;
 use crate::changes;
-use crate::tools::{self, ChangeIdArgs, DeployTemplateArgs, ToolSpec};
+use crate::outcome::{AuditUnavailable, Outcome, Progress, Wait};
+use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus};
+use crate::tools::{self, Call, ToolSpec};
 use changeflow_engine::audit::{AuditEntry, canonical_hash};
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
-use changeflow_workflows::operations::*;
+use changeflow_workflows::operations::OperationRequest;
 use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,74 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// workflow (see `FrontDoor::idempotency_window`).
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 
-/// What a running call reports: how far it has come and what it is doing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub percent: u8,
-    pub message: String,
-}
-
-impl From<&ChangeProgress> for Progress {
-    fn from(p: &ChangeProgress) -> Self {
-        Progress {
-            percent: p.percent,
-            message: format!("{:?}: {}", p.step, p.message).to_lowercase(),
-        }
-    }
-}
-
-/// Whether a long tool's caller waits for the workflow's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Wait, reporting progress (MCP without tasks).
-    ForResult,
-    /// Return once the workflow has started (REST 202).
-    UntilStarted,
-}
-
-/// What came of a call.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Done: the structured result.
-    Done(Value),
-    /// The change ran and failed: the structured result, with the reason.
-    ChangeFailed(Value),
-    /// A tool result that is not structured content (the conformance fixtures).
-    Tool(crate::tasks::ToolResult),
-    /// The call failed at the protocol level (a JSON-RPC error, not a tool error).
-    ProtocolError(String),
-    /// A long-running change was started (or found running) and not waited for.
-    Started { change_id: String },
-    /// The policy refused: which permission is missing and why.
-    Denied {
-        missing_permission: String,
-        reason: String,
-    },
-    /// The arguments are wrong; nothing was done.
-    Invalid(String),
-    /// The named change does not exist.
-    NotFound(String),
-    /// The workflow could not be started or did not complete.
-    Failed(String),
-}
-
-/// The audit store failed; nothing was done.
-#[derive(Debug, thiserror::Error)]
-#[error("the audit store is unavailable; nothing was done")]
-pub struct AuditUnavailable;
-
-enum Call {
-    Deploy(DeployTemplateArgs),
-    Change(String),
-    List(changes::ChangeFilter),
-    /// A conformance fixture (test profile only).
-    Fixture(changeflow_workflows::fixtures::FixtureCall),
-    /// A quick downstream operation; `idempotency_key` is set for writes.
-    Operation {
-        operation: Operation,
-        write: bool,
-        idempotency_key: Option<String>,
-    },
+enum CallKind {
+    Status,
+    History,
+    Cancel,
 }
 
 fn now_secs() -> u64 {
@@ -121,144 +58,6 @@ fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let digest = canonical_hash(&json!([identity.subject, tool, nanos.to_string(), n]));
     format!("{prefix}-{}", &digest[..32])
-}
-
-fn from_args<T: DeserializeOwned>(arguments: &Value) -> Result<T, String> {
-    serde_json::from_value(arguments.clone()).map_err(|e| e.to_string())
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.trim().is_empty() || value.chars().count() > max {
-        Err(format!("{field} must be 1 to {max} characters"))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_optional_id(field: &str, value: &Option<String>) -> Result<(), String> {
-    value
-        .as_deref()
-        .map_or(Ok(()), |v| tools::check_id(field, v))
-}
-
-fn check_limit(limit: Option<u32>) -> Result<(), String> {
-    match limit {
-        Some(n) if !(1..=200).contains(&n) => Err("limit must be between 1 and 200".into()),
-        _ => Ok(()),
-    }
-}
-
-/// Parses and checks the arguments of a downstream operation tool, as its schema states.
-fn operation(name: &str, arguments: &Value) -> Option<Result<Operation, String>> {
-    let checked = match name {
-        "list_templates" => from_args::<ListTemplates>(arguments).and_then(|a| {
-            if let Some(p) = &a.project_name {
-                check_text("project_name", p, 128)?;
-            }
-            Ok(Operation::ListTemplates(a))
-        }),
-        "get_template" => from_args::<GetTemplate>(arguments).and_then(|a| {
-            tools::check_id("template_id", &a.template_id)?;
-            Ok(Operation::GetTemplate(a))
-        }),
-        "list_devices" => from_args::<ListDevices>(arguments).and_then(|a| {
-            check_optional_id("hostname", &a.hostname)?;
-            if let Some(family) = &a.family {
-                check_text("family", family, 64)?;
-            }
-            if let Some(r) = &a.reachability
-                && r != "Reachable"
-                && r != "Unreachable"
-            {
-                return Err("reachability must be Reachable or Unreachable".into());
-            }
-            check_limit(a.limit)?;
-            Ok(Operation::ListDevices(a))
-        }),
-        "preview_template" => from_args::<PreviewTemplate>(arguments).and_then(|a| {
-            tools::check_id("template_id", &a.template_id)?;
-            tools::check_id("device", &a.device)?;
-            if a.parameters.len() > 50 || a.parameters.values().any(|v| v.len() > 1024) {
-                return Err("at most 50 parameters of at most 1024 characters each".into());
-            }
-            Ok(Operation::PreviewTemplate(a))
-        }),
-        "get_change_request" => from_args::<GetChangeRequest>(arguments).and_then(|a| {
-            tools::check_id("number", &a.number)?;
-            Ok(Operation::GetChangeRequest(a))
-        }),
-        "list_change_requests" => from_args::<ListChangeRequests>(arguments).and_then(|a| {
-            if let Some(state) = &a.state
-                && !tools::TICKET_STATES.contains(&state.as_str())
-            {
-                return Err(format!(
-                    "state must be one of {}",
-                    tools::TICKET_STATES.join(", ")
-                ));
-            }
-            check_optional_id("requested_by", &a.requested_by)?;
-            check_limit(a.limit)?;
-            Ok(Operation::ListChangeRequests(a))
-        }),
-        "create_change_request" => from_args::<CreateChangeRequest>(arguments).and_then(|a| {
-            check_text("short_description", &a.short_description, 160)?;
-            if let Some(d) = &a.description {
-                check_text("description", d, 4000)?;
-            }
-            check_optional_id("idempotency_key", &a.idempotency_key)?;
-            Ok(Operation::CreateChangeRequest(a))
-        }),
-        "add_work_note" => from_args::<AddWorkNote>(arguments).and_then(|a| {
-            tools::check_id("number", &a.number)?;
-            check_text("note", &a.note, 4000)?;
-            check_optional_id("idempotency_key", &a.idempotency_key)?;
-            Ok(Operation::AddWorkNote(a))
-        }),
-        "close_change_request" => from_args::<CloseChangeRequest>(arguments).and_then(|a| {
-            tools::check_id("number", &a.number)?;
-            check_text("close_notes", &a.close_notes, 4000)?;
-            Ok(Operation::CloseChangeRequest(a))
-        }),
-        _ => return None,
-    };
-    Some(checked)
-}
-
-fn idempotency_key(operation: &Operation) -> Option<String> {
-    match operation {
-        Operation::CreateChangeRequest(a) => a.idempotency_key.clone(),
-        Operation::AddWorkNote(a) => a.idempotency_key.clone(),
-        _ => None,
-    }
-}
-
-fn parse(spec: &ToolSpec, arguments: &Value) -> Result<Call, String> {
-    if spec.server == tools::FIXTURE_SERVER {
-        return Ok(Call::Fixture(changeflow_workflows::fixtures::FixtureCall {
-            tool: spec.name.to_string(),
-            arguments: arguments.clone(),
-        }));
-    }
-    if let Some(parsed) = operation(spec.name, arguments) {
-        return parsed.map(|operation| Call::Operation {
-            idempotency_key: idempotency_key(&operation),
-            write: !spec.read_only,
-            operation,
-        });
-    }
-    match spec.name {
-        "list_changes" => serde_json::from_value::<changes::ChangeFilter>(arguments.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|f| f.validate().map(Call::List)),
-        "deploy_template" => serde_json::from_value::<DeployTemplateArgs>(arguments.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|a| a.check().map(|_| Call::Deploy(a))),
-        _ => serde_json::from_value::<ChangeIdArgs>(arguments.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|a| {
-                tools::check_id("change_id", &a.change_id).map(|_| Call::Change(a.change_id))
-            }),
-    }
 }
 
 fn policy_input(identity: &VerifiedIdentity, spec: &ToolSpec, arguments: &Value) -> PolicyInput {
@@ -319,12 +118,7 @@ impl FrontDoor {
         method: &'static str,
         task_id: &str,
     ) -> Result<Result<TaskPermit<'_>, Outcome>, AuditUnavailable> {
-        let as_tool = if method == "tasks/get" {
-            "get_change_status"
-        } else {
-            "cancel_change"
-        };
-        let spec = tools::find(Some("changes"), as_tool).expect("the changes tools exist");
+        let spec = tools::task_request_tool(method);
         let arguments = json!({"change_id": task_id});
         let decision = self
             .policy
@@ -416,7 +210,7 @@ impl FrontDoor {
         wait: Wait,
         mut on_progress: impl FnMut(&str, &Progress),
     ) -> Result<Outcome, AuditUnavailable> {
-        let call = match parse(spec, &arguments) {
+        let call = match (spec.parse)(arguments.clone()) {
             Ok(call) => call,
             Err(problem) => {
                 self.record(
@@ -460,15 +254,23 @@ impl FrontDoor {
             });
         }
 
+        // Which of the three change tools a change call is.
+        let call_kind = match &call {
+            Call::Cancel(_) => CallKind::Cancel,
+            Call::History(_) => CallKind::History,
+            _ => CallKind::Status,
+        };
         match call {
-            Call::Fixture(fixture) => {
+            #[cfg(feature = "fixtures")]
+            Call::Fixture(fixture_arguments) => {
                 let id = fresh_id("fixture", identity, spec.name);
-                let started = changes::start_fixture(
+                let started = crate::fixtures::start(
                     &self.temporal,
                     &self.task_queue,
                     &id,
                     &identity.subject,
-                    fixture,
+                    spec.name,
+                    fixture_arguments,
                 )
                 .await;
                 note(
@@ -487,17 +289,9 @@ impl FrontDoor {
                     return Ok(Outcome::Started { change_id: id });
                 }
                 let finished = changes::watch(
-                    crate::tasks::finished(&self.temporal, &id, "ConformanceFixture"),
-                    || changes::fixture_progress(&self.temporal, &id),
-                    |p| {
-                        on_progress(
-                            &id,
-                            &Progress {
-                                percent: p.percent,
-                                message: p.message.clone(),
-                            },
-                        )
-                    },
+                    crate::tasks::finished(&self.temporal, &id, Some(crate::tasks::Kind::Fixture)),
+                    || crate::fixtures::progress(&self.temporal, &id),
+                    |p| on_progress(&id, p),
                 )
                 .await;
                 Ok(match finished {
@@ -506,22 +300,18 @@ impl FrontDoor {
                     other => Outcome::Failed(format!("{other:?}").to_lowercase()),
                 })
             }
-            Call::Operation {
-                operation,
-                write,
-                idempotency_key,
-            } => {
-                let id = if write {
+            Call::Operation(operation) => {
+                let id = if spec.read_only {
+                    fresh_id("read", identity, spec.name)
+                } else {
                     self.idempotent_id(
                         "op",
                         identity,
                         spec.name,
                         &arguments,
-                        idempotency_key.as_deref(),
+                        operation.idempotency_key(),
                     )
                     .await
-                } else {
-                    fresh_id("read", identity, spec.name)
                 };
                 let request = OperationRequest {
                     operation,
@@ -548,7 +338,7 @@ impl FrontDoor {
             Call::List(filter) => {
                 note("", "read").await?;
                 Ok(match changes::list(&self.temporal, &filter).await {
-                    Ok(list) => Outcome::Done(json!({"changes": list})),
+                    Ok(changes) => Outcome::done(ChangeList { changes }),
                     Err(e) => Outcome::Failed(e.to_string()),
                 })
             }
@@ -562,13 +352,7 @@ impl FrontDoor {
                         args.idempotency_key.as_deref(),
                     )
                     .await;
-                let request = DeploymentRequest {
-                    template_id: args.template_id,
-                    parameters: args.parameters,
-                    devices: args.devices,
-                    requested_by: identity.subject.clone(),
-                    short_description: args.short_description,
-                };
+                let request = DeploymentRequest::new(args, identity.subject.clone());
                 if let Err(e) = changes::start(&self.temporal, &self.task_queue, &id, request).await
                 {
                     note(&id, "start failed").await?;
@@ -598,50 +382,46 @@ impl FrontDoor {
                     }
                 }
             }
-            Call::Change(id) => {
+            Call::Status(change) | Call::History(change) | Call::Cancel(change) => {
+                let id = change.change_id;
                 let Ok(status) = changes::status(&self.temporal, &id).await else {
                     note(&id, "not found").await?;
                     return Ok(Outcome::NotFound(format!("no change '{id}'")));
                 };
-                if spec.name == "cancel_change" {
+                if matches!(call_kind, CallKind::Cancel) {
                     let cancelled = changes::cancel(
                         &self.temporal,
                         &id,
                         &format!("canceled by {}", identity.subject),
                     )
                     .await;
-                    note(
-                        &id,
-                        if cancelled.is_ok() {
-                            "cancel requested"
-                        } else {
-                            "cancel failed"
-                        },
-                    )
-                    .await?;
+                    let outcome = if cancelled.is_ok() {
+                        "cancel requested"
+                    } else {
+                        "cancel failed"
+                    };
+                    note(&id, outcome).await?;
                     return Ok(match cancelled {
-                        Ok(()) => Outcome::Done(json!({"change_id": id, "cancel_requested": true})),
+                        Ok(()) => Outcome::done(CancelResult {
+                            change_id: id,
+                            cancel_requested: true,
+                        }),
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
                 }
                 note(&id, "read").await?;
-                let status = format!("{status:?}").to_lowercase();
-                if spec.name == "get_change_history" {
+                if matches!(call_kind, CallKind::History) {
                     return Ok(match changes::history(&self.temporal, &id).await {
-                        Ok(timeline) => Outcome::Done(
-                            json!({"change_id": id, "status": status, "timeline": timeline}),
-                        ),
+                        Ok(timeline) => Outcome::done(ChangeHistory {
+                            change_id: id,
+                            status,
+                            timeline,
+                        }),
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
                 }
                 let progress = changes::progress(&self.temporal, &id).await;
-                let mut value = serde_json::to_value(&progress).unwrap_or_default();
-                if !value.is_object() {
-                    value = json!({});
-                }
-                value["change_id"] = json!(id);
-                value["status"] = json!(status);
-                Ok(Outcome::Done(value))
+                Ok(Outcome::done(ChangeStatus::new(&id, status, progress)))
             }
         }
     }

@@ -4,7 +4,7 @@
 //! every message says whether retrying is safe.
 
 use crate::FrontDoor;
-use crate::invoke::{Outcome, Wait};
+use crate::outcome::{AuditUnavailable, Outcome, Wait};
 use crate::tools::{self, ToolSpec};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
@@ -165,9 +165,7 @@ async fn change_status(
     )
 }
 
-fn respond(
-    outcome: Result<Outcome, crate::invoke::AuditUnavailable>,
-) -> Result<Response, ApiError> {
+fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiError> {
     match outcome.map_err(|e| ApiError::Unavailable(format!("{e}; retrying is safe")))? {
         Outcome::Done(value) | Outcome::ChangeFailed(value) => {
             Ok((StatusCode::OK, Json(value)).into_response())
@@ -203,29 +201,69 @@ fn respond(
     }
 }
 
-/// `GET /api/v1/openapi.json`, generated from the tool definitions.
+/// The error answers every authenticated operation can give, plus `extra`.
+fn error_responses(extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "400".into(),
+        json!({"description": "invalid request", "content": error}),
+    );
+    responses.insert(
+        "401".into(),
+        json!({"description": "authentication required (RFC 9728 challenge in WWW-Authenticate)"}),
+    );
+    responses.insert(
+        "403".into(),
+        json!({"description": "permission denied", "content": error}),
+    );
+    responses.insert(
+        "503".into(),
+        json!({"description": "temporarily unavailable; retrying is safe", "content": error}),
+    );
+    for (status, description) in extra {
+        responses.insert(
+            status.to_string(),
+            json!({"description": description, "content": error}),
+        );
+    }
+    responses
+}
+
+/// `GET /api/v1/openapi.json`, generated from the tool registry: each tool's argument and
+/// result schemas are the ones MCP clients see.
 pub async fn openapi(State(front): State<Arc<FrontDoor>>) -> Json<Value> {
-    let error = json!({"$ref": "#/components/schemas/Error"});
     let mut paths = serde_json::Map::new();
     for server in tools::SERVERS {
+        let mut responses = error_responses(&[("404", "no such server")]);
+        responses.insert("200".into(), json!({"description": "the tools"}));
         paths.insert(
             format!("/api/v1/mcp/{server}/tools"),
-            json!({"get": {"summary": format!("List the tools of {server}"), "responses": {"200": {"description": "the tools"}, "401": {"description": "authentication required"}}}}),
+            json!({"get": {"operationId": format!("{}_tools", server.replace('-', "_")), "summary": format!("List the tools of {server}"), "responses": responses}}),
         );
     }
     for spec in tools::TOOLS {
-        let body = json!({"type": "object", "additionalProperties": false, "properties": {"arguments": (spec.input_schema)()}, "required": ["arguments"]});
-        let mut responses = json!({
-            "400": {"description": "invalid request", "content": {"application/json": {"schema": error}}},
-            "401": {"description": "authentication required (RFC 9728 challenge)"},
-            "403": {"description": "permission denied", "content": {"application/json": {"schema": error}}},
-            "404": {"description": "unknown tool or change", "content": {"application/json": {"schema": error}}},
-            "503": {"description": "temporarily unavailable; retrying is safe", "content": {"application/json": {"schema": error}}},
-        });
+        // `arguments` may be left out when the tool requires none (`{}` is a call without them).
+        let input = (spec.input_schema)();
+        let mut body = json!({"type": "object", "additionalProperties": false, "properties": {"arguments": input}});
+        if input["required"].as_array().is_some_and(|r| !r.is_empty()) {
+            body["required"] = json!(["arguments"]);
+        }
+        let mut responses = error_responses(&[(
+            "404",
+            "unknown tool, or the named change, ticket, template or device does not exist",
+        )]);
         if spec.long_running {
-            responses["202"] = json!({"description": "change started; poll status_url", "headers": {"Location": {"schema": {"type": "string"}}}});
+            responses.insert("202".into(), json!({
+                "description": "change started; poll status_url",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["change_id", "status_url"],
+                    "properties": {"change_id": {"type": "string"}, "status_url": {"type": "string"}}
+                }}}
+            }));
         } else {
-            responses["200"] = json!({"description": "the result"});
+            responses.insert("200".into(), json!({"description": "the result", "content": {"application/json": {"schema": (spec.output_schema)()}}}));
         }
         let mut operation = json!({
             "operationId": format!("{}_{}", spec.server.replace('-', "_"), spec.name),
@@ -235,16 +273,19 @@ pub async fn openapi(State(front): State<Arc<FrontDoor>>) -> Json<Value> {
             "responses": responses,
         });
         if spec.long_running {
-            operation["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}}]);
+            operation["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "pattern": changeflow_workflows::limits::ID_PATTERN}}]);
         }
         paths.insert(
             format!("/api/v1/mcp/{}/tools/{}", spec.server, spec.name),
             json!({"post": operation}),
         );
     }
+    let status = tools::find(Some("changes"), "get_change_status").expect("registered");
+    let mut responses = error_responses(&[("404", "no such change")]);
+    responses.insert("200".into(), json!({"description": "the status", "content": {"application/json": {"schema": (status.output_schema)()}}}));
     paths.insert(
         "/api/v1/changes/{id}".into(),
-        json!({"get": {"summary": "A change's status", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": {"200": {"description": "the status"}, "404": {"description": "no such change"}}}}),
+        json!({"get": {"operationId": "change_status", "summary": "A change's status", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": changeflow_workflows::limits::ID_PATTERN}}], "responses": responses}}),
     );
     Json(json!({
         "openapi": "3.1.0",

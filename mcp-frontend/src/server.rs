@@ -3,8 +3,9 @@
 
 use crate::FrontDoor;
 use crate::changes;
-use crate::invoke::{AuditUnavailable, Outcome, Progress, TaskPermit, Wait};
-use crate::tasks::{self, TaskLookupError, TaskState, TaskView, ToolResult};
+use crate::invoke::TaskPermit;
+use crate::outcome::{AuditUnavailable, Outcome, Progress, ToolResult, Wait};
+use crate::tasks::{self, TaskLookupError, TaskState, TaskView};
 use crate::tools;
 use changeflow_engine::identity::VerifiedIdentity;
 use rmcp::model::{

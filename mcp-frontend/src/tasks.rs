@@ -3,9 +3,9 @@
 //! answers for any task, before and after restarts.
 
 use crate::changes::{self, failure_detail};
-use crate::invoke::Progress;
-use changeflow_workflows::fixtures::INTERNAL_ERROR;
-use changeflow_workflows::{ChangeOutcome, ConformanceFixture, DownstreamOperation};
+use crate::outcome::{Progress, ToolResult};
+use changeflow_workflows::failure::FailureType;
+use changeflow_workflows::{ChangeOutcome, DownstreamOperation, TemplateDeployment};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -13,23 +13,31 @@ use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowExecutionStatus, WorkflowGetResultOptions,
 };
+use temporalio_common::WorkflowDefinition;
 
-/// What a finished tool call produced, in MCP terms.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ToolResult {
-    /// Structured content; `is_error` when it reports a failure (a change that failed).
-    Structured { value: Value, is_error: bool },
-    /// Plain text; `is_error` for a tool execution error.
-    Text { text: String, is_error: bool },
+/// The kinds of workflow a task can be, told apart by their registered type names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Change,
+    Operation,
+    #[cfg(feature = "fixtures")]
+    Fixture,
 }
 
-impl ToolResult {
-    /// The result as plain JSON (the REST proxy's answer).
-    pub fn to_json(&self) -> Value {
-        match self {
-            ToolResult::Structured { value, .. } => value.clone(),
-            ToolResult::Text { text, is_error } => json!({"text": text, "is_error": is_error}),
+impl Kind {
+    /// The kind of a workflow type; `None` for a workflow that is no tool's.
+    pub fn of(workflow_type: &str) -> Option<Kind> {
+        if workflow_type == TemplateDeployment::run.name() {
+            return Some(Kind::Change);
         }
+        if workflow_type == DownstreamOperation::run.name() {
+            return Some(Kind::Operation);
+        }
+        #[cfg(feature = "fixtures")]
+        if workflow_type == changeflow_workflows::ConformanceFixture::run.name() {
+            return Some(Kind::Fixture);
+        }
+        None
     }
 }
 
@@ -75,17 +83,17 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
             WorkflowInteractionError::NotFound(_) => TaskLookupError::NotFound(task_id.to_string()),
             other => TaskLookupError::Temporal(other.to_string()),
         })?;
-    let kind = description.workflow_type().to_string();
+    let kind = Kind::of(description.workflow_type());
     let created_at = description.start_time().unwrap_or_else(SystemTime::now);
     let updated_at = description.close_time().unwrap_or_else(SystemTime::now);
     let state = match description.status() {
-        WorkflowExecutionStatus::Running => match pending_input(client, task_id, &kind).await {
+        WorkflowExecutionStatus::Running => match pending_input(client, task_id, kind).await {
             Some(requests) if !requests.is_empty() => TaskState::InputRequired(requests),
-            _ => TaskState::Working(working_message(client, task_id, &kind).await),
+            _ => TaskState::Working(working_message(client, task_id, kind).await),
         },
         WorkflowExecutionStatus::Canceled => TaskState::Cancelled,
         WorkflowExecutionStatus::Completed | WorkflowExecutionStatus::Failed => {
-            finished(client, task_id, &kind).await
+            finished(client, task_id, kind).await
         }
         other => TaskState::Failed(format!("the workflow ended as {other:?}").to_lowercase()),
     };
@@ -102,35 +110,42 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
 async fn pending_input(
     client: &Client,
     task_id: &str,
-    kind: &str,
+    kind: Option<Kind>,
 ) -> Option<BTreeMap<String, Value>> {
-    if kind != "ConformanceFixture" {
-        return None;
+    match kind {
+        #[cfg(feature = "fixtures")]
+        Some(Kind::Fixture) => crate::fixtures::pending_input(client, task_id).await,
+        _ => {
+            let _ = (client, task_id);
+            None
+        }
     }
-    client
-        .get_workflow_handle::<ConformanceFixture>(task_id)
-        .query(ConformanceFixture::pending_input, (), Default::default())
-        .await
-        .ok()
 }
 
 /// Delivers answers to a waiting workflow's input requests; applied before this returns, so
-/// the next `tasks/get` sees them. Keys that are not outstanding are ignored.
+/// the next `tasks/get` sees them.
 pub async fn respond(
     client: &Client,
     task_id: &str,
     responses: BTreeMap<String, Value>,
 ) -> Result<(), TaskLookupError> {
-    client
-        .get_workflow_handle::<ConformanceFixture>(task_id)
-        .execute_update(ConformanceFixture::respond, responses, Default::default())
-        .await
-        .map(|_| ())
-        .map_err(|e| TaskLookupError::Temporal(e.to_string()))
+    #[cfg(feature = "fixtures")]
+    {
+        crate::fixtures::respond(client, task_id, responses)
+            .await
+            .map_err(TaskLookupError::Temporal)
+    }
+    #[cfg(not(feature = "fixtures"))]
+    {
+        let _ = (client, responses);
+        Err(TaskLookupError::Temporal(format!(
+            "task '{task_id}' does not wait for input"
+        )))
+    }
 }
 
-async fn working_message(client: &Client, task_id: &str, kind: &str) -> String {
-    if kind != "TemplateDeployment" {
+async fn working_message(client: &Client, task_id: &str, kind: Option<Kind>) -> String {
+    if kind != Some(Kind::Change) {
         return "running".into();
     }
     match changes::progress(client, task_id).await {
@@ -143,39 +158,35 @@ async fn working_message(client: &Client, task_id: &str, kind: &str) -> String {
 }
 
 /// The result of a finished workflow as the tool call's result (waits for it to finish).
-pub async fn finished(client: &Client, task_id: &str, kind: &str) -> TaskState {
-    let options = WorkflowGetResultOptions::default;
+pub async fn finished(client: &Client, task_id: &str, kind: Option<Kind>) -> TaskState {
     let outcome: Result<ToolResult, _> = match kind {
-        "TemplateDeployment" => changes::result(client, task_id).await.map(|result| {
+        Some(Kind::Change) => changes::result(client, task_id).await.map(|result| {
             let is_error = result.outcome == ChangeOutcome::Failed;
             ToolResult::Structured {
                 value: changes::result_value(task_id, &result),
                 is_error,
             }
         }),
-        "DownstreamOperation" => client
+        Some(Kind::Operation) => client
             .get_workflow_handle::<DownstreamOperation>(task_id)
-            .get_result(options())
+            .get_result(WorkflowGetResultOptions::default())
             .await
             .map(|value| ToolResult::Structured {
                 value,
                 is_error: false,
             }),
-        "ConformanceFixture" => client
-            .get_workflow_handle::<ConformanceFixture>(task_id)
-            .get_result(options())
-            .await
-            .map(|value| ToolResult::Text {
-                text: value["text"].as_str().unwrap_or_default().to_string(),
-                is_error: false,
-            }),
-        other => return TaskState::Failed(format!("'{other}' is not a changeflow tool workflow")),
+        #[cfg(feature = "fixtures")]
+        Some(Kind::Fixture) => crate::fixtures::result(client, task_id).await,
+        None => {
+            return TaskState::Failed(format!("'{task_id}' is not a changeflow tool's workflow"));
+        }
     };
     match outcome {
         Ok(result) => TaskState::Completed(result),
         Err(err) => {
             let (type_name, message) = failure_detail(&err);
-            if type_name == INTERNAL_ERROR || type_name.is_empty() {
+            let kind = FailureType::parse(&type_name);
+            if kind.is_none() || kind == Some(FailureType::InternalError) {
                 TaskState::Failed(message)
             } else {
                 // The tool ran and reported an error (invalid request, not found, a fixture's

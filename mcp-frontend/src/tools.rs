@@ -1,12 +1,52 @@
-//! The tools the front door serves: which MCP server each belongs to, the action policy sees,
-//! their annotations, and precise input schemas (unknown fields rejected, lengths bounded).
+//! The tool registry: one entry per tool ties its name, server, effect (which sets the policy
+//! action and the annotations), argument type, result type and the call it runs. Schemas are
+//! derived from the types (`schemars`), and parsing runs the type's `validate`, so a tool's
+//! shape is defined once. See ARCHITECTURE.md, "Adding a tool".
 
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use crate::changes::{ChangeFilter, ChangeId};
+use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus, DeployResult};
+use changeflow_workflows::Arguments;
+use changeflow_workflows::arguments::*;
+use changeflow_workflows::operations::Operation;
+use changeflow_workflows::results::*;
+use schemars::JsonSchema;
+use serde_json::{Map, Value, json};
 
 /// The MCP servers, each also served alone at `/mcp/{server}`.
 pub const SERVERS: [&str; 3] = ["catalyst-center", "servicenow", "changes"];
+
+/// What a parsed call runs.
+#[derive(Debug)]
+pub enum Call {
+    /// Start a `TemplateDeployment`.
+    Deploy(DeployTemplate),
+    /// Read a change's progress.
+    Status(ChangeId),
+    /// Read a change's step timeline.
+    History(ChangeId),
+    /// Cancel a change.
+    Cancel(ChangeId),
+    /// List changes from Temporal visibility.
+    List(ChangeFilter),
+    /// Run a quick `DownstreamOperation`.
+    Operation(Operation),
+    /// Run a conformance fixture with these arguments (test profile only).
+    #[cfg(feature = "fixtures")]
+    Fixture(Value),
+}
+
+/// What a tool does to the systems behind it; sets its policy action and annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads only.
+    Read,
+    /// Adds to or creates a record.
+    Write,
+    /// Changes or ends something for good (closing a ticket, cancelling a change).
+    DestructiveWrite,
+    /// Runs a change on devices: long-running, so a task for clients that support tasks.
+    Execute,
+}
 
 /// One tool's definition.
 pub struct ToolSpec {
@@ -14,10 +54,12 @@ pub struct ToolSpec {
     pub name: &'static str,
     pub title: &'static str,
     pub description: &'static str,
+    pub effect: Effect,
     /// What policy is asked for: `read`, `write` or `execute`.
     pub action: &'static str,
     pub read_only: bool,
     pub destructive: bool,
+    /// Every tool is idempotent: writes by their idempotency window or key.
     pub idempotent: bool,
     /// Runs a change workflow: REST answers 202 with a status URL instead of waiting, and MCP
     /// clients that support tasks get a task.
@@ -30,6 +72,8 @@ pub struct ToolSpec {
     pub input_schema: fn() -> Value,
     /// Shape of the structured result of a successful call.
     pub output_schema: fn() -> Value,
+    /// Parses and checks the arguments into the call to run.
+    pub parse: fn(Value) -> Result<Call, String>,
 }
 
 /// A question a tool asks the client before it starts: an `elicitation/create` input request
@@ -50,7 +94,7 @@ impl AskFirst {
                 "message": self.message,
                 "requestedSchema": {
                     "type": "object",
-                    "properties": {self.field: {"type": "string", "maxLength": 128}},
+                    "properties": {self.field: {"type": "string", "maxLength": changeflow_workflows::limits::ID_MAX}},
                     "required": [self.field]
                 }
             }
@@ -64,365 +108,14 @@ impl AskFirst {
         }
         response["content"][self.field]
             .as_str()
-            .filter(|v| !v.is_empty() && v.chars().count() <= 128)
+            .filter(|v| !v.is_empty() && v.chars().count() <= changeflow_workflows::limits::ID_MAX)
             .map(str::to_string)
     }
 }
 
-const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
-
-fn deploy_schema() -> Value {
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["template_id", "devices"],
-        "properties": {
-            "template_id": {"type": "string", "pattern": ID_PATTERN, "description": "Catalyst Center template id"},
-            "parameters": {
-                "type": "object",
-                "maxProperties": 50,
-                "additionalProperties": {"type": "string", "maxLength": 1024},
-                "description": "Template parameters by name (values as strings)"
-            },
-            "devices": {
-                "type": "array", "minItems": 1, "maxItems": 100,
-                "items": {"type": "string", "pattern": ID_PATTERN},
-                "description": "Target devices by hostname or Catalyst Center id"
-            },
-            "short_description": {"type": "string", "maxLength": 160},
-            "idempotency_key": {"type": "string", "pattern": ID_PATTERN, "description": "Same key, same change: a retried call never deploys twice"}
-        }
-    })
-}
-
-fn change_id_schema() -> Value {
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["change_id"],
-        "properties": {"change_id": {"type": "string", "pattern": ID_PATTERN, "description": "The change's workflow id"}}
-    })
-}
-
-fn device_status_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["device", "status"],
-        "properties": {"device": {"type": "string"}, "status": {"type": "string"}, "message": {"type": "string"}}
-    })
-}
-
-fn change_result_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["change_id", "outcome", "ticket_number", "devices"],
-        "properties": {
-            "change_id": {"type": "string"},
-            "outcome": {"type": "string", "enum": ["succeeded", "failed"]},
-            "ticket_number": {"type": "string"},
-            "deployment_id": {"type": ["string", "null"]},
-            "devices": {"type": "array", "items": device_status_schema()},
-            "failure_reason": {"type": ["string", "null"]}
-        }
-    })
-}
-
-fn change_status_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["change_id", "status"],
-        "properties": {
-            "change_id": {"type": "string"},
-            "status": {"type": "string", "description": "running, completed, failed, canceled, terminated, timed_out"},
-            "step": {"type": "string"},
-            "percent": {"type": "integer", "minimum": 0, "maximum": 100},
-            "message": {"type": "string"},
-            "ticket_number": {"type": ["string", "null"]},
-            "task_id": {"type": ["string", "null"]},
-            "deployment_id": {"type": ["string", "null"]},
-            "devices": {"type": "array", "items": device_status_schema()}
-        }
-    })
-}
-
-fn change_list_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["changes"],
-        "properties": {"changes": {"type": "array", "items": {
-            "type": "object",
-            "required": ["change_id", "status"],
-            "properties": {
-                "change_id": {"type": "string"},
-                "status": {"type": "string"},
-                "requested_by": {"type": ["string", "null"]},
-                "ticket_number": {"type": ["string", "null"]},
-                "devices": {"type": "array", "items": {"type": "string"}},
-                "started_at": {"type": ["string", "null"]},
-                "closed_at": {"type": ["string", "null"]}
-            }
-        }}}
-    })
-}
-
-fn change_history_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["change_id", "status", "timeline"],
-        "properties": {
-            "change_id": {"type": "string"},
-            "status": {"type": "string"},
-            "timeline": {"type": "array", "items": {
-                "type": "object",
-                "required": ["at", "event"],
-                "properties": {"at": {"type": "string"}, "event": {"type": "string"}, "step": {"type": ["string", "null"]}, "detail": {"type": ["string", "null"]}}
-            }}
-        }
-    })
-}
-
-fn cancel_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["change_id", "cancel_requested"],
-        "properties": {"change_id": {"type": "string"}, "cancel_requested": {"type": "boolean"}}
-    })
-}
-
-fn list_schema() -> Value {
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "status": {"type": "string", "enum": STATUSES},
-            "requested_by": {"type": "string", "pattern": ID_PATTERN},
-            "ticket_number": {"type": "string", "pattern": ID_PATTERN},
-            "device": {"type": "string", "pattern": ID_PATTERN},
-            "since": {"type": "string", "format": "date-time", "description": "RFC 3339; changes started at or after"},
-            "until": {"type": "string", "format": "date-time", "description": "RFC 3339; changes started at or before"},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
-        }
-    })
-}
-
-fn object(required: &[&str], properties: Value) -> Value {
-    json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
-}
-
-fn id_field(description: &str) -> Value {
-    json!({"type": "string", "pattern": ID_PATTERN, "description": description})
-}
-
-fn text_field(max: usize, description: &str) -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": max, "description": description})
-}
-
-fn limit_field() -> Value {
-    json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50})
-}
-
-fn idempotency_field() -> Value {
-    id_field("Same key, same write: a retried call never writes twice")
-}
-
-fn parameters_field() -> Value {
-    json!({
-        "type": "object",
-        "maxProperties": 50,
-        "additionalProperties": {"type": "string", "maxLength": 1024},
-        "description": "Template parameters by name (values as strings)"
-    })
-}
-
-fn list_templates_schema() -> Value {
-    object(
-        &[],
-        json!({"project_name": text_field(128, "Only templates of this Catalyst Center project")}),
-    )
-}
-
-fn template_id_schema() -> Value {
-    object(
-        &["template_id"],
-        json!({"template_id": id_field("Catalyst Center template id")}),
-    )
-}
-
-fn list_devices_schema() -> Value {
-    object(
-        &[],
-        json!({
-            "hostname": id_field("Exact hostname"),
-            "family": text_field(64, "Device family, e.g. 'Switches and Hubs'"),
-            "reachability": {"type": "string", "enum": ["Reachable", "Unreachable"]},
-            "limit": limit_field()
-        }),
-    )
-}
-
-fn preview_schema() -> Value {
-    object(
-        &["template_id", "device"],
-        json!({
-            "template_id": id_field("Catalyst Center template id"),
-            "device": id_field("Hostname or Catalyst Center device id"),
-            "parameters": parameters_field()
-        }),
-    )
-}
-
-fn ticket_number_schema() -> Value {
-    object(
-        &["number"],
-        json!({"number": id_field("Change request number, e.g. CHG0030001")}),
-    )
-}
-
-/// ServiceNow change states by name.
-pub const TICKET_STATES: [&str; 8] = [
-    "new",
-    "assess",
-    "authorize",
-    "scheduled",
-    "implement",
-    "review",
-    "closed",
-    "canceled",
-];
-
-fn list_tickets_schema() -> Value {
-    object(
-        &[],
-        json!({
-            "state": {"type": "string", "enum": TICKET_STATES},
-            "requested_by": id_field("Requester user name"),
-            "limit": limit_field()
-        }),
-    )
-}
-
-fn create_ticket_schema() -> Value {
-    object(
-        &["short_description"],
-        json!({
-            "short_description": text_field(160, "One-line summary"),
-            "description": text_field(4000, "What will be changed and why"),
-            "idempotency_key": idempotency_field()
-        }),
-    )
-}
-
-fn work_note_schema() -> Value {
-    object(
-        &["number", "note"],
-        json!({
-            "number": id_field("Change request number"),
-            "note": text_field(4000, "The note; the caller's name is appended"),
-            "idempotency_key": idempotency_field()
-        }),
-    )
-}
-
-fn close_ticket_schema() -> Value {
-    object(
-        &["number", "close_code", "close_notes"],
-        json!({
-            "number": id_field("Change request number"),
-            "close_code": {"type": "string", "enum": ["successful", "successful_issues", "unsuccessful", "canceled"],
-                           "description": "'canceled' cancels a change that has not reached Implement"},
-            "close_notes": text_field(4000, "Why and how it closed")
-        }),
-    )
-}
-
-fn template_list_result() -> Value {
-    json!({"type": "object", "required": ["templates"], "properties": {"templates": {"type": "array", "items": {
-        "type": "object",
-        "required": ["template_id", "name", "project_name"],
-        "properties": {"template_id": {"type": "string"}, "name": {"type": "string"}, "project_name": {"type": "string"}, "version": {"type": "string"}}
-    }}}})
-}
-
-fn template_result() -> Value {
-    json!({
-        "type": "object",
-        "required": ["template_id", "name", "content", "parameters"],
-        "properties": {
-            "template_id": {"type": "string"}, "name": {"type": "string"}, "project_name": {"type": "string"},
-            "description": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
-            "content": {"type": "string"},
-            "parameters": {"type": "array", "items": {"type": "object", "required": ["name", "required"], "properties": {
-                "name": {"type": "string"}, "data_type": {"type": "string"}, "required": {"type": "boolean"}, "default": {"type": ["string", "null"]}
-            }}}
-        }
-    })
-}
-
-fn device_list_result() -> Value {
-    json!({"type": "object", "required": ["devices"], "properties": {"devices": {"type": "array", "items": {
-        "type": "object",
-        "required": ["device_id", "hostname", "reachability"],
-        "properties": {
-            "device_id": {"type": "string"}, "hostname": {"type": "string"}, "management_ip": {"type": "string"},
-            "platform": {"type": "string"}, "family": {"type": "string"}, "software_version": {"type": "string"},
-            "reachability": {"type": "string"}, "managed": {"type": "boolean"}
-        }
-    }}}})
-}
-
-fn preview_result() -> Value {
-    json!({
-        "type": "object",
-        "required": ["template_id", "device", "rendered", "validation_errors"],
-        "properties": {
-            "template_id": {"type": "string"}, "device": {"type": "string"}, "rendered": {"type": "string"},
-            "validation_errors": {"type": "array", "items": {"type": "string"}}
-        }
-    })
-}
-
-fn ticket_result() -> Value {
-    let text = json!({"type": "string"});
-    json!({
-        "type": "object",
-        "required": ["number", "sys_id", "state"],
-        "properties": {
-            "number": text, "sys_id": text, "state": {"type": "string", "enum": TICKET_STATES}, "type": text,
-            "short_description": text, "description": text, "requested_by": text, "correlation_id": text,
-            "close_code": text, "close_notes": text, "opened_at": text, "updated_at": text
-        }
-    })
-}
-
-fn ticket_list_result() -> Value {
-    json!({"type": "object", "required": ["change_requests"], "properties": {"change_requests": {"type": "array", "items": ticket_result()}}})
-}
-
-/// Statuses `list_changes` filters by.
-pub const STATUSES: [&str; 6] = [
-    "running",
-    "completed",
-    "failed",
-    "canceled",
-    "terminated",
-    "timed_out",
-];
-
-/// What a tool does to the systems behind it; sets its policy action and annotations.
-#[derive(Clone, Copy)]
-enum Effect {
-    /// Reads only.
-    Read,
-    /// Adds to or creates a record.
-    Write,
-    /// Changes or ends something for good (closing a ticket, cancelling a change).
-    DestructiveWrite,
-    /// Runs a change on devices: long-running, so a task for clients that support tasks.
-    Execute,
-}
-
-/// A production tool. Every tool is idempotent: writes by their idempotency window or key.
-const fn tool(
+/// A tool's definition from its effect; `tool!` fills in the types.
+#[allow(clippy::too_many_arguments)]
+pub const fn spec(
     server: &'static str,
     name: &'static str,
     title: &'static str,
@@ -430,6 +123,7 @@ const fn tool(
     effect: Effect,
     input_schema: fn() -> Value,
     output_schema: fn() -> Value,
+    parse: fn(Value) -> Result<Call, String>,
 ) -> ToolSpec {
     let (action, read_only, destructive, long_running) = match effect {
         Effect::Read => ("read", true, false, false),
@@ -442,6 +136,7 @@ const fn tool(
         name,
         title,
         description,
+        effect,
         action,
         read_only,
         destructive,
@@ -451,137 +146,200 @@ const fn tool(
         asks_first: None,
         input_schema,
         output_schema,
+        parse,
     }
 }
 
+/// `tool!(server, name, title, effect, Arguments => call, Result, description)`: one registry
+/// entry, its schemas derived from the two types and its parser running the arguments' check.
+macro_rules! tool {
+    ($server:expr, $name:literal, $title:literal, $effect:expr, $args:ty => $call:expr, $result:ty, $description:literal) => {
+        $crate::tools::spec(
+            $server,
+            $name,
+            $title,
+            $description,
+            $effect,
+            $crate::tools::schema_of::<$args>,
+            $crate::tools::schema_of::<$result>,
+            |value| $crate::tools::arguments::<$args>(value).map($call),
+        )
+    };
+}
+
+/// The JSON Schema of a type, in a form every client reads: subschemas inlined (no `$ref`),
+/// no `$schema`, and optional values as their plain type (absent rather than `null`).
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
+    portable(&mut schema);
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("title");
+    }
+    schema
+}
+
+/// Rewrites what some clients cannot read: `type: [T, "null"]` becomes `type: T`, an `anyOf`
+/// with a `null` branch becomes its other branch, `null` leaves enums and defaults, and number
+/// formats (`uint32`) go.
+fn portable(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get("type") {
+                let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+                if kept.len() == 1 {
+                    map.insert("type".into(), kept[0].clone());
+                }
+            }
+            if let Some(Value::Array(branches)) = map.get("anyOf") {
+                let kept: Vec<Value> = branches
+                    .iter()
+                    .filter(|b| b.get("type") != Some(&json!("null")))
+                    .cloned()
+                    .collect();
+                if kept.len() == 1
+                    && let Value::Object(branch) = kept[0].clone()
+                {
+                    map.remove("anyOf");
+                    for (k, v) in branch {
+                        map.entry(k).or_insert(v);
+                    }
+                }
+            }
+            if map.get("type") == Some(&json!("integer")) {
+                map.remove("format");
+            }
+            if let Some(Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            if map.get("default") == Some(&Value::Null) {
+                map.remove("default");
+            }
+            for value in map.values_mut() {
+                portable(value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(portable),
+        _ => {}
+    }
+}
+
+/// Integral numbers written as floats (`14.0`, as model-generated arguments often are) as
+/// integers: JSON Schema counts them as integers, and so does every tool.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.007_199_254_740_992e15
+            {
+                *value = json!(f as i64);
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// The path of a `null` anywhere in the arguments: no argument takes one (an optional argument
+/// is left out, as the schemas say).
+fn null_at(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Null => Some(path.to_string()),
+        Value::Object(map) => map.iter().find_map(|(key, v)| {
+            null_at(
+                v,
+                &if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                },
+            )
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| null_at(v, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Parses a tool's arguments and runs their check.
+pub fn arguments<T: Arguments>(mut value: Value) -> Result<T, String> {
+    if let Some(path) = null_at(&value, "") {
+        return Err(format!("{path} must not be null (leave it out instead)"));
+    }
+    integral_numbers(&mut value);
+    let parsed: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    parsed.validate()?;
+    Ok(parsed)
+}
+
+const CATALYST: &str = "catalyst-center";
+const SERVICENOW: &str = "servicenow";
+const CHANGES: &str = "changes";
+
 pub const TOOLS: &[ToolSpec] = &[
-    tool(
-        "catalyst-center",
-        "deploy_template",
-        "Deploy a configuration template",
-        "Validate, open a ServiceNow change request, deploy a Catalyst Center template to devices, verify, and close the ticket. Runs as a durable workflow; progress is reported while it runs.",
-        Effect::Execute,
-        deploy_schema,
-        change_result_schema,
-    ),
-    tool(
-        "catalyst-center",
-        "list_templates",
-        "List configuration templates",
-        "Catalyst Center configuration templates, optionally of one project.",
-        Effect::Read,
-        list_templates_schema,
-        template_list_result,
-    ),
-    tool(
-        "catalyst-center",
-        "get_template",
-        "Get a configuration template",
-        "One template's content, language, version and parameters.",
-        Effect::Read,
-        template_id_schema,
-        template_result,
-    ),
-    tool(
-        "catalyst-center",
-        "list_devices",
-        "List network devices",
-        "Devices managed by Catalyst Center, filtered by hostname, family or reachability.",
-        Effect::Read,
-        list_devices_schema,
-        device_list_result,
-    ),
-    tool(
-        "catalyst-center",
-        "preview_template",
-        "Preview a template for a device",
-        "Render a template with parameters for one device without deploying it; reports validation errors.",
-        Effect::Read,
-        preview_schema,
-        preview_result,
-    ),
-    tool(
-        "servicenow",
-        "get_change_request",
-        "Get a change request",
-        "One ServiceNow change request by number.",
-        Effect::Read,
-        ticket_number_schema,
-        ticket_result,
-    ),
-    tool(
-        "servicenow",
-        "list_change_requests",
-        "List change requests",
-        "ServiceNow change requests by state and requester, newest first.",
-        Effect::Read,
-        list_tickets_schema,
-        ticket_list_result,
-    ),
-    tool(
-        "servicenow",
-        "create_change_request",
-        "Open a change request",
-        "Open a normal ServiceNow change request requested by the caller.",
-        Effect::Write,
-        create_ticket_schema,
-        ticket_result,
-    ),
-    tool(
-        "servicenow",
-        "add_work_note",
-        "Add a work note",
-        "Append a work note (signed with the caller's name) to a change request.",
-        Effect::Write,
-        work_note_schema,
-        ticket_result,
-    ),
-    tool(
-        "servicenow",
-        "close_change_request",
-        "Close a change request",
-        "Close a change request from Implement or Review with a close code and notes, or cancel one that has not reached Implement.",
-        Effect::DestructiveWrite,
-        close_ticket_schema,
-        ticket_result,
-    ),
-    tool(
-        "changes",
-        "get_change_status",
-        "Get a change's status",
-        "Current step, progress, ticket number and per-device status of a change.",
-        Effect::Read,
-        change_id_schema,
-        change_status_schema,
-    ),
-    tool(
-        "changes",
-        "list_changes",
-        "List changes",
-        "Changes filtered by status, requester, ticket number, device and start time, newest first (Temporal visibility).",
-        Effect::Read,
-        list_schema,
-        change_list_schema,
-    ),
-    tool(
-        "changes",
-        "get_change_history",
-        "Get a change's history",
-        "The step timeline of one change from its durable history: each step's scheduling, attempts and result, and how the change ended.",
-        Effect::Read,
-        change_id_schema,
-        change_history_schema,
-    ),
-    tool(
-        "changes",
-        "cancel_change",
-        "Cancel a change",
-        "Cancel a running change; its ServiceNow ticket is closed as canceled.",
-        Effect::DestructiveWrite,
-        change_id_schema,
-        cancel_schema,
-    ),
+    tool!(CATALYST, "deploy_template", "Deploy a configuration template", Effect::Execute,
+        DeployTemplate => Call::Deploy, DeployResult,
+        "Validate, open a ServiceNow change request, deploy a Catalyst Center template to devices, verify, and close the ticket. Runs as a durable workflow; progress is reported while it runs."),
+    tool!(CATALYST, "list_templates", "List configuration templates", Effect::Read,
+        ListTemplates => |a| Call::Operation(Operation::ListTemplates(a)), TemplateList,
+        "Catalyst Center configuration templates, optionally of one project."),
+    tool!(CATALYST, "get_template", "Get a configuration template", Effect::Read,
+        GetTemplate => |a| Call::Operation(Operation::GetTemplate(a)), Template,
+        "One template's content, language, version and parameters."),
+    tool!(CATALYST, "list_devices", "List network devices", Effect::Read,
+        ListDevices => |a| Call::Operation(Operation::ListDevices(a)), DeviceList,
+        "Devices managed by Catalyst Center, filtered by hostname, family or reachability."),
+    tool!(CATALYST, "preview_template", "Preview a template for a device", Effect::Read,
+        PreviewTemplate => |a| Call::Operation(Operation::PreviewTemplate(a)), Preview,
+        "Render a template with parameters for one device without deploying it; reports validation errors."),
+    tool!(SERVICENOW, "get_change_request", "Get a change request", Effect::Read,
+        GetChangeRequest => |a| Call::Operation(Operation::GetChangeRequest(a)), ChangeRequest,
+        "One ServiceNow change request by number."),
+    tool!(SERVICENOW, "list_change_requests", "List change requests", Effect::Read,
+        ListChangeRequests => |a| Call::Operation(Operation::ListChangeRequests(a)), ChangeRequestList,
+        "ServiceNow change requests by state and requester, newest first."),
+    tool!(SERVICENOW, "create_change_request", "Open a change request", Effect::Write,
+        CreateChangeRequest => |a| Call::Operation(Operation::CreateChangeRequest(a)), ChangeRequest,
+        "Open a normal ServiceNow change request requested by the caller."),
+    tool!(SERVICENOW, "add_work_note", "Add a work note", Effect::Write,
+        AddWorkNote => |a| Call::Operation(Operation::AddWorkNote(a)), ChangeRequest,
+        "Append a work note (signed with the caller's name) to a change request."),
+    tool!(SERVICENOW, "close_change_request", "Close a change request", Effect::DestructiveWrite,
+        CloseChangeRequest => |a| Call::Operation(Operation::CloseChangeRequest(a)), ChangeRequest,
+        "Close a change request from Implement or Review with a close code and notes, or cancel one that has not reached Implement."),
+    tool!(CHANGES, "get_change_status", "Get a change's status", Effect::Read,
+        ChangeId => Call::Status, ChangeStatus,
+        "Current step, progress, ticket number and per-device status of a change."),
+    tool!(CHANGES, "list_changes", "List changes", Effect::Read,
+        ChangeFilter => Call::List, ChangeList,
+        "Changes filtered by status, requester, ticket number, device and start time, newest first (Temporal visibility)."),
+    tool!(CHANGES, "get_change_history", "Get a change's history", Effect::Read,
+        ChangeId => Call::History, ChangeHistory,
+        "The step timeline of one change from its durable history: each step's scheduling, attempts and result, and how the change ended."),
+    tool!(CHANGES, "cancel_change", "Cancel a change", Effect::DestructiveWrite,
+        ChangeId => Call::Cancel, CancelResult,
+        "Cancel a running change; its ServiceNow ticket is closed as canceled."),
 ];
+
+/// The tool task requests are judged as: reading a task is reading the change's status,
+/// updating or cancelling it is cancelling the change.
+pub fn task_request_tool(method: &str) -> &'static ToolSpec {
+    let name = if method == "tasks/get" {
+        "get_change_status"
+    } else {
+        "cancel_change"
+    };
+    find(Some(CHANGES), name).expect("the changes tools are registered")
+}
 
 /// A production tool by name, of one server or any.
 pub fn find(server: Option<&str>, name: &str) -> Option<&'static ToolSpec> {
@@ -604,7 +362,8 @@ pub fn find_in(
 pub enum Catalog {
     /// `TOOLS`: every deployment.
     Production,
-    /// `FIXTURE_TOOLS`: the loopback-only conformance test profile.
+    /// The loopback-only conformance test profile's fixtures.
+    #[cfg(feature = "fixtures")]
     ConformanceFixtures,
 }
 
@@ -612,195 +371,17 @@ impl Catalog {
     pub fn tools(self) -> &'static [ToolSpec] {
         match self {
             Catalog::Production => TOOLS,
-            Catalog::ConformanceFixtures => FIXTURE_TOOLS,
+            #[cfg(feature = "fixtures")]
+            Catalog::ConformanceFixtures => crate::fixtures::FIXTURE_TOOLS,
         }
     }
 }
 
-/// The server of the conformance suite's fixture tools (test profile only).
-pub const FIXTURE_SERVER: &str = "conformance";
-
-fn greet_schema() -> Value {
-    object(&[], json!({"name": {"type": "string", "maxLength": 128}}))
-}
-
-fn slow_compute_schema() -> Value {
-    object(
-        &[],
-        json!({
-            "seconds": {"type": "integer", "minimum": 0, "maximum": 600, "default": 1},
-            "label": {"type": "string", "maxLength": 128}
-        }),
-    )
-}
-
-fn confirm_delete_schema() -> Value {
-    object(
-        &[],
-        json!({"filename": {"type": "string", "maxLength": 256}}),
-    )
-}
-
-/// (long_running, requires_task) of the fixtures.
-const SYNC: (bool, bool) = (false, false);
-const TASK_OPTIONAL: (bool, bool) = (true, false);
-const TASK_REQUIRED: (bool, bool) = (true, true);
-
-fn no_arguments_schema() -> Value {
-    object(&[], json!({}))
-}
-
-fn text_result_schema() -> Value {
-    json!({"type": "object"})
-}
-
-const fn fixture(
-    name: &'static str,
-    description: &'static str,
-    (long_running, requires_task): (bool, bool),
-    input_schema: fn() -> Value,
-) -> ToolSpec {
-    ToolSpec {
-        long_running,
-        requires_task,
-        ..tool(
-            FIXTURE_SERVER,
-            name,
-            name,
-            description,
-            Effect::Read,
-            input_schema,
-            text_result_schema,
-        )
-    }
-}
-
-/// The fixture tools the MCP conformance suite's task scenarios call, each run as a
-/// `ConformanceFixture` workflow. Served only by the loopback-only conformance profile.
-pub const FIXTURE_TOOLS: &[ToolSpec] = &[
-    fixture(
-        "greet",
-        "Returns 'Hello, {name}!' at once (never a task).",
-        SYNC,
-        greet_schema,
-    ),
-    fixture(
-        "slow_compute",
-        "Sleeps `seconds` durably, then returns; a task for clients that support tasks.",
-        TASK_OPTIONAL,
-        slow_compute_schema,
-    ),
-    fixture(
-        "failing_job",
-        "Always ends with a tool execution error after about a second; only as a task.",
-        TASK_REQUIRED,
-        no_arguments_schema,
-    ),
-    fixture(
-        "protocol_error_job",
-        "Always ends with a protocol-level (internal) error.",
-        TASK_OPTIONAL,
-        no_arguments_schema,
-    ),
-    fixture(
-        "confirm_delete",
-        "Asks the client to confirm (elicitation, task input_required), then deletes or keeps `filename`.",
-        TASK_REQUIRED,
-        confirm_delete_schema,
-    ),
-    fixture(
-        "test_simple_text",
-        "Returns a line of text.",
-        SYNC,
-        no_arguments_schema,
-    ),
-    fixture(
-        "test_error_handling",
-        "Always returns a tool execution error.",
-        SYNC,
-        no_arguments_schema,
-    ),
-    fixture(
-        "test_tool_with_progress",
-        "Reports progress three times (0, 50, 100 percent), then returns.",
-        SYNC,
-        no_arguments_schema,
-    ),
-    ToolSpec {
-        asks_first: Some(AskFirst {
-            key: "user_name",
-            message: "Who is asking?",
-            field: "name",
-        }),
-        ..fixture(
-            "test_tool_with_task",
-            "Asks for a name before it starts (input required), then greets as a task.",
-            TASK_REQUIRED,
-            greet_schema,
-        )
-    },
-    fixture(
-        "multi_input",
-        "Asks two questions at once (two input requests), then answers.",
-        TASK_REQUIRED,
-        no_arguments_schema,
-    ),
-];
-
-/// Arguments of `deploy_template`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployTemplateArgs {
-    pub template_id: String,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-    pub devices: Vec<String>,
-    #[serde(default)]
-    pub short_description: Option<String>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-/// Arguments naming one change.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeIdArgs {
-    pub change_id: String,
-}
-
-/// Checks identifiers and bounds the schema states, so bad input is refused the same way
-/// whatever the client validated.
-pub fn check_id(field: &str, value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
-        ))
-    }
-}
-
-impl DeployTemplateArgs {
-    pub fn check(&self) -> Result<(), String> {
-        check_id("template_id", &self.template_id)?;
-        if self.devices.is_empty() || self.devices.len() > 100 {
-            return Err("devices must name 1 to 100 devices".into());
-        }
-        for device in &self.devices {
-            check_id("each device", device)?;
-        }
-        if self.parameters.len() > 50 || self.parameters.values().any(|v| v.len() > 1024) {
-            return Err("at most 50 parameters of at most 1024 characters each".into());
-        }
-        if let Some(key) = &self.idempotency_key {
-            check_id("idempotency_key", key)?;
-        }
-        Ok(())
+/// An object schema as a map, for MCP's `Tool`.
+pub fn object(schema: Value) -> Map<String, Value> {
+    match schema {
+        Value::Object(map) => map,
+        _ => Map::new(),
     }
 }
 
@@ -808,32 +389,90 @@ impl DeployTemplateArgs {
 mod tests {
     use super::*;
 
+    /// Every subschema names a type or another constraint, and none is a `null` union: what
+    /// the MCP Inspector's `--strict` portability check asks.
+    fn assert_portable(tool: &str, schema: &Value) {
+        match schema {
+            Value::Object(map) => {
+                assert!(
+                    !matches!(map.get("type"), Some(Value::Array(_))),
+                    "{tool}: type union in {schema}"
+                );
+                assert!(!map.contains_key("$ref"), "{tool}: $ref in {schema}");
+                assert_ne!(map.get("default"), Some(&Value::Null), "{tool}: {schema}");
+                if let Some(Value::Array(values)) = map.get("enum") {
+                    assert!(!values.contains(&Value::Null), "{tool}: null in {schema}");
+                }
+                for value in map.values() {
+                    assert_portable(tool, value);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| assert_portable(tool, v)),
+            Value::Bool(_) => panic!("{tool}: boolean schema"),
+            _ => {}
+        }
+    }
+
     #[test]
-    fn arguments_are_checked_like_the_schema_says() {
-        let parse = |v: Value| serde_json::from_value::<DeployTemplateArgs>(v);
-        assert!(
-            parse(json!({"template_id": "t", "devices": ["a"], "password": "x"})).is_err(),
-            "unknown fields are refused"
-        );
-        let ok = parse(json!({"template_id": "t-1", "devices": ["sj-access-01"]})).unwrap();
-        assert!(ok.check().is_ok());
-        let bad = parse(json!({"template_id": "t 1", "devices": ["a"]})).unwrap();
-        assert!(bad.check().unwrap_err().contains("template_id"));
-        let none = parse(json!({"template_id": "t", "devices": []})).unwrap();
-        assert!(none.check().is_err());
+    fn schemas_are_derived_strict_and_portable() {
         assert!(
             find(Some("changes"), "deploy_template").is_none(),
             "tools belong to their server"
         );
-        assert!(find(None, "deploy_template").is_some());
         for tool in TOOLS {
-            assert_eq!(
-                (tool.input_schema)()["additionalProperties"],
-                false,
-                "{}",
-                tool.name
-            );
+            let input = (tool.input_schema)();
+            assert_eq!(input["type"], "object", "{}", tool.name);
+            assert_eq!(input["additionalProperties"], false, "{}", tool.name);
             assert_eq!((tool.output_schema)()["type"], "object", "{}", tool.name);
+            for schema in [input, (tool.output_schema)()] {
+                assert_portable(tool.name, &schema["properties"]);
+            }
         }
+        let deploy = (find(None, "deploy_template").unwrap().input_schema)();
+        assert_eq!(deploy["required"], json!(["template_id", "devices"]));
+        assert_eq!(deploy["properties"]["devices"]["maxItems"], 100);
+        assert_eq!(deploy["properties"]["parameters"]["maxProperties"], 50);
+        let list = (find(None, "list_devices").unwrap().input_schema)();
+        assert_eq!(list["properties"]["limit"]["maximum"], 200);
+        assert_eq!(list["properties"]["limit"]["type"], "integer");
+    }
+
+    #[test]
+    fn parsing_checks_like_the_schema_and_accepts_integral_floats() {
+        let list = find(None, "list_devices").unwrap();
+        assert!(matches!(
+            (list.parse)(json!({"limit": 14.0})),
+            Ok(Call::Operation(Operation::ListDevices(ListDevices {
+                limit: Some(14),
+                ..
+            })))
+        ));
+        assert!((list.parse)(json!({"limit": 14.5})).is_err());
+        assert!(
+            (list.parse)(json!({"family": null}))
+                .unwrap_err()
+                .contains("family must not be null")
+        );
+        assert!(
+            (list.parse)(json!({"limit": 0}))
+                .unwrap_err()
+                .contains("limit")
+        );
+        assert!(
+            (list.parse)(json!({"hostname": "a b"}))
+                .unwrap_err()
+                .contains("hostname")
+        );
+        assert!(
+            (list.parse)(json!({"password": "x"}))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        let cancel = find(None, "cancel_change").unwrap();
+        assert!(matches!(
+            (cancel.parse)(json!({"change_id": "c-1"})),
+            Ok(Call::Cancel(_))
+        ));
+        assert!((cancel.parse)(json!({})).unwrap_err().contains("change_id"));
     }
 }

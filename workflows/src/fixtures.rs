@@ -9,20 +9,16 @@
 //! input requests (`pending_input` query, which makes the MCP task `input_required`) and take
 //! the answers through the `respond` update (`tasks/update`).
 
+use crate::failure::FailureType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView,
-    WorkflowResult, WorkflowTermination,
+    SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
 };
-
-/// Error type of a fixture that reports a tool execution error (`isError: true`).
-pub const TOOL_ERROR: &str = "ToolError";
-/// Error type of a fixture that fails as a protocol error (task status `failed`).
-pub const INTERNAL_ERROR: &str = "InternalError";
 
 /// One fixture call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +72,9 @@ impl ConformanceFixture {
                 }
                 Ok(json!({"text": "done, with progress"}))
             }
-            "test_error_handling" => Err(failure(TOOL_ERROR, "This tool always fails, on purpose")),
+            "test_error_handling" => {
+                Err(FailureType::ToolError.terminate("This tool always fails, on purpose"))
+            }
             "slow_compute" => {
                 let seconds = args["seconds"].as_u64().unwrap_or(1).min(600);
                 let label = args["label"].as_str().unwrap_or("job");
@@ -85,9 +83,11 @@ impl ConformanceFixture {
             }
             "failing_job" => {
                 sleep(ctx, Duration::from_secs(1)).await?;
-                Err(failure(TOOL_ERROR, "failing_job always fails"))
+                Err(FailureType::ToolError.terminate("failing_job always fails"))
             }
-            "protocol_error_job" => Err(failure(INTERNAL_ERROR, "protocol_error_job crashed")),
+            "protocol_error_job" => {
+                Err(FailureType::InternalError.terminate("protocol_error_job crashed"))
+            }
             "confirm_delete" => {
                 let file = args["filename"].as_str().unwrap_or("the file").to_string();
                 let answers =
@@ -122,7 +122,7 @@ impl ConformanceFixture {
                     .unwrap_or("nobody");
                 Ok(json!({"text": format!("{name} answered {} request(s)", answers.len())}))
             }
-            other => Err(failure(INTERNAL_ERROR, &format!("no fixture '{other}'"))),
+            other => Err(FailureType::InternalError.terminate(format!("no fixture '{other}'"))),
         }
     }
 
@@ -204,12 +204,4 @@ async fn sleep(
         TimerResult::Cancelled => Err(WorkflowTermination::cancelled()),
         _ => Ok(()),
     }
-}
-
-fn failure(type_name: &str, message: &str) -> WorkflowTermination {
-    ApplicationFailure::builder(message.to_string())
-        .type_name(type_name.to_string())
-        .non_retryable(true)
-        .build()
-        .into()
 }

@@ -4,11 +4,20 @@
 //! implemented in `changeflow-activities`, which the worker registers.
 
 pub mod activities;
+pub mod arguments;
+pub mod failure;
+/// The conformance suite's fixture workflow: built only with the `fixtures` feature (the
+/// development build), never registered by a production worker.
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod limits;
 pub mod operations;
+pub mod results;
 pub mod template_deployment;
 pub mod types;
 
+pub use arguments::Arguments;
+#[cfg(feature = "fixtures")]
 pub use fixtures::ConformanceFixture;
 pub use operations::{DownstreamOperation, Operation, OperationRequest};
 pub use template_deployment::TemplateDeployment;

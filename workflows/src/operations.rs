@@ -5,117 +5,19 @@
 //! is added by the front door, never taken from the arguments.
 
 use crate::activities::ChangeActivities;
-use crate::template_deployment::{failure_message, failure_type};
+use crate::arguments::Arguments;
+pub use crate::arguments::{
+    AddWorkNote, CloseChangeRequest, CloseCode, CreateChangeRequest, GetChangeRequest, GetTemplate,
+    ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate,
+};
+use crate::failure::{FailureType, root_application_failure};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
-    WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowResult, WorkflowTermination,
 };
-
-/// List Catalyst Center templates, optionally of one project.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListTemplates {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_name: Option<String>,
-}
-
-/// One template by id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetTemplate {
-    pub template_id: String,
-}
-
-/// Devices, optionally filtered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListDevices {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
-    /// `Reachable` or `Unreachable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reachability: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
-
-/// Render a template for one device without deploying it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreviewTemplate {
-    pub template_id: String,
-    /// Hostname or Catalyst Center device id.
-    pub device: String,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-}
-
-/// One change request by number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetChangeRequest {
-    pub number: String,
-}
-
-/// Change requests, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListChangeRequests {
-    /// State name: new, assess, authorize, scheduled, implement, review, closed, canceled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
-
-/// Open a normal change request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateChangeRequest {
-    pub short_description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
-/// Append a work note.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddWorkNote {
-    pub number: String,
-    pub note: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
-/// How a change request is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseCode {
-    Successful,
-    SuccessfulIssues,
-    Unsuccessful,
-    Canceled,
-}
-
-/// Close a change request (or cancel it, with `close_code: canceled`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloseChangeRequest {
-    pub number: String,
-    pub close_code: CloseCode,
-    pub close_notes: String,
-}
 
 /// Which operation, with its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +34,32 @@ pub enum Operation {
     CloseChangeRequest(CloseChangeRequest),
 }
 
+impl Operation {
+    /// The operation's own arguments check (`Arguments::validate`).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Operation::ListTemplates(a) => a.validate(),
+            Operation::GetTemplate(a) => a.validate(),
+            Operation::ListDevices(a) => a.validate(),
+            Operation::PreviewTemplate(a) => a.validate(),
+            Operation::GetChangeRequest(a) => a.validate(),
+            Operation::ListChangeRequests(a) => a.validate(),
+            Operation::CreateChangeRequest(a) => a.validate(),
+            Operation::AddWorkNote(a) => a.validate(),
+            Operation::CloseChangeRequest(a) => a.validate(),
+        }
+    }
+
+    /// The caller's idempotency key, for the writes that take one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Operation::CreateChangeRequest(a) => a.idempotency_key.as_deref(),
+            Operation::AddWorkNote(a) => a.idempotency_key.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// The workflow's input: the operation and who asked for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,9 +68,6 @@ pub struct OperationRequest {
     /// The verified caller; becomes `requested_by` and the author of notes.
     pub requested_by: String,
 }
-
-/// Error type name of operations whose target does not exist (a ticket number, a template id).
-pub const NOT_FOUND: &str = "NotFound";
 
 #[workflow]
 #[derive(Default)]
@@ -155,6 +80,9 @@ impl DownstreamOperation {
         ctx: &mut WorkflowContext<Self>,
         request: OperationRequest,
     ) -> WorkflowResult<serde_json::Value> {
+        if let Err(reason) = request.operation.validate() {
+            return Err(FailureType::InvalidRequest.terminate(format!("invalid request: {reason}")));
+        }
         match ctx
             .execute_activity(
                 ChangeActivities::perform_operation,
@@ -168,15 +96,6 @@ impl DownstreamOperation {
             Err(err) => Err(root_application_failure(&err)),
         }
     }
-}
-
-/// Fails the workflow with the activity's own error (message and type), not "activity failed".
-fn root_application_failure(err: &ActivityExecutionError) -> WorkflowTermination {
-    ApplicationFailure::builder(failure_message(err))
-        .type_name(failure_type(err).unwrap_or_default())
-        .non_retryable(true)
-        .build()
-        .into()
 }
 
 /// Quick calls: a transient outage is retried for a minute; then the caller hears about it.

@@ -5,18 +5,16 @@
 //! is answered by the `progress` query.
 
 use crate::activities::ChangeActivities;
+use crate::arguments::CloseCode;
+use crate::failure::{FailureType, failure_message, failure_type};
 use crate::types::*;
 use std::time::Duration;
-use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
-
-/// Error type name of requests rejected before any ticket is opened.
-pub const INVALID_REQUEST: &str = "InvalidRequest";
 
 #[workflow]
 #[derive(Default)]
@@ -46,7 +44,7 @@ impl TemplateDeployment {
         ctx: &mut WorkflowContext<Self>,
         request: DeploymentRequest,
     ) -> WorkflowResult<ChangeResult> {
-        if let Err(reason) = request.check_shape() {
+        if let Err(reason) = request.validate() {
             return Err(invalid_request(reason));
         }
 
@@ -69,7 +67,9 @@ impl TemplateDeployment {
             }
             // The request itself is wrong: say so. Anything else (Catalyst Center unreachable
             // for the whole retry window, say) fails the workflow with its own error.
-            Err(err) if failure_type(&err).as_deref() == Some(INVALID_REQUEST) => {
+            Err(err)
+                if failure_type(&err).as_deref() == Some(FailureType::InvalidRequest.as_str()) =>
+            {
                 return Err(invalid_request(failure_message(&err)));
             }
             Err(err) => {
@@ -129,7 +129,7 @@ impl TemplateDeployment {
                     ),
                     None => "Canceled by request before deployment started.".to_string(),
                 };
-                Self::close(ctx, &ticket, TicketClosure::Canceled, notes).await?;
+                Self::close(ctx, &ticket, CloseCode::Canceled, notes).await?;
                 advance(
                     ctx,
                     ChangeStep::Canceled,
@@ -146,7 +146,7 @@ impl TemplateDeployment {
                     failure_reason: Some(reason.clone()),
                 };
                 (
-                    TicketClosure::Unsuccessful,
+                    CloseCode::Unsuccessful,
                     format!("Change failed: {reason}"),
                     result,
                 )
@@ -249,7 +249,7 @@ impl TemplateDeployment {
     async fn close(
         ctx: &mut WorkflowContext<Self>,
         ticket: &ChangeTicket,
-        closure: TicketClosure,
+        closure: CloseCode,
         notes: String,
     ) -> WorkflowResult<()> {
         let close = CloseChangeTicket {
@@ -270,7 +270,7 @@ impl TemplateDeployment {
 fn conclude(
     ticket: &ChangeTicket,
     snapshot: DeploymentSnapshot,
-) -> (TicketClosure, String, ChangeResult) {
+) -> (CloseCode, String, ChangeResult) {
     let failed: Vec<&DeviceStatus> = snapshot.devices.iter().filter(|d| !d.succeeded()).collect();
     let failure_reason = if let Some(reason) = &snapshot.failure_reason {
         Some(reason.clone())
@@ -296,7 +296,7 @@ fn conclude(
     let (outcome, closure, notes) = match &failure_reason {
         None => (
             ChangeOutcome::Succeeded,
-            TicketClosure::Successful,
+            CloseCode::Successful,
             format!(
                 "Template deployment {deployment} succeeded on {} device(s).",
                 snapshot.devices.len()
@@ -304,7 +304,7 @@ fn conclude(
         ),
         Some(reason) => (
             ChangeOutcome::Failed,
-            TicketClosure::Unsuccessful,
+            CloseCode::Unsuccessful,
             format!("Template deployment {deployment} failed: {reason}"),
         ),
     };
@@ -361,35 +361,7 @@ fn ticket_description(validated: &ValidatedDeployment) -> String {
 }
 
 fn invalid_request(reason: String) -> WorkflowTermination {
-    ApplicationFailure::builder(format!("invalid request: {reason}"))
-        .type_name(INVALID_REQUEST.to_string())
-        .non_retryable(true)
-        .build()
-        .into()
-}
-
-/// The root cause of an activity failure: the activity's own error, not "activity task failed".
-fn root_cause(err: &ActivityExecutionError) -> Option<&Failure> {
-    let mut failure = err.failure()?;
-    while let Some(cause) = failure.cause.as_deref() {
-        failure = cause;
-    }
-    Some(failure)
-}
-
-/// The application error type of the root cause (e.g. `InvalidRequest`).
-pub(crate) fn failure_type(err: &ActivityExecutionError) -> Option<String> {
-    match &root_cause(err)?.failure_info {
-        Some(FailureInfo::ApplicationFailureInfo(info)) => Some(info.r#type.clone()),
-        _ => None,
-    }
-}
-
-/// The root cause's message.
-pub(crate) fn failure_message(err: &ActivityExecutionError) -> String {
-    root_cause(err)
-        .map(|f| f.message.clone())
-        .unwrap_or_else(|| err.to_string())
+    FailureType::InvalidRequest.terminate(format!("invalid request: {reason}"))
 }
 
 fn retry_policy() -> RetryPolicy {

@@ -1,6 +1,8 @@
 //! Inputs, progress and results of the change workflows. They carry references and identities,
 //! never credentials: everything here is written to Temporal history.
 
+use crate::arguments::{Arguments, CloseCode, DeployTemplate};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,36 +25,34 @@ pub struct DeploymentRequest {
 }
 
 impl DeploymentRequest {
-    /// Checks the request's shape before any system is asked anything.
-    pub fn check_shape(&self) -> Result<(), String> {
-        if self.template_id.trim().is_empty() {
-            return Err("template_id must not be empty".into());
+    /// The request a caller's `deploy_template` arguments make.
+    pub fn new(arguments: DeployTemplate, requested_by: String) -> Self {
+        DeploymentRequest {
+            template_id: arguments.template_id,
+            parameters: arguments.parameters,
+            devices: arguments.devices,
+            requested_by,
+            short_description: arguments.short_description,
         }
-        if self.devices.is_empty() {
-            return Err("devices must name at least one device".into());
-        }
-        if self.devices.len() > MAX_DEVICES {
-            return Err(format!("at most {MAX_DEVICES} devices per change"));
-        }
-        if self.devices.iter().any(|d| d.trim().is_empty()) {
-            return Err("device names must not be empty".into());
-        }
+    }
+
+    /// The tool's own check (`DeployTemplate::validate`) and a named caller: run before any
+    /// system is asked anything.
+    pub fn validate(&self) -> Result<(), String> {
+        let arguments = DeployTemplate {
+            template_id: self.template_id.clone(),
+            parameters: self.parameters.clone(),
+            devices: self.devices.clone(),
+            short_description: self.short_description.clone(),
+            idempotency_key: None,
+        };
+        arguments.validate()?;
         if self.requested_by.trim().is_empty() {
             return Err("requested_by must name the caller".into());
-        }
-        if self
-            .short_description
-            .as_ref()
-            .is_some_and(|s| s.len() > 160)
-        {
-            return Err("short_description is limited to 160 characters".into());
         }
         Ok(())
     }
 }
-
-/// Upper bound on targets of one change, so one request cannot fan out unboundedly.
-pub const MAX_DEVICES: usize = 100;
 
 /// A device resolved in Catalyst Center during validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,20 +91,12 @@ pub struct ChangeTicket {
     pub number: String,
 }
 
-/// How a change ticket is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketClosure {
-    Successful,
-    Unsuccessful,
-    Canceled,
-}
-
 /// Input of the ticket-closing activity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloseChangeTicket {
     pub ticket: ChangeTicket,
-    pub closure: TicketClosure,
+    /// `successful`, `unsuccessful` or `canceled`.
+    pub closure: CloseCode,
     pub notes: String,
 }
 
@@ -138,12 +130,13 @@ pub struct DeploymentSnapshot {
     /// The task has ended (successfully or not).
     pub finished: bool,
     /// Catalyst Center's failure reason when the task itself failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     pub devices: Vec<DeviceStatus>,
 }
 
 /// One device's deployment state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeviceStatus {
     pub device: String,
     /// Catalyst Center's status: IN_PROGRESS, SUCCESS, FAILURE, ... (`PENDING` before it starts).
@@ -161,7 +154,7 @@ impl DeviceStatus {
 }
 
 /// The steps of a template deployment, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeStep {
     #[default]
@@ -192,19 +185,22 @@ impl ChangeStep {
 }
 
 /// Live progress of a change, answered by the workflow's `progress` query at any time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
 pub struct ChangeProgress {
     pub step: ChangeStep,
     pub percent: u8,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     pub devices: Vec<DeviceStatus>,
 }
 
 /// How a change ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOutcome {
     /// Deployed to every device; ticket closed successful.
@@ -214,19 +210,22 @@ pub enum ChangeOutcome {
 }
 
 /// The result of a finished change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChangeResult {
     pub outcome: ChangeOutcome,
     pub ticket_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     pub devices: Vec<DeviceStatus>,
     /// Why the change failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::MAX_DEVICES;
 
     fn request() -> DeploymentRequest {
         DeploymentRequest {
@@ -243,19 +242,20 @@ mod tests {
         let check = |mutate: fn(&mut DeploymentRequest), expected: &str| {
             let mut r = request();
             mutate(&mut r);
-            let err = r.check_shape().unwrap_err();
+            let err = r.validate().unwrap_err();
             assert!(err.contains(expected), "{err} should mention {expected}");
         };
         check(|r| r.template_id = " ".into(), "template_id");
+        check(|r| r.template_id = "a/b".into(), "template_id");
         check(|r| r.devices.clear(), "devices");
-        check(|r| r.devices = vec![String::new()], "device names");
+        check(|r| r.devices = vec![String::new()], "each device");
         check(|r| r.requested_by.clear(), "requested_by");
         check(
             |r| r.short_description = Some("x".repeat(161)),
             "short_description",
         );
-        check(|r| r.devices = vec!["d".into(); MAX_DEVICES + 1], "at most");
-        assert!(request().check_shape().is_ok());
+        check(|r| r.devices = vec!["d".into(); MAX_DEVICES + 1], "devices");
+        assert!(request().validate().is_ok());
     }
 
     #[test]

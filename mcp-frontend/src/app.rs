@@ -1,0 +1,106 @@
+//! The HTTP application: RFC 9728 metadata and the OpenAPI document in the open, then behind
+//! bearer authentication and a body limit the MCP endpoints and the REST proxy.
+
+use crate::{FrontDoor, auth, rest, server, tools};
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::common::server_side_http::SessionId;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use std::sync::Arc;
+
+/// Largest request body accepted; larger ones get 413 before any parsing.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The HTTP application: metadata and the OpenAPI document, then behind auth `/mcp` (all
+/// servers), `/mcp/{server}` and the REST proxy under `/api/v1`.
+pub fn app(front: Arc<FrontDoor>) -> Router {
+    let mut mcp = Router::new().nest_service("/mcp", mcp_service(&front, None));
+    if front.catalog == tools::Catalog::Production {
+        for server in tools::SERVERS {
+            mcp = mcp.nest_service(&format!("/mcp/{server}"), mcp_service(&front, Some(server)));
+        }
+        mcp = mcp.merge(rest::router(front.clone()));
+    }
+    let mcp = mcp
+        .layer(axum::middleware::from_fn_with_state(
+            front.clone(),
+            auth::require_bearer,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ));
+    Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(auth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(auth::protected_resource_metadata),
+        )
+        .route("/api/v1/openapi.json", get(rest::openapi))
+        .with_state(front)
+        .merge(mcp)
+}
+
+/// One MCP endpoint: rmcp's Streamable HTTP service with its own session manager, behind
+/// `end_session`.
+fn mcp_service(front: &Arc<FrontDoor>, server: Option<&'static str>) -> Router {
+    let mut config = StreamableHttpServerConfig::default();
+    config.allowed_hosts = front.allowed_hosts.clone();
+    config.allowed_origins = front.allowed_origins.clone();
+    let config = config.enforce_origin_validation();
+    let front = front.clone();
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service = StreamableHttpService::new(
+        move || Ok(server::ChangeflowMcp::new(front.clone(), server)),
+        sessions.clone(),
+        config,
+    );
+    Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            end_session(sessions.clone(), request, next)
+        }))
+}
+
+/// Ending a 2025-11-25 session (`DELETE` with `Mcp-Session-Id`) answers 204, as clients expect
+/// (rmcp answers 202, which the official SDKs log as a failed termination), and an unknown
+/// session 404.
+async fn end_session(sessions: Arc<LocalSessionManager>, request: Request, next: Next) -> Response {
+    if request.method() != Method::DELETE {
+        return next.run(request).await;
+    }
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(SessionId::from);
+    if let Some(id) = &session
+        && !sessions.has_session(id).await.unwrap_or(false)
+    {
+        return (StatusCode::NOT_FOUND, "no such MCP session").into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::ACCEPTED {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    front: Arc<FrontDoor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(front))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

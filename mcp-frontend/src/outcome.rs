@@ -1,0 +1,90 @@
+//! What a tool call produces, whatever the protocol: MCP (`server`) and REST (`rest`) each map
+//! these once to their own answers.
+
+use changeflow_workflows::ChangeProgress;
+use serde_json::{Value, json};
+
+/// What a running call reports: how far it has come and what it is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub percent: u8,
+    pub message: String,
+}
+
+impl From<&ChangeProgress> for Progress {
+    fn from(p: &ChangeProgress) -> Self {
+        Progress {
+            percent: p.percent,
+            message: format!("{:?}: {}", p.step, p.message).to_lowercase(),
+        }
+    }
+}
+
+/// Whether a long tool's caller waits for the workflow's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait, reporting progress (MCP without tasks).
+    ForResult,
+    /// Return once the workflow has started (REST 202).
+    UntilStarted,
+}
+
+/// What a finished tool call produced, in MCP terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolResult {
+    /// Structured content; `is_error` when it reports a failure (a change that failed).
+    Structured { value: Value, is_error: bool },
+    /// Plain text; `is_error` for a tool execution error.
+    Text { text: String, is_error: bool },
+}
+
+impl ToolResult {
+    /// The result as plain JSON (the REST proxy's answer).
+    pub fn to_json(&self) -> Value {
+        match self {
+            ToolResult::Structured { value, .. } => value.clone(),
+            ToolResult::Text { text, is_error } => json!({"text": text, "is_error": is_error}),
+        }
+    }
+}
+
+/// What came of a call.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done: the structured result.
+    Done(Value),
+    /// The change ran and failed: the structured result, with the reason.
+    ChangeFailed(Value),
+    /// A tool result that is not structured content (the conformance fixtures).
+    Tool(ToolResult),
+    /// The call failed at the protocol level (a JSON-RPC error, not a tool error).
+    ProtocolError(String),
+    /// A long-running change was started (or found running) and not waited for.
+    Started { change_id: String },
+    /// The policy refused: which permission is missing and why.
+    Denied {
+        missing_permission: String,
+        reason: String,
+    },
+    /// The arguments are wrong; nothing was done.
+    Invalid(String),
+    /// The named change does not exist.
+    NotFound(String),
+    /// The workflow could not be started or did not complete.
+    Failed(String),
+}
+
+impl Outcome {
+    /// A typed result as `Done`.
+    pub fn done(result: impl serde::Serialize) -> Outcome {
+        match serde_json::to_value(result) {
+            Ok(value) => Outcome::Done(value),
+            Err(e) => Outcome::Failed(format!("unserialisable result: {e}")),
+        }
+    }
+}
+
+/// The audit store failed; nothing was done.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit store is unavailable; nothing was done")]
+pub struct AuditUnavailable;

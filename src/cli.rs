@@ -1,0 +1,346 @@
+//! The command line's arguments (clap): every option, its environment variable and default.
+
+#[cfg(feature = "dev")]
+use changeflow_simulators::{FaultConfig, SimulatorOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+#[cfg(feature = "dev")]
+use std::net::SocketAddr;
+use std::path::PathBuf;
+#[cfg(feature = "dev")]
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "changeflow",
+    version,
+    about = "Network changes as durable Temporal workflows, behind an MCP front door.",
+    long_about = "changeflow turns network-change requests into durable Temporal workflows: validate, open a \
+ServiceNow change request, deploy a Catalyst Center template, verify, and close the ticket.\n\n\
+Quick start: `changeflow demo` runs one sample change on an embedded stack; `changeflow dev` keeps the stack running."
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args)]
+pub(crate) struct GlobalArgs {
+    /// Directory for local state: Temporal history, the simulators' CA, endpoints.json.
+    #[arg(
+        long,
+        global = true,
+        env = "CHANGEFLOW_DATA_DIR",
+        default_value = ".changeflow"
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// Temporal frontend (host:port). When absent, an embedded dev server is started.
+    #[arg(long, global = true, env = "CHANGEFLOW_TEMPORAL_ADDRESS")]
+    pub(crate) temporal_address: Option<String>,
+    /// Temporal namespace.
+    #[arg(
+        long,
+        global = true,
+        env = "CHANGEFLOW_NAMESPACE",
+        default_value = "default"
+    )]
+    pub(crate) namespace: String,
+    /// Task queue the worker polls and changes are submitted to.
+    #[arg(long, global = true, env = "CHANGEFLOW_TASK_QUEUE", default_value = changeflow_workflows::DEFAULT_TASK_QUEUE)]
+    pub(crate) task_queue: String,
+    /// Log format on stderr: text for people, json for the Elastic stack.
+    #[arg(long, global = true, env = "CHANGEFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    #[cfg(feature = "dev")]
+    /// Start the embedded stack, run one sample change with live progress, print its result.
+    Demo(DemoArgs),
+    #[cfg(feature = "dev")]
+    /// Start the embedded stack (Temporal, simulators, worker) and keep it running.
+    Dev(DevArgs),
+    /// Serve the MCP front door against a configured Temporal and OpenID provider.
+    #[command(
+        long_about = "Serve the MCP front door: Streamable HTTP at /mcp (all servers) and /mcp/{server}, \
+RFC 9728 metadata at /.well-known/oauth-protected-resource. Every request needs a bearer token from the \
+configured OpenID provider; every tool call is authorized by the policy and written to the audit store."
+    )]
+    Serve(ServeArgs),
+    #[cfg(feature = "dev")]
+    /// Test only: serve the MCP conformance suite's fixture tools without authentication (loopback only).
+    #[command(
+        hide = true,
+        long_about = "Test only. Serve the fixture tools the MCP conformance suite \
+(@modelcontextprotocol/conformance) expects (greet, slow_compute, failing_job, confirm_delete, \
+test_tool_with_task and the rest), each run as a workflow, at /mcp. The suite sends no token, so every request acts as a fixed test identity; for that reason \
+this refuses to listen on anything but a loopback address. Needs --temporal-address and a running \
+`changeflow worker` on the same task queue."
+    )]
+    ConformanceServer(ConformanceServerArgs),
+    /// Run a worker against configured ServiceNow and Catalyst Center.
+    #[command(
+        long_about = "Run a worker that executes changeflow's workflows and activities.\n\n\
+Credentials are read from the environment, never from flags: CHANGEFLOW_SERVICENOW_USERNAME, \
+CHANGEFLOW_SERVICENOW_PASSWORD, CHANGEFLOW_SERVICENOW_CLIENT_ID, CHANGEFLOW_SERVICENOW_CLIENT_SECRET, \
+CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
+    )]
+    Worker(WorkerArgs),
+    #[cfg(feature = "dev")]
+    /// Run only the ServiceNow and Catalyst Center simulators.
+    Simulate(SimulateArgs),
+    /// Inspect the audit store: list records, verify the hash chain.
+    Audit(AuditArgs),
+    /// Check an authorization policy: load it and run its Rego unit tests.
+    Policy(PolicyArgs),
+    #[cfg(feature = "dev")]
+    /// Print an access token for a demo user from the running `changeflow dev` stack.
+    #[command(
+        long_about = "Print an access token (JWT) for a demo user, issued by the development OpenID provider \
+of the `changeflow dev` stack running with the same --data-dir. Demo users: alice (network-engineers, MFA), \
+bob (service-desk), carol (change-approvers), dave (developers), admin (admin, MFA)."
+    )]
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CHANGEFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// Public base URL clients use (default: http://<listen>); the resource is <public-url>/mcp.
+    #[arg(long, env = "CHANGEFLOW_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
+    /// OpenID provider issuer URL (discovery at <issuer>/.well-known/openid-configuration).
+    #[arg(long, env = "CHANGEFLOW_OIDC_ISSUER")]
+    pub(crate) oidc_issuer: String,
+    /// Audience tokens must carry (default: <public-url>/mcp, the RFC 8707 resource).
+    #[arg(long, env = "CHANGEFLOW_OIDC_AUDIENCE")]
+    pub(crate) oidc_audience: Option<String>,
+    /// Directory of the Rego policy (watched; a bad edit keeps the last good policy).
+    #[arg(long, env = "CHANGEFLOW_POLICY_DIR", default_value = "policy")]
+    pub(crate) policy_dir: PathBuf,
+    /// Audit database: sqlite://PATH or postgres://... (default: audit.db in the data directory).
+    #[arg(long, env = "CHANGEFLOW_AUDIT_DATABASE_URL")]
+    pub(crate) audit_database_url: Option<String>,
+    /// Accepted Host header values (DNS-rebinding protection); repeat or comma-separate.
+    #[arg(long = "allowed-host", env = "CHANGEFLOW_ALLOWED_HOSTS", value_delimiter = ',', default_values = ["127.0.0.1", "localhost"])]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Accepted browser Origin values for MCP, with scheme (port `*` for any); repeat or comma-separate.
+    #[arg(long = "allowed-origin", env = "CHANGEFLOW_ALLOWED_ORIGINS", value_delimiter = ',', default_values = ["http://localhost:*", "http://127.0.0.1:*"])]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Seconds within which the same caller, tool and arguments reuse one workflow instead of
+    /// starting another (an explicit idempotency_key always does).
+    #[arg(long, env = "CHANGEFLOW_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) idempotency_window_secs: u64,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct ConformanceServerArgs {
+    /// Loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub(crate) listen: String,
+}
+
+#[derive(Args)]
+pub(crate) struct PolicyArgs {
+    /// Directory of .rego files (the policy and its *_test packages).
+    #[arg(long, env = "CHANGEFLOW_POLICY_DIR", default_value = "policy")]
+    pub(crate) dir: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Run every `test_*` rule of every `*_test` package; exits 1 if any fails or the policy does not load.
+    Test,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// Demo user: alice, bob, carol, dave or admin.
+    #[arg(long)]
+    pub(crate) user: String,
+    /// Audience (resource) the token is for; default: the stack's.
+    #[arg(long)]
+    pub(crate) audience: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) ttl: u64,
+    /// Issue the token without the `mfa` authentication method.
+    #[arg(long)]
+    pub(crate) no_mfa: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct AuditArgs {
+    /// Audit database: sqlite://PATH or postgres://... (default: audit.db in the data directory).
+    #[arg(long, global = true, env = "CHANGEFLOW_AUDIT_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the whole hash chain; exits 1 and names the first broken record if it is broken.
+    Verify,
+    /// Print matching records as JSON lines on stdout, oldest first.
+    List {
+        /// Only records of this subject (caller).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only records of this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only records of this workflow.
+        #[arg(long)]
+        workflow_id: Option<String>,
+        /// Only records at or after this time (RFC 3339, e.g. 2026-11-26T08:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records at or before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct SimulatorArgs {
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    pub(crate) plain_http: bool,
+    /// Port of the ServiceNow simulator (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) servicenow_port: u16,
+    /// Port of the Catalyst Center simulator (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) catalyst_port: u16,
+    /// Seconds a template deployment takes, from submission to the last device.
+    #[arg(long, default_value_t = 6.0)]
+    pub(crate) deploy_seconds: f64,
+    /// Hostname of a device whose deployment fails.
+    #[arg(long)]
+    pub(crate) failing_device: Option<String>,
+}
+
+#[cfg(feature = "dev")]
+impl SimulatorArgs {
+    pub(crate) fn options(
+        &self,
+        data_dir: &std::path::Path,
+        faults: FaultConfig,
+    ) -> anyhow::Result<SimulatorOptions> {
+        anyhow::ensure!(
+            self.deploy_seconds.is_finite() && self.deploy_seconds >= 0.0,
+            "--deploy-seconds must be a non-negative number"
+        );
+        let mut options = SimulatorOptions::new(data_dir);
+        options.tls = !self.plain_http;
+        options.servicenow_addr = SocketAddr::from(([127, 0, 0, 1], self.servicenow_port));
+        options.catalyst_addr = SocketAddr::from(([127, 0, 0, 1], self.catalyst_port));
+        options.deploy_duration = Duration::from_secs_f64(self.deploy_seconds);
+        options.faults = FaultConfig {
+            failing_device: self.failing_device.clone(),
+            ..faults
+        };
+        Ok(options)
+    }
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) simulators: SimulatorArgs,
+    /// Demo user who calls the tool (alice may deploy; bob, say, is refused by policy).
+    #[arg(long, default_value = "alice")]
+    pub(crate) user: String,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) simulators: SimulatorArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    /// ServiceNow instance URL.
+    #[arg(long, env = "CHANGEFLOW_SERVICENOW_URL")]
+    pub(crate) servicenow_url: String,
+    /// Catalyst Center URL.
+    #[arg(long, env = "CHANGEFLOW_CATALYST_URL")]
+    pub(crate) catalyst_url: String,
+    /// Extra CA certificates (PEM) to trust for both systems.
+    #[arg(long, env = "CHANGEFLOW_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Milliseconds between deployment task polls.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) poll_interval_ms: u64,
+    #[command(flatten)]
+    pub(crate) vault: VaultArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct VaultArgs {
+    /// Vault/OpenBao address; credentials are then read from Vault (KV v2) at the moment of use.
+    /// Login: CHANGEFLOW_VAULT_TOKEN, or CHANGEFLOW_VAULT_ROLE_ID and CHANGEFLOW_VAULT_SECRET_ID (AppRole).
+    #[arg(long, env = "CHANGEFLOW_VAULT_ADDR")]
+    pub(crate) vault_address: Option<String>,
+    /// KV v2 mount holding the secrets.
+    #[arg(long, env = "CHANGEFLOW_VAULT_MOUNT", default_value = "secret")]
+    pub(crate) vault_mount: String,
+    /// Path of the ServiceNow secret (fields username, password, client_id, client_secret).
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_SERVICENOW_PATH",
+        default_value = "changeflow/servicenow"
+    )]
+    pub(crate) vault_servicenow_path: String,
+    /// Path of the Catalyst Center secret (fields username, password).
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_CATALYST_PATH",
+        default_value = "changeflow/catalyst-center"
+    )]
+    pub(crate) vault_catalyst_path: String,
+    /// Seconds a secret read from Vault is reused before it is read again.
+    #[arg(long, env = "CHANGEFLOW_VAULT_CACHE_SECONDS", default_value_t = 30)]
+    pub(crate) vault_cache_seconds: u64,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct SimulateArgs {
+    #[command(flatten)]
+    pub(crate) simulators: SimulatorArgs,
+    /// Milliseconds added to every API response.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency_ms: u64,
+    /// Share of API requests (0–1) answered with HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) error_rate: f64,
+    /// Share of API requests (0–1) answered with HTTP 429.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) rate_limit_rate: f64,
+    /// Retry-After seconds sent with 429 answers.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) retry_after: u64,
+}

@@ -1,0 +1,232 @@
+//! The production commands: `serve`, `worker`, `audit` and `policy`.
+
+use crate::cli::*;
+use anyhow::Context;
+use changeflow_activities::DownstreamConfig;
+use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings};
+use changeflow_engine::{
+    CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub(crate) async fn stop_requested() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Vault when an address is configured; otherwise credentials from the environment.
+pub(crate) fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn CredentialProvider>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(address) = &args.vault_address {
+        let auth = match (
+            var("CHANGEFLOW_VAULT_TOKEN"),
+            var("CHANGEFLOW_VAULT_ROLE_ID"),
+            var("CHANGEFLOW_VAULT_SECRET_ID"),
+        ) {
+            (Some(token), _, _) => VaultAuth::Token(Secret::new(token)),
+            (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
+                mount: "approle".into(),
+                role_id,
+                secret_id: Secret::new(secret_id),
+            },
+            _ => anyhow::bail!(
+                "Vault login missing: set CHANGEFLOW_VAULT_TOKEN, or CHANGEFLOW_VAULT_ROLE_ID and CHANGEFLOW_VAULT_SECRET_ID"
+            ),
+        };
+        let mut settings = VaultSettings::new(address.clone(), auth);
+        settings.mount = args.vault_mount.clone();
+        settings.servicenow_path = args.vault_servicenow_path.clone();
+        settings.catalyst_path = args.vault_catalyst_path.clone();
+        settings.cache_ttl = Duration::from_secs(args.vault_cache_seconds);
+        return Ok(Arc::new(VaultCredentials::new(settings)?));
+    }
+    let servicenow = match (
+        var("CHANGEFLOW_SERVICENOW_USERNAME"),
+        var("CHANGEFLOW_SERVICENOW_PASSWORD"),
+        var("CHANGEFLOW_SERVICENOW_CLIENT_ID"),
+        var("CHANGEFLOW_SERVICENOW_CLIENT_SECRET"),
+    ) {
+        (Some(username), Some(password), Some(client_id), Some(client_secret)) => {
+            Some(ServiceNowCredentials {
+                username,
+                password: Secret::new(password),
+                client_id,
+                client_secret: Secret::new(client_secret),
+            })
+        }
+        _ => anyhow::bail!(
+            "ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME, _PASSWORD, _CLIENT_ID and _CLIENT_SECRET, or use --vault-address"
+        ),
+    };
+    let catalyst = match (
+        var("CHANGEFLOW_CATALYST_USERNAME"),
+        var("CHANGEFLOW_CATALYST_PASSWORD"),
+    ) {
+        (Some(username), Some(password)) => Some(CatalystCredentials {
+            username,
+            password: Secret::new(password),
+        }),
+        _ => anyhow::bail!(
+            "Catalyst Center credentials missing: set CHANGEFLOW_CATALYST_USERNAME and CHANGEFLOW_CATALYST_PASSWORD, or use --vault-address"
+        ),
+    };
+    Ok(Arc::new(StaticCredentials {
+        servicenow,
+        catalyst,
+    }))
+}
+
+pub(crate) async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    let credentials = credential_provider(&args.vault)?;
+    let downstream = DownstreamConfig {
+        servicenow_url: args.servicenow_url,
+        catalyst_url: args.catalyst_url,
+        ca_file: args.ca_file,
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+    };
+    let (_temporal, address) = match &g.temporal_address {
+        Some(address) => (None, address.clone()),
+        None => {
+            let server = changeflow_engine::EmbeddedTemporal::start(
+                &changeflow::embedded_temporal_options(&g.data_dir),
+            )?;
+            eprintln!(
+                "Started embedded Temporal at {} (UI {})",
+                server.address(),
+                server.ui_url()
+            );
+            let address = server.address();
+            (Some(server), address)
+        }
+    };
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-worker").await?;
+    changeflow::worker::run_worker(
+        client,
+        &g.task_queue,
+        &downstream,
+        credentials,
+        stop_requested(),
+    )
+    .await
+}
+
+pub(crate) async fn audit(
+    g: &GlobalArgs,
+    args: AuditArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    use changeflow_engine::audit::{AuditFilter, AuditStore};
+    let store = match &args.database_url {
+        Some(url) => AuditStore::open(url).await?,
+        None => AuditStore::open_in(&g.data_dir).await?,
+    };
+    match args.command {
+        AuditCommand::Verify => {
+            let report = store.verify().await?;
+            match report.first_broken {
+                None => {
+                    eprintln!("audit chain intact: {} record(s) verified", report.records);
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Some(broken) => {
+                    eprintln!(
+                        "audit chain BROKEN at record {} of {}: {}",
+                        broken.seq, report.records, broken.problem
+                    );
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::List {
+            subject,
+            tool,
+            workflow_id,
+            since,
+            until,
+            limit,
+        } => {
+            let filter = AuditFilter {
+                subject,
+                tool,
+                workflow_id,
+                since,
+                until,
+                limit,
+            };
+            for record in store.list(&filter).await? {
+                println!("{}", serde_json::to_string(&record)?);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {
+    let PolicyCommand::Test = args.command;
+    let engine = changeflow_engine::policy::PolicyEngine::load(&args.dir)?;
+    let results = engine.run_rego_tests();
+    for (rule, passed, detail) in &results {
+        if *passed {
+            println!("ok    {rule}");
+        } else {
+            println!("FAIL  {rule}: {detail}");
+        }
+    }
+    let failed = results.iter().filter(|(_, passed, _)| !passed).count();
+    eprintln!(
+        "policy revision {}: {} test(s), {failed} failing",
+        engine.revision(),
+        results.len()
+    );
+    Ok(if failed == 0 && !results.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let address = g
+        .temporal_address
+        .clone()
+        .context("serve needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS); `changeflow dev` runs everything locally")?;
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-frontend").await?;
+    let public_url = args
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string());
+    let audience = args.oidc_audience.clone().unwrap_or_else(|| {
+        format!(
+            "{}/mcp",
+            public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.listen))
+        )
+    });
+    let options = changeflow::front_door::FrontDoorOptions {
+        data_dir: g.data_dir.clone(),
+        oidc_issuer: args.oidc_issuer,
+        oidc_audience: audience,
+        policy_dir: args.policy_dir,
+        audit_database_url: args.audit_database_url,
+        allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
+        task_queue: g.task_queue.clone(),
+        idempotency_window: std::time::Duration::from_secs(args.idempotency_window_secs),
+    };
+    let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
+    eprintln!(
+        "MCP front door at {} (metadata at {}/.well-known/oauth-protected-resource)",
+        door.mcp_url(),
+        door.url
+    );
+    stop_requested().await;
+    Ok(())
+}

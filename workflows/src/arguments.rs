@@ -1,0 +1,348 @@
+//! What MCP clients send to the tools that run workflows, one type per tool. Each type derives
+//! its JSON Schema (what `tools/list` and the OpenAPI document show) and has one `validate`,
+//! the only shape check: the front door runs it before anything starts and the workflow runs it
+//! again on its input. Unknown fields are refused. The caller's identity is added by the front
+//! door, never taken from the arguments.
+
+use crate::limits::{self, ID_PATTERN};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A tool's arguments: a schema for clients and the one check of their shape.
+pub trait Arguments: DeserializeOwned + JsonSchema {
+    /// Everything the schema states beyond types: lengths, patterns, bounds.
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// Deploy a Catalyst Center template to devices under a change request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTemplate {
+    /// Catalyst Center template id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub template_id: String,
+    #[serde(default)]
+    #[schemars(schema_with = "limits::parameters_schema")]
+    pub parameters: BTreeMap<String, String>,
+    /// Target devices by hostname or Catalyst Center id
+    #[schemars(length(min = 1, max = limits::MAX_DEVICES), inner(regex(pattern = ID_PATTERN)))]
+    pub devices: Vec<String>,
+    /// One-line summary for the change request; generated when absent
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT_TEXT_MAX))]
+    pub short_description: Option<String>,
+    /// Same key, same change: a retried call never deploys twice
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub idempotency_key: Option<String>,
+}
+
+impl Arguments for DeployTemplate {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("template_id", &self.template_id)?;
+        if self.devices.is_empty() || self.devices.len() > limits::MAX_DEVICES {
+            return Err(format!(
+                "devices must name 1 to {} devices",
+                limits::MAX_DEVICES
+            ));
+        }
+        for device in &self.devices {
+            limits::id("each device", device)?;
+        }
+        limits::parameters(&self.parameters)?;
+        if let Some(text) = &self.short_description
+            && text.chars().count() > limits::SHORT_TEXT_MAX
+        {
+            return Err(format!(
+                "short_description is limited to {} characters",
+                limits::SHORT_TEXT_MAX
+            ));
+        }
+        limits::optional_id("idempotency_key", self.idempotency_key.as_deref())
+    }
+}
+
+/// List Catalyst Center templates, optionally of one project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTemplates {
+    /// Only templates of this Catalyst Center project
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::NAME_MAX))]
+    pub project_name: Option<String>,
+}
+
+impl Arguments for ListTemplates {
+    fn validate(&self) -> Result<(), String> {
+        limits::optional_text(
+            "project_name",
+            self.project_name.as_deref(),
+            limits::NAME_MAX,
+        )
+    }
+}
+
+/// One template by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetTemplate {
+    /// Catalyst Center template id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub template_id: String,
+}
+
+impl Arguments for GetTemplate {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("template_id", &self.template_id)
+    }
+}
+
+/// A device's reachability as Catalyst Center reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Reachability {
+    Reachable,
+    Unreachable,
+}
+
+impl Reachability {
+    /// Catalyst Center's spelling (`reachabilityStatus`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reachability::Reachable => "Reachable",
+            Reachability::Unreachable => "Unreachable",
+        }
+    }
+}
+
+/// Devices, optionally filtered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDevices {
+    /// Exact hostname
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub hostname: Option<String>,
+    /// Device family, e.g. 'Switches and Hubs'
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::FAMILY_MAX))]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+    /// How many devices at most (default 50)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = limits::MAX_LIST_LIMIT))]
+    pub limit: Option<u32>,
+}
+
+impl Arguments for ListDevices {
+    fn validate(&self) -> Result<(), String> {
+        limits::optional_id("hostname", self.hostname.as_deref())?;
+        limits::optional_text("family", self.family.as_deref(), limits::FAMILY_MAX)?;
+        limits::list_limit(self.limit)
+    }
+}
+
+/// Render a template for one device without deploying it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewTemplate {
+    /// Catalyst Center template id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub template_id: String,
+    /// Hostname or Catalyst Center device id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub device: String,
+    #[serde(default)]
+    #[schemars(schema_with = "limits::parameters_schema")]
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl Arguments for PreviewTemplate {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("template_id", &self.template_id)?;
+        limits::id("device", &self.device)?;
+        limits::parameters(&self.parameters)
+    }
+}
+
+/// One change request by number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetChangeRequest {
+    /// Change request number, e.g. CHG0030001
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub number: String,
+}
+
+impl Arguments for GetChangeRequest {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("number", &self.number)
+    }
+}
+
+/// A ServiceNow change request's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketState {
+    New,
+    Assess,
+    Authorize,
+    Scheduled,
+    Implement,
+    Review,
+    Closed,
+    Canceled,
+}
+
+/// Change requests, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListChangeRequests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TicketState>,
+    /// Requester user name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub requested_by: Option<String>,
+    /// How many change requests at most (default 50)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = limits::MAX_LIST_LIMIT))]
+    pub limit: Option<u32>,
+}
+
+impl Arguments for ListChangeRequests {
+    fn validate(&self) -> Result<(), String> {
+        limits::optional_id("requested_by", self.requested_by.as_deref())?;
+        limits::list_limit(self.limit)
+    }
+}
+
+/// Open a normal change request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChangeRequest {
+    /// One-line summary
+    #[schemars(length(min = 1, max = limits::SHORT_TEXT_MAX))]
+    pub short_description: String,
+    /// What will be changed and why
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    pub description: Option<String>,
+    /// Same key, same write: a retried call never writes twice
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub idempotency_key: Option<String>,
+}
+
+impl Arguments for CreateChangeRequest {
+    fn validate(&self) -> Result<(), String> {
+        limits::text(
+            "short_description",
+            &self.short_description,
+            limits::SHORT_TEXT_MAX,
+        )?;
+        limits::optional_text(
+            "description",
+            self.description.as_deref(),
+            limits::LONG_TEXT_MAX,
+        )?;
+        limits::optional_id("idempotency_key", self.idempotency_key.as_deref())
+    }
+}
+
+/// Append a work note.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddWorkNote {
+    /// Change request number
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub number: String,
+    /// The note; the caller's name is appended
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    pub note: String,
+    /// Same key, same write: a retried call never writes twice
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub idempotency_key: Option<String>,
+}
+
+impl Arguments for AddWorkNote {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("number", &self.number)?;
+        limits::text("note", &self.note, limits::LONG_TEXT_MAX)?;
+        limits::optional_id("idempotency_key", self.idempotency_key.as_deref())
+    }
+}
+
+/// How a change request is closed; `canceled` cancels a change that has not reached Implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseCode {
+    Successful,
+    SuccessfulIssues,
+    Unsuccessful,
+    Canceled,
+}
+
+/// Close a change request (or cancel it, with `close_code: canceled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseChangeRequest {
+    /// Change request number
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub number: String,
+    pub close_code: CloseCode,
+    /// Why and how it closed
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    pub close_notes: String,
+}
+
+impl Arguments for CloseChangeRequest {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("number", &self.number)?;
+        limits::text("close_notes", &self.close_notes, limits::LONG_TEXT_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_are_checked_like_the_schema_says() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<DeployTemplate>(v);
+        assert!(
+            parse(json!({"template_id": "t", "devices": ["a"], "password": "x"})).is_err(),
+            "unknown fields are refused"
+        );
+        let ok = parse(json!({"template_id": "t-1", "devices": ["sj-access-01"]})).unwrap();
+        assert!(ok.validate().is_ok());
+        let bad = parse(json!({"template_id": "t 1", "devices": ["a"]})).unwrap();
+        assert!(bad.validate().unwrap_err().contains("template_id"));
+        let none = parse(json!({"template_id": "t", "devices": []})).unwrap();
+        assert!(none.validate().unwrap_err().contains("devices"));
+        let many =
+            parse(json!({"template_id": "t", "devices": vec!["d"; limits::MAX_DEVICES + 1]}));
+        assert!(many.unwrap().validate().is_err());
+        let long = parse(
+            json!({"template_id": "t", "devices": ["d"], "short_description": "x".repeat(161)}),
+        );
+        assert!(
+            long.unwrap()
+                .validate()
+                .unwrap_err()
+                .contains("short_description")
+        );
+        assert!(
+            serde_json::from_value::<CloseChangeRequest>(
+                json!({"number": "n", "close_code": "maybe", "close_notes": "x"})
+            )
+            .is_err()
+        );
+        let blank = serde_json::from_value::<AddWorkNote>(json!({"number": "CHG1", "note": " "}));
+        assert!(blank.unwrap().validate().unwrap_err().contains("note"));
+    }
+}

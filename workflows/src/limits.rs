@@ -1,0 +1,117 @@
+//! Every bound on a tool's arguments, named once. The derived JSON Schemas state them (clients
+//! see them in `tools/list` and the OpenAPI document) and `Arguments::validate` enforces them:
+//! the front door before anything starts, the workflow again on its own input.
+
+/// Identifiers (template and device ids, hostnames, ticket numbers, change ids, idempotency
+/// keys): 1 to `ID_MAX` characters of letters, digits and `._:-`.
+pub const ID_MAX: usize = 128;
+/// The same rule as a JSON Schema pattern.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+/// Target devices of one change, so one request cannot fan out unboundedly.
+pub const MAX_DEVICES: usize = 100;
+/// Template parameters of one call, and the length of each value.
+pub const MAX_PARAMETERS: usize = 50;
+pub const MAX_PARAMETER_VALUE: usize = 1024;
+/// One-line summaries (a ticket's short description).
+pub const SHORT_TEXT_MAX: usize = 160;
+/// Free texts (descriptions, notes, close notes).
+pub const LONG_TEXT_MAX: usize = 4000;
+/// Names used as filters (a Catalyst Center project).
+pub const NAME_MAX: usize = 128;
+/// A device family filter.
+pub const FAMILY_MAX: usize = 64;
+/// Page size of list tools: default and largest.
+pub const DEFAULT_LIST_LIMIT: u32 = 50;
+pub const MAX_LIST_LIMIT: u32 = 200;
+
+/// Checks an identifier against `ID_PATTERN`.
+pub fn id(field: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= ID_MAX
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be 1-{ID_MAX} characters of letters, digits, '.', '_', ':' or '-'"
+        ))
+    }
+}
+
+/// Checks an optional identifier.
+pub fn optional_id(field: &str, value: Option<&str>) -> Result<(), String> {
+    value.map_or(Ok(()), |v| id(field, v))
+}
+
+/// Checks a text: not blank, at most `max` characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        Err(format!("{field} must be 1 to {max} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an optional text.
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(), String> {
+    value.map_or(Ok(()), |v| text(field, v, max))
+}
+
+/// Checks a list tool's page size.
+pub fn list_limit(limit: Option<u32>) -> Result<(), String> {
+    match limit {
+        Some(n) if !(1..=MAX_LIST_LIMIT).contains(&n) => {
+            Err(format!("limit must be between 1 and {MAX_LIST_LIMIT}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks template parameters: how many, and how long each value is.
+pub fn parameters(parameters: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if parameters.len() > MAX_PARAMETERS
+        || parameters
+            .values()
+            .any(|v| v.chars().count() > MAX_PARAMETER_VALUE)
+    {
+        Err(format!(
+            "at most {MAX_PARAMETERS} parameters of at most {MAX_PARAMETER_VALUE} characters each"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The JSON Schema of template parameters (a map of strings, bounded as above).
+pub fn parameters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_PARAMETERS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_PARAMETER_VALUE},
+        "description": "Template parameters by name (values as strings)"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_rule_and_its_pattern_agree() {
+        let pattern = format!("^[A-Za-z0-9._:-]{{1,{ID_MAX}}}$");
+        assert_eq!(pattern, ID_PATTERN);
+        assert!(id("x", "sj-access-01").is_ok());
+        assert!(id("x", "CHG0030001").is_ok());
+        assert!(id("x", "a b").unwrap_err().contains("x must be"));
+        assert!(id("x", "").is_err());
+        assert!(id("x", &"a".repeat(ID_MAX + 1)).is_err());
+        assert!(text("note", "  ", 10).is_err());
+        assert!(text("note", "ok", 2).is_ok());
+        assert!(text("note", "too long", 2).is_err());
+        assert!(list_limit(Some(0)).is_err());
+        assert!(list_limit(Some(MAX_LIST_LIMIT)).is_ok());
+        assert!(list_limit(None).is_ok());
+    }
+}

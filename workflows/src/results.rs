@@ -1,0 +1,100 @@
+//! What the quick tools return, one type per result. The activities build these from the
+//! vendors' answers (trimmed to stable field names), and their derived JSON Schemas are the
+//! tools' output schemas, so the two cannot drift apart. Absent values are left out rather than
+//! sent as `null`.
+
+use crate::arguments::TicketState;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One template in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateSummary {
+    pub template_id: String,
+    pub name: String,
+    pub project_name: String,
+    pub version: String,
+}
+
+/// Result of `list_templates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateSummary>,
+}
+
+/// One parameter a template takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateParameter {
+    pub name: String,
+    pub data_type: String,
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// Result of `get_template`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Template {
+    pub template_id: String,
+    pub name: String,
+    pub project_name: String,
+    pub description: String,
+    pub language: String,
+    pub version: String,
+    pub content: String,
+    pub parameters: Vec<TemplateParameter>,
+}
+
+/// One device managed by Catalyst Center.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Device {
+    pub device_id: String,
+    pub hostname: String,
+    pub management_ip: String,
+    pub platform: String,
+    pub family: String,
+    pub software_version: String,
+    pub reachability: String,
+    pub managed: bool,
+}
+
+/// Result of `list_devices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}
+
+/// Result of `preview_template`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Preview {
+    pub template_id: String,
+    pub device: String,
+    pub rendered: String,
+    pub validation_errors: Vec<String>,
+}
+
+/// A ServiceNow change request as tools return it (the requester by user name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeRequest {
+    pub number: String,
+    pub sys_id: String,
+    /// The state's name; a state outside the model is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TicketState>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub short_description: String,
+    pub description: String,
+    pub requested_by: String,
+    pub correlation_id: String,
+    pub close_code: String,
+    pub close_notes: String,
+    pub opened_at: String,
+    pub updated_at: String,
+}
+
+/// Result of `list_change_requests`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeRequestList {
+    pub change_requests: Vec<ChangeRequest>,
+}
