@@ -1,7 +1,7 @@
 # changeflow — the two commands a new user needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo dev test lint tools build clean
+.PHONY: demo dev test lint tools build production clean
 
 ## demo: install what is missing, build, and run one sample change end to end
 demo: tools build
@@ -19,10 +19,24 @@ test: tools
 	fi
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
-## lint: formatting and clippy, as CI runs them
+## lint: formatting and clippy, as CI runs them (the production build's code too)
 lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p changeflow --no-default-features --lib --bins -- -D warnings
+
+## production: the build without the development stack (no demo/dev/simulate/token/
+## conformance-server, no simulators, no fixture workflows), checked as such
+production: tools
+	$(CARGO) build --no-default-features --bin changeflow
+	@if $(CARGO) tree -p changeflow --no-default-features -e normal | grep -q changeflow-simulators; then \
+	  echo "production build links the simulators" >&2; exit 1; fi
+	@for command in demo dev simulate token conformance-server; do \
+	  if ./target/debug/changeflow $$command --help >/dev/null 2>&1; then \
+	    echo "production build has the '$$command' command" >&2; exit 1; fi; \
+	done
+	./target/debug/changeflow --help | grep -q 'serve'
+	@echo "production build: serve, worker, audit, policy; no development commands, no simulators"
 
 ## tools: protoc and the pinned Python tools under .tools/ (idempotent)
 tools:

@@ -154,13 +154,7 @@ impl DownstreamActivities {
                 &ticket.requested_by,
             )
             .await?;
-        let field = |name: &str| {
-            record
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let field = |name: &str| servicenow::field(&record, name).to_string();
         if field("sys_id").is_empty() || field("number").is_empty() {
             return Err(DownstreamError::protocol(
                 "ServiceNow",

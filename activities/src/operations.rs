@@ -24,26 +24,20 @@ fn limit(requested: Option<u32>) -> u32 {
 
 /// A change request as tools return it (the requester still as ServiceNow's sys_id).
 fn change_request(record: &ChangeRecord) -> ChangeRequest {
-    let field = |name: &str| {
-        record
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text_of = |name: &str| field(record, name).to_string();
     ChangeRequest {
-        number: field("number"),
-        sys_id: field("sys_id"),
+        number: text_of("number"),
+        sys_id: text_of("sys_id"),
         state: state_of(record),
-        kind: field("type"),
-        short_description: field("short_description"),
-        description: field("description"),
-        requested_by: field("requested_by"),
-        correlation_id: field("correlation_id"),
-        close_code: field("close_code"),
-        close_notes: field("close_notes"),
-        opened_at: field("opened_at"),
-        updated_at: field("sys_updated_on"),
+        kind: text_of("type"),
+        short_description: text_of("short_description"),
+        description: text_of("description"),
+        requested_by: text_of("requested_by"),
+        correlation_id: text_of("correlation_id"),
+        close_code: text_of("close_code"),
+        close_notes: text_of("close_notes"),
+        opened_at: text_of("opened_at"),
+        updated_at: text_of("sys_updated_on"),
     }
 }
 
