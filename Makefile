@@ -29,8 +29,8 @@ lint: tools
 ## conformance-server, no simulators, no fixture workflows), checked as such
 production: tools
 	$(CARGO) build --no-default-features --bin changeflow
-	@if $(CARGO) tree -p changeflow --no-default-features -e normal | grep -q changeflow-simulators; then \
-	  echo "production build links the simulators" >&2; exit 1; fi
+	@if $(CARGO) tree -p changeflow --no-default-features -e normal | grep -qE "changeflow-(simulators|devstack)"; then \
+	  echo "production build links the simulators or the development stack" >&2; exit 1; fi
 	@for command in demo dev simulate token conformance-server; do \
 	  if ./target/debug/changeflow $$command --help >/dev/null 2>&1; then \
 	    echo "production build has the '$$command' command" >&2; exit 1; fi; \

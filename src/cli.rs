@@ -35,7 +35,8 @@ pub(crate) struct GlobalArgs {
         default_value = ".changeflow"
     )]
     pub(crate) data_dir: PathBuf,
-    /// Temporal frontend (host:port). When absent, an embedded dev server is started.
+    /// Temporal frontend (host:port). When absent, `worker`, `demo` and `dev` start an embedded
+    /// dev server (development builds only).
     #[arg(long, global = true, env = "CHANGEFLOW_TEMPORAL_ADDRESS")]
     pub(crate) temporal_address: Option<String>,
     /// Temporal namespace.
@@ -132,10 +133,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CHANGEFLOW_AUDIT_DATABASE_URL")]
     pub(crate) audit_database_url: Option<String>,
     /// Accepted Host header values (DNS-rebinding protection); repeat or comma-separate.
-    #[arg(long = "allowed-host", env = "CHANGEFLOW_ALLOWED_HOSTS", value_delimiter = ',', default_values = ["127.0.0.1", "localhost"])]
+    #[arg(long = "allowed-host", env = "CHANGEFLOW_ALLOWED_HOSTS", value_delimiter = ',', default_values = changeflow::front_door::LOOPBACK_HOSTS)]
     pub(crate) allowed_hosts: Vec<String>,
     /// Accepted browser Origin values for MCP, with scheme (port `*` for any); repeat or comma-separate.
-    #[arg(long = "allowed-origin", env = "CHANGEFLOW_ALLOWED_ORIGINS", value_delimiter = ',', default_values = ["http://localhost:*", "http://127.0.0.1:*"])]
+    #[arg(long = "allowed-origin", env = "CHANGEFLOW_ALLOWED_ORIGINS", value_delimiter = ',', default_values = changeflow::front_door::LOOPBACK_ORIGINS)]
     pub(crate) allowed_origins: Vec<String>,
     /// Seconds within which the same caller, tool and arguments reuse one workflow instead of
     /// starting another (an explicit idempotency_key always does).
@@ -265,9 +266,20 @@ impl SimulatorArgs {
 
 #[cfg(feature = "dev")]
 #[derive(Args)]
-pub(crate) struct DemoArgs {
+/// What the embedded stack of `demo` and `dev` runs with.
+pub(crate) struct StackArgs {
     #[command(flatten)]
     pub(crate) simulators: SimulatorArgs,
+    /// Directory of the Rego policy the stack's front door loads.
+    #[arg(long, env = "CHANGEFLOW_POLICY_DIR", default_value = "policy")]
+    pub(crate) policy_dir: PathBuf,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) stack: StackArgs,
     /// Demo user who calls the tool (alice may deploy; bob, say, is refused by policy).
     #[arg(long, default_value = "alice")]
     pub(crate) user: String,
@@ -277,7 +289,7 @@ pub(crate) struct DemoArgs {
 #[derive(Args)]
 pub(crate) struct DevArgs {
     #[command(flatten)]
-    pub(crate) simulators: SimulatorArgs,
+    pub(crate) stack: StackArgs,
 }
 
 #[derive(Args)]

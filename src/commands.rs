@@ -3,8 +3,8 @@
 use crate::cli::*;
 use anyhow::Context;
 use changeflow_activities::DownstreamConfig;
-use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings};
-use changeflow_engine::{
+use changeflow_credentials::vault::{VaultAuth, VaultCredentials, VaultSettings};
+use changeflow_credentials::{
     CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
 };
 use std::sync::Arc;
@@ -90,10 +90,15 @@ pub(crate) async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<(
         ca_file: args.ca_file,
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
     };
+    #[cfg(not(feature = "dev"))]
+    let address = g.temporal_address.clone().context(
+        "worker needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS): this build has no embedded Temporal",
+    )?;
+    #[cfg(feature = "dev")]
     let (_temporal, address) = match &g.temporal_address {
         Some(address) => (None, address.clone()),
         None => {
-            let server = changeflow_engine::EmbeddedTemporal::start(
+            let server = changeflow_devstack::EmbeddedTemporal::start(
                 &changeflow::embedded_temporal_options(&g.data_dir),
             )?;
             eprintln!(

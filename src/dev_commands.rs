@@ -5,38 +5,30 @@ use crate::cli::*;
 use crate::commands::stop_requested;
 use anyhow::Context;
 use changeflow::stack::{Stack, StackOptions};
-use changeflow_simulators::{FaultConfig, SimulatorOptions, seed};
-use std::path::PathBuf;
+use changeflow_simulators::{FaultConfig, seed};
 use std::time::Duration;
-
-pub(crate) async fn start_stack(
-    g: &GlobalArgs,
-    simulators: SimulatorOptions,
-) -> anyhow::Result<Stack> {
-    Stack::start(StackOptions {
-        data_dir: g.data_dir.clone(),
-        temporal_address: g.temporal_address.clone(),
-        namespace: g.namespace.clone(),
-        task_queue: g.task_queue.clone(),
-        simulators,
-        poll_interval: Duration::from_millis(500),
-        policy_dir: std::env::var_os("CHANGEFLOW_POLICY_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("policy")),
-    })
-    .await
-}
 
 /// The embedded stack plus an in-process worker, stopped by sending on the returned channel.
 pub(crate) async fn start_stack_with_worker(
     g: &GlobalArgs,
-    simulators: &SimulatorArgs,
+    args: &StackArgs,
 ) -> anyhow::Result<(
     Stack,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
-    let stack = start_stack(g, simulators.options(&g.data_dir, FaultConfig::default())?).await?;
+    let stack = Stack::start(StackOptions {
+        data_dir: g.data_dir.clone(),
+        temporal_address: g.temporal_address.clone(),
+        namespace: g.namespace.clone(),
+        task_queue: g.task_queue.clone(),
+        simulators: args
+            .simulators
+            .options(&g.data_dir, FaultConfig::default())?,
+        poll_interval: Duration::from_millis(500),
+        policy_dir: args.policy_dir.clone(),
+    })
+    .await?;
     let (stop_worker, stopped) = tokio::sync::oneshot::channel();
     let client = stack.client.clone();
     let task_queue = stack.task_queue.clone();
@@ -56,18 +48,19 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
         "Starting the embedded stack in {} ...",
         g.data_dir.display()
     );
-    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.simulators).await?;
+    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.stack).await?;
 
     // Drive the change through the MCP front door, as an assistant would, with a dev token.
-    let token = stack
-        .dev_issuer
-        .issuer
-        .mint(&changeflow_engine::dev_issuer::DevTokenRequest {
-            user: args.user.clone(),
-            audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
-            ttl: Duration::from_secs(3600),
-            mfa: None,
-        })?;
+    let token =
+        stack
+            .dev_issuer
+            .issuer
+            .mint(&changeflow_devstack::dev_issuer::DevTokenRequest {
+                user: args.user.clone(),
+                audience: changeflow_devstack::dev_issuer::DEV_AUDIENCE.to_string(),
+                ttl: Duration::from_secs(3600),
+                mfa: None,
+            })?;
     let (mut mcp, _) =
         changeflow::mcp_client::McpClient::connect(&stack.front_door.mcp_url(), &token).await?;
     let devices = ["sj-access-01", "sj-access-02", "lon-access-01"];
@@ -153,7 +146,7 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
 }
 
 pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
-    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.simulators).await?;
+    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.stack).await?;
     let path = stack.write_endpoints(&g.data_dir)?;
     let e = stack.endpoints();
     eprintln!("changeflow dev stack is running:");

@@ -7,7 +7,7 @@ use changeflow_engine::audit::AuditStore;
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
-use changeflow_mcp_frontend::{Authentication, FrontDoor, tools};
+use changeflow_mcp_frontend::{Authentication, Catalog, FrontDoor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,17 @@ pub struct FrontDoorOptions {
 
 /// Browser origins accepted by default: loopback on any port.
 pub fn loopback_origins() -> Vec<String> {
-    vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()]
+    LOOPBACK_ORIGINS.iter().map(|o| o.to_string()).collect()
+}
+
+/// Host names accepted by default: loopback only (DNS-rebinding protection).
+pub const LOOPBACK_HOSTS: [&str; 2] = ["127.0.0.1", "localhost"];
+/// Browser origins accepted by default: loopback on any port.
+pub const LOOPBACK_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
+
+/// `LOOPBACK_HOSTS` as the front door takes them.
+pub fn loopback_hosts() -> Vec<String> {
+    LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect()
 }
 
 /// A running front door; stops when dropped.
@@ -105,10 +115,10 @@ pub async fn start(
     };
     let front = Arc::new(FrontDoor {
         authentication: Authentication::Bearer(Arc::new(verifier)),
-        catalog: tools::Catalog::Production,
+        catalog: Catalog::Production,
         policy,
         audit: Arc::new(audit),
-        temporal,
+        temporal: Arc::new(temporal),
         task_queue: options.task_queue,
         resource: format!("{url}/mcp"),
         allowed_hosts: options.allowed_hosts,
@@ -179,13 +189,13 @@ pub async fn start_conformance_profile(
             client_id: Some("conformance".into()),
             expires_at: u64::MAX,
         }),
-        catalog: tools::Catalog::ConformanceFixtures,
+        catalog: Catalog::ConformanceFixtures,
         policy,
         audit: Arc::new(AuditStore::open_in(data_dir).await?),
-        temporal,
+        temporal: Arc::new(temporal),
         task_queue: task_queue.to_string(),
         resource: format!("{url}/mcp"),
-        allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        allowed_hosts: loopback_hosts(),
         allowed_origins: loopback_origins(),
         idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
     });

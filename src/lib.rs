@@ -8,11 +8,12 @@ pub mod mcp_client;
 pub mod stack;
 pub mod worker;
 
+#[cfg(feature = "dev")]
 /// Options for the embedded Temporal server with changeflow's search attributes registered.
 pub fn embedded_temporal_options(
     data_dir: &std::path::Path,
-) -> changeflow_engine::EmbeddedTemporalOptions {
-    let mut options = changeflow_engine::EmbeddedTemporalOptions::new(data_dir);
+) -> changeflow_devstack::EmbeddedTemporalOptions {
+    let mut options = changeflow_devstack::EmbeddedTemporalOptions::new(data_dir);
     options.search_attributes = changeflow_workflows::search::REGISTRATION
         .iter()
         .map(|s| s.to_string())

@@ -7,10 +7,9 @@
 
 use anyhow::Context;
 use changeflow_activities::DownstreamConfig;
-use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
-use changeflow_engine::{
-    CredentialProvider, EmbeddedTemporal, EmbeddedVault, EmbeddedVaultOptions, Secret,
-};
+use changeflow_credentials::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
+use changeflow_credentials::{CredentialProvider, Secret};
+use changeflow_devstack::{EmbeddedTemporal, EmbeddedVault, EmbeddedVaultOptions};
 use changeflow_simulators::{DevCredentials, RunningSimulators, SimulatorOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -41,7 +40,7 @@ pub struct Stack {
     pub simulators: RunningSimulators,
     pub vault: EmbeddedVault,
     vault_role: (String, Secret),
-    pub dev_issuer: changeflow_engine::dev_issuer::RunningDevIssuer,
+    pub dev_issuer: changeflow_devstack::dev_issuer::RunningDevIssuer,
     pub front_door: crate::front_door::RunningFrontDoor,
     poll_interval: Duration,
     // Last, so the server outlives the client and simulators during drop.
@@ -106,17 +105,17 @@ impl Stack {
         let vault_role = seed_vault(&vault, &simulators.credentials)
             .await
             .context("seeding OpenBao")?;
-        let dev_issuer = changeflow_engine::dev_issuer::start(&options.data_dir, 0)
+        let dev_issuer = changeflow_devstack::dev_issuer::start(&options.data_dir, 0)
             .await
             .context("starting the development OpenID provider")?;
         let front_door = crate::front_door::start(
             crate::front_door::FrontDoorOptions {
                 data_dir: options.data_dir.clone(),
                 oidc_issuer: dev_issuer.url().to_string(),
-                oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
+                oidc_audience: changeflow_devstack::dev_issuer::DEV_AUDIENCE.to_string(),
                 policy_dir: options.policy_dir.clone(),
                 audit_database_url: None,
-                allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                allowed_hosts: crate::front_door::loopback_hosts(),
                 allowed_origins: crate::front_door::loopback_origins(),
                 task_queue: options.task_queue.clone(),
                 idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
@@ -194,8 +193,8 @@ impl Stack {
             mcp: self.front_door.mcp_url(),
             rest: format!("{}/api/v1", self.front_door.url),
             oidc_issuer: self.dev_issuer.url().to_string(),
-            oidc_audience: changeflow_engine::dev_issuer::DEV_AUDIENCE.to_string(),
-            dev_client_id: changeflow_engine::dev_issuer::DEV_CLIENT_ID.to_string(),
+            oidc_audience: changeflow_devstack::dev_issuer::DEV_AUDIENCE.to_string(),
+            dev_client_id: changeflow_devstack::dev_issuer::DEV_CLIENT_ID.to_string(),
             dev_client_secret: self.dev_issuer.issuer.client_secret().to_string(),
         }
     }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
-use changeflow_engine::CredentialProvider;
+use changeflow_credentials::CredentialProvider;
 use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;

@@ -456,12 +456,12 @@ fn readable_history(json: &[u8]) -> String {
 }
 
 /// Starts an OpenBao dev server on `port` with `token` and writes the simulators' credentials.
-async fn seeded_vault(h: &Harness, port: u16, token: &str) -> changeflow_engine::EmbeddedVault {
-    let mut options = changeflow_engine::EmbeddedVaultOptions::new(h.dir.0.join("vault"));
+async fn seeded_vault(h: &Harness, port: u16, token: &str) -> changeflow_devstack::EmbeddedVault {
+    let mut options = changeflow_devstack::EmbeddedVaultOptions::new(h.dir.0.join("vault"));
     options.port = port;
     options.root_token = Some(token.to_string());
     let vault =
-        tokio::task::spawn_blocking(move || changeflow_engine::EmbeddedVault::start(&options))
+        tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedVault::start(&options))
             .await
             .unwrap()
             .unwrap();
@@ -473,9 +473,11 @@ async fn seeded_vault(h: &Harness, port: u16, token: &str) -> changeflow_engine:
             .collect();
         let address = vault.address();
         async move {
-            changeflow_engine::vault::admin::write_secret(&address, token, "secret", path, &value)
-                .await
-                .unwrap()
+            changeflow_credentials::vault::admin::write_secret(
+                &address, token, "secret", path, &value,
+            )
+            .await
+            .unwrap()
         }
     };
     write(

@@ -81,7 +81,7 @@ fn demo_runs_a_change_end_to_end_and_history_survives_a_restart() {
     runtime.block_on(async {
         let options = changeflow::embedded_temporal_options(&dir.0);
         let server = tokio::task::spawn_blocking(move || {
-            changeflow_engine::EmbeddedTemporal::start(&options)
+            changeflow_devstack::EmbeddedTemporal::start(&options)
         })
         .await
         .unwrap()
@@ -469,11 +469,15 @@ fn audit_list_filters_and_verify_names_the_first_broken_record() {
     assert!(String::from_utf8_lossy(&verified.stderr).contains("3 record(s) verified"));
 
     runtime.block_on(async {
-        let store = AuditStore::open_in(&dir.0).await.unwrap();
-        sqlx::query("UPDATE audit_records SET subject = 'mallory' WHERE seq = 2")
-            .execute(store.pool())
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&changeflow_engine::audit::default_url(&dir.0))
             .await
             .unwrap();
+        sqlx::query("UPDATE audit_records SET subject = 'mallory' WHERE seq = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
     });
     let broken = run(&["verify"]);
     assert_eq!(broken.status.code(), Some(1));
@@ -544,9 +548,9 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
     let dir = TempDir::new("changeflow-cli");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let options = changeflow_engine::EmbeddedTemporalOptions::new(dir.0.join("temporal"));
-        let temporal = tokio::task::spawn_blocking(move || changeflow_engine::EmbeddedTemporal::start(&options)).await.unwrap().unwrap();
-        let issuer = changeflow_engine::dev_issuer::start(&dir.0.join("idp"), 0).await.unwrap();
+        let options = changeflow_devstack::EmbeddedTemporalOptions::new(dir.0.join("temporal"));
+        let temporal = tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedTemporal::start(&options)).await.unwrap().unwrap();
+        let issuer = changeflow_devstack::dev_issuer::start(&dir.0.join("idp"), 0).await.unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--oidc-issuer", issuer.url(), "--temporal-address", &temporal.address(), "--data-dir"])
@@ -569,7 +573,7 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
         assert_eq!(metadata["resource"], format!("http://127.0.0.1:{port}/mcp"));
         assert_eq!(metadata["authorization_servers"][0], issuer.url());
         // Tokens for this resource (RFC 8707 audience) get in; the dev default audience does not.
-        let token = |audience: &str| issuer.issuer.mint(&changeflow_engine::dev_issuer::DevTokenRequest { user: "alice".into(), audience: audience.into(), ttl: Duration::from_secs(60), mfa: None }).unwrap();
+        let token = |audience: &str| issuer.issuer.mint(&changeflow_devstack::dev_issuer::DevTokenRequest { user: "alice".into(), audience: audience.into(), ttl: Duration::from_secs(60), mfa: None }).unwrap();
         let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
         let send = |t: String| reqwest::Client::new().post(format!("http://127.0.0.1:{port}/mcp")).header("Accept", "application/json, text/event-stream").bearer_auth(t).json(&ping).send();
         assert_eq!(send(token(&format!("http://127.0.0.1:{port}/mcp"))).await.unwrap().status(), 200);

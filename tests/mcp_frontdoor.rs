@@ -5,8 +5,8 @@
 mod common;
 
 use changeflow::mcp_client::McpClient;
+use changeflow_devstack::dev_issuer::{self, DevTokenRequest};
 use changeflow_engine::audit::{AuditFilter, AuditStore};
-use changeflow_engine::dev_issuer::{self, DevTokenRequest};
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
 use changeflow_mcp_frontend::{Authentication, FrontDoor};
@@ -47,10 +47,10 @@ async fn front_door_with_window(h: &Harness, idempotency_window: Duration) -> Do
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let front = Arc::new(FrontDoor {
         authentication: Authentication::Bearer(Arc::new(verifier)),
-        catalog: changeflow_mcp_frontend::tools::Catalog::Production,
+        catalog: changeflow_mcp_frontend::Catalog::Production,
         policy: Arc::new(policy),
         audit: audit.clone(),
-        temporal: h.client.clone(),
+        temporal: Arc::new(h.client.clone()),
         task_queue: h.task_queue.clone(),
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],

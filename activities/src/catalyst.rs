@@ -1,11 +1,13 @@
 //! Catalyst Center Intent API client: token login with caching and one refresh on 401,
 //! templates, devices, preview, asynchronous deploy and its task and status.
 
-use crate::http::{self, DownstreamError, send_json, with_retries};
-use crate::session::Session;
-use changeflow_engine::CredentialProvider;
+use crate::http::{DownstreamError, send_json, with_retries};
+use crate::session::Api;
+use changeflow_credentials::CredentialProvider;
+use changeflow_workflows::{DeviceRef, DeviceStatus};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -17,10 +19,8 @@ static DEPLOYMENT_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 pub struct CatalystClient {
-    base_url: String,
-    http: reqwest::Client,
+    api: Api,
     credentials: Arc<dyn CredentialProvider>,
-    session: Session,
 }
 
 /// The state of a deployment task.
@@ -32,6 +32,127 @@ pub struct TaskState {
     pub deployment_id: Option<String>,
 }
 
+fn text(value: &Value, field: &str) -> String {
+    value[field].as_str().unwrap_or_default().to_string()
+}
+
+/// A network device as Catalyst Center describes it (the fields changeflow reads).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkDevice {
+    pub id: String,
+    pub hostname: String,
+    pub management_ip: String,
+    pub platform: String,
+    pub family: String,
+    pub software_version: String,
+    /// `Reachable`, `Unreachable`, ...
+    pub reachability: String,
+    pub reachability_failure_reason: String,
+    /// `Managed` once Catalyst Center has collected the device's inventory.
+    pub collection_status: String,
+}
+
+impl NetworkDevice {
+    fn from_json(device: &Value) -> Self {
+        NetworkDevice {
+            id: text(device, "id"),
+            hostname: text(device, "hostname"),
+            management_ip: text(device, "managementIpAddress"),
+            platform: text(device, "platformId"),
+            family: text(device, "family"),
+            software_version: text(device, "softwareVersion"),
+            reachability: text(device, "reachabilityStatus"),
+            reachability_failure_reason: text(device, "reachabilityFailureReason"),
+            collection_status: text(device, "collectionStatus"),
+        }
+    }
+
+    pub fn is_managed(&self) -> bool {
+        self.collection_status == "Managed"
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.reachability == "Reachable"
+    }
+}
+
+/// A parameter a template declares.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TemplateParam {
+    pub name: String,
+    /// `STRING`, `INTEGER`, `IPADDRESS`, ...
+    pub data_type: String,
+    pub required: bool,
+    pub default: Option<String>,
+}
+
+/// A configuration template (its latest version).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigTemplate {
+    pub id: String,
+    pub name: String,
+    pub project_name: String,
+    pub description: String,
+    pub language: String,
+    pub version: String,
+    pub content: String,
+    pub parameters: Vec<TemplateParam>,
+}
+
+impl ConfigTemplate {
+    fn from_json(template: &Value) -> Self {
+        let parameters = template["templateParams"]
+            .as_array()
+            .map(|params| {
+                params
+                    .iter()
+                    .map(|p| TemplateParam {
+                        name: text(p, "parameterName"),
+                        data_type: p["dataType"].as_str().unwrap_or("STRING").to_string(),
+                        required: p["required"].as_bool().unwrap_or(false),
+                        default: p["defaultValue"].as_str().map(str::to_string),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ConfigTemplate {
+            id: text(template, "id"),
+            name: text(template, "name"),
+            project_name: text(template, "projectName"),
+            description: text(template, "description"),
+            language: text(template, "language"),
+            version: text(template, "version"),
+            content: text(template, "templateContent"),
+            parameters,
+        }
+    }
+}
+
+/// A template in a list: its id, name, project and latest version.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TemplateSummary {
+    pub id: String,
+    pub name: String,
+    pub project_name: String,
+    pub latest_version: String,
+}
+
+/// A template rendered for one device.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TemplatePreview {
+    pub rendered: String,
+    /// Validation errors, as messages; empty when the template rendered cleanly.
+    pub errors: Vec<String>,
+}
+
+/// Where a deployment stands, device by device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentStatus {
+    pub in_progress: bool,
+    /// Per-device status, once Catalyst Center reports it.
+    pub devices: Option<Vec<DeviceStatus>>,
+}
+
 impl CatalystClient {
     pub fn new(
         base_url: &str,
@@ -39,21 +160,20 @@ impl CatalystClient {
         credentials: Arc<dyn CredentialProvider>,
     ) -> Self {
         Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
+            api: Api::new(SYSTEM, base_url, http),
             credentials,
-            session: Session::default(),
         }
     }
 
     /// Basic-auth login; returns the token and its lifetime.
     async fn login(&self) -> Result<(String, Duration), DownstreamError> {
         let creds = self.credentials.catalyst().await?;
-        let url = format!("{}/dna/system/api/v1/auth/token", self.base_url);
+        let url = self.api.url("/dna/system/api/v1/auth/token");
         let answer = with_retries(|| {
             send_json(
                 SYSTEM,
-                self.http
+                self.api
+                    .http()
                     .post(&url)
                     .basic_auth(&creds.username, Some(creds.password.expose())),
             )
@@ -73,14 +193,14 @@ impl CatalystClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, DownstreamError> {
-        let url = format!("{}{path}", self.base_url);
-        self.session
-            .authorized(
+        self.api
+            .call(
                 || self.login(),
-                |token| {
-                    let request = http::request(&self.http, method.clone(), &url, query, body);
-                    send_json(SYSTEM, request.header("X-Auth-Token", token))
-                },
+                |request, token| request.header("X-Auth-Token", token),
+                method,
+                path,
+                query,
+                body,
             )
             .await
     }
@@ -90,10 +210,11 @@ impl CatalystClient {
     }
 
     /// Template detail (latest version); `NotFound` when it does not exist.
-    pub async fn template(&self, template_id: &str) -> Result<Value, DownstreamError> {
+    pub async fn template(&self, template_id: &str) -> Result<ConfigTemplate, DownstreamError> {
         let path = format!("/dna/intent/api/v1/template-programmer/template/{template_id}");
         self.get(&path, &[("latestVersion", "true")])
             .await
+            .map(|template| ConfigTemplate::from_json(&template))
             .map_err(|err| match err {
                 DownstreamError::NotFound { system, .. } => DownstreamError::NotFound {
                     system,
@@ -107,7 +228,7 @@ impl CatalystClient {
     pub async fn templates(
         &self,
         project_name: Option<&str>,
-    ) -> Result<Vec<Value>, DownstreamError> {
+    ) -> Result<Vec<TemplateSummary>, DownstreamError> {
         let query: Vec<(&str, &str)> = project_name
             .map(|p| ("projectNames", p))
             .into_iter()
@@ -115,9 +236,22 @@ impl CatalystClient {
         let body = self
             .get("/dna/intent/api/v1/template-programmer/template", &query)
             .await?;
-        body.as_array()
-            .cloned()
-            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "template list is not an array"))
+        let list = body
+            .as_array()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "template list is not an array"))?;
+        Ok(list
+            .iter()
+            .map(|t| TemplateSummary {
+                id: text(t, "templateId"),
+                name: text(t, "name"),
+                project_name: text(t, "projectName"),
+                latest_version: t["versionsInfo"]
+                    .as_array()
+                    .and_then(|versions| versions.last())
+                    .map(|v| text(v, "version"))
+                    .unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Devices matching all given `(field, value)` filters, at most `limit`.
@@ -125,7 +259,7 @@ impl CatalystClient {
         &self,
         filters: &[(&str, &str)],
         limit: u32,
-    ) -> Result<Vec<Value>, DownstreamError> {
+    ) -> Result<Vec<NetworkDevice>, DownstreamError> {
         let limit = limit.to_string();
         let mut query = filters.to_vec();
         query.push(("limit", &limit));
@@ -134,12 +268,12 @@ impl CatalystClient {
             .await?;
         body["response"]
             .as_array()
-            .cloned()
+            .map(|list| list.iter().map(NetworkDevice::from_json).collect())
             .ok_or_else(|| DownstreamError::protocol(SYSTEM, "device list without response array"))
     }
 
     /// Looks a device up by hostname, then by id.
-    pub async fn find_device(&self, name: &str) -> Result<Option<Value>, DownstreamError> {
+    pub async fn find_device(&self, name: &str) -> Result<Option<NetworkDevice>, DownstreamError> {
         for key in ["hostname", "id"] {
             if let Some(device) = self.devices(&[(key, name)], 1).await?.into_iter().next() {
                 return Ok(Some(device));
@@ -152,11 +286,11 @@ impl CatalystClient {
     pub async fn preview(
         &self,
         template_id: &str,
-        params: &Value,
+        params: &BTreeMap<String, String>,
         device_id: &str,
-    ) -> Result<Value, DownstreamError> {
+    ) -> Result<TemplatePreview, DownstreamError> {
         let body = json!({"templateId": template_id, "params": params, "deviceId": device_id});
-        with_retries(|| {
+        let preview = with_retries(|| {
             self.call(
                 Method::PUT,
                 "/dna/intent/api/v1/template-programmer/template/preview",
@@ -164,17 +298,37 @@ impl CatalystClient {
                 Some(&body),
             )
         })
-        .await
+        .await?;
+        Ok(TemplatePreview {
+            rendered: text(&preview, "cliPreview"),
+            errors: preview_errors(&preview),
+        })
     }
 
-    /// Submits a deployment; returns the task id. Never retried in-call: it is not idempotent.
-    pub async fn deploy(&self, body: &Value) -> Result<String, DownstreamError> {
+    /// Submits a deployment of `template_id` with `params` to `devices`; returns the task id.
+    /// Never retried in-call: it is not idempotent.
+    pub async fn deploy(
+        &self,
+        template_id: &str,
+        params: &BTreeMap<String, String>,
+        devices: &[DeviceRef],
+    ) -> Result<String, DownstreamError> {
+        let targets: Vec<Value> = devices
+            .iter()
+            .map(|d| json!({"id": d.id, "type": "MANAGED_DEVICE_UUID", "hostName": d.hostname, "params": params}))
+            .collect();
+        let body = json!({
+            "templateId": template_id,
+            "forcePushTemplate": false,
+            "isComposite": false,
+            "targetInfo": targets,
+        });
         let answer = self
             .call(
                 Method::POST,
                 "/dna/intent/api/v2/template-programmer/template/deploy",
                 &[],
-                Some(body),
+                Some(&body),
             )
             .await?;
         answer["response"]["taskId"]
@@ -208,19 +362,36 @@ impl CatalystClient {
         })
     }
 
-    pub async fn deployment_status(&self, deployment_id: &str) -> Result<Value, DownstreamError> {
-        self.get(
-            &format!(
-                "/dna/intent/api/v1/template-programmer/template/deploy/status/{deployment_id}"
-            ),
-            &[],
-        )
-        .await
+    pub async fn deployment_status(
+        &self,
+        deployment_id: &str,
+    ) -> Result<DeploymentStatus, DownstreamError> {
+        let status = self
+            .get(
+                &format!(
+                    "/dna/intent/api/v1/template-programmer/template/deploy/status/{deployment_id}"
+                ),
+                &[],
+            )
+            .await?;
+        let devices = status["devices"].as_array().map(|list| {
+            list.iter()
+                .map(|d| DeviceStatus {
+                    device: text(d, "name"),
+                    status: text(d, "status"),
+                    message: text(d, "detailedStatusMessage"),
+                })
+                .collect()
+        });
+        Ok(DeploymentStatus {
+            in_progress: status["status"].as_str() == Some("IN_PROGRESS"),
+            devices,
+        })
     }
 }
 
 /// The validation errors of a template preview, as messages.
-pub fn preview_errors(preview: &Value) -> Vec<String> {
+fn preview_errors(preview: &Value) -> Vec<String> {
     preview["validationErrors"]
         .as_array()
         .map(|list| {

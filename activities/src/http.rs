@@ -129,9 +129,9 @@ impl DownstreamError {
     }
 }
 
-impl From<changeflow_engine::credentials::CredentialError> for DownstreamError {
-    fn from(err: changeflow_engine::credentials::CredentialError) -> Self {
-        use changeflow_engine::credentials::CredentialError;
+impl From<changeflow_credentials::CredentialError> for DownstreamError {
+    fn from(err: changeflow_credentials::CredentialError) -> Self {
+        use changeflow_credentials::CredentialError;
         let retryable = matches!(err, CredentialError::Unavailable(_));
         DownstreamError::Credentials {
             message: err.to_string(),

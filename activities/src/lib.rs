@@ -9,11 +9,11 @@ pub mod session;
 pub mod validation;
 
 use catalyst::CatalystClient;
-use changeflow_engine::CredentialProvider;
+use changeflow_credentials::CredentialProvider;
 use changeflow_workflows::activities::definitions as change_activities;
 use changeflow_workflows::*;
 use http::DownstreamError;
-use serde_json::{Value, json};
+use serde_json::Value;
 use servicenow::{CloseMode, ServiceNowClient};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,77 +70,64 @@ impl DownstreamActivities {
         &self,
         request: DeploymentRequest,
     ) -> Result<ValidatedDeployment, DownstreamError> {
-        request.validate().map_err(DownstreamError::Invalid)?;
+        // The request's shape was checked by the workflow (`DeploymentRequest::validate`).
         let template = match self.catalyst.template(&request.template_id).await {
             Err(DownstreamError::NotFound { message, .. }) => {
                 return Err(DownstreamError::Invalid(message));
             }
             other => other?,
         };
-        let declared = template["templateParams"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut problems = validation::parameter_problems(&declared, &request.parameters);
+        let mut problems =
+            validation::parameter_problems(&template.parameters, &request.parameters);
         let mut devices = Vec::new();
         for name in &request.devices {
             match self.catalyst.find_device(name).await? {
                 None => problems.push(format!("device '{name}' is not known to Catalyst Center")),
-                Some(device) => {
-                    let text = |field: &str| device[field].as_str().unwrap_or_default().to_string();
-                    if text("collectionStatus") != "Managed" {
-                        problems.push(format!(
-                            "device '{name}' is not managed (collection status {})",
-                            text("collectionStatus")
-                        ));
-                    } else if text("reachabilityStatus") != "Reachable" {
-                        let reason = text("reachabilityFailureReason");
-                        problems.push(format!(
-                            "device '{name}' is unreachable{}",
-                            if reason.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {reason}")
-                            }
-                        ));
-                    } else {
-                        devices.push(DeviceRef {
-                            id: text("id"),
-                            hostname: text("hostname"),
-                            management_ip: text("managementIpAddress"),
-                        });
-                    }
+                Some(device) if !device.is_managed() => problems.push(format!(
+                    "device '{name}' is not managed (collection status {})",
+                    device.collection_status
+                )),
+                Some(device) if !device.is_reachable() => {
+                    let reason = &device.reachability_failure_reason;
+                    problems.push(format!(
+                        "device '{name}' is unreachable{}",
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {reason}")
+                        }
+                    ));
                 }
+                Some(device) => devices.push(DeviceRef {
+                    id: device.id,
+                    hostname: device.hostname,
+                    management_ip: device.management_ip,
+                }),
             }
         }
         if !problems.is_empty() {
             return Err(DownstreamError::Invalid(problems.join("; ")));
         }
-        let params = json!(request.parameters);
+        let Some(first) = devices.first() else {
+            return Err(DownstreamError::Invalid("no target devices".into()));
+        };
         let preview = self
             .catalyst
-            .preview(&request.template_id, &params, &devices[0].id)
+            .preview(&request.template_id, &request.parameters, &first.id)
             .await?;
-        let errors = catalyst::preview_errors(&preview);
-        if !errors.is_empty() {
+        if !preview.errors.is_empty() {
             return Err(DownstreamError::Invalid(format!(
                 "template preview failed: {}",
-                errors.join("; ")
+                preview.errors.join("; ")
             )));
         }
         Ok(ValidatedDeployment {
             template_id: request.template_id,
-            template_name: template["name"].as_str().unwrap_or_default().to_string(),
-            project_name: template["projectName"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            template_name: template.name,
+            project_name: template.project_name,
             parameters: request.parameters,
             devices,
-            preview: preview["cliPreview"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            preview: preview.rendered,
         })
     }
 
@@ -171,18 +158,14 @@ impl DownstreamActivities {
         &self,
         deployment: SubmitDeployment,
     ) -> Result<DeploymentTask, DownstreamError> {
-        let targets: Vec<Value> = deployment
-            .devices
-            .iter()
-            .map(|d| json!({"id": d.id, "type": "MANAGED_DEVICE_UUID", "hostName": d.hostname, "params": deployment.parameters}))
-            .collect();
-        let body = json!({
-            "templateId": deployment.template_id,
-            "forcePushTemplate": false,
-            "isComposite": false,
-            "targetInfo": targets,
-        });
-        let task_id = self.catalyst.deploy(&body).await?;
+        let task_id = self
+            .catalyst
+            .deploy(
+                &deployment.template_id,
+                &deployment.parameters,
+                &deployment.devices,
+            )
+            .await?;
         Ok(DeploymentTask { task_id })
     }
 
@@ -197,19 +180,9 @@ impl DownstreamActivities {
         let mut status_finished = true;
         if let Some(id) = &task.deployment_id {
             let status = self.catalyst.deployment_status(id).await?;
-            status_finished = status["status"].as_str() != Some("IN_PROGRESS");
-            if let Some(list) = status["devices"].as_array() {
-                devices = list
-                    .iter()
-                    .map(|d| DeviceStatus {
-                        device: d["name"].as_str().unwrap_or_default().to_string(),
-                        status: d["status"].as_str().unwrap_or_default().to_string(),
-                        message: d["detailedStatusMessage"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    })
-                    .collect();
+            status_finished = !status.in_progress;
+            if let Some(reported) = status.devices {
+                devices = reported;
             }
         }
         let failure_reason = task.is_error.then(|| {

@@ -12,10 +12,6 @@ use changeflow_workflows::results::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_default().to_string()
-}
-
 fn limit(requested: Option<u32>) -> u32 {
     requested
         .unwrap_or(DEFAULT_LIST_LIMIT)
@@ -41,57 +37,47 @@ fn change_request(record: &ChangeRecord) -> ChangeRequest {
     }
 }
 
-fn template_summary(template: &Value) -> TemplateSummary {
-    let version = template["versionsInfo"]
-        .as_array()
-        .and_then(|versions| versions.last())
-        .map(|v| text(v, "version"))
-        .unwrap_or_default();
+fn template_summary(template: &catalyst::TemplateSummary) -> TemplateSummary {
     TemplateSummary {
-        template_id: text(template, "templateId"),
-        name: text(template, "name"),
-        project_name: text(template, "projectName"),
-        version,
+        template_id: template.id.clone(),
+        name: template.name.clone(),
+        project_name: template.project_name.clone(),
+        version: template.latest_version.clone(),
     }
 }
 
-fn template_detail(template: &Value) -> Template {
-    let parameters = template["templateParams"]
-        .as_array()
-        .map(|params| {
-            params
-                .iter()
-                .map(|p| TemplateParameter {
-                    name: text(p, "parameterName"),
-                    data_type: text(p, "dataType"),
-                    required: p["required"].as_bool().unwrap_or(false),
-                    default: p["defaultValue"].as_str().map(str::to_string),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn template_detail(template: catalyst::ConfigTemplate) -> Template {
     Template {
-        template_id: text(template, "id"),
-        name: text(template, "name"),
-        project_name: text(template, "projectName"),
-        description: text(template, "description"),
-        language: text(template, "language"),
-        version: text(template, "version"),
-        content: text(template, "templateContent"),
-        parameters,
+        template_id: template.id,
+        name: template.name,
+        project_name: template.project_name,
+        description: template.description,
+        language: template.language,
+        version: template.version,
+        content: template.content,
+        parameters: template
+            .parameters
+            .into_iter()
+            .map(|p| TemplateParameter {
+                name: p.name,
+                data_type: p.data_type,
+                required: p.required,
+                default: p.default,
+            })
+            .collect(),
     }
 }
 
-fn device(device: &Value) -> Device {
+fn device(device: &catalyst::NetworkDevice) -> Device {
     Device {
-        device_id: text(device, "id"),
-        hostname: text(device, "hostname"),
-        management_ip: text(device, "managementIpAddress"),
-        platform: text(device, "platformId"),
-        family: text(device, "family"),
-        software_version: text(device, "softwareVersion"),
-        reachability: text(device, "reachabilityStatus"),
-        managed: text(device, "collectionStatus") == "Managed",
+        device_id: device.id.clone(),
+        hostname: device.hostname.clone(),
+        management_ip: device.management_ip.clone(),
+        platform: device.platform.clone(),
+        family: device.family.clone(),
+        software_version: device.software_version.clone(),
+        reachability: device.reachability.clone(),
+        managed: device.is_managed(),
     }
 }
 
@@ -110,10 +96,7 @@ impl DownstreamActivities {
         request: OperationRequest,
         correlation_id: &str,
     ) -> Result<Value, DownstreamError> {
-        request
-            .operation
-            .validate()
-            .map_err(DownstreamError::Invalid)?;
+        // The arguments' shape was checked by the workflow (`Operation::validate`).
         match request.operation {
             Operation::ListTemplates(args) => {
                 let list = self
@@ -125,7 +108,7 @@ impl DownstreamActivities {
                 })
             }
             Operation::GetTemplate(args) => value(template_detail(
-                &self.catalyst.template(&args.template_id).await?,
+                self.catalyst.template(&args.template_id).await?,
             )),
             Operation::ListDevices(args) => {
                 let filters: Vec<(&str, &str)> = [
@@ -267,19 +250,15 @@ impl DownstreamActivities {
         };
         // The template must exist: a preview of an unknown id says so instead of rendering nothing.
         self.catalyst.template(&args.template_id).await?;
-        let rendered = self
+        let preview = self
             .catalyst
-            .preview(
-                &args.template_id,
-                &json!(args.parameters),
-                &text(&target, "id"),
-            )
+            .preview(&args.template_id, &args.parameters, &target.id)
             .await?;
         Ok(Preview {
-            validation_errors: catalyst::preview_errors(&rendered),
             template_id: args.template_id,
-            device: text(&target, "hostname"),
-            rendered: text(&rendered, "cliPreview"),
+            device: target.hostname,
+            rendered: preview.rendered,
+            validation_errors: preview.errors,
         })
     }
 }

@@ -1,9 +1,9 @@
 //! ServiceNow Table API client for `change_request`: OAuth password grant with a cached token,
 //! one refresh on 401, and the state-model walk a normal change needs.
 
-use crate::http::{self, DownstreamError, send_json, with_retries};
-use crate::session::Session;
-use changeflow_engine::CredentialProvider;
+use crate::http::{DownstreamError, send_json, with_retries};
+use crate::session::Api;
+use changeflow_credentials::CredentialProvider;
 use changeflow_workflows::arguments::{CloseCode, TicketState};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -64,10 +64,8 @@ pub enum CloseMode {
 pub type ChangeRecord = serde_json::Map<String, Value>;
 
 pub struct ServiceNowClient {
-    base_url: String,
-    http: reqwest::Client,
+    api: Api,
     credentials: Arc<dyn CredentialProvider>,
-    session: Session,
 }
 
 impl ServiceNowClient {
@@ -77,10 +75,8 @@ impl ServiceNowClient {
         credentials: Arc<dyn CredentialProvider>,
     ) -> Self {
         Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
+            api: Api::new(SYSTEM, base_url, http),
             credentials,
-            session: Session::default(),
         }
     }
 
@@ -94,8 +90,9 @@ impl ServiceNowClient {
             ("username", creds.username.as_str()),
             ("password", creds.password.expose()),
         ];
-        let url = format!("{}/oauth_token.do", self.base_url);
-        let answer = with_retries(|| send_json(SYSTEM, self.http.post(&url).form(&form))).await?;
+        let url = self.api.url("/oauth_token.do");
+        let answer =
+            with_retries(|| send_json(SYSTEM, self.api.http().post(&url).form(&form))).await?;
         let token = answer["access_token"].as_str().ok_or_else(|| {
             DownstreamError::protocol(SYSTEM, "token response without access_token")
         })?;
@@ -111,19 +108,18 @@ impl ServiceNowClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, DownstreamError> {
-        let url = format!("{}{path}", self.base_url);
-        self.session
-            .authorized(
+        self.api
+            .call(
                 || self.login(),
-                |token| {
-                    let request = http::request(&self.http, method.clone(), &url, query, body);
-                    send_json(
-                        SYSTEM,
-                        request
-                            .bearer_auth(token)
-                            .header("Accept", "application/json"),
-                    )
+                |request, token| {
+                    request
+                        .bearer_auth(token)
+                        .header("Accept", "application/json")
                 },
+                method,
+                path,
+                query,
+                body,
             )
             .await
     }

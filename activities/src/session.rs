@@ -54,6 +54,59 @@ impl Session {
     }
 }
 
+/// What every call to one downstream system shares: its base URL, the HTTP client and the
+/// token session. Each vendor's client adds its login and how a token is presented.
+pub struct Api {
+    system: &'static str,
+    base_url: String,
+    http: reqwest::Client,
+    session: Session,
+}
+
+impl Api {
+    pub fn new(system: &'static str, base_url: &str, http: reqwest::Client) -> Self {
+        Api {
+            system,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+            session: Session::default(),
+        }
+    }
+
+    /// The URL of `path` on this system.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The HTTP client (for logins, which carry no token).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// One authenticated JSON call: `authorize` presents the token, a 401 renews it once.
+    pub async fn call<L, LF>(
+        &self,
+        login: L,
+        authorize: impl Fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, DownstreamError>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Result<(String, Duration), DownstreamError>>,
+    {
+        let url = self.url(path);
+        self.session
+            .authorized(login, |token| {
+                let request = crate::http::request(&self.http, method.clone(), &url, query, body);
+                crate::http::send_json(self.system, authorize(request, &token))
+            })
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,18 @@
 //! Checks a request's parameters against a template's declared parameters and types.
 
-use serde_json::Value;
+use crate::catalyst::TemplateParam;
 use std::collections::BTreeMap;
 
 /// Longest parameter value accepted; longer values are almost certainly a mistake.
 const MAX_VALUE_LEN: usize = 1024;
 
-/// Problems with `values` for a template whose `templateParams` are given; empty when fine.
+/// Problems with `values` for a template declaring `template_params`; empty when fine.
 pub fn parameter_problems(
-    template_params: &[Value],
+    template_params: &[TemplateParam],
     values: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let declared: Vec<&str> = template_params
-        .iter()
-        .filter_map(|p| p["parameterName"].as_str())
-        .collect();
+    let declared: Vec<&str> = template_params.iter().map(|p| p.name.as_str()).collect();
     for name in values.keys().filter(|k| !declared.contains(&k.as_str())) {
         problems.push(format!(
             "unknown parameter '{name}' (template takes: {})",
@@ -23,15 +20,11 @@ pub fn parameter_problems(
         ));
     }
     for param in template_params {
-        let Some(name) = param["parameterName"].as_str() else {
-            continue;
-        };
-        let data_type = param["dataType"].as_str().unwrap_or("STRING");
-        let has_default = param["defaultValue"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty());
+        let name = param.name.as_str();
+        let data_type = param.data_type.as_str();
+        let has_default = param.default.as_deref().is_some_and(|d| !d.is_empty());
         match values.get(name) {
-            None if param["required"].as_bool().unwrap_or(false) && !has_default => {
+            None if param.required && !has_default => {
                 problems.push(format!("missing required parameter '{name}' ({data_type})"));
             }
             None => {}
@@ -85,14 +78,20 @@ fn describe(data_type: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn params() -> Vec<Value> {
+    fn params() -> Vec<TemplateParam> {
+        let param =
+            |name: &str, data_type: &str, required: bool, default: Option<&str>| TemplateParam {
+                name: name.into(),
+                data_type: data_type.into(),
+                required,
+                default: default.map(str::to_string),
+            };
         vec![
-            json!({"parameterName": "vlan_id", "dataType": "INTEGER", "required": true, "defaultValue": null}),
-            json!({"parameterName": "gw", "dataType": "IPADDRESS", "required": true, "defaultValue": null}),
-            json!({"parameterName": "mac", "dataType": "MACADDRESS", "required": false, "defaultValue": null}),
-            json!({"parameterName": "tz", "dataType": "STRING", "required": true, "defaultValue": "UTC"}),
+            param("vlan_id", "INTEGER", true, None),
+            param("gw", "IPADDRESS", true, None),
+            param("mac", "MACADDRESS", false, None),
+            param("tz", "STRING", true, Some("UTC")),
         ]
     }
 

@@ -264,11 +264,6 @@ impl AuditStore {
             rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
         Ok(check_chain(&records))
     }
-
-    /// The underlying pool, for tests and maintenance.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
 }
 
 /// A unique violation on `seq` (another writer appended first) or SQLite's busy/locked.

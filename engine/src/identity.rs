@@ -156,7 +156,32 @@ impl TokenVerifier {
             .map_err(|e| {
                 TokenError::ProviderUnavailable(format!("keys of {}: {e}", config.issuer))
             })?;
-        Ok(Self {
+        Ok(Self::from_set(config, http, set, jwks_url))
+    }
+
+    /// A verifier with a key set already in hand (`{"keys": [...]}`), fetched again from
+    /// `jwks_url` when a token names an unknown key. For providers whose keys are distributed
+    /// out of band, and for tests that have no provider to discover.
+    pub fn with_keys(
+        config: VerifierConfig,
+        jwks: &serde_json::Value,
+        jwks_url: &str,
+        http: reqwest::Client,
+    ) -> Result<Self, TokenError> {
+        let set: CoreJsonWebKeySet = serde_json::from_value(jwks.clone())
+            .map_err(|e| TokenError::ProviderUnavailable(format!("key set: {e}")))?;
+        let jwks_url = openidconnect::JsonWebKeySetUrl::new(jwks_url.to_string())
+            .map_err(|e| TokenError::ProviderUnavailable(format!("key set URL: {e}")))?;
+        Ok(Self::from_set(config, http, set, jwks_url))
+    }
+
+    fn from_set(
+        config: VerifierConfig,
+        http: reqwest::Client,
+        set: CoreJsonWebKeySet,
+        jwks_url: openidconnect::JsonWebKeySetUrl,
+    ) -> Self {
+        Self {
             config,
             http,
             keys: RwLock::new(Keys {
@@ -164,7 +189,7 @@ impl TokenVerifier {
                 fetched_at: Instant::now(),
                 jwks_url,
             }),
-        })
+        }
     }
 
     pub fn config(&self) -> &VerifierConfig {

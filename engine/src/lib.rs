@@ -1,22 +1,9 @@
-//! Platform services of changeflow: the Temporal connection and the embedded dev server,
-//! credentials behind a provider interface, the tool locations and logging set-up.
+//! The security and runtime core of changeflow: who is calling (`identity`, OIDC access tokens),
+//! whether they may (`policy`, Rego), the hash-chained record of what was asked and decided
+//! (`audit`), the Temporal connection, and logging.
 
 pub mod audit;
-pub mod credentials;
-pub mod dev_issuer;
-pub mod embedded_temporal;
-pub mod embedded_vault;
 pub mod identity;
-pub mod managed_process;
 pub mod policy;
 pub mod telemetry;
 pub mod temporal;
-pub mod tools;
-pub mod vault;
-
-pub use credentials::{
-    CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
-};
-pub use embedded_temporal::{EmbeddedTemporal, EmbeddedTemporalOptions};
-pub use embedded_vault::{EmbeddedVault, EmbeddedVaultOptions};
-pub use managed_process::EmbeddedServiceError;

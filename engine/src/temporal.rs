@@ -28,23 +28,39 @@ pub fn address_url(address: &str) -> Result<url::Url, TemporalError> {
         .ok_or_else(|| TemporalError::InvalidAddress(address.to_string()))
 }
 
-/// Connects a client to `address` in `namespace`.
+/// How long a server that answers but is still starting ("Frontend is not healthy yet") is
+/// waited for.
+const STARTING_SERVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Connects a client to `address` in `namespace`. A server that is up but still starting is
+/// waited for (up to `STARTING_SERVER_WAIT`); anything else fails at once.
 pub async fn connect(
     address: &str,
     namespace: &str,
     identity: &str,
 ) -> Result<Client, TemporalError> {
     let url = address_url(address)?;
-    let options = ConnectionOptions::new(url)
-        .identity(identity.to_string())
-        .connect_timeout(Duration::from_secs(10))
-        .build();
-    let connection = Connection::connect(options)
-        .await
-        .map_err(|e| TemporalError::Connect {
-            address: address.to_string(),
-            reason: e.to_string(),
-        })?;
+    let deadline = tokio::time::Instant::now() + STARTING_SERVER_WAIT;
+    let connection = loop {
+        let options = ConnectionOptions::new(url.clone())
+            .identity(identity.to_string())
+            .connect_timeout(Duration::from_secs(10))
+            .build();
+        match Connection::connect(options).await {
+            Ok(connection) => break connection,
+            Err(e) => {
+                let reason = e.to_string();
+                if reason.contains("code: Unavailable") && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                return Err(TemporalError::Connect {
+                    address: address.to_string(),
+                    reason,
+                });
+            }
+        }
+    };
     Client::new(connection, ClientOptions::new(namespace).build()).map_err(|e| {
         TemporalError::Connect {
             address: address.to_string(),

@@ -185,9 +185,13 @@ async fn run_suite(db: &Database) {
 
 async fn tampered(db: &Database, sql: &[&str]) -> changeflow_engine::audit::ChainReport {
     let store = store_with_five(db).await;
+    // The tampering goes through a connection of its own, as an attacker's would.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
     for statement in sql {
-        sqlx::query(statement).execute(store.pool()).await.unwrap();
+        sqlx::query(statement).execute(&pool).await.unwrap();
     }
+    pool.close().await;
     let report = store.verify().await.unwrap();
     drop(store);
     report

@@ -2,7 +2,7 @@
 //! way a token can be wrong.
 
 use base64::Engine;
-use changeflow_engine::dev_issuer::{self, DevIssuer, DevTokenRequest};
+use changeflow_devstack::dev_issuer::{self, DevIssuer, DevTokenRequest};
 use changeflow_engine::identity::{TokenError, TokenVerifier, VerifierConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

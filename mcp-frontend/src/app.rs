@@ -1,7 +1,8 @@
 //! The HTTP application: RFC 9728 metadata and the OpenAPI document in the open, then behind
 //! bearer authentication and a body limit the MCP endpoints and the REST proxy.
 
-use crate::{FrontDoor, auth, rest, server, tools};
+use crate::front_door::{Catalog, FrontDoor};
+use crate::{auth, rest, server, tools};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
@@ -21,7 +22,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// servers), `/mcp/{server}` and the REST proxy under `/api/v1`.
 pub fn app(front: Arc<FrontDoor>) -> Router {
     let mut mcp = Router::new().nest_service("/mcp", mcp_service(&front, None));
-    if front.catalog == tools::Catalog::Production {
+    if front.catalog == Catalog::Production {
         for server in tools::SERVERS {
             mcp = mcp.nest_service(&format!("/mcp/{server}"), mcp_service(&front, Some(server)));
         }

@@ -1,7 +1,7 @@
 //! Authentication of every MCP request: a valid bearer token or a 401 with the RFC 9728
 //! challenge that tells the client where to find the authorization server.
 
-use crate::{Authentication, FrontDoor};
+use crate::front_door::{Authentication, FrontDoor};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};

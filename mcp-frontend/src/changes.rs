@@ -202,20 +202,6 @@ pub async fn status(client: &Client, workflow_id: &str) -> Result<ExecutionState
     Ok(description.status().into())
 }
 
-/// Waits for the change's result while calling `on_progress` whenever progress changes.
-pub async fn follow(
-    client: &Client,
-    workflow_id: &str,
-    on_progress: impl FnMut(&ChangeProgress),
-) -> Result<ChangeResult, WorkflowGetResultError> {
-    watch(
-        result(client, workflow_id),
-        || progress(client, workflow_id),
-        on_progress,
-    )
-    .await
-}
-
 /// Waits for `outcome` while polling `progress` and calling `on_progress` with each new value
 /// (and a last time when the outcome arrives, if progress moved since).
 pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(

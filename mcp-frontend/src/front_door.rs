@@ -5,7 +5,6 @@ use changeflow_engine::audit::AuditStore;
 use changeflow_engine::identity::{TokenVerifier, VerifiedIdentity};
 use changeflow_engine::policy::PolicyEngine;
 use std::sync::Arc;
-use temporalio_client::Client;
 
 /// How requests are authenticated.
 pub enum Authentication {
@@ -20,10 +19,11 @@ pub enum Authentication {
 pub struct FrontDoor {
     pub authentication: Authentication,
     /// The tools served.
-    pub catalog: tools::Catalog,
+    pub catalog: Catalog,
     pub policy: Arc<PolicyEngine>,
     pub audit: Arc<AuditStore>,
-    pub temporal: Client,
+    /// The workflows behind the tools (a Temporal `Client`, or an in-memory stand-in in tests).
+    pub temporal: Arc<dyn crate::temporal::Workflows>,
     pub task_queue: String,
     /// This server's resource identifier (its `/mcp` URL), for RFC 9728 metadata.
     pub resource: String,
@@ -34,4 +34,24 @@ pub struct FrontDoor {
     pub allowed_origins: Vec<String>,
     /// Calls with the same caller, tool and arguments within this window reuse one workflow.
     pub idempotency_window: std::time::Duration,
+}
+
+/// Which set of tools a front door serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalog {
+    /// `TOOLS`: every deployment.
+    Production,
+    /// The loopback-only conformance test profile's fixtures.
+    #[cfg(feature = "fixtures")]
+    ConformanceFixtures,
+}
+
+impl Catalog {
+    pub fn tools(self) -> &'static [tools::ToolSpec] {
+        match self {
+            Catalog::Production => tools::TOOLS,
+            #[cfg(feature = "fixtures")]
+            Catalog::ConformanceFixtures => crate::fixtures::FIXTURE_TOOLS,
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! One tool call, whatever the protocol: check the arguments, ask the policy, write the audit
 //! record, then start or read the workflow. MCP (`server`) and REST (`rest`) both call this.
 
-use crate::FrontDoor;
 use crate::changes;
+use crate::front_door::FrontDoor;
 use crate::outcome::{AuditUnavailable, Outcome, Progress, Wait};
 use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus};
 use crate::tools::{self, Call, ToolSpec};
@@ -166,7 +166,11 @@ impl FrontDoor {
         }
         let bucket = now_secs() / self.idempotency_window.as_secs().max(1);
         let previous = id(&format!("window:{}", bucket.saturating_sub(1)));
-        if changes::started_within(&self.temporal, &previous, self.idempotency_window).await {
+        if self
+            .temporal
+            .started_within(&previous, self.idempotency_window)
+            .await
+        {
             previous
         } else {
             id(&format!("window:{bucket}"))
@@ -264,15 +268,16 @@ impl FrontDoor {
             #[cfg(feature = "fixtures")]
             Call::Fixture(fixture_arguments) => {
                 let id = fresh_id("fixture", identity, spec.name);
-                let started = crate::fixtures::start(
-                    &self.temporal,
-                    &self.task_queue,
-                    &id,
-                    &identity.subject,
-                    spec.name,
-                    fixture_arguments,
-                )
-                .await;
+                let started = self
+                    .temporal
+                    .start_fixture(
+                        &self.task_queue,
+                        &id,
+                        &identity.subject,
+                        spec.name,
+                        fixture_arguments,
+                    )
+                    .await;
                 note(
                     &id,
                     if started.is_ok() {
@@ -289,8 +294,8 @@ impl FrontDoor {
                     return Ok(Outcome::Started { change_id: id });
                 }
                 let finished = changes::watch(
-                    crate::tasks::finished(&self.temporal, &id, Some(crate::tasks::Kind::Fixture)),
-                    || crate::fixtures::progress(&self.temporal, &id),
+                    self.temporal.fixture_finished(&id),
+                    || self.temporal.fixture_progress(&id),
                     |p| on_progress(&id, p),
                 )
                 .await;
@@ -317,8 +322,10 @@ impl FrontDoor {
                     operation,
                     requested_by: identity.subject.clone(),
                 };
-                let result =
-                    changes::run_operation(&self.temporal, &self.task_queue, &id, request).await;
+                let result = self
+                    .temporal
+                    .run_operation(&self.task_queue, &id, request)
+                    .await;
                 note(
                     &id,
                     if result.is_ok() {
@@ -337,7 +344,7 @@ impl FrontDoor {
             }
             Call::List(filter) => {
                 note("", "read").await?;
-                Ok(match changes::list(&self.temporal, &filter).await {
+                Ok(match self.temporal.list(&filter).await {
                     Ok(changes) => Outcome::done(ChangeList { changes }),
                     Err(e) => Outcome::Failed(e.to_string()),
                 })
@@ -353,7 +360,10 @@ impl FrontDoor {
                     )
                     .await;
                 let request = DeploymentRequest::new(args, identity.subject.clone());
-                if let Err(e) = changes::start(&self.temporal, &self.task_queue, &id, request).await
+                if let Err(e) = self
+                    .temporal
+                    .start_change(&self.task_queue, &id, request)
+                    .await
                 {
                     note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));
@@ -363,7 +373,7 @@ impl FrontDoor {
                     return Ok(Outcome::Started { change_id: id });
                 }
                 let report = |p: &ChangeProgress| on_progress(&id, &Progress::from(p));
-                match changes::follow(&self.temporal, &id, report).await {
+                match crate::temporal::follow(self.temporal.as_ref(), &id, report).await {
                     Ok(result) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
                         note(&id, if failed { "failed" } else { "completed" }).await?;
@@ -384,17 +394,15 @@ impl FrontDoor {
             }
             Call::Status(change) | Call::History(change) | Call::Cancel(change) => {
                 let id = change.change_id;
-                let Ok(status) = changes::status(&self.temporal, &id).await else {
+                let Ok(status) = self.temporal.status(&id).await else {
                     note(&id, "not found").await?;
                     return Ok(Outcome::NotFound(format!("no change '{id}'")));
                 };
                 if matches!(call_kind, CallKind::Cancel) {
-                    let cancelled = changes::cancel(
-                        &self.temporal,
-                        &id,
-                        &format!("canceled by {}", identity.subject),
-                    )
-                    .await;
+                    let cancelled = self
+                        .temporal
+                        .cancel(&id, &format!("canceled by {}", identity.subject))
+                        .await;
                     let outcome = if cancelled.is_ok() {
                         "cancel requested"
                     } else {
@@ -411,7 +419,7 @@ impl FrontDoor {
                 }
                 note(&id, "read").await?;
                 if matches!(call_kind, CallKind::History) {
-                    return Ok(match changes::history(&self.temporal, &id).await {
+                    return Ok(match self.temporal.history(&id).await {
                         Ok(timeline) => Outcome::done(ChangeHistory {
                             change_id: id,
                             status,
@@ -420,7 +428,7 @@ impl FrontDoor {
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
                 }
-                let progress = changes::progress(&self.temporal, &id).await;
+                let progress = self.temporal.progress(&id).await;
                 Ok(Outcome::done(ChangeStatus::new(&id, status, progress)))
             }
         }

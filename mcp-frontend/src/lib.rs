@@ -15,7 +15,8 @@ pub mod rest;
 pub mod results;
 pub mod server;
 pub mod tasks;
+pub mod temporal;
 pub mod tools;
 
 pub use app::{MAX_BODY_BYTES, app, run};
-pub use front_door::{Authentication, FrontDoor};
+pub use front_door::{Authentication, Catalog, FrontDoor};

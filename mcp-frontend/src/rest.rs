@@ -3,7 +3,7 @@
 //! change answers 202 with its id and status URL. One error type maps to status codes, and
 //! every message says whether retrying is safe.
 
-use crate::FrontDoor;
+use crate::front_door::FrontDoor;
 use crate::outcome::{AuditUnavailable, Outcome, Wait};
 use crate::tools::{self, ToolSpec};
 use axum::extract::rejection::JsonRejection;

@@ -1,7 +1,7 @@
 //! What the change tools return, one type per result; their derived schemas are the tools'
 //! output schemas. Absent values are left out rather than sent as `null`.
 
-use changeflow_workflows::{ChangeProgress, ChangeResult, ChangeStep, DeviceStatus};
+use changeflow_workflows::{ChangeProgress, ChangeResult};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use temporalio_client::WorkflowExecutionStatus;
@@ -60,46 +60,17 @@ pub struct DeployResult {
 pub struct ChangeStatus {
     pub change_id: String,
     pub status: ExecutionState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<ChangeStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 100))]
-    pub percent: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment_id: Option<String>,
-    #[serde(default)]
-    pub devices: Vec<DeviceStatus>,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ChangeProgress>,
 }
 
 impl ChangeStatus {
     pub fn new(change_id: &str, status: ExecutionState, progress: Option<ChangeProgress>) -> Self {
-        let mut view = ChangeStatus {
+        ChangeStatus {
             change_id: change_id.to_string(),
             status,
-            step: None,
-            percent: None,
-            message: None,
-            ticket_number: None,
-            task_id: None,
-            deployment_id: None,
-            devices: Vec::new(),
-        };
-        if let Some(p) = progress {
-            view.step = Some(p.step);
-            view.percent = Some(p.percent);
-            view.message = Some(p.message);
-            view.ticket_number = p.ticket_number;
-            view.task_id = p.task_id;
-            view.deployment_id = p.deployment_id;
-            view.devices = p.devices;
+            progress,
         }
-        view
     }
 }
 

@@ -1,8 +1,7 @@
 //! The MCP handler: lists the tools of its server (or all) and hands every call, with its
 //! verified identity and progress token, to `FrontDoor::invoke`.
 
-use crate::FrontDoor;
-use crate::changes;
+use crate::front_door::FrontDoor;
 use crate::invoke::TaskPermit;
 use crate::outcome::{AuditUnavailable, Outcome, Progress, ToolResult, Wait};
 use crate::tasks::{self, TaskLookupError, TaskState, TaskView};
@@ -259,7 +258,7 @@ impl ServerHandler for ChangeflowMcp {
         Ok(match outcome {
             Outcome::Started { change_id } if as_task => {
                 // The workflow exists once started, so tasks/get resolves from here on.
-                let view = tasks::view(&self.front.temporal, &change_id)
+                let view = self.front.temporal.task(&change_id)
                     .await
                     .map_err(lookup_error)?;
                 CreateTaskResult::new(task(&view)).into()
@@ -306,12 +305,11 @@ impl ServerHandler for ChangeflowMcp {
         if !matches!(view.state, TaskState::InputRequired(_)) {
             return note(&permit, "nothing pending").await;
         }
-        let delivered = tasks::respond(
-            &self.front.temporal,
-            &request.task_id,
-            request.input_responses,
-        )
-        .await;
+        let delivered = self
+            .front
+            .temporal
+            .respond(&request.task_id, request.input_responses)
+            .await;
         let outcome = if delivered.is_ok() {
             "input delivered"
         } else {
@@ -338,7 +336,7 @@ impl ServerHandler for ChangeflowMcp {
             return note(&permit, "already ended").await;
         }
         let reason = format!("canceled by {} (tasks/cancel)", permit.identity().subject);
-        let cancelled = changes::cancel(&self.front.temporal, &request.task_id, &reason).await;
+        let cancelled = self.front.temporal.cancel(&request.task_id, &reason).await;
         let outcome = if cancelled.is_ok() {
             "cancel requested"
         } else {
@@ -364,7 +362,7 @@ impl ChangeflowMcp {
             .await
             .map_err(audit_unavailable)?
             .map_err(denied)?;
-        match tasks::view(&self.front.temporal, task_id).await {
+        match self.front.temporal.task(task_id).await {
             Ok(view) => Ok((permit, view)),
             Err(e) => {
                 note(&permit, "not found").await?;

@@ -357,26 +357,6 @@ pub fn find_in(
         .find(|t| t.name == name && server.is_none_or(|s| s == t.server))
 }
 
-/// Which set of tools a front door serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Catalog {
-    /// `TOOLS`: every deployment.
-    Production,
-    /// The loopback-only conformance test profile's fixtures.
-    #[cfg(feature = "fixtures")]
-    ConformanceFixtures,
-}
-
-impl Catalog {
-    pub fn tools(self) -> &'static [ToolSpec] {
-        match self {
-            Catalog::Production => TOOLS,
-            #[cfg(feature = "fixtures")]
-            Catalog::ConformanceFixtures => crate::fixtures::FIXTURE_TOOLS,
-        }
-    }
-}
-
 /// An object schema as a map, for MCP's `Tool`.
 pub fn object(schema: Value) -> Map<String, Value> {
     match schema {

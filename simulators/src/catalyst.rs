@@ -152,30 +152,38 @@ async fn inject_faults(
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    cc.stats.catalyst_requests.fetch_add(1, Ordering::Relaxed);
-    match cc.faults.apply().await {
-        None => next.run(request).await,
-        Some(fault) => {
-            cc.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-            match fault {
-                InjectedFault::ServerError => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "NCND00500",
-                    "Internal server error",
-                    "simulated failure",
-                ),
-                InjectedFault::RateLimited { retry_after_secs } => {
-                    let body = json!({
-                        "error": "Rate Limit exceeded; please retry after some time",
-                        "bapiExtendedStatusCode": "REJECTED_ABOVE_MAX_CONCURRENCY_LIMIT",
-                    });
-                    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                    response
-                }
-            }
+    let stats = &cc.stats;
+    let (requests, injected) = (&stats.catalyst_requests, &stats.faults_injected);
+    crate::faults::inject(
+        &cc.faults,
+        requests,
+        injected,
+        request,
+        next,
+        fault_response,
+    )
+    .await
+}
+
+/// An injected fault in Catalyst Center's error envelopes.
+fn fault_response(fault: InjectedFault) -> Response {
+    match fault {
+        InjectedFault::ServerError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "NCND00500",
+            "Internal server error",
+            "simulated failure",
+        ),
+        InjectedFault::RateLimited { retry_after_secs } => {
+            let body = json!({
+                "error": "Rate Limit exceeded; please retry after some time",
+                "bapiExtendedStatusCode": "REJECTED_ABOVE_MAX_CONCURRENCY_LIMIT",
+            });
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
         }
     }
 }

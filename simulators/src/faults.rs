@@ -79,6 +79,28 @@ impl Faults {
     }
 }
 
+/// The fault middleware both simulators run in front of their API: counts the request, applies
+/// the configured latency, and answers an injected fault in the vendor's own envelope
+/// (`render`) instead of passing the request on.
+pub async fn inject(
+    faults: &Faults,
+    requests: &std::sync::atomic::AtomicU64,
+    injected: &std::sync::atomic::AtomicU64,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    render: fn(InjectedFault) -> axum::response::Response,
+) -> axum::response::Response {
+    use std::sync::atomic::Ordering;
+    requests.fetch_add(1, Ordering::Relaxed);
+    match faults.apply().await {
+        None => next.run(request).await,
+        Some(fault) => {
+            injected.fetch_add(1, Ordering::Relaxed);
+            render(fault)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

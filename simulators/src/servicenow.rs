@@ -192,32 +192,39 @@ async fn inject_faults(
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    sn.stats.servicenow_requests.fetch_add(1, Ordering::Relaxed);
-    match sn.faults.apply().await {
-        None => next.run(request).await,
-        Some(fault) => {
-            sn.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-            match fault {
-                InjectedFault::ServerError => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal server error",
-                    Some("simulated failure"),
-                ),
-                InjectedFault::RateLimited { retry_after_secs } => {
-                    let mut response = error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "Rate limit exceeded",
-                        Some("The maximum number of requests per hour has been exceeded"),
-                    );
-                    let reset =
-                        time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
-                    let headers = response.headers_mut();
-                    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                    headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
-                    headers.insert("X-RateLimit-Reset", HeaderValue::from(reset));
-                    response
-                }
-            }
+    let stats = &sn.stats;
+    let (requests, injected) = (&stats.servicenow_requests, &stats.faults_injected);
+    crate::faults::inject(
+        &sn.faults,
+        requests,
+        injected,
+        request,
+        next,
+        fault_response,
+    )
+    .await
+}
+
+/// An injected fault in ServiceNow's error envelope, with its rate-limit headers.
+fn fault_response(fault: InjectedFault) -> Response {
+    match fault {
+        InjectedFault::ServerError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error",
+            Some("simulated failure"),
+        ),
+        InjectedFault::RateLimited { retry_after_secs } => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+                Some("The maximum number of requests per hour has been exceeded"),
+            );
+            let reset = time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
+            headers.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+            response
         }
     }
 }
@@ -727,6 +734,23 @@ fn apply_fields(
     }
 }
 
+/// The fields of a create or update: the table must take writes and the body be a JSON object
+/// of fields.
+fn writable_fields(
+    table_name: &str,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<BTreeMap<String, String>, Response> {
+    check_table(table_name, true)?;
+    let Ok(Json(body)) = body else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "Exception while reading request",
+            Some("The payload is not valid JSON."),
+        ));
+    };
+    body_fields(&body)
+}
+
 async fn create_record(
     State(sn): State<Arc<ServiceNow>>,
     Path(table_name): Path<String>,
@@ -736,19 +760,9 @@ async fn create_record(
     axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(response) = check_table(&table_name, true) {
-        return response;
-    }
-    let Ok(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Exception while reading request",
-            Some("The payload is not valid JSON."),
-        );
-    };
-    let fields = match body_fields(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let fields = match writable_fields(&table_name, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
     };
     if let Some(change_type) = fields.get("type")
         && !["normal", "standard", "emergency"].contains(&change_type.as_str())
@@ -850,19 +864,9 @@ async fn update_record(
     axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(response) = check_table(&table_name, true) {
-        return response;
-    }
-    let Ok(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Exception while reading request",
-            Some("The payload is not valid JSON."),
-        );
-    };
-    let fields = match body_fields(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let fields = match writable_fields(&table_name, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
     };
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();

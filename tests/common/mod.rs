@@ -2,7 +2,7 @@
 //! over HTTPS, and `changeflow worker` as a child process that a test can kill.
 #![allow(dead_code)]
 
-use changeflow_engine::EmbeddedTemporal;
+use changeflow_devstack::EmbeddedTemporal;
 use changeflow_simulators::{FaultConfig, RunningSimulators, SimulatorOptions};
 use changeflow_workflows::{ChangeProgress, DeploymentRequest};
 use std::collections::BTreeMap;

@@ -48,7 +48,7 @@ impl ChangeActivities {
     /// Runs one quick read or write of a tool call (see `operations`); returns its JSON result.
     #[activity(name = "perform_operation")]
     pub fn perform_operation(
-        request: crate::operations::OperationRequest,
+        request: OperationRequest,
     ) -> Result<serde_json::Value, ActivityError> {
         unimplemented!()
     }

@@ -5,69 +5,18 @@
 //! is added by the front door, never taken from the arguments.
 
 use crate::activities::ChangeActivities;
-use crate::arguments::Arguments;
 pub use crate::arguments::{
     AddWorkNote, CloseChangeRequest, CloseCode, CreateChangeRequest, GetChangeRequest, GetTemplate,
     ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate,
 };
 use crate::failure::{FailureType, root_application_failure};
-use serde::{Deserialize, Serialize};
+pub use crate::types::{Operation, OperationRequest};
 use std::time::Duration;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowResult, WorkflowTermination,
 };
-
-/// Which operation, with its arguments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "operation", content = "arguments", rename_all = "snake_case")]
-pub enum Operation {
-    ListTemplates(ListTemplates),
-    GetTemplate(GetTemplate),
-    ListDevices(ListDevices),
-    PreviewTemplate(PreviewTemplate),
-    GetChangeRequest(GetChangeRequest),
-    ListChangeRequests(ListChangeRequests),
-    CreateChangeRequest(CreateChangeRequest),
-    AddWorkNote(AddWorkNote),
-    CloseChangeRequest(CloseChangeRequest),
-}
-
-impl Operation {
-    /// The operation's own arguments check (`Arguments::validate`).
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Operation::ListTemplates(a) => a.validate(),
-            Operation::GetTemplate(a) => a.validate(),
-            Operation::ListDevices(a) => a.validate(),
-            Operation::PreviewTemplate(a) => a.validate(),
-            Operation::GetChangeRequest(a) => a.validate(),
-            Operation::ListChangeRequests(a) => a.validate(),
-            Operation::CreateChangeRequest(a) => a.validate(),
-            Operation::AddWorkNote(a) => a.validate(),
-            Operation::CloseChangeRequest(a) => a.validate(),
-        }
-    }
-
-    /// The caller's idempotency key, for the writes that take one.
-    pub fn idempotency_key(&self) -> Option<&str> {
-        match self {
-            Operation::CreateChangeRequest(a) => a.idempotency_key.as_deref(),
-            Operation::AddWorkNote(a) => a.idempotency_key.as_deref(),
-            _ => None,
-        }
-    }
-}
-
-/// The workflow's input: the operation and who asked for it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OperationRequest {
-    pub operation: Operation,
-    /// The verified caller; becomes `requested_by` and the author of notes.
-    pub requested_by: String,
-}
 
 #[workflow]
 #[derive(Default)]

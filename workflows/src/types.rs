@@ -1,7 +1,7 @@
 //! Inputs, progress and results of the change workflows. They carry references and identities,
 //! never credentials: everything here is written to Temporal history.
 
-use crate::arguments::{Arguments, CloseCode, DeployTemplate};
+use crate::arguments::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -188,6 +188,7 @@ impl ChangeStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
 pub struct ChangeProgress {
     pub step: ChangeStep,
+    #[schemars(range(max = 100))]
     pub percent: u8,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +221,56 @@ pub struct ChangeResult {
     /// Why the change failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+}
+
+/// Which operation, with its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", content = "arguments", rename_all = "snake_case")]
+pub enum Operation {
+    ListTemplates(ListTemplates),
+    GetTemplate(GetTemplate),
+    ListDevices(ListDevices),
+    PreviewTemplate(PreviewTemplate),
+    GetChangeRequest(GetChangeRequest),
+    ListChangeRequests(ListChangeRequests),
+    CreateChangeRequest(CreateChangeRequest),
+    AddWorkNote(AddWorkNote),
+    CloseChangeRequest(CloseChangeRequest),
+}
+
+impl Operation {
+    /// The operation's own arguments check (`Arguments::validate`).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Operation::ListTemplates(a) => a.validate(),
+            Operation::GetTemplate(a) => a.validate(),
+            Operation::ListDevices(a) => a.validate(),
+            Operation::PreviewTemplate(a) => a.validate(),
+            Operation::GetChangeRequest(a) => a.validate(),
+            Operation::ListChangeRequests(a) => a.validate(),
+            Operation::CreateChangeRequest(a) => a.validate(),
+            Operation::AddWorkNote(a) => a.validate(),
+            Operation::CloseChangeRequest(a) => a.validate(),
+        }
+    }
+
+    /// The caller's idempotency key, for the writes that take one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Operation::CreateChangeRequest(a) => a.idempotency_key.as_deref(),
+            Operation::AddWorkNote(a) => a.idempotency_key.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The workflow's input: the operation and who asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationRequest {
+    pub operation: Operation,
+    /// The verified caller; becomes `requested_by` and the author of notes.
+    pub requested_by: String,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! provider can replace the static one without touching the activities. Secret values never
 //! print: `Secret`'s Debug and Display are redacted.
 
+pub mod vault;
+
 use async_trait::async_trait;
 use std::fmt;
 

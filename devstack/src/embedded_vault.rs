@@ -2,8 +2,8 @@
 //! random root token, started on demand and stopped on drop. Dev mode keeps secrets in memory:
 //! whoever starts it seeds it.
 
-use crate::credentials::Secret;
 use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port};
+use changeflow_credentials::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,7 +25,7 @@ impl EmbeddedVaultOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            binary: crate::tools::locate("bao", "CHANGEFLOW_BAO_BIN"),
+            binary: crate::binaries::locate("bao", "CHANGEFLOW_BAO_BIN"),
             port: 0,
             root_token: None,
             startup_timeout: Duration::from_secs(30),

@@ -1,8 +1,8 @@
 //! The Vault credential provider against a real OpenBao dev server.
 
-use changeflow_engine::credentials::{CredentialError, CredentialProvider, Secret};
-use changeflow_engine::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
-use changeflow_engine::{EmbeddedVault, EmbeddedVaultOptions};
+use changeflow_credentials::vault::{VaultAuth, VaultCredentials, VaultSettings, admin};
+use changeflow_credentials::{CredentialError, CredentialProvider, Secret};
+use changeflow_devstack::{EmbeddedVault, EmbeddedVaultOptions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

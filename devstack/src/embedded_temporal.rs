@@ -28,7 +28,7 @@ impl EmbeddedTemporalOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            binary: crate::tools::locate("temporal", "CHANGEFLOW_TEMPORAL_BIN"),
+            binary: crate::binaries::locate("temporal", "CHANGEFLOW_TEMPORAL_BIN"),
             port: 0,
             ui_port: 0,
             startup_timeout: Duration::from_secs(60),

@@ -3,7 +3,7 @@
 //! reached the error is retryable and nothing falls back to anything else. No error message
 //! carries a secret value: they name paths and fields only.
 
-use crate::credentials::{
+use crate::{
     CatalystCredentials, CredentialError, CredentialProvider, Secret, ServiceNowCredentials,
 };
 use async_trait::async_trait;

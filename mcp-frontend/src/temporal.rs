@@ -1,0 +1,167 @@
+//! What the front door asks of Temporal, as one small interface. `Client` implements it (over
+//! `changes`, `tasks` and `fixtures`); the front door's own tests implement it in memory, so
+//! `app()` and `invoke()` run without a socket or a Temporal server.
+
+use crate::changes::{self, ChangeError, ChangeFilter, OperationFailure};
+use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
+use crate::tasks::{self, TaskLookupError, TaskView};
+use async_trait::async_trait;
+use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, OperationRequest};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use temporalio_client::Client;
+
+/// The workflows behind the tools: start, read, cancel, list.
+#[async_trait]
+pub trait Workflows: Send + Sync {
+    /// Starts a `TemplateDeployment` under `id`; an id already used is that change.
+    async fn start_change(
+        &self,
+        task_queue: &str,
+        id: &str,
+        request: DeploymentRequest,
+    ) -> Result<(), ChangeError>;
+    /// Runs a `DownstreamOperation` under `id` and waits for its result.
+    async fn run_operation(
+        &self,
+        task_queue: &str,
+        id: &str,
+        request: OperationRequest,
+    ) -> Result<Value, OperationFailure>;
+    /// Whether a workflow `id` exists and started less than `window` ago.
+    async fn started_within(&self, id: &str, window: Duration) -> bool;
+    /// A change's execution state, if it exists.
+    async fn status(&self, id: &str) -> Result<ExecutionState, ChangeError>;
+    /// A change's progress, once a worker answers.
+    async fn progress(&self, id: &str) -> Option<ChangeProgress>;
+    /// Waits for a change's result.
+    async fn change_result(&self, id: &str) -> Result<ChangeResult, String>;
+    /// Requests a change's cancellation.
+    async fn cancel(&self, id: &str, reason: &str) -> Result<(), ChangeError>;
+    /// A change's step timeline.
+    async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError>;
+    /// Changes matching a filter, newest first.
+    async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError>;
+    /// A workflow seen as an MCP task.
+    async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError>;
+    /// Delivers answers to a task's input requests.
+    async fn respond(
+        &self,
+        id: &str,
+        responses: BTreeMap<String, Value>,
+    ) -> Result<(), TaskLookupError>;
+    /// Starts a conformance fixture's workflow.
+    #[cfg(feature = "fixtures")]
+    async fn start_fixture(
+        &self,
+        task_queue: &str,
+        id: &str,
+        requester: &str,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<(), ChangeError>;
+    /// A fixture's progress.
+    #[cfg(feature = "fixtures")]
+    async fn fixture_progress(&self, id: &str) -> Option<crate::outcome::Progress>;
+    /// Waits for a fixture to end.
+    #[cfg(feature = "fixtures")]
+    async fn fixture_finished(&self, id: &str) -> tasks::TaskState;
+}
+
+#[async_trait]
+impl Workflows for Client {
+    async fn start_change(
+        &self,
+        task_queue: &str,
+        id: &str,
+        request: DeploymentRequest,
+    ) -> Result<(), ChangeError> {
+        changes::start(self, task_queue, id, request).await
+    }
+
+    async fn run_operation(
+        &self,
+        task_queue: &str,
+        id: &str,
+        request: OperationRequest,
+    ) -> Result<Value, OperationFailure> {
+        changes::run_operation(self, task_queue, id, request).await
+    }
+
+    async fn started_within(&self, id: &str, window: Duration) -> bool {
+        changes::started_within(self, id, window).await
+    }
+
+    async fn status(&self, id: &str) -> Result<ExecutionState, ChangeError> {
+        changes::status(self, id).await
+    }
+
+    async fn progress(&self, id: &str) -> Option<ChangeProgress> {
+        changes::progress(self, id).await
+    }
+
+    async fn change_result(&self, id: &str) -> Result<ChangeResult, String> {
+        changes::result(self, id).await.map_err(|e| e.to_string())
+    }
+
+    async fn cancel(&self, id: &str, reason: &str) -> Result<(), ChangeError> {
+        changes::cancel(self, id, reason).await
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError> {
+        changes::history(self, id).await
+    }
+
+    async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
+        changes::list(self, filter).await
+    }
+
+    async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
+        tasks::view(self, id).await
+    }
+
+    async fn respond(
+        &self,
+        id: &str,
+        responses: BTreeMap<String, Value>,
+    ) -> Result<(), TaskLookupError> {
+        tasks::respond(self, id, responses).await
+    }
+
+    #[cfg(feature = "fixtures")]
+    async fn start_fixture(
+        &self,
+        task_queue: &str,
+        id: &str,
+        requester: &str,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<(), ChangeError> {
+        crate::fixtures::start(self, task_queue, id, requester, tool, arguments).await
+    }
+
+    #[cfg(feature = "fixtures")]
+    async fn fixture_progress(&self, id: &str) -> Option<crate::outcome::Progress> {
+        crate::fixtures::progress(self, id).await
+    }
+
+    #[cfg(feature = "fixtures")]
+    async fn fixture_finished(&self, id: &str) -> tasks::TaskState {
+        tasks::finished(self, id, Some(tasks::Kind::Fixture)).await
+    }
+}
+
+/// Waits for a change's result while calling `on_progress` whenever its progress changes.
+pub async fn follow(
+    workflows: &dyn Workflows,
+    id: &str,
+    on_progress: impl FnMut(&ChangeProgress),
+) -> Result<ChangeResult, String> {
+    changes::watch(
+        workflows.change_result(id),
+        || workflows.progress(id),
+        on_progress,
+    )
+    .await
+}

@@ -1,0 +1,396 @@
+//! The front door's HTTP application without a socket or a Temporal server: `app()` driven with
+//! axum's `oneshot`, real policy, audit store and token verification, and the workflows
+//! replaced by an in-memory `Workflows` that records what it was asked.
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use changeflow_devstack::dev_issuer::{DevIssuer, DevTokenRequest};
+use changeflow_engine::audit::{AuditFilter, AuditStore};
+use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
+use changeflow_engine::policy::PolicyEngine;
+use changeflow_mcp_frontend::changes::{ChangeError, ChangeFilter, OperationFailure};
+use changeflow_mcp_frontend::results::{ChangeSummary, ExecutionState, TimelineEntry};
+use changeflow_mcp_frontend::tasks::{TaskLookupError, TaskView};
+use changeflow_mcp_frontend::temporal::Workflows;
+use changeflow_mcp_frontend::{Authentication, Catalog, FrontDoor, app};
+use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, OperationRequest};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Records every start; reads find nothing.
+#[derive(Default)]
+struct Recorded {
+    /// (what, workflow id)
+    starts: Mutex<Vec<(String, String)>>,
+}
+
+impl Recorded {
+    fn starts(&self) -> Vec<(String, String)> {
+        self.starts.lock().unwrap().clone()
+    }
+    fn note(&self, what: &str, id: &str) {
+        self.starts
+            .lock()
+            .unwrap()
+            .push((what.to_string(), id.to_string()));
+    }
+}
+
+#[async_trait]
+impl Workflows for Recorded {
+    async fn start_change(
+        &self,
+        _task_queue: &str,
+        id: &str,
+        _request: DeploymentRequest,
+    ) -> Result<(), ChangeError> {
+        self.note("change", id);
+        Ok(())
+    }
+    async fn run_operation(
+        &self,
+        _task_queue: &str,
+        id: &str,
+        request: OperationRequest,
+    ) -> Result<Value, OperationFailure> {
+        self.note("operation", id);
+        Ok(json!({"operation": serde_json::to_value(&request.operation).unwrap()["operation"]}))
+    }
+    async fn started_within(&self, _id: &str, _window: Duration) -> bool {
+        false
+    }
+    async fn status(&self, id: &str) -> Result<ExecutionState, ChangeError> {
+        Err(ChangeError::Temporal(format!("no workflow {id}")))
+    }
+    async fn progress(&self, _id: &str) -> Option<ChangeProgress> {
+        None
+    }
+    async fn change_result(&self, id: &str) -> Result<ChangeResult, String> {
+        Err(format!("no workflow {id}"))
+    }
+    async fn cancel(&self, id: &str, _reason: &str) -> Result<(), ChangeError> {
+        Err(ChangeError::Temporal(format!("no workflow {id}")))
+    }
+    async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError> {
+        Err(ChangeError::Temporal(format!("no workflow {id}")))
+    }
+    async fn list(&self, _filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
+        Ok(Vec::new())
+    }
+    async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
+        Err(TaskLookupError::NotFound(id.to_string()))
+    }
+    async fn respond(
+        &self,
+        id: &str,
+        _responses: BTreeMap<String, Value>,
+    ) -> Result<(), TaskLookupError> {
+        Err(TaskLookupError::NotFound(id.to_string()))
+    }
+    #[cfg(feature = "fixtures")]
+    async fn start_fixture(
+        &self,
+        _task_queue: &str,
+        id: &str,
+        _requester: &str,
+        _tool: &str,
+        _arguments: Value,
+    ) -> Result<(), ChangeError> {
+        self.note("fixture", id);
+        Ok(())
+    }
+    #[cfg(feature = "fixtures")]
+    async fn fixture_progress(
+        &self,
+        _id: &str,
+    ) -> Option<changeflow_mcp_frontend::outcome::Progress> {
+        None
+    }
+    #[cfg(feature = "fixtures")]
+    async fn fixture_finished(&self, _id: &str) -> changeflow_mcp_frontend::tasks::TaskState {
+        changeflow_mcp_frontend::tasks::TaskState::Failed("not in memory".into())
+    }
+}
+
+struct Fixture {
+    front: Arc<FrontDoor>,
+    workflows: Arc<Recorded>,
+    audit: Arc<AuditStore>,
+    issuer: DevIssuer,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const ISSUER: &str = "https://idp.invalid";
+const AUDIENCE: &str = "changeflow";
+
+async fn fixture() -> Fixture {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cf-app-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer = DevIssuer::load_or_create(&dir.join("idp"), ISSUER).unwrap();
+    let verifier = TokenVerifier::with_keys(
+        VerifierConfig::new(ISSUER, AUDIENCE),
+        &json!({"keys": [issuer.jwk()]}),
+        &format!("{ISSUER}/jwks"),
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let policy =
+        PolicyEngine::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy"))
+            .unwrap();
+    let audit = Arc::new(AuditStore::open_in(&dir.join("audit")).await.unwrap());
+    let workflows = Arc::new(Recorded::default());
+    let front = Arc::new(FrontDoor {
+        authentication: Authentication::Bearer(Arc::new(verifier)),
+        catalog: Catalog::Production,
+        policy: Arc::new(policy),
+        audit: audit.clone(),
+        temporal: workflows.clone(),
+        task_queue: "test".into(),
+        resource: "http://127.0.0.1:8080/mcp".into(),
+        allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        allowed_origins: vec!["http://127.0.0.1:*".into()],
+        idempotency_window: Duration::from_secs(600),
+    });
+    Fixture {
+        front,
+        workflows,
+        audit,
+        issuer,
+        _dir: TempDir(dir),
+    }
+}
+
+impl Fixture {
+    fn token(&self, user: &str) -> String {
+        self.issuer
+            .mint(&DevTokenRequest {
+                user: user.into(),
+                audience: AUDIENCE.into(),
+                ttl: Duration::from_secs(600),
+                mfa: None,
+            })
+            .unwrap()
+    }
+
+    /// One request through the whole application; the status, headers and JSON body.
+    async fn send(&self, request: Request<Body>) -> (StatusCode, header::HeaderMap, Value) {
+        let response = app(self.front.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    fn post(&self, path: &str, token: Option<&str>, body: Value) -> Request<Body> {
+        let mut request = Request::post(path)
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = body.to_string();
+        request
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    async fn tool(&self, user: &str, tool: &str, arguments: Value) -> (StatusCode, Value) {
+        let server = changeflow_mcp_frontend::tools::find(None, tool)
+            .unwrap()
+            .server;
+        let request = self.post(
+            &format!("/api/v1/mcp/{server}/tools/{tool}"),
+            Some(&self.token(user)),
+            json!({"arguments": arguments}),
+        );
+        let (status, _, body) = self.send(request).await;
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_the_challenge_and_touch_nothing() {
+    let f = fixture().await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}});
+    for token in [None, Some("not-a-jwt")] {
+        let (status, headers, _) = f.send(f.post("/mcp", token, init.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let challenge = headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.contains(
+                "resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource\""
+            ),
+            "{challenge}"
+        );
+    }
+    // A token for another audience is refused too.
+    let foreign = f
+        .issuer
+        .mint(&DevTokenRequest {
+            user: "alice".into(),
+            audience: "someone-else".into(),
+            ttl: Duration::from_secs(600),
+            mfa: None,
+        })
+        .unwrap();
+    let (status, _, _) = f.send(f.post("/mcp", Some(&foreign), init)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(f.workflows.starts().is_empty());
+    assert!(
+        f.audit
+            .list(&AuditFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_batches_and_foreign_origins_are_refused() {
+    let f = fixture().await;
+    let alice = f.token("alice");
+    let big = json!({"arguments": {"family": "x".repeat(300 * 1024)}});
+    let request = f.post(
+        "/api/v1/mcp/catalyst-center/tools/list_devices",
+        Some(&alice),
+        big,
+    );
+    assert_eq!(f.send(request).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let batch = json!([init.clone(), {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
+    let (status, _, _) = f.send(f.post("/mcp", Some(&alice), batch)).await;
+    assert!(status.is_client_error(), "a batch is refused: {status}");
+
+    let mut foreign = f.post("/mcp", Some(&alice), init);
+    foreign
+        .headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    assert_eq!(f.send(foreign).await.0, StatusCode::FORBIDDEN);
+    assert!(f.workflows.starts().is_empty());
+}
+
+#[tokio::test]
+async fn a_policy_denial_is_audited_and_starts_nothing() {
+    let f = fixture().await;
+    // bob (service-desk) may not deploy.
+    let (status, body) = f
+        .tool(
+            "bob",
+            "deploy_template",
+            json!({"template_id": "t-1", "devices": ["sj-access-01"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["missing_permission"], "execute on catalyst-center");
+    let records = f.audit.list(&AuditFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].entry.subject, "bob");
+    assert_eq!(records[0].entry.decision, "deny");
+    assert_eq!(records[0].entry.outcome, "denied");
+    assert!(f.workflows.starts().is_empty());
+}
+
+#[tokio::test]
+async fn argument_errors_name_the_problem_are_audited_and_start_nothing() {
+    let f = fixture().await;
+    for (arguments, problem) in [
+        (json!({"limit": 0}), "limit"),
+        (json!({"hostname": "a b"}), "hostname"),
+        (json!({"family": null}), "must not be null"),
+        (json!({"password": "x"}), "unknown field"),
+    ] {
+        let (status, body) = f.tool("alice", "list_devices", arguments).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(problem),
+            "{problem}: {body}"
+        );
+    }
+    let records = f.audit.list(&AuditFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.entry.outcome == "invalid"));
+    assert!(f.workflows.starts().is_empty());
+
+    // An integral float is an integer: the call goes through.
+    let (status, body) = f
+        .tool("alice", "list_devices", json!({"limit": 14.0}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(f.workflows.starts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_write_reuses_its_workflow_id_and_a_read_never_does() {
+    let f = fixture().await;
+    // bob (service-desk) and carol (change-approvers) may write to ServiceNow.
+    let note = json!({"number": "CHG0030001", "note": "checked"});
+    for _ in 0..2 {
+        let (status, body) = f.tool("bob", "add_work_note", note.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut keyed = note.clone();
+    keyed["idempotency_key"] = json!("k-1");
+    f.tool("bob", "add_work_note", keyed.clone()).await;
+    f.tool("bob", "add_work_note", keyed).await;
+    f.tool("carol", "add_work_note", note).await;
+    for _ in 0..2 {
+        f.tool("alice", "list_templates", json!({})).await;
+    }
+    let ids: Vec<String> = f.workflows.starts().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), 7);
+    assert_eq!(
+        ids[0], ids[1],
+        "same caller, tool and arguments in the window"
+    );
+    assert_eq!(ids[2], ids[3], "same idempotency key");
+    assert_ne!(ids[0], ids[2], "a key is a scope of its own");
+    assert_ne!(ids[0], ids[4], "another caller");
+    assert_ne!(ids[5], ids[6], "reads always get fresh ids");
+    assert!(ids[0].starts_with("op-") && ids[5].starts_with("read-"));
+
+    // A deploy through REST with an Idempotency-Key: 202, and the same change twice.
+    let deploy = |key: &str| {
+        let mut request = f.post(
+            "/api/v1/mcp/catalyst-center/tools/deploy_template",
+            Some(&f.token("alice")),
+            json!({"arguments": {"template_id": "t-1", "devices": ["sj-access-01"]}}),
+        );
+        request
+            .headers_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        f.send(request)
+    };
+    let (first, headers, body) = deploy("change-7").await;
+    assert_eq!(first, StatusCode::ACCEPTED, "{body}");
+    let change_id = body["change_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers[header::LOCATION].to_str().unwrap(),
+        format!("/api/v1/changes/{change_id}")
+    );
+    assert_eq!(deploy("change-7").await.2["change_id"], change_id.as_str());
+    assert_ne!(deploy("change-8").await.2["change_id"], change_id.as_str());
+}
