@@ -198,26 +198,42 @@ pub(crate) enum AuditCommand {
     /// Check the whole hash chain; exits 1 and names the first broken record if it is broken.
     Verify,
     /// Print matching records as JSON lines on stdout, oldest first.
-    List {
-        /// Only records of this subject (caller).
-        #[arg(long)]
-        subject: Option<String>,
-        /// Only records of this tool.
-        #[arg(long)]
-        tool: Option<String>,
-        /// Only records of this workflow.
-        #[arg(long)]
-        workflow_id: Option<String>,
-        /// Only records at or after this time (RFC 3339, e.g. 2026-11-26T08:00:00Z).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only records at or before this time (RFC 3339).
-        #[arg(long)]
-        until: Option<String>,
-        /// At most this many records.
-        #[arg(long)]
-        limit: Option<i64>,
-    },
+    List(AuditListArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct AuditListArgs {
+    /// Only records of this subject (caller).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only records of this tool.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only records of this workflow.
+    #[arg(long)]
+    workflow_id: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-26T08:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records at or before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<i64>,
+}
+
+impl From<AuditListArgs> for changeflow_engine::audit::AuditFilter {
+    fn from(args: AuditListArgs) -> Self {
+        Self {
+            subject: args.subject,
+            tool: args.tool,
+            workflow_id: args.workflow_id,
+            since: args.since,
+            until: args.until,
+            limit: args.limit,
+        }
+    }
 }
 
 #[cfg(feature = "dev")]
@@ -308,6 +324,110 @@ pub(crate) struct WorkerArgs {
     pub(crate) poll_interval_ms: u64,
     #[command(flatten)]
     pub(crate) vault: VaultArgs,
+    #[command(flatten)]
+    pub(crate) secrets: SecretArgs,
+}
+
+/// Secrets, read by clap from the environment only: a value given as a flag is refused
+/// (`secrets_only_from_environment`), so none ends up in a shell history or a process list.
+#[derive(Args)]
+pub(crate) struct SecretArgs {
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) vault_token: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_ROLE_ID",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) vault_role_id: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_SECRET_ID",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) vault_secret_id: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_SERVICENOW_USERNAME",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) servicenow_username: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_SERVICENOW_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) servicenow_password: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_SERVICENOW_CLIENT_ID",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) servicenow_client_id: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) servicenow_client_secret: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_CATALYST_USERNAME",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) catalyst_username: Option<String>,
+    #[arg(
+        long,
+        env = "CHANGEFLOW_CATALYST_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) catalyst_password: Option<String>,
+}
+
+/// The ids of `SecretArgs`' arguments.
+const SECRET_ARGS: [&str; 9] = [
+    "vault_token",
+    "vault_role_id",
+    "vault_secret_id",
+    "servicenow_username",
+    "servicenow_password",
+    "servicenow_client_id",
+    "servicenow_client_secret",
+    "catalyst_username",
+    "catalyst_password",
+];
+
+/// Refuses secrets given as flags: they are taken from the environment only.
+pub(crate) fn secrets_only_from_environment(matches: &clap::ArgMatches) -> Result<(), String> {
+    let mut current = Some(matches);
+    while let Some(m) = current {
+        for id in SECRET_ARGS {
+            if let Ok(Some(clap::parser::ValueSource::CommandLine)) =
+                m.try_get_raw(id).map(|_| m.value_source(id))
+            {
+                let variable = format!("CHANGEFLOW_{}", id.to_uppercase());
+                return Err(format!(
+                    "--{} is not accepted on the command line: set {variable} in the environment",
+                    id.replace('_', "-")
+                ));
+            }
+        }
+        current = m.subcommand().map(|(_, sub)| sub);
+    }
+    Ok(())
 }
 
 #[derive(Args)]

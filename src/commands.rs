@@ -21,13 +21,16 @@ pub(crate) async fn stop_requested() {
 }
 
 /// Vault when an address is configured; otherwise credentials from the environment.
-pub(crate) fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn CredentialProvider>> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+pub(crate) fn credential_provider(
+    args: &VaultArgs,
+    secrets: SecretArgs,
+) -> anyhow::Result<Arc<dyn CredentialProvider>> {
+    let var = |value: Option<String>| value.filter(|v| !v.is_empty());
     if let Some(address) = &args.vault_address {
         let auth = match (
-            var("CHANGEFLOW_VAULT_TOKEN"),
-            var("CHANGEFLOW_VAULT_ROLE_ID"),
-            var("CHANGEFLOW_VAULT_SECRET_ID"),
+            var(secrets.vault_token),
+            var(secrets.vault_role_id),
+            var(secrets.vault_secret_id),
         ) {
             (Some(token), _, _) => VaultAuth::Token(Secret::new(token)),
             (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
@@ -47,10 +50,10 @@ pub(crate) fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn Cr
         return Ok(Arc::new(VaultCredentials::new(settings)?));
     }
     let servicenow = match (
-        var("CHANGEFLOW_SERVICENOW_USERNAME"),
-        var("CHANGEFLOW_SERVICENOW_PASSWORD"),
-        var("CHANGEFLOW_SERVICENOW_CLIENT_ID"),
-        var("CHANGEFLOW_SERVICENOW_CLIENT_SECRET"),
+        var(secrets.servicenow_username),
+        var(secrets.servicenow_password),
+        var(secrets.servicenow_client_id),
+        var(secrets.servicenow_client_secret),
     ) {
         (Some(username), Some(password), Some(client_id), Some(client_secret)) => {
             Some(ServiceNowCredentials {
@@ -65,8 +68,8 @@ pub(crate) fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn Cr
         ),
     };
     let catalyst = match (
-        var("CHANGEFLOW_CATALYST_USERNAME"),
-        var("CHANGEFLOW_CATALYST_PASSWORD"),
+        var(secrets.catalyst_username),
+        var(secrets.catalyst_password),
     ) {
         (Some(username), Some(password)) => Some(CatalystCredentials {
             username,
@@ -83,7 +86,7 @@ pub(crate) fn credential_provider(args: &VaultArgs) -> anyhow::Result<Arc<dyn Cr
 }
 
 pub(crate) async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
-    let credentials = credential_provider(&args.vault)?;
+    let credentials = credential_provider(&args.vault, args.secrets)?;
     let downstream = DownstreamConfig {
         servicenow_url: args.servicenow_url,
         catalyst_url: args.catalyst_url,
@@ -148,22 +151,8 @@ pub(crate) async fn audit(
                 }
             }
         }
-        AuditCommand::List {
-            subject,
-            tool,
-            workflow_id,
-            since,
-            until,
-            limit,
-        } => {
-            let filter = AuditFilter {
-                subject,
-                tool,
-                workflow_id,
-                since,
-                until,
-                limit,
-            };
+        AuditCommand::List(args) => {
+            let filter = AuditFilter::from(args);
             for record in store.list(&filter).await? {
                 println!("{}", serde_json::to_string(&record)?);
             }

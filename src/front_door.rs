@@ -7,6 +7,7 @@ use changeflow_engine::audit::AuditStore;
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
+use changeflow_mcp_frontend::temporal::TemporalWorkflows;
 use changeflow_mcp_frontend::{Authentication, Catalog, FrontDoor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,8 +119,10 @@ pub async fn start(
         catalog: Catalog::Production,
         policy,
         audit: Arc::new(audit),
-        temporal: Arc::new(temporal),
-        task_queue: options.task_queue,
+        temporal: Arc::new(TemporalWorkflows {
+            client: temporal,
+            task_queue: options.task_queue,
+        }),
         resource: format!("{url}/mcp"),
         allowed_hosts: options.allowed_hosts,
         allowed_origins: options.allowed_origins,
@@ -192,8 +195,10 @@ pub async fn start_conformance_profile(
         catalog: Catalog::ConformanceFixtures,
         policy,
         audit: Arc::new(AuditStore::open_in(data_dir).await?),
-        temporal: Arc::new(temporal),
-        task_queue: task_queue.to_string(),
+        temporal: Arc::new(TemporalWorkflows {
+            client: temporal,
+            task_queue: task_queue.to_string(),
+        }),
         resource: format!("{url}/mcp"),
         allowed_hosts: loopback_hosts(),
         allowed_origins: loopback_origins(),

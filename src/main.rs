@@ -6,14 +6,22 @@ mod commands;
 #[cfg(feature = "dev")]
 mod dev_commands;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command, LogFormat};
 use commands::*;
 #[cfg(feature = "dev")]
 use dev_commands::*;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(problem) = cli::secrets_only_from_environment(&matches) {
+        eprintln!("error: {problem}");
+        return std::process::ExitCode::from(2);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     changeflow_engine::telemetry::init_logging(
         matches!(cli.global.log_format, LogFormat::Json),
         "warn,changeflow=info",

@@ -342,6 +342,27 @@ fn misconfiguration_gets_a_clear_error() {
             .contains("ServiceNow credentials missing: set CHANGEFLOW_SERVICENOW_USERNAME")
     );
 
+    // Secrets come from the environment only: as a flag, one is refused and never echoed.
+    let out = changeflow()
+        .args([
+            "worker",
+            "--servicenow-url",
+            "https://sn.example",
+            "--catalyst-url",
+            "https://cc.example",
+            "--servicenow-password",
+            "hunter2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("set CHANGEFLOW_SERVICENOW_PASSWORD in the environment"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
     let dir = TempDir::new("changeflow-cli");
     let out = changeflow()
         .args(["demo", "--temporal-address", "not a url", "--data-dir"])

@@ -50,8 +50,10 @@ async fn front_door_with_window(h: &Harness, idempotency_window: Duration) -> Do
         catalog: changeflow_mcp_frontend::Catalog::Production,
         policy: Arc::new(policy),
         audit: audit.clone(),
-        temporal: Arc::new(h.client.clone()),
-        task_queue: h.task_queue.clone(),
+        temporal: Arc::new(changeflow_mcp_frontend::temporal::TemporalWorkflows {
+            client: h.client.clone(),
+            task_queue: h.task_queue.clone(),
+        }),
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],

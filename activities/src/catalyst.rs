@@ -4,6 +4,7 @@
 use crate::http::{DownstreamError, send_json, with_retries};
 use crate::session::Api;
 use changeflow_credentials::CredentialProvider;
+use changeflow_workflows::results::{Device, Template, TemplateParameter, TemplateSummary};
 use changeflow_workflows::{DeviceRef, DeviceStatus};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -11,7 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-const SYSTEM: &str = "Catalyst Center";
+pub const SYSTEM: &str = "Catalyst Center";
+/// Catalyst Center takes its token in `X-Auth-Token`.
+pub fn authorize(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+    request.header("X-Auth-Token", token)
+}
+
 /// Catalyst Center tokens live an hour.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 static DEPLOYMENT_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
@@ -36,105 +42,66 @@ fn text(value: &Value, field: &str) -> String {
     value[field].as_str().unwrap_or_default().to_string()
 }
 
-/// A network device as Catalyst Center describes it (the fields changeflow reads).
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A network device as Catalyst Center describes it: what tools show (`Device`) and why it
+/// may not take a deployment.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkDevice {
-    pub id: String,
-    pub hostname: String,
-    pub management_ip: String,
-    pub platform: String,
-    pub family: String,
-    pub software_version: String,
-    /// `Reachable`, `Unreachable`, ...
-    pub reachability: String,
-    pub reachability_failure_reason: String,
+    pub device: Device,
     /// `Managed` once Catalyst Center has collected the device's inventory.
     pub collection_status: String,
+    pub reachability_failure_reason: String,
 }
 
 impl NetworkDevice {
     fn from_json(device: &Value) -> Self {
+        let collection_status = text(device, "collectionStatus");
         NetworkDevice {
-            id: text(device, "id"),
-            hostname: text(device, "hostname"),
-            management_ip: text(device, "managementIpAddress"),
-            platform: text(device, "platformId"),
-            family: text(device, "family"),
-            software_version: text(device, "softwareVersion"),
-            reachability: text(device, "reachabilityStatus"),
+            device: Device {
+                device_id: text(device, "id"),
+                hostname: text(device, "hostname"),
+                management_ip: text(device, "managementIpAddress"),
+                platform: text(device, "platformId"),
+                family: text(device, "family"),
+                software_version: text(device, "softwareVersion"),
+                reachability: text(device, "reachabilityStatus"),
+                managed: collection_status == "Managed",
+            },
+            collection_status,
             reachability_failure_reason: text(device, "reachabilityFailureReason"),
-            collection_status: text(device, "collectionStatus"),
         }
-    }
-
-    pub fn is_managed(&self) -> bool {
-        self.collection_status == "Managed"
     }
 
     pub fn is_reachable(&self) -> bool {
-        self.reachability == "Reachable"
+        self.device.reachability == "Reachable"
     }
 }
 
-/// A parameter a template declares.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TemplateParam {
-    pub name: String,
-    /// `STRING`, `INTEGER`, `IPADDRESS`, ...
-    pub data_type: String,
-    pub required: bool,
-    pub default: Option<String>,
-}
-
-/// A configuration template (its latest version).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ConfigTemplate {
-    pub id: String,
-    pub name: String,
-    pub project_name: String,
-    pub description: String,
-    pub language: String,
-    pub version: String,
-    pub content: String,
-    pub parameters: Vec<TemplateParam>,
-}
-
-impl ConfigTemplate {
-    fn from_json(template: &Value) -> Self {
-        let parameters = template["templateParams"]
-            .as_array()
-            .map(|params| {
-                params
-                    .iter()
-                    .map(|p| TemplateParam {
-                        name: text(p, "parameterName"),
-                        data_type: p["dataType"].as_str().unwrap_or("STRING").to_string(),
-                        required: p["required"].as_bool().unwrap_or(false),
-                        default: p["defaultValue"].as_str().map(str::to_string),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ConfigTemplate {
-            id: text(template, "id"),
-            name: text(template, "name"),
-            project_name: text(template, "projectName"),
-            description: text(template, "description"),
-            language: text(template, "language"),
-            version: text(template, "version"),
-            content: text(template, "templateContent"),
-            parameters,
-        }
+/// A template (its latest version) from Catalyst Center's answer.
+fn template_from_json(template: &Value) -> Template {
+    let parameters = template["templateParams"]
+        .as_array()
+        .map(|params| {
+            params
+                .iter()
+                .map(|p| TemplateParameter {
+                    name: text(p, "parameterName"),
+                    data_type: p["dataType"].as_str().unwrap_or("STRING").to_string(),
+                    required: p["required"].as_bool().unwrap_or(false),
+                    default: p["defaultValue"].as_str().map(str::to_string),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Template {
+        template_id: text(template, "id"),
+        name: text(template, "name"),
+        project_name: text(template, "projectName"),
+        description: text(template, "description"),
+        language: text(template, "language"),
+        version: text(template, "version"),
+        content: text(template, "templateContent"),
+        parameters,
     }
-}
-
-/// A template in a list: its id, name, project and latest version.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TemplateSummary {
-    pub id: String,
-    pub name: String,
-    pub project_name: String,
-    pub latest_version: String,
 }
 
 /// A template rendered for one device.
@@ -154,15 +121,9 @@ pub struct DeploymentStatus {
 }
 
 impl CatalystClient {
-    pub fn new(
-        base_url: &str,
-        http: reqwest::Client,
-        credentials: Arc<dyn CredentialProvider>,
-    ) -> Self {
-        Self {
-            api: Api::new(SYSTEM, base_url, http),
-            credentials,
-        }
+    /// A client over `api` (made with this module's `SYSTEM`) logging in with `credentials`.
+    pub fn new(api: Api, credentials: Arc<dyn CredentialProvider>) -> Self {
+        Self { api, credentials }
     }
 
     /// Basic-auth login; returns the token and its lifetime.
@@ -185,36 +146,20 @@ impl CatalystClient {
         Ok((token.to_string(), TOKEN_LIFETIME))
     }
 
-    /// One authenticated call (the session renews the token once on 401).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, DownstreamError> {
-        self.api
-            .call(
-                || self.login(),
-                |request, token| request.header("X-Auth-Token", token),
-                method,
-                path,
-                query,
-                body,
-            )
-            .await
-    }
-
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, DownstreamError> {
-        with_retries(|| self.call(Method::GET, path, query, None)).await
+        with_retries(|| {
+            self.api
+                .call(|| self.login(), Method::GET, path, query, None)
+        })
+        .await
     }
 
     /// Template detail (latest version); `NotFound` when it does not exist.
-    pub async fn template(&self, template_id: &str) -> Result<ConfigTemplate, DownstreamError> {
+    pub async fn template(&self, template_id: &str) -> Result<Template, DownstreamError> {
         let path = format!("/dna/intent/api/v1/template-programmer/template/{template_id}");
         self.get(&path, &[("latestVersion", "true")])
             .await
-            .map(|template| ConfigTemplate::from_json(&template))
+            .map(|template| template_from_json(&template))
             .map_err(|err| match err {
                 DownstreamError::NotFound { system, .. } => DownstreamError::NotFound {
                     system,
@@ -242,10 +187,10 @@ impl CatalystClient {
         Ok(list
             .iter()
             .map(|t| TemplateSummary {
-                id: text(t, "templateId"),
+                template_id: text(t, "templateId"),
                 name: text(t, "name"),
                 project_name: text(t, "projectName"),
-                latest_version: t["versionsInfo"]
+                version: t["versionsInfo"]
                     .as_array()
                     .and_then(|versions| versions.last())
                     .map(|v| text(v, "version"))
@@ -291,7 +236,8 @@ impl CatalystClient {
     ) -> Result<TemplatePreview, DownstreamError> {
         let body = json!({"templateId": template_id, "params": params, "deviceId": device_id});
         let preview = with_retries(|| {
-            self.call(
+            self.api.call(
+                || self.login(),
                 Method::PUT,
                 "/dna/intent/api/v1/template-programmer/template/preview",
                 &[],
@@ -324,7 +270,9 @@ impl CatalystClient {
             "targetInfo": targets,
         });
         let answer = self
+            .api
             .call(
+                || self.login(),
                 Method::POST,
                 "/dna/intent/api/v2/template-programmer/template/deploy",
                 &[],

@@ -8,13 +8,14 @@ pub mod servicenow;
 pub mod session;
 pub mod validation;
 
-use catalyst::CatalystClient;
+use catalyst::{CatalystClient, NetworkDevice};
 use changeflow_credentials::CredentialProvider;
 use changeflow_workflows::activities::definitions as change_activities;
 use changeflow_workflows::*;
 use http::DownstreamError;
 use serde_json::Value;
 use servicenow::{CloseMode, ServiceNowClient};
+use session::Api;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +58,23 @@ impl DownstreamActivities {
         }
         Ok(Self {
             servicenow: ServiceNowClient::new(
-                &config.servicenow_url,
-                http.clone(),
+                Api::new(
+                    servicenow::SYSTEM,
+                    &config.servicenow_url,
+                    http.clone(),
+                    servicenow::authorize,
+                ),
                 credentials.clone(),
             ),
-            catalyst: CatalystClient::new(&config.catalyst_url, http, credentials),
+            catalyst: CatalystClient::new(
+                Api::new(
+                    catalyst::SYSTEM,
+                    &config.catalyst_url,
+                    http,
+                    catalyst::authorize,
+                ),
+                credentials,
+            ),
             poll_interval: config.poll_interval,
         })
     }
@@ -83,7 +96,7 @@ impl DownstreamActivities {
         for name in &request.devices {
             match self.catalyst.find_device(name).await? {
                 None => problems.push(format!("device '{name}' is not known to Catalyst Center")),
-                Some(device) if !device.is_managed() => problems.push(format!(
+                Some(device) if !device.device.managed => problems.push(format!(
                     "device '{name}' is not managed (collection status {})",
                     device.collection_status
                 )),
@@ -98,8 +111,8 @@ impl DownstreamActivities {
                         }
                     ));
                 }
-                Some(device) => devices.push(DeviceRef {
-                    id: device.id,
+                Some(NetworkDevice { device, .. }) => devices.push(DeviceRef {
+                    id: device.device_id,
                     hostname: device.hostname,
                     management_ip: device.management_ip,
                 }),

@@ -2,9 +2,9 @@
 //! and change requests, and the small ServiceNow writes. Results are trimmed to the fields a
 //! caller needs, with stable names, whatever the vendor returned around them.
 
+use crate::DownstreamActivities;
 use crate::http::DownstreamError;
 use crate::servicenow::{ChangeRecord, CloseMode, field, state_code, state_of};
-use crate::{DownstreamActivities, catalyst};
 use changeflow_workflows::arguments::Reachability;
 use changeflow_workflows::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use changeflow_workflows::operations::*;
@@ -37,50 +37,6 @@ fn change_request(record: &ChangeRecord) -> ChangeRequest {
     }
 }
 
-fn template_summary(template: &catalyst::TemplateSummary) -> TemplateSummary {
-    TemplateSummary {
-        template_id: template.id.clone(),
-        name: template.name.clone(),
-        project_name: template.project_name.clone(),
-        version: template.latest_version.clone(),
-    }
-}
-
-fn template_detail(template: catalyst::ConfigTemplate) -> Template {
-    Template {
-        template_id: template.id,
-        name: template.name,
-        project_name: template.project_name,
-        description: template.description,
-        language: template.language,
-        version: template.version,
-        content: template.content,
-        parameters: template
-            .parameters
-            .into_iter()
-            .map(|p| TemplateParameter {
-                name: p.name,
-                data_type: p.data_type,
-                required: p.required,
-                default: p.default,
-            })
-            .collect(),
-    }
-}
-
-fn device(device: &catalyst::NetworkDevice) -> Device {
-    Device {
-        device_id: device.id.clone(),
-        hostname: device.hostname.clone(),
-        management_ip: device.management_ip.clone(),
-        platform: device.platform.clone(),
-        family: device.family.clone(),
-        software_version: device.software_version.clone(),
-        reachability: device.reachability.clone(),
-        managed: device.is_managed(),
-    }
-}
-
 /// A typed result as the workflow carries it.
 fn value(result: impl serde::Serialize) -> Result<Value, DownstreamError> {
     serde_json::to_value(result)
@@ -103,13 +59,9 @@ impl DownstreamActivities {
                     .catalyst
                     .templates(args.project_name.as_deref())
                     .await?;
-                value(TemplateList {
-                    templates: list.iter().map(template_summary).collect(),
-                })
+                value(TemplateList { templates: list })
             }
-            Operation::GetTemplate(args) => value(template_detail(
-                self.catalyst.template(&args.template_id).await?,
-            )),
+            Operation::GetTemplate(args) => value(self.catalyst.template(&args.template_id).await?),
             Operation::ListDevices(args) => {
                 let filters: Vec<(&str, &str)> = [
                     ("hostname", args.hostname.as_deref()),
@@ -124,7 +76,7 @@ impl DownstreamActivities {
                 .collect();
                 let list = self.catalyst.devices(&filters, limit(args.limit)).await?;
                 value(DeviceList {
-                    devices: list.iter().map(device).collect(),
+                    devices: list.into_iter().map(|d| d.device).collect(),
                 })
             }
             Operation::PreviewTemplate(args) => value(self.preview(args).await?),
@@ -252,11 +204,15 @@ impl DownstreamActivities {
         self.catalyst.template(&args.template_id).await?;
         let preview = self
             .catalyst
-            .preview(&args.template_id, &args.parameters, &target.id)
+            .preview(
+                &args.template_id,
+                &args.parameters,
+                &target.device.device_id,
+            )
             .await?;
         Ok(Preview {
             template_id: args.template_id,
-            device: target.hostname,
+            device: target.device.hostname,
             rendered: preview.rendered,
             validation_errors: preview.errors,
         })

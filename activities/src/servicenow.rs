@@ -10,7 +10,14 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SYSTEM: &str = "ServiceNow";
+pub const SYSTEM: &str = "ServiceNow";
+
+/// ServiceNow takes an OAuth bearer token.
+pub fn authorize(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+    request
+        .bearer_auth(token)
+        .header("Accept", "application/json")
+}
 
 /// The change state model's codes (`state` field), by state.
 pub const STATE_CODES: [(TicketState, &str); 8] = [
@@ -69,15 +76,9 @@ pub struct ServiceNowClient {
 }
 
 impl ServiceNowClient {
-    pub fn new(
-        base_url: &str,
-        http: reqwest::Client,
-        credentials: Arc<dyn CredentialProvider>,
-    ) -> Self {
-        Self {
-            api: Api::new(SYSTEM, base_url, http),
-            credentials,
-        }
+    /// A client over `api` (made with this module's `SYSTEM`) logging in with `credentials`.
+    pub fn new(api: Api, credentials: Arc<dyn CredentialProvider>) -> Self {
+        Self { api, credentials }
     }
 
     /// OAuth password grant; returns the access token and its lifetime.
@@ -98,30 +99,6 @@ impl ServiceNowClient {
         })?;
         let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(1799));
         Ok((token.to_string(), lifetime))
-    }
-
-    /// One authenticated call (the session renews the token once on 401).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, DownstreamError> {
-        self.api
-            .call(
-                || self.login(),
-                |request, token| {
-                    request
-                        .bearer_auth(token)
-                        .header("Accept", "application/json")
-                },
-                method,
-                path,
-                query,
-                body,
-            )
-            .await
     }
 
     fn record(result: Value) -> Result<ChangeRecord, DownstreamError> {
@@ -181,7 +158,11 @@ impl ServiceNowClient {
             ("sysparm_limit", limit.as_str()),
             ("sysparm_exclude_reference_link", "true"),
         ];
-        let result = with_retries(|| self.call(Method::GET, &path, &params, None)).await?;
+        let result = with_retries(|| {
+            self.api
+                .call(|| self.login(), Method::GET, &path, &params, None)
+        })
+        .await?;
         match result.get("result") {
             Some(Value::Array(list)) => {
                 Ok(list.iter().filter_map(Value::as_object).cloned().collect())
@@ -220,7 +201,9 @@ impl ServiceNowClient {
     pub async fn create(&self, fields: &Value) -> Result<ChangeRecord, DownstreamError> {
         // Not retried in-call: a lost answer to a create is resolved by the correlation lookup.
         let result = self
+            .api
             .call(
+                || self.login(),
                 Method::POST,
                 "/api/now/table/change_request",
                 &[("sysparm_exclude_reference_link", "true")],
@@ -233,7 +216,8 @@ impl ServiceNowClient {
     pub async fn get(&self, sys_id: &str) -> Result<ChangeRecord, DownstreamError> {
         let path = format!("/api/now/table/change_request/{sys_id}");
         let result = with_retries(|| {
-            self.call(
+            self.api.call(
+                || self.login(),
                 Method::GET,
                 &path,
                 &[("sysparm_exclude_reference_link", "true")],
@@ -252,7 +236,8 @@ impl ServiceNowClient {
     ) -> Result<ChangeRecord, DownstreamError> {
         let path = format!("/api/now/table/change_request/{sys_id}");
         let result = with_retries(|| {
-            self.call(
+            self.api.call(
+                || self.login(),
                 Method::PATCH,
                 &path,
                 &[("sysparm_exclude_reference_link", "true")],

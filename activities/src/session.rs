@@ -61,15 +61,23 @@ pub struct Api {
     base_url: String,
     http: reqwest::Client,
     session: Session,
+    /// How this system wants its token presented.
+    authorize: fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
 }
 
 impl Api {
-    pub fn new(system: &'static str, base_url: &str, http: reqwest::Client) -> Self {
+    pub fn new(
+        system: &'static str,
+        base_url: &str,
+        http: reqwest::Client,
+        authorize: fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
+    ) -> Self {
         Api {
             system,
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             session: Session::default(),
+            authorize,
         }
     }
 
@@ -83,11 +91,10 @@ impl Api {
         &self.http
     }
 
-    /// One authenticated JSON call: `authorize` presents the token, a 401 renews it once.
+    /// One authenticated JSON call: the token from `login`, renewed once on a 401.
     pub async fn call<L, LF>(
         &self,
         login: L,
-        authorize: impl Fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
         method: reqwest::Method,
         path: &str,
         query: &[(&str, &str)],
@@ -101,7 +108,7 @@ impl Api {
         self.session
             .authorized(login, |token| {
                 let request = crate::http::request(&self.http, method.clone(), &url, query, body);
-                crate::http::send_json(self.system, authorize(request, &token))
+                crate::http::send_json(self.system, (self.authorize)(request, &token))
             })
             .await
     }

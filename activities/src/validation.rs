@@ -1,6 +1,6 @@
 //! Checks a request's parameters against a template's declared parameters and types.
 
-use crate::catalyst::TemplateParam;
+use changeflow_workflows::results::TemplateParameter;
 use std::collections::BTreeMap;
 
 /// Longest parameter value accepted; longer values are almost certainly a mistake.
@@ -8,7 +8,7 @@ const MAX_VALUE_LEN: usize = 1024;
 
 /// Problems with `values` for a template declaring `template_params`; empty when fine.
 pub fn parameter_problems(
-    template_params: &[TemplateParam],
+    template_params: &[TemplateParameter],
     values: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -79,14 +79,15 @@ fn describe(data_type: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    fn params() -> Vec<TemplateParam> {
-        let param =
-            |name: &str, data_type: &str, required: bool, default: Option<&str>| TemplateParam {
+    fn params() -> Vec<TemplateParameter> {
+        let param = |name: &str, data_type: &str, required: bool, default: Option<&str>| {
+            TemplateParameter {
                 name: name.into(),
                 data_type: data_type.into(),
                 required,
                 default: default.map(str::to_string),
-            };
+            }
+        };
         vec![
             param("vlan_id", "INTEGER", true, None),
             param("gw", "IPADDRESS", true, None),

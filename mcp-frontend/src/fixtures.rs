@@ -205,14 +205,9 @@ pub async fn start(
     task_queue: &str,
     workflow_id: &str,
     requester: &str,
-    tool: &str,
-    arguments: Value,
+    call: FixtureCall,
 ) -> Result<(), ChangeError> {
     let options = tool_start_options(task_queue, workflow_id, requester);
-    let call = FixtureCall {
-        tool: tool.to_string(),
-        arguments,
-    };
     match client
         .start_workflow(ConformanceFixture::run, call, options)
         .await

@@ -24,7 +24,6 @@ pub struct FrontDoor {
     pub audit: Arc<AuditStore>,
     /// The workflows behind the tools (a Temporal `Client`, or an in-memory stand-in in tests).
     pub temporal: Arc<dyn crate::temporal::Workflows>,
-    pub task_queue: String,
     /// This server's resource identifier (its `/mcp` URL), for RFC 9728 metadata.
     pub resource: String,
     /// Accepted `Host` values (loopback by default).

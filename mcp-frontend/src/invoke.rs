@@ -268,16 +268,12 @@ impl FrontDoor {
             #[cfg(feature = "fixtures")]
             Call::Fixture(fixture_arguments) => {
                 let id = fresh_id("fixture", identity, spec.name);
-                let started = self
-                    .temporal
-                    .start_fixture(
-                        &self.task_queue,
-                        &id,
-                        &identity.subject,
-                        spec.name,
-                        fixture_arguments,
-                    )
-                    .await;
+                let call = changeflow_workflows::fixtures::FixtureCall {
+                    tool: spec.name.to_string(),
+                    arguments: fixture_arguments,
+                };
+                let by = &identity.subject;
+                let started = self.temporal.start_fixture(&id, by, call).await;
                 note(
                     &id,
                     if started.is_ok() {
@@ -322,10 +318,7 @@ impl FrontDoor {
                     operation,
                     requested_by: identity.subject.clone(),
                 };
-                let result = self
-                    .temporal
-                    .run_operation(&self.task_queue, &id, request)
-                    .await;
+                let result = self.temporal.run_operation(&id, request).await;
                 note(
                     &id,
                     if result.is_ok() {
@@ -360,11 +353,7 @@ impl FrontDoor {
                     )
                     .await;
                 let request = DeploymentRequest::new(args, identity.subject.clone());
-                if let Err(e) = self
-                    .temporal
-                    .start_change(&self.task_queue, &id, request)
-                    .await
-                {
+                if let Err(e) = self.temporal.start_change(&id, request).await {
                     note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));
                 }

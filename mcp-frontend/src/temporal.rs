@@ -1,11 +1,13 @@
-//! What the front door asks of Temporal, as one small interface. `Client` implements it (over
-//! `changes`, `tasks` and `fixtures`); the front door's own tests implement it in memory, so
-//! `app()` and `invoke()` run without a socket or a Temporal server.
+//! What the front door asks of Temporal, as one small interface. `TemporalWorkflows` implements
+//! it (over `changes`, `tasks` and `fixtures`); the front door's own tests implement it in
+//! memory, so `app()` and `invoke()` run without a socket or a Temporal server.
 
-use crate::changes::{self, ChangeError, ChangeFilter, OperationFailure};
+use crate::changes::{self, ChangeError, ChangeFilter, OperationFailure as Failure};
 use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use crate::tasks::{self, TaskLookupError, TaskView};
 use async_trait::async_trait;
+#[cfg(feature = "fixtures")]
+use changeflow_workflows::fixtures::FixtureCall;
 use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, OperationRequest};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -16,19 +18,9 @@ use temporalio_client::Client;
 #[async_trait]
 pub trait Workflows: Send + Sync {
     /// Starts a `TemplateDeployment` under `id`; an id already used is that change.
-    async fn start_change(
-        &self,
-        task_queue: &str,
-        id: &str,
-        request: DeploymentRequest,
-    ) -> Result<(), ChangeError>;
+    async fn start_change(&self, id: &str, request: DeploymentRequest) -> Result<(), ChangeError>;
     /// Runs a `DownstreamOperation` under `id` and waits for its result.
-    async fn run_operation(
-        &self,
-        task_queue: &str,
-        id: &str,
-        request: OperationRequest,
-    ) -> Result<Value, OperationFailure>;
+    async fn run_operation(&self, id: &str, request: OperationRequest) -> Result<Value, Failure>;
     /// Whether a workflow `id` exists and started less than `window` ago.
     async fn started_within(&self, id: &str, window: Duration) -> bool;
     /// A change's execution state, if it exists.
@@ -49,18 +41,12 @@ pub trait Workflows: Send + Sync {
     async fn respond(
         &self,
         id: &str,
-        responses: BTreeMap<String, Value>,
+        answers: BTreeMap<String, Value>,
     ) -> Result<(), TaskLookupError>;
-    /// Starts a conformance fixture's workflow.
+    /// Starts a conformance fixture's workflow for `by`.
     #[cfg(feature = "fixtures")]
-    async fn start_fixture(
-        &self,
-        task_queue: &str,
-        id: &str,
-        requester: &str,
-        tool: &str,
-        arguments: Value,
-    ) -> Result<(), ChangeError>;
+    async fn start_fixture(&self, id: &str, by: &str, call: FixtureCall)
+    -> Result<(), ChangeError>;
     /// A fixture's progress.
     #[cfg(feature = "fixtures")]
     async fn fixture_progress(&self, id: &str) -> Option<crate::outcome::Progress>;
@@ -69,86 +55,81 @@ pub trait Workflows: Send + Sync {
     async fn fixture_finished(&self, id: &str) -> tasks::TaskState;
 }
 
+/// Temporal itself: the SDK's client and the task queue the tools' workflows run on.
+pub struct TemporalWorkflows {
+    pub client: Client,
+    pub task_queue: String,
+}
+
 #[async_trait]
-impl Workflows for Client {
-    async fn start_change(
-        &self,
-        task_queue: &str,
-        id: &str,
-        request: DeploymentRequest,
-    ) -> Result<(), ChangeError> {
-        changes::start(self, task_queue, id, request).await
+impl Workflows for TemporalWorkflows {
+    async fn start_change(&self, id: &str, request: DeploymentRequest) -> Result<(), ChangeError> {
+        changes::start(&self.client, &self.task_queue, id, request).await
     }
 
-    async fn run_operation(
-        &self,
-        task_queue: &str,
-        id: &str,
-        request: OperationRequest,
-    ) -> Result<Value, OperationFailure> {
-        changes::run_operation(self, task_queue, id, request).await
+    async fn run_operation(&self, id: &str, request: OperationRequest) -> Result<Value, Failure> {
+        changes::run_operation(&self.client, &self.task_queue, id, request).await
     }
 
     async fn started_within(&self, id: &str, window: Duration) -> bool {
-        changes::started_within(self, id, window).await
+        changes::started_within(&self.client, id, window).await
     }
 
     async fn status(&self, id: &str) -> Result<ExecutionState, ChangeError> {
-        changes::status(self, id).await
+        changes::status(&self.client, id).await
     }
 
     async fn progress(&self, id: &str) -> Option<ChangeProgress> {
-        changes::progress(self, id).await
+        changes::progress(&self.client, id).await
     }
 
     async fn change_result(&self, id: &str) -> Result<ChangeResult, String> {
-        changes::result(self, id).await.map_err(|e| e.to_string())
+        let result = changes::result(&self.client, id).await;
+        result.map_err(|e| e.to_string())
     }
 
     async fn cancel(&self, id: &str, reason: &str) -> Result<(), ChangeError> {
-        changes::cancel(self, id, reason).await
+        changes::cancel(&self.client, id, reason).await
     }
 
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError> {
-        changes::history(self, id).await
+        changes::history(&self.client, id).await
     }
 
     async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
-        changes::list(self, filter).await
+        changes::list(&self.client, filter).await
     }
 
     async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
-        tasks::view(self, id).await
+        tasks::view(&self.client, id).await
     }
 
     async fn respond(
         &self,
         id: &str,
-        responses: BTreeMap<String, Value>,
+        answers: BTreeMap<String, Value>,
     ) -> Result<(), TaskLookupError> {
-        tasks::respond(self, id, responses).await
+        tasks::respond(&self.client, id, answers).await
     }
 
     #[cfg(feature = "fixtures")]
     async fn start_fixture(
         &self,
-        task_queue: &str,
         id: &str,
-        requester: &str,
-        tool: &str,
-        arguments: Value,
+        by: &str,
+        call: FixtureCall,
     ) -> Result<(), ChangeError> {
-        crate::fixtures::start(self, task_queue, id, requester, tool, arguments).await
+        crate::fixtures::start(&self.client, &self.task_queue, id, by, call).await
     }
 
     #[cfg(feature = "fixtures")]
     async fn fixture_progress(&self, id: &str) -> Option<crate::outcome::Progress> {
-        crate::fixtures::progress(self, id).await
+        crate::fixtures::progress(&self.client, id).await
     }
 
     #[cfg(feature = "fixtures")]
     async fn fixture_finished(&self, id: &str) -> tasks::TaskState {
-        tasks::finished(self, id, Some(tasks::Kind::Fixture)).await
+        tasks::finished(&self.client, id, Some(tasks::Kind::Fixture)).await
     }
 }
 

@@ -43,18 +43,12 @@ impl Recorded {
 
 #[async_trait]
 impl Workflows for Recorded {
-    async fn start_change(
-        &self,
-        _task_queue: &str,
-        id: &str,
-        _request: DeploymentRequest,
-    ) -> Result<(), ChangeError> {
+    async fn start_change(&self, id: &str, _request: DeploymentRequest) -> Result<(), ChangeError> {
         self.note("change", id);
         Ok(())
     }
     async fn run_operation(
         &self,
-        _task_queue: &str,
         id: &str,
         request: OperationRequest,
     ) -> Result<Value, OperationFailure> {
@@ -95,11 +89,9 @@ impl Workflows for Recorded {
     #[cfg(feature = "fixtures")]
     async fn start_fixture(
         &self,
-        _task_queue: &str,
         id: &str,
-        _requester: &str,
-        _tool: &str,
-        _arguments: Value,
+        _by: &str,
+        _call: changeflow_workflows::fixtures::FixtureCall,
     ) -> Result<(), ChangeError> {
         self.note("fixture", id);
         Ok(())
@@ -163,7 +155,6 @@ async fn fixture() -> Fixture {
         policy: Arc::new(policy),
         audit: audit.clone(),
         temporal: workflows.clone(),
-        task_queue: "test".into(),
         resource: "http://127.0.0.1:8080/mcp".into(),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],

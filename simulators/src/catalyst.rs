@@ -127,7 +127,10 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
     Router::new()
         .route("/dna/system/api/v1/auth/token", post(auth_token))
         .merge(intent)
-        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::faults::inject::<CatalystCenter>,
+        ))
         .with_state(state)
 }
 
@@ -147,43 +150,35 @@ fn envelope(response: Value) -> Response {
     Json(json!({"response": response, "version": "1.0"})).into_response()
 }
 
-async fn inject_faults(
-    State(cc): State<Arc<CatalystCenter>>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> Response {
-    let stats = &cc.stats;
-    let (requests, injected) = (&stats.catalyst_requests, &stats.faults_injected);
-    crate::faults::inject(
-        &cc.faults,
-        requests,
-        injected,
-        request,
-        next,
-        fault_response,
-    )
-    .await
-}
+impl crate::faults::FaultTarget for CatalystCenter {
+    fn faults(&self) -> &crate::faults::Faults {
+        &self.faults
+    }
 
-/// An injected fault in Catalyst Center's error envelopes.
-fn fault_response(fault: InjectedFault) -> Response {
-    match fault {
-        InjectedFault::ServerError => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "NCND00500",
-            "Internal server error",
-            "simulated failure",
-        ),
-        InjectedFault::RateLimited { retry_after_secs } => {
-            let body = json!({
-                "error": "Rate Limit exceeded; please retry after some time",
-                "bapiExtendedStatusCode": "REJECTED_ABOVE_MAX_CONCURRENCY_LIMIT",
-            });
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            response
+    fn fault_counters(&self) -> (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64) {
+        (&self.stats.catalyst_requests, &self.stats.faults_injected)
+    }
+
+    /// An injected fault in Catalyst Center's error envelopes.
+    fn fault_response(fault: InjectedFault) -> Response {
+        match fault {
+            InjectedFault::ServerError => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "NCND00500",
+                "Internal server error",
+                "simulated failure",
+            ),
+            InjectedFault::RateLimited { retry_after_secs } => {
+                let body = json!({
+                    "error": "Rate Limit exceeded; please retry after some time",
+                    "bapiExtendedStatusCode": "REJECTED_ABOVE_MAX_CONCURRENCY_LIMIT",
+                });
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Fault injection shared by both simulators: added latency, 500s, 429s with Retry-After, and
 //! a device whose deployment fails. Configured per run and changeable while running.
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -79,24 +83,29 @@ impl Faults {
     }
 }
 
+/// A simulator that faults can be injected into.
+pub trait FaultTarget: Send + Sync + 'static {
+    fn faults(&self) -> &Faults;
+    /// Counters of requests seen and of faults injected.
+    fn fault_counters(&self) -> (&AtomicU64, &AtomicU64);
+    /// An injected fault in the vendor's own error envelope.
+    fn fault_response(fault: InjectedFault) -> Response;
+}
+
 /// The fault middleware both simulators run in front of their API: counts the request, applies
-/// the configured latency, and answers an injected fault in the vendor's own envelope
-/// (`render`) instead of passing the request on.
-pub async fn inject(
-    faults: &Faults,
-    requests: &std::sync::atomic::AtomicU64,
-    injected: &std::sync::atomic::AtomicU64,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-    render: fn(InjectedFault) -> axum::response::Response,
-) -> axum::response::Response {
-    use std::sync::atomic::Ordering;
+/// the configured latency, and answers an injected fault instead of passing the request on.
+pub async fn inject<T: FaultTarget>(
+    State(target): State<Arc<T>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (requests, injected) = target.fault_counters();
     requests.fetch_add(1, Ordering::Relaxed);
-    match faults.apply().await {
+    match target.faults().apply().await {
         None => next.run(request).await,
         Some(fault) => {
             injected.fetch_add(1, Ordering::Relaxed);
-            render(fault)
+            T::fault_response(fault)
         }
     }
 }

@@ -5,7 +5,7 @@
 use crate::Stats;
 use crate::credentials::DevCredentials;
 use crate::faults::{Faults, InjectedFault};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -177,7 +177,10 @@ pub(crate) fn router(state: Arc<ServiceNow>) -> Router {
     Router::new()
         .route("/oauth_token.do", post(oauth_token))
         .merge(api)
-        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::faults::inject::<ServiceNow>,
+        ))
         .with_state(state)
 }
 
@@ -187,44 +190,37 @@ pub fn error(status: StatusCode, message: &str, detail: Option<&str>) -> Respons
     (status, Json(body)).into_response()
 }
 
-async fn inject_faults(
-    State(sn): State<Arc<ServiceNow>>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> Response {
-    let stats = &sn.stats;
-    let (requests, injected) = (&stats.servicenow_requests, &stats.faults_injected);
-    crate::faults::inject(
-        &sn.faults,
-        requests,
-        injected,
-        request,
-        next,
-        fault_response,
-    )
-    .await
-}
+impl crate::faults::FaultTarget for ServiceNow {
+    fn faults(&self) -> &crate::faults::Faults {
+        &self.faults
+    }
 
-/// An injected fault in ServiceNow's error envelope, with its rate-limit headers.
-fn fault_response(fault: InjectedFault) -> Response {
-    match fault {
-        InjectedFault::ServerError => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal server error",
-            Some("simulated failure"),
-        ),
-        InjectedFault::RateLimited { retry_after_secs } => {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Rate limit exceeded",
-                Some("The maximum number of requests per hour has been exceeded"),
-            );
-            let reset = time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
-            let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
-            headers.insert("X-RateLimit-Reset", HeaderValue::from(reset));
-            response
+    fn fault_counters(&self) -> (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64) {
+        (&self.stats.servicenow_requests, &self.stats.faults_injected)
+    }
+
+    /// An injected fault in ServiceNow's error envelope, with its rate-limit headers.
+    fn fault_response(fault: InjectedFault) -> Response {
+        match fault {
+            InjectedFault::ServerError => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+                Some("simulated failure"),
+            ),
+            InjectedFault::RateLimited { retry_after_secs } => {
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Rate limit exceeded",
+                    Some("The maximum number of requests per hour has been exceeded"),
+                );
+                let reset =
+                    time::OffsetDateTime::now_utc().unix_timestamp() + retry_after_secs as i64;
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                headers.insert("X-RateLimit-Limit", HeaderValue::from_static("100"));
+                headers.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+                response
+            }
         }
     }
 }
@@ -362,6 +358,17 @@ struct TableParams {
 }
 
 impl TableParams {
+    /// How records are rendered for this request.
+    fn renderer<'a>(&self, base_url: String, users: &'a BTreeMap<String, Record>) -> Renderer<'a> {
+        Renderer {
+            base_url,
+            mode: self.display_mode(),
+            exclude_links: self.exclude_links(),
+            fields: self.fields(),
+            users,
+        }
+    }
+
     fn display_mode(&self) -> DisplayMode {
         match self.sysparm_display_value.as_deref() {
             Some("true") => DisplayMode::Display,
@@ -511,16 +518,13 @@ fn table<'a>(tables: &'a mut Tables, name: &str) -> &'a mut BTreeMap<String, Rec
     }
 }
 
-async fn list_records(
-    State(sn): State<Arc<ServiceNow>>,
-    Path(table_name): Path<String>,
-    Query(params): Query<TableParams>,
-    headers: HeaderMap,
-    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
-) -> Response {
-    if let Err(response) = check_table(&table_name, false) {
-        return response;
-    }
+async fn list_records(State(sn): State<Arc<ServiceNow>>, read: TableRequest) -> Response {
+    let TableRequest {
+        table: table_name,
+        params,
+        base_url: base,
+        ..
+    } = read;
     let query = match EncodedQuery::parse(params.sysparm_query.as_deref().unwrap_or("")) {
         Ok(q) => q,
         Err(detail) => return error(StatusCode::BAD_REQUEST, "Invalid query", Some(&detail)),
@@ -551,14 +555,7 @@ async fn list_records(
     let mut matching: Vec<&Record> = records.values().filter(|r| query.matches(r)).collect();
     query.sort(&mut matching);
     let total = matching.len();
-    let base = base_url(&headers, tls.0);
-    let renderer = Renderer {
-        base_url: base.clone(),
-        mode: params.display_mode(),
-        exclude_links: params.exclude_links(),
-        fields: params.fields(),
-        users: &users,
-    };
+    let renderer = params.renderer(base.clone(), &users);
     let page: Vec<Value> = matching
         .iter()
         .skip(offset)
@@ -612,28 +609,13 @@ fn pagination_links(
     links.join(",")
 }
 
-async fn get_record(
-    State(sn): State<Arc<ServiceNow>>,
-    Path((table_name, sys_id)): Path<(String, String)>,
-    Query(params): Query<TableParams>,
-    headers: HeaderMap,
-    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
-) -> Response {
-    if let Err(response) = check_table(&table_name, false) {
-        return response;
-    }
+async fn get_record(State(sn): State<Arc<ServiceNow>>, read: TableRequest) -> Response {
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
-    let Some(record) = table(&mut tables, &table_name).get(&sys_id) else {
+    let Some(record) = table(&mut tables, &read.table).get(&read.sys_id) else {
         return not_found();
     };
-    let renderer = Renderer {
-        base_url: base_url(&headers, tls.0),
-        mode: params.display_mode(),
-        exclude_links: params.exclude_links(),
-        fields: params.fields(),
-        users: &users,
-    };
+    let renderer = read.params.renderer(read.base_url, &users);
     Json(json!({ "result": renderer.render(record) })).into_response()
 }
 
@@ -734,37 +716,89 @@ fn apply_fields(
     }
 }
 
-/// The fields of a create or update: the table must take writes and the body be a JSON object
-/// of fields.
-fn writable_fields(
-    table_name: &str,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<BTreeMap<String, String>, Response> {
-    check_table(table_name, true)?;
-    let Ok(Json(body)) = body else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "Exception while reading request",
-            Some("The payload is not valid JSON."),
-        ));
-    };
-    body_fields(&body)
+/// A request to a table: which table (and record), the answer's options, and the instance's
+/// URL as the caller reached it (for links). The table must exist, and take writes when
+/// `writable`.
+struct TableRequest {
+    table: String,
+    sys_id: String,
+    params: TableParams,
+    base_url: String,
 }
 
-async fn create_record(
-    State(sn): State<Arc<ServiceNow>>,
-    Path(table_name): Path<String>,
-    Query(params): Query<TableParams>,
-    headers: HeaderMap,
-    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
-    axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let fields = match writable_fields(&table_name, body) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
-    if let Some(change_type) = fields.get("type")
+impl TableRequest {
+    async fn from_parts(
+        parts: &mut axum::http::request::Parts,
+        writable: bool,
+    ) -> Result<Self, Response> {
+        let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(params) = Query::<TableParams>::from_request_parts(parts, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let table = path.remove("table").unwrap_or_default();
+        check_table(&table, writable)?;
+        let tls = parts.extensions.get::<crate::Tls>().is_some_and(|t| t.0);
+        Ok(TableRequest {
+            table,
+            sys_id: path.remove("sys_id").unwrap_or_default(),
+            params,
+            base_url: base_url(&parts.headers, tls),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TableRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Response> {
+        TableRequest::from_parts(parts, false).await
+    }
+}
+
+/// A create or update of a table record: the record (for an update), the answer's options,
+/// who writes, and the fields, checked (the table takes writes, the body is a JSON object).
+struct TableWrite {
+    target: TableRequest,
+    caller: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for TableWrite {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let target = TableRequest::from_parts(&mut parts, true).await?;
+        let Some(Caller(caller)) = parts.extensions.get::<Caller>().cloned() else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "User Not Authenticated",
+                None,
+            ));
+        };
+        let request = axum::extract::Request::from_parts(parts, body);
+        let Ok(Json(json)) = Json::<Value>::from_request(request, state).await else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Exception while reading request",
+                Some("The payload is not valid JSON."),
+            ));
+        };
+        Ok(TableWrite {
+            target,
+            caller,
+            fields: body_fields(&json)?,
+        })
+    }
+}
+
+async fn create_record(State(sn): State<Arc<ServiceNow>>, mut write: TableWrite) -> Response {
+    if let Some(change_type) = write.fields.get("type")
         && !["normal", "standard", "emergency"].contains(&change_type.as_str())
     {
         return error(
@@ -779,7 +813,7 @@ async fn create_record(
     let number = format!("CHG{:07}", tables.next_number);
     tables.next_number += 1;
     let now = now_text();
-    let caller_id = resolve_reference("opened_by", caller.clone(), &users);
+    let caller_id = resolve_reference("opened_by", write.caller.clone(), &users);
     let mut record = Record::default();
     for (k, v) in [
         ("sys_id", sys_id.as_str()),
@@ -803,31 +837,27 @@ async fn create_record(
         ("end_date", ""),
         ("sys_created_on", now.as_str()),
         ("sys_updated_on", now.as_str()),
-        ("sys_created_by", caller.as_str()),
-        ("sys_updated_by", caller.as_str()),
+        ("sys_created_by", write.caller.as_str()),
+        ("sys_updated_by", write.caller.as_str()),
         ("sys_mod_count", "0"),
     ] {
         record.fields.insert(k.into(), v.into());
     }
-    let mut fields = fields;
-    fields.remove("state"); // new changes always start in New
-    apply_fields(&mut record, fields, &caller, &users);
+    write.fields.remove("state"); // new changes always start in New
+    apply_fields(&mut record, write.fields, &write.caller, &users);
     sn.stats
         .change_requests_created
         .fetch_add(1, Ordering::Relaxed);
-    let renderer = Renderer {
-        base_url: base_url(&headers, tls.0),
-        mode: params.display_mode(),
-        exclude_links: params.exclude_links(),
-        fields: params.fields(),
-        users: &users,
-    };
+    let renderer = write
+        .target
+        .params
+        .renderer(write.target.base_url.clone(), &users);
     let rendered = renderer.render(&record);
     tables.change_request.insert(sys_id.clone(), record);
     let mut response = (StatusCode::CREATED, Json(json!({ "result": rendered }))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!(
         "{}/api/now/table/change_request/{sys_id}",
-        base_url(&headers, tls.0)
+        write.target.base_url.clone()
     )) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -855,25 +885,14 @@ fn state_label(state: &str) -> String {
     display_value("state", state, &BTreeMap::new())
 }
 
-async fn update_record(
-    State(sn): State<Arc<ServiceNow>>,
-    Path((table_name, sys_id)): Path<(String, String)>,
-    Query(params): Query<TableParams>,
-    headers: HeaderMap,
-    axum::extract::Extension(tls): axum::extract::Extension<crate::Tls>,
-    axum::extract::Extension(Caller(caller)): axum::extract::Extension<Caller>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let fields = match writable_fields(&table_name, body) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
+async fn update_record(State(sn): State<Arc<ServiceNow>>, write: TableWrite) -> Response {
+    let sys_id = write.target.sys_id.clone();
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
     let Some(record) = tables.change_request.get_mut(&sys_id) else {
         return not_found();
     };
-    if let Some(new_state) = fields.get("state") {
+    if let Some(new_state) = write.fields.get("state") {
         let current = record.get("state").to_string();
         if !transition_allowed(record.get("type"), &current, new_state) {
             let detail = format!(
@@ -889,7 +908,7 @@ async fn update_record(
         }
         if new_state == "3"
             && record.get("close_code").is_empty()
-            && fields.get("close_code").is_none_or(|c| c.is_empty())
+            && write.fields.get("close_code").is_none_or(|c| c.is_empty())
         {
             return error(
                 StatusCode::FORBIDDEN,
@@ -898,7 +917,7 @@ async fn update_record(
             );
         }
     }
-    if let Some(code) = fields.get("close_code")
+    if let Some(code) = write.fields.get("close_code")
         && !code.is_empty()
         && !["successful", "successful_issues", "unsuccessful"].contains(&code.as_str())
     {
@@ -908,20 +927,17 @@ async fn update_record(
             Some(&format!("close_code: {code}")),
         );
     }
-    apply_fields(record, fields, &caller, &users);
+    apply_fields(record, write.fields, &write.caller, &users);
     let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;
     record
         .fields
         .insert("sys_mod_count".into(), count.to_string());
     record.fields.insert("sys_updated_on".into(), now_text());
-    record.fields.insert("sys_updated_by".into(), caller);
-    let renderer = Renderer {
-        base_url: base_url(&headers, tls.0),
-        mode: params.display_mode(),
-        exclude_links: params.exclude_links(),
-        fields: params.fields(),
-        users: &users,
-    };
+    record.fields.insert("sys_updated_by".into(), write.caller);
+    let renderer = write
+        .target
+        .params
+        .renderer(write.target.base_url.clone(), &users);
     Json(json!({ "result": renderer.render(record) })).into_response()
 }
 
