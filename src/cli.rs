@@ -94,7 +94,7 @@ Credentials are read from the environment, never from flags: CHANGEFLOW_SERVICEN
 CHANGEFLOW_SERVICENOW_PASSWORD, CHANGEFLOW_SERVICENOW_CLIENT_ID, CHANGEFLOW_SERVICENOW_CLIENT_SECRET, \
 CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     )]
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     #[cfg(feature = "dev")]
     /// Run only the ServiceNow and Catalyst Center simulators.
     Simulate(SimulateArgs),
@@ -322,6 +322,9 @@ pub(crate) struct WorkerArgs {
     /// Milliseconds between deployment task polls.
     #[arg(long, default_value_t = 1000)]
     pub(crate) poll_interval_ms: u64,
+    /// Serve `/healthz` and `/readyz` (Temporal reachable) on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, env = "CHANGEFLOW_WORKER_HEALTH_LISTEN")]
+    pub(crate) health_listen: Option<String>,
     #[command(flatten)]
     pub(crate) vault: VaultArgs,
     #[command(flatten)]

@@ -85,7 +85,7 @@ pub(crate) fn credential_provider(
     }))
 }
 
-pub(crate) async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Result<()> {
     let credentials = credential_provider(&args.vault, args.secrets)?;
     let downstream = DownstreamConfig {
         servicenow_url: args.servicenow_url,
@@ -115,14 +115,32 @@ pub(crate) async fn worker(g: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<(
     };
     let client =
         changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-worker").await?;
-    changeflow::worker::run_worker(
+    let health = match &args.health_listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for health checks"))?;
+            let serve = changeflow_mcp_frontend::health::serve_worker(
+                listener,
+                client.clone(),
+                std::future::pending(),
+            );
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+    let worked = changeflow::worker::run_worker(
         client,
         &g.task_queue,
         &downstream,
         credentials,
         stop_requested(),
     )
-    .await
+    .await;
+    if let Some(health) = health {
+        health.abort();
+    }
+    worked
 }
 
 pub(crate) async fn audit(

@@ -581,3 +581,37 @@ async fn vault_down_is_retried_and_the_change_completes_once_it_is_back() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_liveness_and_readiness_that_follow_temporal() {
+    let mut h = Harness::start(HarnessOptions::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = h.spawn_worker_with_env(&[("CHANGEFLOW_WORKER_HEALTH_LISTEN", &listen)]);
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{listen}{path}")).send();
+    let deadline = tokio::time::Instant::now() + LONG;
+    while get("/healthz").await.map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's /healthz never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["temporal"], "ok", "{body}");
+
+    // Temporal goes away: the worker is alive but not ready, and says why.
+    h.temporal.stop();
+    let unready = get("/readyz").await.unwrap();
+    assert_eq!(unready.status(), 503);
+    let body: serde_json::Value = unready.json().await.unwrap();
+    assert_eq!(body["failing"], serde_json::json!(["temporal"]), "{body}");
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+}

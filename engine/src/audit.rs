@@ -126,6 +126,23 @@ pub struct AuditStore {
 }
 
 impl AuditStore {
+    /// Whether a record could be appended now (readiness): a probe row is inserted inside a
+    /// transaction that is rolled back, so nothing is kept and the chain is untouched.
+    pub async fn writable(&self) -> bool {
+        let Ok(mut transaction) = self.pool.begin().await else {
+            return false;
+        };
+        let probe = sqlx::query(
+            "INSERT INTO audit_records (seq, recorded_at, subject, client, server, tool, arguments_hash, decision, \
+             reason, policy_revision, workflow_id, outcome, prev_hash, hash) \
+             VALUES (-1, '', '', '', '', '', '', '', '', '', '', 'readiness probe', '', '')",
+        )
+        .execute(&mut *transaction)
+        .await;
+        let rolled_back = transaction.rollback().await;
+        probe.is_ok() && rolled_back.is_ok()
+    }
+
     /// Opens (creating if needed) the store at a database URL and applies the migrations.
     /// `sqlite://path` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Self, AuditError> {

@@ -192,6 +192,11 @@ impl TokenVerifier {
         }
     }
 
+    /// Whether the verifier holds any key to check signatures with (readiness).
+    pub async fn has_keys(&self) -> bool {
+        !self.keys.read().await.set.keys().is_empty()
+    }
+
     pub fn config(&self) -> &VerifierConfig {
         &self.config
     }

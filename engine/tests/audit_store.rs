@@ -116,6 +116,11 @@ async fn run_suite(db: &Database) {
     let store = AuditStore::open(&db.url).await.expect("reopen");
     assert_eq!(store.verify().await.unwrap().first_broken, None);
 
+    // The readiness probe writes and rolls back: nothing is kept, the chain is untouched.
+    assert!(store.writable().await);
+    let report = store.verify().await.unwrap();
+    assert_eq!((report.records, report.first_broken), (5, None));
+
     // Filters.
     let by = |f: AuditFilter| {
         let store = &store;
@@ -304,4 +309,18 @@ async fn postgres_store_keeps_the_chain_under_concurrent_appends() {
     if let Some(db) = Database::postgres().await {
         run_concurrency(&db).await;
     }
+}
+
+#[tokio::test]
+async fn postgres_store_is_not_writable_once_its_database_is_gone() {
+    let Some(db) = Database::postgres().await else {
+        return;
+    };
+    let store = store_with_five(&db).await;
+    assert!(store.writable().await);
+    db.drop_database().await;
+    assert!(
+        !store.writable().await,
+        "a dropped database is not writable"
+    );
 }

@@ -2,7 +2,7 @@
 //! bearer authentication and a body limit the MCP endpoints and the REST proxy.
 
 use crate::front_door::{Catalog, FrontDoor};
-use crate::{auth, rest, server, tools};
+use crate::{auth, health, rest, server, tools};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
@@ -46,6 +46,8 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
             get(auth::protected_resource_metadata),
         )
         .route("/api/v1/openapi.json", get(rest::openapi))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(front)
         .merge(mcp)
 }

@@ -180,6 +180,19 @@ pub async fn cancel(client: &Client, workflow_id: &str, reason: &str) -> Result<
         .map_err(|e| ChangeError::Temporal(e.to_string()))
 }
 
+/// Whether Temporal answers within two seconds: describing a workflow that does not exist is
+/// answered "not found" by a reachable server.
+pub async fn reachable(client: &Client) -> bool {
+    let handle = client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>("changeflow-readiness-probe");
+    let described =
+        tokio::time::timeout(Duration::from_secs(2), handle.describe(Default::default())).await;
+    matches!(
+        described,
+        Ok(Ok(_) | Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)))
+    )
+}
+
 /// Whether a workflow with this id exists and started less than `window` ago.
 pub async fn started_within(client: &Client, workflow_id: &str, window: Duration) -> bool {
     let handle = client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id);

@@ -9,6 +9,7 @@ pub mod changes;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod front_door;
+pub mod health;
 pub mod invoke;
 pub mod outcome;
 pub mod rest;

@@ -21,6 +21,8 @@ pub trait Workflows: Send + Sync {
     async fn start_change(&self, id: &str, request: DeploymentRequest) -> Result<(), ChangeError>;
     /// Runs a `DownstreamOperation` under `id` and waits for its result.
     async fn run_operation(&self, id: &str, request: OperationRequest) -> Result<Value, Failure>;
+    /// Whether Temporal answers (readiness).
+    async fn reachable(&self) -> bool;
     /// Whether a workflow `id` exists and started less than `window` ago.
     async fn started_within(&self, id: &str, window: Duration) -> bool;
     /// A change's execution state, if it exists.
@@ -69,6 +71,10 @@ impl Workflows for TemporalWorkflows {
 
     async fn run_operation(&self, id: &str, request: OperationRequest) -> Result<Value, Failure> {
         changes::run_operation(&self.client, &self.task_queue, id, request).await
+    }
+
+    async fn reachable(&self) -> bool {
+        changes::reachable(&self.client).await
     }
 
     async fn started_within(&self, id: &str, window: Duration) -> bool {

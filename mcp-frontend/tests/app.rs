@@ -27,6 +27,8 @@ use tower::ServiceExt;
 struct Recorded {
     /// (what, workflow id)
     starts: Mutex<Vec<(String, String)>>,
+    /// Temporal is down.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Recorded {
@@ -54,6 +56,9 @@ impl Workflows for Recorded {
     ) -> Result<Value, OperationFailure> {
         self.note("operation", id);
         Ok(json!({"operation": serde_json::to_value(&request.operation).unwrap()["operation"]}))
+    }
+    async fn reachable(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::Relaxed)
     }
     async fn started_within(&self, _id: &str, _window: Duration) -> bool {
         false
@@ -384,4 +389,45 @@ async fn a_repeated_write_reuses_its_workflow_id_and_a_read_never_does() {
     );
     assert_eq!(deploy("change-7").await.2["change_id"], change_id.as_str());
     assert_ne!(deploy("change-8").await.2["change_id"], change_id.as_str());
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_readiness_names_what_fails() {
+    let f = fixture().await;
+    let get = |path: &str| {
+        Request::get(path)
+            .header(header::HOST, "lb.internal:8080")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, body) = f.send(get("/healthz")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    let (status, _, body) = f.send(get("/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for check in ["temporal", "policy", "audit_store", "oidc_keys"] {
+        assert_eq!(body["checks"][check], "ok", "{body}");
+    }
+
+    f.workflows
+        .down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, _, body) = f.send(get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], json!(["temporal"]), "{body}");
+    assert_eq!(body["checks"]["audit_store"], "ok");
+    // Liveness does not depend on what the service needs.
+    assert_eq!(f.send(get("/healthz")).await.0, StatusCode::OK);
+    // The audit probe left no record behind.
+    assert!(
+        f.audit
+            .list(&AuditFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(f.audit.verify().await.unwrap().first_broken.is_none());
 }

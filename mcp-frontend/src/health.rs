@@ -1,0 +1,78 @@
+//! Liveness and readiness for load balancers and orchestrators, on the front door and (its own
+//! listener) the worker: no authentication, and answers that name the checks and nothing more.
+
+use crate::front_door::{Authentication, FrontDoor};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: Temporal reachable, a policy loaded, the audit store writable and the OIDC
+/// provider's keys fetched; 503 naming the failing checks otherwise.
+pub async fn readyz(State(front): State<Arc<FrontDoor>>) -> Response {
+    let keys = async {
+        match &front.authentication {
+            Authentication::Bearer(verifier) => verifier.has_keys().await,
+            Authentication::FixedTestIdentity(_) => true,
+        }
+    };
+    let (temporal, audit_store, oidc_keys) =
+        tokio::join!(front.temporal.reachable(), front.audit.writable(), keys);
+    let policy = !front.policy.revision().is_empty();
+    readiness(&[
+        ("temporal", temporal),
+        ("policy", policy),
+        ("audit_store", audit_store),
+        ("oidc_keys", oidc_keys),
+    ])
+}
+
+/// The readiness answer for named checks: 200 when all pass, else 503 with the failing ones.
+pub fn readiness(checks: &[(&str, bool)]) -> Response {
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    let results: Map<String, Value> = checks
+        .iter()
+        .map(|(name, ok)| (name.to_string(), json!(if *ok { "ok" } else { "failing" })))
+        .collect();
+    if failing.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": results})),
+        )
+            .into_response()
+    } else {
+        let body = json!({"status": "not ready", "failing": failing, "checks": results});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Serves the worker's `/healthz` and `/readyz` (Temporal answers) on `listener` until
+/// `shutdown` resolves.
+pub async fn serve_worker(
+    listener: tokio::net::TcpListener,
+    client: temporalio_client::Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ready = move || {
+        let client = client.clone();
+        async move { readiness(&[("temporal", crate::changes::reachable(&client).await)]) }
+    };
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ready));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
