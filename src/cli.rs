@@ -112,6 +112,21 @@ bob (service-desk), carol (change-approvers), dave (developers), admin (admin, M
     Token(TokenArgs),
 }
 
+impl Command {
+    /// The service name this command logs as (ECS `service.name`).
+    pub(crate) fn service_name(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "changeflow-frontdoor",
+            Command::Worker(_) => "changeflow-worker",
+            #[cfg(feature = "dev")]
+            Command::Demo(_) | Command::Dev(_) | Command::ConformanceServer(_) => "changeflow-dev",
+            #[cfg(feature = "dev")]
+            Command::Simulate(_) => "changeflow-simulators",
+            _ => "changeflow-cli",
+        }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
     changeflow_engine::telemetry::init_logging(
         matches!(cli.global.log_format, LogFormat::Json),
         "warn,changeflow=info",
+        cli.command.service_name(),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -389,6 +389,8 @@ async fn cancelling_a_change_closes_its_ticket_as_canceled() {
 async fn no_credential_appears_in_workflow_history_or_worker_logs() {
     let h = Harness::start(HarnessOptions::default()).await;
     let worker = h.spawn_worker();
+    // A second worker logs ECS JSON lines, as operators run it for the Elastic stack.
+    let json_worker = h.spawn_worker_with_env(&[("CHANGEFLOW_LOG_FORMAT", "json")]);
     let id = h.start_change(ntp_change(&["sj-access-01"])).await;
     tokio::time::timeout(LONG, changes::result(&h.client, &id))
         .await
@@ -412,7 +414,17 @@ async fn no_credential_appears_in_workflow_history_or_worker_logs() {
         history.contains("sj-access-01"),
         "decoded history holds the request"
     );
-    let log = worker.log();
+    let json_log = json_worker.log();
+    let lines: Vec<&str> = json_log.lines().collect();
+    assert!(!lines.is_empty(), "the JSON worker logged nothing");
+    for line in &lines {
+        common::assert_ecs_line(line, "changeflow-worker");
+    }
+    assert!(
+        json_log.contains("\"message\":\"worker started\""),
+        "{json_log}"
+    );
+    let log = format!("{}\n{json_log}", worker.log());
     assert!(log.contains("worker started"), "the worker logged: {log}");
     let c = &h.sims.credentials;
     for secret in [
@@ -531,7 +543,19 @@ async fn vault_down_is_retried_and_the_change_completes_once_it_is_back() {
     loop {
         let description = handle.describe(Default::default()).await.unwrap();
         let pending = description.raw().pending_activities.first().cloned();
-        if let Some(activity) = pending.filter(|a| a.attempt >= 2) {
+        // Restart Vault only while the next attempt is seconds away: an attempt that read the
+        // new, not yet seeded Vault would find no secret (a non-retryable error).
+        let next_attempt_far =
+            |a: &temporalio_common::protos::temporal::api::workflow::v1::PendingActivityInfo| {
+                a.next_attempt_schedule_time.as_ref().is_some_and(|t| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    t.seconds >= now + 3
+                })
+            };
+        if let Some(activity) = pending.filter(|a| a.attempt >= 2 && next_attempt_far(a)) {
             let failure = activity
                 .last_failure
                 .map(|f| format!("{f:?}"))

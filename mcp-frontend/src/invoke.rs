@@ -204,9 +204,39 @@ impl FrontDoor {
         })
     }
 
-    /// Runs one tool call end to end. Without an audit record nothing happens: an audit-store
-    /// failure is an error and no workflow is touched.
+    /// Runs one tool call end to end and logs it in one line (tool, user, client, outcome,
+    /// duration, change). Without an audit record nothing happens: an audit-store failure is an
+    /// error and no workflow is touched.
     pub async fn invoke(
+        &self,
+        identity: &VerifiedIdentity,
+        spec: &ToolSpec,
+        arguments: Value,
+        wait: Wait,
+        on_progress: impl FnMut(&str, &Progress),
+    ) -> Result<Outcome, AuditUnavailable> {
+        let started = std::time::Instant::now();
+        let outcome = self
+            .run_call(identity, spec, arguments, wait, on_progress)
+            .await;
+        let (word, change_id) = match &outcome {
+            Ok(outcome) => (outcome.word(), outcome.change_id()),
+            Err(_) => ("audit unavailable", None),
+        };
+        tracing::info!(
+            server = spec.server,
+            tool = spec.name,
+            user = %identity.subject,
+            client = identity.client_id.as_deref().unwrap_or_default(),
+            outcome = word,
+            duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            change_id = change_id.as_deref().unwrap_or_default(),
+            "tool call"
+        );
+        outcome
+    }
+
+    async fn run_call(
         &self,
         identity: &VerifiedIdentity,
         spec: &ToolSpec,

@@ -75,6 +75,39 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// One word for logs and metrics.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "completed",
+            Outcome::ChangeFailed(_) => "failed",
+            Outcome::Tool(ToolResult::Structured { is_error, .. })
+            | Outcome::Tool(ToolResult::Text { is_error, .. }) => {
+                if *is_error {
+                    "failed"
+                } else {
+                    "completed"
+                }
+            }
+            Outcome::ProtocolError(_) => "error",
+            Outcome::Started { .. } => "started",
+            Outcome::Denied { .. } => "denied",
+            Outcome::Invalid(_) => "invalid",
+            Outcome::NotFound(_) => "not found",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The change (or other workflow) the call concerned, when its answer names one.
+    pub fn change_id(&self) -> Option<String> {
+        match self {
+            Outcome::Started { change_id } => Some(change_id.clone()),
+            Outcome::Done(value) | Outcome::ChangeFailed(value) => {
+                value["change_id"].as_str().map(str::to_string)
+            }
+            _ => None,
+        }
+    }
+
     /// A typed result as `Done`.
     pub fn done(result: impl serde::Serialize) -> Outcome {
         match serde_json::to_value(result) {

@@ -431,3 +431,60 @@ async fn health_needs_no_token_and_readiness_names_what_fails() {
     );
     assert!(f.audit.verify().await.unwrap().first_broken.is_none());
 }
+
+#[tokio::test]
+async fn every_tool_call_logs_one_ecs_line_with_tool_user_outcome_and_duration() {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .event_format(changeflow_engine::telemetry::Ecs::new(
+            "changeflow-frontdoor",
+        ))
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, so that every thread's events reach it (per-thread subscribers race with the
+    // other tests over tracing's callsite cache); this test's calls are told apart by caller.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let f = fixture().await;
+    let token = f.token("admin");
+    let (status, _) = f.tool("admin", "list_templates", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = f
+        .tool(
+            "dave",
+            "deploy_template",
+            json!({"template_id": "t-1", "devices": ["sj-access-01"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let calls: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["message"] == "tool call")
+        .filter(|l| l["user.name"] == "admin" || l["user.name"] == "dave")
+        .collect();
+    assert_eq!(calls.len(), 2, "{text}");
+    assert_eq!(calls[0]["changeflow.tool"], "list_templates");
+    assert_eq!(calls[0]["user.name"], "admin");
+    assert_eq!(calls[0]["event.outcome"], "success");
+    assert!(calls[0]["event.duration"].as_u64().unwrap() > 0);
+    assert_eq!(calls[1]["changeflow.tool"], "deploy_template");
+    assert_eq!(calls[1]["user.name"], "dave");
+    assert_eq!(calls[1]["event.outcome"], "failure");
+    assert_eq!(calls[1]["changeflow.outcome"], "denied");
+    assert!(!text.contains(&token), "no token in the log");
+}

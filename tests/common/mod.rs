@@ -202,3 +202,75 @@ pub fn ntp_change(devices: &[&str]) -> DeploymentRequest {
         short_description: None,
     }
 }
+
+/// Checks one log line against the ECS field rules changeflow relies on, so Filebeat's default
+/// ECS mapping ingests it unchanged: a JSON object; `@timestamp` an RFC 3339 UTC time;
+/// `log.level` one of the levels; `message`, `ecs.version`, `service.name`,
+/// `service.version`, `event.dataset` and `log.logger` strings; `event.outcome` success, failure
+/// or unknown; `event.duration` a whole number of nanoseconds; every other field an ECS field we
+/// use or under `changeflow.`.
+pub fn assert_ecs_line(line: &str, service: &str) {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let fields = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {line}"));
+    let timestamp = fields["@timestamp"].as_str().expect("@timestamp");
+    assert!(
+        timestamp.ends_with('Z')
+            && time::OffsetDateTime::parse(
+                timestamp,
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok(),
+        "@timestamp: {line}"
+    );
+    assert!(
+        ["trace", "debug", "info", "warn", "error"]
+            .contains(&fields["log.level"].as_str().unwrap_or("")),
+        "log.level: {line}"
+    );
+    for key in [
+        "message",
+        "ecs.version",
+        "service.version",
+        "event.dataset",
+        "log.logger",
+    ] {
+        assert!(fields[key].is_string(), "{key}: {line}");
+    }
+    assert_eq!(fields["service.name"], service, "{line}");
+    const ECS: [&str; 14] = [
+        "@timestamp",
+        "log.level",
+        "message",
+        "ecs.version",
+        "service.name",
+        "service.version",
+        "event.dataset",
+        "log.logger",
+        "user.name",
+        "client.address",
+        "event.outcome",
+        "event.duration",
+        "error.message",
+        "trace.id",
+    ];
+    for (key, value) in fields {
+        assert!(
+            ECS.contains(&key.as_str()) || key.starts_with("changeflow."),
+            "{key} is neither an ECS field we use nor changeflow's: {line}"
+        );
+        match key.as_str() {
+            "event.outcome" => assert!(
+                ["success", "failure", "unknown"].contains(&value.as_str().unwrap_or("")),
+                "{line}"
+            ),
+            "event.duration" => assert!(value.is_u64(), "{line}"),
+            "user.name" | "client.address" | "error.message" => {
+                assert!(value.is_string(), "{line}")
+            }
+            _ => {}
+        }
+    }
+}
