@@ -68,6 +68,7 @@ fn settings(f: &Fixture, auth: VaultAuth) -> VaultSettings {
 
 #[tokio::test]
 async fn token_auth_reads_both_secrets_and_caches_them() {
+    changeflow_engine::metrics::prometheus();
     let f = seeded_vault().await;
     let mut s = settings(&f, VaultAuth::Token(f.vault.root_token().clone()));
     s.cache_ttl = Duration::from_secs(60);
@@ -105,6 +106,18 @@ async fn token_auth_reads_both_secrets_and_caches_them() {
         "rotated",
         "read again after the cache"
     );
+
+    // Vault operations are counted (no secret in the metrics, only operations and results).
+    let metrics = changeflow_engine::metrics::render();
+    for series in [
+        r#"changeflow_vault_operations_total{operation="login",result="success"}"#,
+        r#"changeflow_vault_operations_total{operation="read",result="success"}"#,
+        r#"changeflow_vault_operations_total{operation="read",result="cached"}"#,
+        r#"changeflow_vault_operation_duration_seconds_count{operation="read"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    assert!(!metrics.contains("from-vault") && !metrics.contains("rotated"));
 }
 
 #[tokio::test]

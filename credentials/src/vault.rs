@@ -111,6 +111,13 @@ impl VaultCredentials {
     }
 
     async fn login(&self) -> Result<Session, CredentialError> {
+        let started = Instant::now();
+        let session = self.login_once().await;
+        observe("login", started, session.is_ok());
+        session
+    }
+
+    async fn login_once(&self) -> Result<Session, CredentialError> {
         let token = match &self.settings.auth {
             VaultAuth::Token(token) => token.expose().to_string(),
             VaultAuth::AppRole { .. } => String::new(),
@@ -162,13 +169,16 @@ impl VaultCredentials {
         if let Some((value, read_at)) = self.cache.lock().await.get(path)
             && read_at.elapsed() < self.settings.cache_ttl
         {
+            metrics::counter!(VAULT_OPERATIONS, "operation" => "read", "result" => "cached")
+                .increment(1);
             return Ok(value.clone());
         }
         let client = self.client().await?;
+        let started = Instant::now();
+        let read = vaultrs::kv2::read(client.as_ref(), &self.settings.mount, path).await;
+        observe("read", started, read.is_ok());
         let value: BTreeMap<String, String> =
-            vaultrs::kv2::read(client.as_ref(), &self.settings.mount, path)
-                .await
-                .map_err(|e| classify(e, &format!("reading {}/{path}", self.settings.mount)))?;
+            read.map_err(|e| classify(e, &format!("reading {}/{path}", self.settings.mount)))?;
         self.cache
             .lock()
             .await
@@ -180,6 +190,19 @@ impl VaultCredentials {
     pub async fn clear_cache(&self) {
         self.cache.lock().await.clear();
     }
+}
+
+/// Vault operations by `operation` (`login`, `read`) and `result` (`success`, `failure`, and
+/// `cached` for reads answered from the cache).
+pub const VAULT_OPERATIONS: &str = "changeflow_vault_operations_total";
+/// Vault operation latency in seconds, by `operation`.
+pub const VAULT_SECONDS: &str = "changeflow_vault_operation_duration_seconds";
+
+fn observe(operation: &'static str, started: Instant, ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    metrics::counter!(VAULT_OPERATIONS, "operation" => operation, "result" => result).increment(1);
+    metrics::histogram!(VAULT_SECONDS, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn renew_at(ttl_secs: u64) -> Option<Instant> {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod telemetry;
 pub mod temporal;

@@ -21,6 +21,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// The HTTP application: metadata and the OpenAPI document, then behind auth `/mcp` (all
 /// servers), `/mcp/{server}` and the REST proxy under `/api/v1`.
 pub fn app(front: Arc<FrontDoor>) -> Router {
+    // Before the first call, so that nothing recorded is lost.
+    changeflow_engine::metrics::prometheus();
     let mut mcp = Router::new().nest_service("/mcp", mcp_service(&front, None));
     if front.catalog == Catalog::Production {
         for server in tools::SERVERS {
@@ -47,6 +49,7 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
         )
         .route("/api/v1/openapi.json", get(rest::openapi))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
         .route("/readyz", get(health::readyz))
         .with_state(front)
         .merge(mcp)

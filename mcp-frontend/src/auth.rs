@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use changeflow_engine::identity::{protected_resource_metadata as metadata, www_authenticate};
+use changeflow_engine::metrics as m;
 use std::sync::Arc;
 
 fn metadata_url(front: &FrontDoor) -> String {
@@ -53,9 +54,19 @@ pub async fn require_bearer(
         .map(str::trim)
         .map(str::to_string);
     let Some(token) = presented else {
+        metrics::counter!(m::AUTHN, "result" => "missing").increment(1);
         return challenge(&front, None);
     };
-    match verifier.verify(&token).await {
+    let started = std::time::Instant::now();
+    let verified = verifier.verify(&token).await;
+    metrics::histogram!(m::AUTHN_SECONDS).record(started.elapsed().as_secs_f64());
+    let result = if verified.is_ok() {
+        "success"
+    } else {
+        "failure"
+    };
+    metrics::counter!(m::AUTHN, "result" => result).increment(1);
+    match verified {
         Ok(identity) => {
             request.extensions_mut().insert(identity);
             next.run(request).await

@@ -10,6 +10,13 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
+/// `GET /metrics`: the process's metrics in Prometheus's text format.
+pub async fn metrics() -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    let text = changeflow_engine::metrics::render();
+    ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -69,9 +76,11 @@ pub async fn serve_worker(
         let client = client.clone();
         async move { readiness(&[("temporal", crate::changes::reachable(&client).await)]) }
     };
+    changeflow_engine::metrics::prometheus();
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(ready));
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -8,6 +8,7 @@ use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus};
 use crate::tools::{self, Call, ToolSpec};
 use changeflow_engine::audit::{AuditEntry, canonical_hash};
 use changeflow_engine::identity::VerifiedIdentity;
+use changeflow_engine::metrics as m;
 use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
 use changeflow_workflows::operations::OperationRequest;
 use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
@@ -120,9 +121,7 @@ impl FrontDoor {
     ) -> Result<Result<TaskPermit<'_>, Outcome>, AuditUnavailable> {
         let spec = tools::task_request_tool(method);
         let arguments = json!({"change_id": task_id});
-        let decision = self
-            .policy
-            .decide(&policy_input(&identity, spec, &arguments));
+        let decision = self.decide(&identity, spec, &arguments);
         if !decision.allow {
             self.record(
                 &identity,
@@ -177,6 +176,22 @@ impl FrontDoor {
         }
     }
 
+    /// The policy's decision on a call, counted and timed.
+    fn decide(
+        &self,
+        identity: &VerifiedIdentity,
+        spec: &ToolSpec,
+        arguments: &Value,
+    ) -> changeflow_engine::policy::PolicyDecision {
+        let started = std::time::Instant::now();
+        let decision = self.policy.decide(&policy_input(identity, spec, arguments));
+        metrics::histogram!(m::POLICY_SECONDS).record(started.elapsed().as_secs_f64());
+        let verdict = if decision.allow { "allow" } else { "deny" };
+        metrics::counter!(m::AUTHZ_DECISIONS, "action" => spec.action, "resource" => spec.server, "decision" => verdict)
+            .increment(1);
+        decision
+    }
+
     async fn record(
         &self,
         identity: &VerifiedIdentity,
@@ -198,7 +213,14 @@ impl FrontDoor {
             workflow_id: workflow_id.to_string(),
             outcome: outcome.to_string(),
         };
-        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+        let appended = self.audit.append(entry).await;
+        let result = if appended.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics::counter!(m::AUDIT_WRITES, "result" => result).increment(1);
+        appended.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit store unavailable");
             AuditUnavailable
         })
@@ -233,6 +255,10 @@ impl FrontDoor {
             change_id = change_id.as_deref().unwrap_or_default(),
             "tool call"
         );
+        metrics::counter!(m::TOOL_CALLS, "server" => spec.server, "tool" => spec.name, "outcome" => word)
+            .increment(1);
+        metrics::histogram!(m::TOOL_CALL_SECONDS, "server" => spec.server, "tool" => spec.name)
+            .record(started.elapsed().as_secs_f64());
         outcome
     }
 
@@ -259,9 +285,7 @@ impl FrontDoor {
                 return Ok(Outcome::Invalid(problem));
             }
         };
-        let decision = self
-            .policy
-            .decide(&policy_input(identity, spec, &arguments));
+        let decision = self.decide(identity, spec, &arguments);
         let verdict = if decision.allow { "allow" } else { "deny" };
         let audited = (
             verdict,

@@ -488,3 +488,75 @@ async fn every_tool_call_logs_one_ecs_line_with_tool_user_outcome_and_duration()
     assert_eq!(calls[1]["changeflow.outcome"], "denied");
     assert!(!text.contains(&token), "no token in the log");
 }
+
+#[tokio::test]
+async fn metrics_count_calls_decisions_and_audit_writes_in_prometheus_format() {
+    let f = fixture().await;
+    let (status, _) = f.tool("admin", "list_devices", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let request = Request::get("/metrics")
+        .header(header::HOST, "prometheus.internal:8080")
+        .body(Body::empty())
+        .unwrap();
+    let response = app(f.front.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "no token needed");
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    // Every sample line is `name{labels} value`.
+    let sample = samples(&text);
+    let value = |series: &str| -> f64 {
+        sample
+            .iter()
+            .find(|(name, _)| name == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert!(
+        value(
+            r#"changeflow_tool_calls_total{server="catalyst-center",tool="list_devices",outcome="completed"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            r#"changeflow_authz_decisions_total{action="read",resource="catalyst-center",decision="allow"}"#
+        ) >= 1.0
+    );
+    assert!(value(r#"changeflow_authn_total{result="success"}"#) >= 1.0);
+    assert!(value(r#"changeflow_audit_writes_total{result="success"}"#) >= 1.0);
+    assert!(
+        value(
+            r#"changeflow_tool_call_duration_seconds_count{server="catalyst-center",tool="list_devices"}"#
+        ) >= 1.0
+    );
+}
+
+/// The samples of a Prometheus text exposition: (series, value); panics on a malformed line.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("malformed sample: {line}"));
+            let name_end = series.find('{').unwrap_or(series.len());
+            assert!(
+                series[..name_end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "malformed name: {line}"
+            );
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("malformed value: {line}"));
+            (series.to_string(), value)
+        })
+        .collect()
+}
