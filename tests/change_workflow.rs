@@ -639,3 +639,41 @@ async fn a_worker_serves_liveness_and_readiness_that_follow_temporal() {
     assert_eq!(body["failing"], serde_json::json!(["temporal"]), "{body}");
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_cleanly_on_sigterm_and_another_finishes_its_change() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let mut first = h.spawn_worker();
+    let id = h.start_change(ntp_change(&["sj-access-01"])).await;
+    h.wait_for_progress(&id, LONG, |p| p.step == ChangeStep::Deploying)
+        .await;
+
+    // SIGTERM, as an orchestrator stops a pod: the worker drains and exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not stop within a minute of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}: {}", first.log());
+    assert!(first.log().contains("worker stopped"), "{}", first.log());
+
+    // What it was doing is picked up by the next worker; the change deploys once.
+    let _second = h.spawn_worker();
+    let result = tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
+    assert_eq!(result.outcome, ChangeOutcome::Succeeded);
+    assert_eq!(h.sims.stats.deploy_requests(), 1, "deployed exactly once");
+}
