@@ -3,8 +3,8 @@
 use changeflow_workflows::results::TemplateParameter;
 use std::collections::BTreeMap;
 
-/// Longest parameter value accepted; longer values are almost certainly a mistake.
-const MAX_VALUE_LEN: usize = 1024;
+/// Longest parameter value accepted, as the tools state it.
+const MAX_VALUE_LEN: usize = changeflow_workflows::limits::MAX_PARAMETER_VALUE;
 
 /// Problems with `values` for a template declaring `template_params`; empty when fine.
 pub fn parameter_problems(

@@ -78,8 +78,7 @@ struct EcsFields {
 
 impl EcsFields {
     fn put(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        let key = match name {
+        let (key, value) = match field.name() {
             "message" => {
                 self.message = match value {
                     Value::String(text) => text,
@@ -91,20 +90,13 @@ impl EcsFields {
                 // ECS allows only success, failure and unknown; the precise word stays ours.
                 self.fields
                     .insert("event.outcome".into(), json!(event_outcome(&value)));
-                self.fields.insert("changeflow.outcome".into(), text(value));
-                return;
+                ("changeflow.outcome".to_string(), text(value))
             }
-            "user" => "user.name".to_string(),
-            "client" => "client.address".to_string(),
-            "error" => "error.message".to_string(),
-            "duration_ns" => "event.duration".to_string(),
-            other => format!("changeflow.{other}"),
-        };
-        let value = if key.ends_with(".name") || key.ends_with(".address") || key == "error.message"
-        {
-            text(value)
-        } else {
-            value
+            "user" => ("user.name".to_string(), text(value)),
+            "client" => ("client.address".to_string(), text(value)),
+            "error" => ("error.message".to_string(), text(value)),
+            "duration_ns" => ("event.duration".to_string(), value),
+            other => (format!("changeflow.{other}"), value),
         };
         self.fields.insert(key, value);
     }

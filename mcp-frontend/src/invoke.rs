@@ -5,7 +5,7 @@ use crate::changes;
 use crate::front_door::FrontDoor;
 use crate::outcome::{AuditUnavailable, Outcome, Progress, Wait};
 use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus};
-use crate::tools::{self, Call, ToolSpec};
+use crate::tools::{self, Call, ChangeAction, ToolSpec};
 use changeflow_engine::audit::{AuditEntry, canonical_hash};
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::metrics as m;
@@ -19,12 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// By default, calls with the same caller, tool and arguments within ten minutes reuse one
 /// workflow (see `FrontDoor::idempotency_window`).
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
-
-enum CallKind {
-    Status,
-    History,
-    Cancel,
-}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -312,12 +306,6 @@ impl FrontDoor {
             });
         }
 
-        // Which of the three change tools a change call is.
-        let call_kind = match &call {
-            Call::Cancel(_) => CallKind::Cancel,
-            Call::History(_) => CallKind::History,
-            _ => CallKind::Status,
-        };
         match call {
             #[cfg(feature = "fixtures")]
             Call::Fixture(fixture_arguments) => {
@@ -435,13 +423,13 @@ impl FrontDoor {
                     }
                 }
             }
-            Call::Status(change) | Call::History(change) | Call::Cancel(change) => {
+            Call::Change(action, change) => {
                 let id = change.change_id;
                 let Ok(status) = self.temporal.status(&id).await else {
                     note(&id, "not found").await?;
                     return Ok(Outcome::NotFound(format!("no change '{id}'")));
                 };
-                if matches!(call_kind, CallKind::Cancel) {
+                if action == ChangeAction::Cancel {
                     let cancelled = self
                         .temporal
                         .cancel(&id, &format!("canceled by {}", identity.subject))
@@ -461,7 +449,7 @@ impl FrontDoor {
                     });
                 }
                 note(&id, "read").await?;
-                if matches!(call_kind, CallKind::History) {
+                if action == ChangeAction::History {
                     return Ok(match self.temporal.history(&id).await {
                         Ok(timeline) => Outcome::done(ChangeHistory {
                             change_id: id,

@@ -20,12 +20,8 @@ pub const SERVERS: [&str; 3] = ["catalyst-center", "servicenow", "changes"];
 pub enum Call {
     /// Start a `TemplateDeployment`.
     Deploy(DeployTemplate),
-    /// Read a change's progress.
-    Status(ChangeId),
-    /// Read a change's step timeline.
-    History(ChangeId),
-    /// Cancel a change.
-    Cancel(ChangeId),
+    /// Read or cancel one change.
+    Change(ChangeAction, ChangeId),
     /// List changes from Temporal visibility.
     List(ChangeFilter),
     /// Run a quick `DownstreamOperation`.
@@ -33,6 +29,17 @@ pub enum Call {
     /// Run a conformance fixture with these arguments (test profile only).
     #[cfg(feature = "fixtures")]
     Fixture(Value),
+}
+
+/// What a change tool does with the change it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeAction {
+    /// Its progress.
+    Status,
+    /// Its step timeline.
+    History,
+    /// Cancel it.
+    Cancel,
 }
 
 /// What a tool does to the systems behind it; sets its policy action and annotations.
@@ -317,16 +324,16 @@ pub const TOOLS: &[ToolSpec] = &[
         CloseChangeRequest => |a| Call::Operation(Operation::CloseChangeRequest(a)), ChangeRequest,
         "Close a change request from Implement or Review with a close code and notes, or cancel one that has not reached Implement."),
     tool!(CHANGES, "get_change_status", "Get a change's status", Effect::Read,
-        ChangeId => Call::Status, ChangeStatus,
+        ChangeId => |c| Call::Change(ChangeAction::Status, c), ChangeStatus,
         "Current step, progress, ticket number and per-device status of a change."),
     tool!(CHANGES, "list_changes", "List changes", Effect::Read,
         ChangeFilter => Call::List, ChangeList,
         "Changes filtered by status, requester, ticket number, device and start time, newest first (Temporal visibility)."),
     tool!(CHANGES, "get_change_history", "Get a change's history", Effect::Read,
-        ChangeId => Call::History, ChangeHistory,
+        ChangeId => |c| Call::Change(ChangeAction::History, c), ChangeHistory,
         "The step timeline of one change from its durable history: each step's scheduling, attempts and result, and how the change ended."),
     tool!(CHANGES, "cancel_change", "Cancel a change", Effect::DestructiveWrite,
-        ChangeId => Call::Cancel, CancelResult,
+        ChangeId => |c| Call::Change(ChangeAction::Cancel, c), CancelResult,
         "Cancel a running change; its ServiceNow ticket is closed as canceled."),
 ];
 
@@ -451,7 +458,7 @@ mod tests {
         let cancel = find(None, "cancel_change").unwrap();
         assert!(matches!(
             (cancel.parse)(json!({"change_id": "c-1"})),
-            Ok(Call::Cancel(_))
+            Ok(Call::Change(ChangeAction::Cancel, _))
         ));
         assert!((cancel.parse)(json!({})).unwrap_err().contains("change_id"));
     }

@@ -41,27 +41,42 @@ pub struct DeployTemplate {
 
 impl Arguments for DeployTemplate {
     fn validate(&self) -> Result<(), String> {
-        limits::id("template_id", &self.template_id)?;
-        if self.devices.is_empty() || self.devices.len() > limits::MAX_DEVICES {
-            return Err(format!(
-                "devices must name 1 to {} devices",
-                limits::MAX_DEVICES
-            ));
-        }
-        for device in &self.devices {
-            limits::id("each device", device)?;
-        }
-        limits::parameters(&self.parameters)?;
-        if let Some(text) = &self.short_description
-            && text.chars().count() > limits::SHORT_TEXT_MAX
-        {
-            return Err(format!(
-                "short_description is limited to {} characters",
-                limits::SHORT_TEXT_MAX
-            ));
-        }
+        check_deployment(
+            &self.template_id,
+            &self.parameters,
+            &self.devices,
+            self.short_description.as_deref(),
+        )?;
         limits::optional_id("idempotency_key", self.idempotency_key.as_deref())
     }
+}
+
+/// What a deployment must satisfy, whether it comes as a tool's arguments (`DeployTemplate`) or
+/// as the workflow's input (`DeploymentRequest`).
+pub(crate) fn check_deployment(
+    template_id: &str,
+    parameters: &BTreeMap<String, String>,
+    devices: &[String],
+    short_description: Option<&str>,
+) -> Result<(), String> {
+    limits::id("template_id", template_id)?;
+    if devices.is_empty() || devices.len() > limits::MAX_DEVICES {
+        return Err(format!(
+            "devices must name 1 to {} devices",
+            limits::MAX_DEVICES
+        ));
+    }
+    for device in devices {
+        limits::id("each device", device)?;
+    }
+    limits::parameters(parameters)?;
+    if short_description.is_some_and(|text| text.chars().count() > limits::SHORT_TEXT_MAX) {
+        return Err(format!(
+            "short_description is limited to {} characters",
+            limits::SHORT_TEXT_MAX
+        ));
+    }
+    Ok(())
 }
 
 /// List Catalyst Center templates, optionally of one project.

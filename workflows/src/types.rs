@@ -36,17 +36,15 @@ impl DeploymentRequest {
         }
     }
 
-    /// The tool's own check (`DeployTemplate::validate`) and a named caller: run before any
-    /// system is asked anything.
+    /// The tool's own check (the one `DeployTemplate::validate` runs) and a named caller: run
+    /// before any system is asked anything.
     pub fn validate(&self) -> Result<(), String> {
-        let arguments = DeployTemplate {
-            template_id: self.template_id.clone(),
-            parameters: self.parameters.clone(),
-            devices: self.devices.clone(),
-            short_description: self.short_description.clone(),
-            idempotency_key: None,
-        };
-        arguments.validate()?;
+        crate::arguments::check_deployment(
+            &self.template_id,
+            &self.parameters,
+            &self.devices,
+            self.short_description.as_deref(),
+        )?;
         if self.requested_by.trim().is_empty() {
             return Err("requested_by must name the caller".into());
         }
