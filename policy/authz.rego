@@ -7,7 +7,13 @@
 #   resource: MCP server, e.g. "catalyst-center"
 #   action:   "read" | "write" | "execute"
 #   tool:     {name, arguments}
-#   context:  {time, client}
+#   context:  {time, client}          (time: seconds since the Unix epoch)
+#   change:   {requested_by}          (tools naming an existing change: its requester)
+#   devices:  [{hostname, role, family}]  (deploy_template: the devices as Catalyst Center
+#             describes them; role "UNKNOWN" when it could not say)
+#
+# The change-governance rules (standard templates, blackouts, approval limits) are in
+# governance.rego, in this same package.
 package changeflow.authz
 
 # The seed's RBAC: group -> resource -> actions. "*" is every resource.
@@ -25,6 +31,7 @@ grants := {
 	"change-approvers": {
 		"servicenow": {"read", "write"},
 		"changes": {"read", "write"},
+		"approvals": {"read", "write"},
 	},
 	"developers": {
 		"github": {"read", "write", "execute"},
@@ -35,8 +42,8 @@ grants := {
 # Devices whose names start with these are lab devices; every other device is production.
 lab_device_prefixes := ["lab-"]
 
-# Tools that approve a change; the change's requester may not call them.
-approval_tools := {"approve_change", "approve_change_request"}
+# Tools that decide on a change; the change's requester may not call them.
+approval_tools := {"approve_change", "reject_change"}
 
 granting_groups contains group if {
 	some group in input.identity.groups
@@ -62,9 +69,14 @@ deny_reasons contains "write and execute on production devices require MFA (amr 
 	not has_mfa
 }
 
-deny_reasons contains sprintf("%s requested this change and cannot approve it", [input.identity.subject]) if {
+deny_reasons contains sprintf("%s requested this change and cannot approve or reject it", [input.identity.subject]) if {
 	input.tool.name in approval_tools
-	input.tool.arguments.requested_by == input.identity.subject
+	input.change.requested_by == input.identity.subject
+}
+
+deny_reasons contains "deciding on a change requires MFA (amr must contain mfa)" if {
+	input.tool.name in approval_tools
+	not has_mfa
 }
 
 default allow := false

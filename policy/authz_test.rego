@@ -33,17 +33,110 @@ test_service_desk_cannot_deploy if {
 	not authz.allow with input as deploy(bob, ["sj-access-01"])
 }
 
+carol := {"subject": "carol", "groups": ["change-approvers"], "amr": ["pwd", "mfa"], "client_id": "c"}
+
+decide(identity, tool, requester) := {
+	"identity": identity,
+	"resource": "approvals",
+	"action": "write",
+	"tool": {"name": tool, "arguments": {"change_id": "change-1", "comment": "ok"}},
+	"context": {},
+	"change": {"requested_by": requester},
+}
+
+test_approver_decides_on_somebody_elses_change if {
+	authz.allow with input as decide(carol, "approve_change", "alice")
+	authz.allow with input as decide(carol, "reject_change", "alice")
+}
+
 test_nobody_approves_their_own_change if {
-	carol := {"subject": "carol", "groups": ["change-approvers"], "amr": ["mfa"], "client_id": "c"}
-	request := {
-		"identity": carol,
-		"resource": "servicenow",
-		"action": "write",
-		"tool": {"name": "approve_change", "arguments": {"requested_by": "carol"}},
-		"context": {},
-	}
+	request := decide(carol, "approve_change", "carol")
 	not authz.allow with input as request
 	contains(authz.reason, "cannot approve") with input as request
+	not authz.allow with input as decide(carol, "reject_change", "carol")
+}
+
+test_deciding_requires_mfa if {
+	no_mfa := object.union(carol, {"amr": ["pwd"]})
+	request := decide(no_mfa, "approve_change", "alice")
+	not authz.allow with input as request
+	contains(authz.reason, "MFA") with input as request
+}
+
+test_only_approvers_decide if {
+	bob := {"subject": "bob", "groups": ["service-desk"], "amr": ["mfa"], "client_id": "c"}
+	not authz.allow with input as decide(bob, "approve_change", "alice")
+	not authz.allow with input as decide(alice, "approve_change", "dave")
+}
+
+ntp := "4b45b32b-3c7b-5f23-b5d2-0cff8e17d75f"
+
+snmp := "25ae5716-a1eb-53cd-a078-16e3ce577a45"
+
+# Wednesday 2026-11-25 10:00 UTC.
+wednesday := 1795600800
+
+change(arguments, roles) := {
+	"identity": alice,
+	"resource": "catalyst-center",
+	"action": "execute",
+	"tool": {"name": "deploy_template", "arguments": object.union({"devices": [d | some d, _ in roles]}, arguments)},
+	"context": {"time": wednesday},
+	"devices": [{"hostname": d, "role": r, "family": "Switches and Hubs"} | some d, r in roles],
+}
+
+test_standard_change_for_a_pre_approved_template if {
+	authz.allow with input as change({"template_id": ntp, "change_type": "standard"}, {"sj-access-01": "ACCESS"})
+}
+
+test_standard_change_for_another_template_names_the_rule if {
+	request := change({"template_id": snmp, "change_type": "standard"}, {"sj-access-01": "ACCESS"})
+	not authz.allow with input as request
+	contains(authz.reason, "rule standard_templates") with input as request
+	authz.allow with input as change({"template_id": snmp}, {"sj-access-01": "ACCESS"})
+}
+
+friday_evening := {"window_start": "2026-11-27T18:00:00Z", "window_end": "2026-11-27T20:00:00Z"}
+
+test_no_normal_changes_on_core_devices_in_the_weekend_freeze if {
+	request := change(object.union({"template_id": snmp}, friday_evening), {"sj-core-01": "CORE"})
+	not authz.allow with input as request
+	contains(authz.reason, "rule blackouts (core weekend freeze)") with input as request
+	contains(authz.reason, "sj-core-01") with input as request
+}
+
+test_blackout_spares_access_devices_and_emergencies if {
+	authz.allow with input as change(object.union({"template_id": snmp}, friday_evening), {"sj-access-01": "ACCESS"})
+	emergency := object.union(friday_evening, {"template_id": snmp, "change_type": "emergency", "justification": "outage"})
+	authz.allow with input as change(emergency, {"sj-core-01": "CORE"})
+}
+
+test_blackout_edges if {
+	before := {"template_id": snmp, "window_start": "2026-11-27T14:00:00Z", "window_end": "2026-11-27T16:00:00Z"}
+	authz.allow with input as change(before, {"sj-core-01": "CORE"})
+	monday := {"template_id": snmp, "window_start": "2026-11-30T06:00:00Z", "window_end": "2026-11-30T08:00:00Z"}
+	authz.allow with input as change(monday, {"sj-core-01": "CORE"})
+	sunday := {"template_id": snmp, "window_start": "2026-11-29T23:00:00Z", "window_end": "2026-11-30T01:00:00Z"}
+	not authz.allow with input as change(sunday, {"sj-core-01": "CORE"})
+	spanning := {"template_id": snmp, "window_start": "2026-11-26T08:00:00Z", "window_end": "2026-12-01T08:00:00Z"}
+	not authz.allow with input as change(spanning, {"sj-core-01": "CORE"})
+}
+
+test_without_a_window_the_request_time_is_judged if {
+	saturday := object.union(change({"template_id": snmp}, {"sj-core-01": "CORE"}), {"context": {"time": 1795860000}})
+	not authz.allow with input as saturday
+	authz.allow with input as change({"template_id": snmp}, {"sj-core-01": "CORE"})
+}
+
+test_unknown_devices_count_as_core if {
+	not authz.allow with input as change(object.union({"template_id": snmp}, friday_evening), {"sj-x": "UNKNOWN"})
+}
+
+test_approval_timeout_is_limited if {
+	authz.allow with input as change({"template_id": snmp, "approval_timeout": "336h"}, {"sj-access-01": "ACCESS"})
+	request := change({"template_id": snmp, "approval_timeout": "500h"}, {"sj-access-01": "ACCESS"})
+	not authz.allow with input as request
+	contains(authz.reason, "rule max_approval_timeout_hours") with input as request
 }
 
 test_decision_always_has_a_reason if {

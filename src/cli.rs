@@ -314,6 +314,30 @@ pub(crate) struct DemoArgs {
     /// Demo user who calls the tool (alice may deploy; bob, say, is refused by policy).
     #[arg(long, default_value = "alice")]
     pub(crate) user: String,
+    /// The change's type: standard runs the pre-approved NTP template without approval (so the
+    /// demo finishes alone); normal and emergency show the approval step, approved as carol.
+    #[arg(long, value_enum, default_value_t = DemoChangeType::Standard)]
+    pub(crate) change_type: DemoChangeType,
+}
+
+/// `demo --change-type`.
+#[cfg(feature = "dev")]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DemoChangeType {
+    Standard,
+    Normal,
+    Emergency,
+}
+
+#[cfg(feature = "dev")]
+impl DemoChangeType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DemoChangeType::Standard => "standard",
+            DemoChangeType::Normal => "normal",
+            DemoChangeType::Emergency => "emergency",
+        }
+    }
 }
 
 #[cfg(feature = "dev")]

@@ -64,38 +64,47 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
     let (mut mcp, _) =
         changeflow::mcp_client::McpClient::connect(&stack.front_door.mcp_url(), &token).await?;
     let devices = ["sj-access-01", "sj-access-02", "lon-access-01"];
+    let change_type = args.change_type.as_str();
     eprintln!(
-        "Calling deploy_template at {} as {}: template \"NTP Servers\" to {}",
+        "Calling deploy_template at {} as {}: template \"NTP Servers\" to {} as a {change_type} change",
         stack.front_door.mcp_url(),
         args.user,
         devices.join(", ")
     );
-    let arguments = serde_json::json!({
+    let mut arguments = serde_json::json!({
         "template_id": seed::id("template", "NTP Servers"),
         "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
         "devices": devices,
+        "change_type": change_type,
         "idempotency_key": format!("demo-{}", uuid::Uuid::new_v4().simple()),
     });
+    if args.change_type == DemoChangeType::Emergency {
+        arguments["justification"] = "demo: an emergency change needs a reason".into();
+    }
     let mut last = String::new();
     let mut announced = false;
-    let outcome = mcp
-        .call_tool("deploy_template", arguments, |percent, message| {
-            // Progress messages start with the change id; show it once.
-            let (change, text) = message
-                .split_once(": ")
-                .filter(|(id, _)| id.starts_with("change-"))
-                .unwrap_or(("", message));
-            if !change.is_empty() && !announced {
-                eprintln!("Change {change} started; progress:");
-                announced = true;
-            }
-            let line = format!("[{percent:>3.0}%] {text}");
-            if line != last {
-                eprintln!("{line}");
-                last = line;
-            }
-        })
-        .await;
+    let mut show = |percent: f64, message: &str| {
+        // Progress messages start with the change id; show it once.
+        let (change, text) = message
+            .split_once(": ")
+            .filter(|(id, _)| id.starts_with("change-"))
+            .unwrap_or(("", message));
+        if !change.is_empty() && !announced {
+            eprintln!("Change {change} started; progress:");
+            announced = true;
+        }
+        let line = format!("[{percent:>3.0}%] {text}");
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+    };
+    let mut outcome = mcp.call_tool("deploy_template", arguments, &mut show).await;
+    if let Ok(result) = &outcome
+        && result["structuredContent"]["status"] == "awaiting_approval"
+    {
+        outcome = approve_as_carol(&stack, &mut mcp, &result["structuredContent"]).await;
+    }
 
     let _ = stop_worker.send(());
     if let Ok(Err(e)) = worker.await {
@@ -105,14 +114,14 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
     let content = result["structuredContent"].clone();
     let change_id = content["change_id"].as_str().unwrap_or("").to_string();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("unknown reason").to_string();
-    let code = if content["outcome"] == "succeeded" {
+    let code = if content["outcome"] == "succeeded" || content["step"] == "completed" {
         println!("{}", serde_json::to_string_pretty(&content)?);
         eprintln!(
             "Change {change_id} succeeded: ticket {} closed successful.",
             text(&content["ticket_number"])
         );
         std::process::ExitCode::SUCCESS
-    } else if content["outcome"] == "failed" {
+    } else if content["outcome"] == "failed" || content["step"] == "failed" {
         println!("{}", serde_json::to_string_pretty(&content)?);
         eprintln!(
             "Change {change_id} failed: ticket {} closed unsuccessful: {}",
@@ -143,6 +152,75 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
         g.data_dir.display()
     );
     Ok(code)
+}
+
+/// The approval step of a normal or emergency demo change: carol (an approver, with MFA)
+/// approves it on the approvals server, then the change is followed to its end. Returns the
+/// final `get_change_status` answer.
+async fn approve_as_carol(
+    stack: &Stack,
+    mcp: &mut changeflow::mcp_client::McpClient,
+    waiting: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let change_id = waiting["change_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "Change {change_id} (ticket {}) {} since {}.",
+        waiting["ticket_number"].as_str().unwrap_or("?"),
+        waiting["message"].as_str().unwrap_or("awaits approval"),
+        waiting["waiting_since"].as_str().unwrap_or("now")
+    );
+    let token =
+        stack
+            .dev_issuer
+            .issuer
+            .mint(&changeflow_devstack::dev_issuer::DevTokenRequest {
+                user: "carol".into(),
+                audience: changeflow_devstack::dev_issuer::DEV_AUDIENCE.to_string(),
+                ttl: Duration::from_secs(600),
+                mfa: Some(true),
+            })?;
+    let approvals = format!("{}/approvals", stack.front_door.mcp_url());
+    let (mut carol, _) = changeflow::mcp_client::McpClient::connect(&approvals, &token).await?;
+    eprintln!("Calling approve_change at {approvals} as carol (change-approvers, MFA) ...");
+    let decided = carol
+        .call_tool(
+            "approve_change",
+            serde_json::json!({"change_id": change_id, "comment": "approved in the changeflow demo"}),
+            |_, _| {},
+        )
+        .await?;
+    if decided["structuredContent"]["accepted"] != true {
+        anyhow::bail!("carol's approval was not accepted: {decided}");
+    }
+    eprintln!("Approved by carol; the change proceeds:");
+    let mut last = String::new();
+    loop {
+        let status = mcp
+            .call_tool(
+                "get_change_status",
+                serde_json::json!({"change_id": change_id}),
+                |_, _| {},
+            )
+            .await?;
+        let content = &status["structuredContent"];
+        let line = format!(
+            "[{:>3}%] {}: {}",
+            content["percent"],
+            content["step"].as_str().unwrap_or("?"),
+            content["message"].as_str().unwrap_or("")
+        );
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if content["status"] != "running" {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {

@@ -60,7 +60,7 @@ async fn happy_path_opens_deploys_verifies_and_closes_the_ticket() {
     let ticket = h.ticket(&number);
     assert_eq!(ticket.get("state"), "3", "closed");
     assert_eq!(ticket.get("close_code"), "successful");
-    assert_eq!(ticket.get("type"), "normal");
+    assert_eq!(ticket.get("type"), "standard");
     assert_eq!(ticket.get("correlation_id"), id);
     assert_eq!(
         ticket.get("requested_by"),
@@ -206,34 +206,37 @@ async fn invalid_input_is_rejected_before_any_ticket_is_opened() {
     };
     let cases: Vec<(DeploymentRequest, &str)> = vec![
         (
-            with(|r| r.template_id = "00000000-0000-0000-0000-000000000000".into()),
+            with(|r| r.change.template_id = "00000000-0000-0000-0000-000000000000".into()),
             "does not exist",
         ),
         (
             with(|r| {
-                r.parameters
+                r.change
+                    .parameters
                     .insert("ntp_primary".into(), "ten.dot.zero".into());
             }),
             "must be an IP address",
         ),
         (
             with(|r| {
-                r.parameters.remove("ntp_secondary");
+                r.change.parameters.remove("ntp_secondary");
             }),
             "missing required parameter 'ntp_secondary'",
         ),
         (
             with(|r| {
-                r.parameters.insert("enable_secret".into(), "x".into());
+                r.change
+                    .parameters
+                    .insert("enable_secret".into(), "x".into());
             }),
             "unknown parameter 'enable_secret'",
         ),
         (
-            with(|r| r.devices = vec!["no-such-switch".into()]),
+            with(|r| r.change.devices = vec!["no-such-switch".into()]),
             "not known to Catalyst Center",
         ),
         (
-            with(|r| r.devices = vec!["lon-access-03".into()]),
+            with(|r| r.change.devices = vec!["lon-access-03".into()]),
             "unreachable",
         ),
     ];
@@ -254,7 +257,7 @@ async fn invalid_input_is_rejected_before_any_ticket_is_opened() {
         );
     }
     // Shape errors are refused before a workflow is even started.
-    let empty = with(|r| r.devices.clear());
+    let empty = with(|r| r.change.devices.clear());
     assert!(
         changes::start(&h.client, &h.task_queue, "change-never", empty)
             .await

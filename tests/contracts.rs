@@ -105,3 +105,34 @@ async fn pysnc_works_against_the_servicenow_simulator_over_tls() {
         "the script cleaned up after itself"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_follow_the_contract_through_pysnc() {
+    let dir = TempDir::new("changeflow-contract");
+    let sims = simulators(&dir).await;
+    let ca = sims.ca_file.clone().unwrap();
+    let url = sims.servicenow_url.clone();
+    let creds = sims.credentials.clone();
+    tokio::task::spawn_blocking(move || {
+        run_script(
+            "servicenow_approvals.py",
+            &[
+                ("SERVICENOW_URL", &url),
+                ("SN_USER", &creds.servicenow_username),
+                ("SN_PASSWORD", &creds.servicenow_password),
+                ("PEOPLE_PASSWORD", &creds.servicenow_people_password),
+                ("CA_FILE", ca.to_str().unwrap()),
+            ],
+            8,
+        )
+    })
+    .await
+    .unwrap();
+    let approvals = sims.servicenow.approvals();
+    let commented = approvals
+        .iter()
+        .find(|a| a.journal.iter().any(|j| j.value == "looks good"))
+        .expect("carol's comment is in her record's journal");
+    assert_eq!(commented.get("state"), "approved");
+    assert_eq!(commented.journal[0].author, "carol");
+}

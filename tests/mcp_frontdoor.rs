@@ -32,6 +32,15 @@ async fn front_door(h: &Harness) -> Door {
 }
 
 async fn front_door_with_window(h: &Harness, idempotency_window: Duration) -> Door {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+    front_door_with(h, idempotency_window, &shipped).await
+}
+
+async fn front_door_with(
+    h: &Harness,
+    idempotency_window: Duration,
+    policy_dir: &std::path::Path,
+) -> Door {
     let issuer = dev_issuer::start(&h.dir.0.join("idp"), 0).await.unwrap();
     let verifier = TokenVerifier::discover(
         VerifierConfig::new(issuer.url(), "changeflow"),
@@ -39,9 +48,7 @@ async fn front_door_with_window(h: &Harness, idempotency_window: Duration) -> Do
     )
     .await
     .unwrap();
-    let policy =
-        PolicyEngine::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy"))
-            .unwrap();
+    let policy = PolicyEngine::load(policy_dir).unwrap();
     let audit = Arc::new(AuditStore::open_in(&h.dir.0.join("audit")).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -122,7 +129,8 @@ fn ntp_arguments() -> Value {
         "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
         "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
         "devices": ["sj-access-01"],
-        "idempotency_key": "ticket-4711"
+        "idempotency_key": "ticket-4711",
+        "change_type": "standard"
     })
 }
 
@@ -213,7 +221,10 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "get_change_status",
             "list_changes",
             "get_change_history",
-            "cancel_change"
+            "cancel_change",
+            "approve_change",
+            "reject_change",
+            "list_pending_approvals"
         ]
     );
     assert!(
@@ -1311,4 +1322,324 @@ async fn the_rest_proxy_agrees_with_its_openapi_document() {
         "schemathesis found issues:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(" passed"), "nothing was tested:\n{stdout}");
+}
+
+/// Polls a read tool until `done` holds for its structured result (visibility and progress
+/// are eventually consistent).
+async fn until(
+    client: &mut McpClient,
+    tool: &str,
+    arguments: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (result, _) = call(client, tool, arguments.clone()).await;
+        if done(&result["structuredContent"]) {
+            return result["structuredContent"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tool} never showed it: {result}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_change_is_approved_over_mcp_by_an_approver_only() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let (mut alice, _) = door.client("/mcp", &door.token("alice")).await;
+    let mut arguments = ntp_arguments();
+    arguments["change_type"] = json!("normal");
+    arguments["idempotency_key"] = json!("governed-1");
+
+    // A client without tasks is not held while the change waits for a person.
+    let (waiting, progress) = call(&mut alice, "deploy_template", arguments).await;
+    let waiting = &waiting["structuredContent"];
+    assert_eq!(waiting["status"], "awaiting_approval", "{waiting}");
+    assert_eq!(waiting["approvers"], json!(["carol"]));
+    assert!(
+        waiting["ticket_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("CHG")
+    );
+    assert!(
+        progress.iter().any(|p| p.contains("awaiting_approval")),
+        "progress flowed while the call was open: {progress:?}"
+    );
+    let change_id = waiting["change_id"].as_str().unwrap().to_string();
+    let status = until(
+        &mut alice,
+        "get_change_status",
+        json!({"change_id": change_id}),
+        |s| s["step"] == "awaiting_approval",
+    )
+    .await;
+    assert_eq!(status["approvers"], json!(["carol"]));
+    assert!(status["waiting_since"].is_string(), "{status}");
+    until(
+        &mut alice,
+        "list_changes",
+        json!({"status": "awaiting_approval"}),
+        |l| {
+            l["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["change_id"] == change_id.as_str())
+        },
+    )
+    .await;
+
+    // The requester is refused by policy; so are people outside change-approvers and an
+    // approver without MFA. Nothing reaches the change.
+    let decision = json!({"change_id": change_id, "comment": "lgtm"});
+    let (own, _) = call(&mut alice, "approve_change", decision.clone()).await;
+    assert_eq!(own["isError"], true, "{own}");
+    assert!(
+        own["structuredContent"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alice requested this change"),
+        "{own}"
+    );
+    let (mut bob, _) = door.client("/mcp", &door.token("bob")).await;
+    let (bobs, _) = call(&mut bob, "approve_change", decision.clone()).await;
+    assert_eq!(
+        bobs["structuredContent"]["missing_permission"], "write on approvals",
+        "{bobs}"
+    );
+    let carol_no_mfa = door
+        .issuer
+        .issuer
+        .mint(&DevTokenRequest {
+            user: "carol".into(),
+            audience: "changeflow".into(),
+            ttl: Duration::from_secs(60),
+            mfa: Some(false),
+        })
+        .unwrap();
+    let (mut weak, _) = door.client("/mcp/approvals", &carol_no_mfa).await;
+    let (weak, _) = call(&mut weak, "approve_change", decision.clone()).await;
+    assert!(
+        weak["structuredContent"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MFA"),
+        "{weak}"
+    );
+
+    // Carol finds it among her pending approvals, on the approvals server, and approves.
+    let (mut carol, _) = door.client("/mcp/approvals", &door.token("carol")).await;
+    let pending = until(&mut carol, "list_pending_approvals", json!({}), |l| {
+        l["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["change_id"] == change_id.as_str())
+    })
+    .await;
+    assert!(
+        pending["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["step"] == "awaiting_approval")
+    );
+    let (mut alice_on_approvals, _) = door.client("/mcp/approvals", &door.token("alice")).await;
+    let (nothing, _) = call(&mut alice_on_approvals, "list_pending_approvals", json!({})).await;
+    assert!(
+        nothing["structuredContent"].get("changes").is_none(),
+        "alice has no approvals to list: {nothing}"
+    );
+
+    // A front-door restart loses nothing: the change lives in Temporal.
+    drop(door);
+    let door = front_door(&h).await;
+    let (mut carol, _) = door.client("/mcp/approvals", &door.token("carol")).await;
+    let (approved, _) = call(&mut carol, "approve_change", decision.clone()).await;
+    let approved = &approved["structuredContent"];
+    assert_eq!(approved["accepted"], true, "{approved}");
+    assert_eq!(approved["verdict"], "approved");
+    assert_eq!(approved["approver"], "carol");
+    let (mut alice, _) = door.client("/mcp", &door.token("alice")).await;
+    let done = until(
+        &mut alice,
+        "get_change_status",
+        json!({"change_id": change_id}),
+        |s| s["status"] == "completed",
+    )
+    .await;
+    assert_eq!(done["step"], "completed", "{done}");
+    assert_eq!(done["decisions"][0]["approver"], "carol");
+    assert_eq!(h.sims.stats.deploy_requests(), 1);
+    let decisions: Vec<String> = door
+        .audit
+        .list(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.tool == "approve_change")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.entry.subject, r.entry.decision, r.entry.outcome
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            "alice deny denied",
+            "bob deny denied",
+            "carol deny denied",
+            "carol allow approved"
+        ],
+        "every decision is audited, refused ones too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_approval_is_refused_by_the_change_even_when_policy_allows_it() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    // A policy with a mistake: alice may decide on approvals, and self-approval is not denied.
+    let policy = h.dir.0.join("lax-policy");
+    std::fs::create_dir_all(&policy).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+    for name in ["authz.rego", "governance.rego"] {
+        let text = std::fs::read_to_string(shipped.join(name)).unwrap();
+        let text = text
+            .replace("input.change.requested_by == input.identity.subject", "false")
+            .replace(
+                "\"changes\": {\"read\", \"write\", \"execute\"},\n\t},",
+                "\"changes\": {\"read\", \"write\", \"execute\"},\n\t\t\"approvals\": {\"read\", \"write\"},\n\t},",
+            );
+        std::fs::write(policy.join(name), text).unwrap();
+    }
+    let door = front_door_with(
+        &h,
+        changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+        &policy,
+    )
+    .await;
+    let (mut alice, _) = door.client("/mcp", &door.token("alice")).await;
+    let mut arguments = ntp_arguments();
+    arguments["change_type"] = json!("normal");
+    let (waiting, _) = call(&mut alice, "deploy_template", arguments).await;
+    let change_id = waiting["structuredContent"]["change_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (own, _) = call(
+        &mut alice,
+        "approve_change",
+        json!({"change_id": change_id}),
+    )
+    .await;
+    let text = tool_error_text(&own);
+    assert!(
+        text.contains("alice requested this change and cannot approve"),
+        "{text}"
+    );
+    let audited: Vec<String> = door
+        .audit
+        .list(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.tool == "approve_change")
+        .map(|r| format!("{} {}", r.entry.decision, r.entry.outcome))
+        .collect();
+    assert_eq!(
+        audited,
+        vec!["allow refused"],
+        "the lax policy allowed it; the change refused"
+    );
+
+    // Rejected by carol instead: the change ends rejected, nothing deployed.
+    let (mut carol, _) = door.client("/mcp", &door.token("carol")).await;
+    let (missing, _) = call(&mut carol, "reject_change", json!({"change_id": change_id})).await;
+    assert!(tool_error_text(&missing).contains("comment"), "{missing}");
+    let (rejected, _) = call(
+        &mut carol,
+        "reject_change",
+        json!({"change_id": change_id, "comment": "not during the freeze"}),
+    )
+    .await;
+    assert_eq!(
+        rejected["structuredContent"]["verdict"], "rejected",
+        "{rejected}"
+    );
+    let done = until(
+        &mut alice,
+        "get_change_status",
+        json!({"change_id": change_id}),
+        |s| s["status"] == "completed",
+    )
+    .await;
+    assert_eq!(done["step"], "rejected", "{done}");
+    assert_eq!(h.sims.stats.deploy_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_rules_refuse_at_the_door_before_any_ticket() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let (mut alice, _) = door.client("/mcp", &door.token("alice")).await;
+
+    let mut snmp = ntp_arguments();
+    snmp["template_id"] = json!(changeflow_simulators::seed::id(
+        "template",
+        "SNMP Community"
+    ));
+    snmp["parameters"] = json!({"community": "s3cret-ro"});
+    let (standard, _) = call(&mut alice, "deploy_template", snmp).await;
+    assert!(
+        standard["structuredContent"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rule standard_templates"),
+        "{standard}"
+    );
+
+    // Next Friday evening on a core switch: the weekend freeze.
+    let now = time::OffsetDateTime::now_utc();
+    let days = (4 + 7 - now.weekday().number_days_from_monday()) % 7 + 7;
+    let friday =
+        (now + time::Duration::days(i64::from(days))).replace_time(time::macros::time!(18:00));
+    let format = &time::format_description::well_known::Rfc3339;
+    let mut frozen = ntp_arguments();
+    frozen["change_type"] = json!("normal");
+    frozen["devices"] = json!(["sj-core-01"]);
+    frozen["window_start"] = json!(friday.format(format).unwrap());
+    frozen["window_end"] = json!((friday + time::Duration::hours(2)).format(format).unwrap());
+    let (blackout, _) = call(&mut alice, "deploy_template", frozen.clone()).await;
+    let reason = blackout["structuredContent"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("rule blackouts (core weekend freeze)") && reason.contains("sj-core-01"),
+        "{reason}"
+    );
+
+    let mut emergency = frozen;
+    emergency["change_type"] = json!("emergency");
+    let (unjustified, _) = call(&mut alice, "deploy_template", emergency).await;
+    assert!(
+        tool_error_text(&unjustified).contains("justification"),
+        "{unjustified}"
+    );
+
+    assert!(
+        h.sims.servicenow.change_requests().is_empty(),
+        "no ticket was opened"
+    );
+    assert_eq!(h.sims.stats.deploy_requests(), 0);
 }

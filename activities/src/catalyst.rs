@@ -62,6 +62,7 @@ impl NetworkDevice {
                 management_ip: text(device, "managementIpAddress"),
                 platform: text(device, "platformId"),
                 family: text(device, "family"),
+                role: text(device, "role"),
                 software_version: text(device, "softwareVersion"),
                 reachability: text(device, "reachabilityStatus"),
                 managed: collection_status == "Managed",

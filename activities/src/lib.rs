@@ -84,16 +84,16 @@ impl DownstreamActivities {
         request: DeploymentRequest,
     ) -> Result<ValidatedDeployment, DownstreamError> {
         // The request's shape was checked by the workflow (`DeploymentRequest::validate`).
-        let template = match self.catalyst.template(&request.template_id).await {
+        let template = match self.catalyst.template(&request.change.template_id).await {
             Err(DownstreamError::NotFound { message, .. }) => {
                 return Err(DownstreamError::Invalid(message));
             }
             other => other?,
         };
         let mut problems =
-            validation::parameter_problems(&template.parameters, &request.parameters);
+            validation::parameter_problems(&template.parameters, &request.change.parameters);
         let mut devices = Vec::new();
-        for name in &request.devices {
+        for name in &request.change.devices {
             match self.catalyst.find_device(name).await? {
                 None => problems.push(format!("device '{name}' is not known to Catalyst Center")),
                 Some(device) if !device.device.managed => problems.push(format!(
@@ -126,7 +126,11 @@ impl DownstreamActivities {
         };
         let preview = self
             .catalyst
-            .preview(&request.template_id, &request.parameters, &first.id)
+            .preview(
+                &request.change.template_id,
+                &request.change.parameters,
+                &first.id,
+            )
             .await?;
         if !preview.errors.is_empty() {
             return Err(DownstreamError::Invalid(format!(
@@ -135,25 +139,17 @@ impl DownstreamActivities {
             )));
         }
         Ok(ValidatedDeployment {
-            template_id: request.template_id,
+            template_id: request.change.template_id,
             template_name: template.name,
             project_name: template.project_name,
-            parameters: request.parameters,
+            parameters: request.change.parameters,
             devices,
             preview: preview.rendered,
         })
     }
 
     async fn open_ticket(&self, ticket: NewChangeTicket) -> Result<ChangeTicket, DownstreamError> {
-        let record = self
-            .servicenow
-            .open_once(
-                &ticket.correlation_id,
-                &ticket.short_description,
-                &ticket.description,
-                &ticket.requested_by,
-            )
-            .await?;
+        let record = self.servicenow.open_once(&ticket).await?;
         let field = |name: &str| servicenow::field(&record, name).to_string();
         if field("sys_id").is_empty() || field("number").is_empty() {
             return Err(DownstreamError::protocol(
@@ -245,14 +241,74 @@ impl DownstreamActivities {
             .map_err(DownstreamError::into_activity_error)
     }
 
-    #[activity(definition = change_activities::StartImplementation)]
-    pub async fn start_implementation(
+    #[activity(definition = change_activities::AdvanceTicket)]
+    pub async fn advance_ticket(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        advance: AdvanceTicket,
+    ) -> Result<(), ActivityError> {
+        self.servicenow
+            .advance(&advance.ticket.sys_id, advance.change_type, advance.to)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    #[activity(definition = change_activities::PendingApprovers)]
+    pub async fn pending_approvers(
         self: Arc<Self>,
         _ctx: ActivityContext,
         ticket: ChangeTicket,
-    ) -> Result<(), ActivityError> {
+    ) -> Result<PendingApprovers, ActivityError> {
+        let approvals = self
+            .servicenow
+            .approvals(&ticket.sys_id)
+            .await
+            .map_err(DownstreamError::into_activity_error)?;
+        Ok(PendingApprovers {
+            approvers: approvals
+                .into_iter()
+                .filter(|a| a.state == "requested")
+                .map(|a| a.approver)
+                .collect(),
+        })
+    }
+
+    /// Looks at the change's approval every `poll_secs` until ServiceNow has a decision,
+    /// heartbeating every second in between so a lost worker is noticed and a cancellation
+    /// (a decision arrived through changeflow) ends it at once.
+    #[activity(definition = change_activities::AwaitApproval)]
+    pub async fn await_approval(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        wait: AwaitApproval,
+    ) -> Result<ApprovalDecision, ActivityError> {
+        loop {
+            let decided = self
+                .servicenow
+                .decided(&wait.ticket.sys_id)
+                .await
+                .map_err(DownstreamError::into_activity_error)?;
+            if let Some(decision) = decided {
+                return Ok(decision);
+            }
+            for _ in 0..wait.poll_secs.max(1) {
+                ctx.record_heartbeat(()).await?;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                }
+            }
+        }
+    }
+
+    #[activity(definition = change_activities::RecordDecision)]
+    pub async fn record_decision(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        record: RecordDecision,
+    ) -> Result<ApprovalRollup, ActivityError> {
         self.servicenow
-            .move_to_implement(&ticket.sys_id)
+            .record_decision(&record.ticket.sys_id, &record.decision)
             .await
             .map_err(DownstreamError::into_activity_error)
     }

@@ -5,7 +5,8 @@
 use crate::DownstreamActivities;
 use crate::http::DownstreamError;
 use crate::servicenow::{ChangeRecord, CloseMode, field, state_code, state_of};
-use changeflow_workflows::arguments::Reachability;
+use changeflow_workflows::NewChangeTicket;
+use changeflow_workflows::arguments::{ChangeType, Reachability};
 use changeflow_workflows::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use changeflow_workflows::operations::*;
 use changeflow_workflows::results::*;
@@ -110,12 +111,15 @@ impl DownstreamActivities {
             Operation::CreateChangeRequest(args) => {
                 let record = self
                     .servicenow
-                    .open_once(
-                        correlation_id,
-                        &args.short_description,
-                        &args.description.unwrap_or_default(),
-                        &request.requested_by,
-                    )
+                    .open_once(&NewChangeTicket {
+                        correlation_id: correlation_id.to_string(),
+                        short_description: args.short_description,
+                        description: args.description.unwrap_or_default(),
+                        requested_by: request.requested_by.clone(),
+                        change_type: ChangeType::Normal,
+                        justification: None,
+                        window: None,
+                    })
                     .await?;
                 value(self.describe_one(record).await?)
             }

@@ -4,7 +4,10 @@
 use crate::http::{DownstreamError, send_json, with_retries};
 use crate::session::Api;
 use changeflow_credentials::CredentialProvider;
-use changeflow_workflows::arguments::{CloseCode, TicketState};
+use changeflow_workflows::arguments::{ChangeType, CloseCode, TicketState, Window};
+use changeflow_workflows::{
+    ApprovalDecision, ApprovalRollup, DecisionSource, NewChangeTicket, Verdict,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -31,14 +34,48 @@ pub const STATE_CODES: [(TicketState, &str); 8] = [
     (TicketState::Canceled, "4"),
 ];
 
-/// The normal-change path from New to Implement, in order.
-const TO_IMPLEMENT: [TicketState; 5] = [
-    TicketState::New,
-    TicketState::Assess,
-    TicketState::Authorize,
-    TicketState::Scheduled,
-    TicketState::Implement,
-];
+/// A change type's path from New to Implement, in order (the contract's state model).
+fn path_to_implement(change_type: ChangeType) -> &'static [TicketState] {
+    match change_type {
+        ChangeType::Standard => &[
+            TicketState::New,
+            TicketState::Scheduled,
+            TicketState::Implement,
+        ],
+        ChangeType::Normal => &[
+            TicketState::New,
+            TicketState::Assess,
+            TicketState::Authorize,
+            TicketState::Scheduled,
+            TicketState::Implement,
+        ],
+        ChangeType::Emergency => &[
+            TicketState::New,
+            TicketState::Authorize,
+            TicketState::Scheduled,
+            TicketState::Implement,
+        ],
+    }
+}
+
+/// ServiceNow's date-time text ("YYYY-MM-DD HH:MM:SS", UTC) of seconds since the epoch.
+fn glide_time(secs: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
+/// An approval record (`sysapproval_approver`) as the workflow needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub sys_id: String,
+    /// The approver's user name.
+    pub approver: String,
+    /// requested, approved, rejected, cancelled, ...
+    pub state: String,
+}
 
 /// A state's code.
 pub fn state_code(state: TicketState) -> &'static str {
@@ -174,26 +211,32 @@ impl ServiceNowClient {
         }
     }
 
-    /// The normal change request this correlation id opened, opening it if there is none yet,
-    /// so a retried open never opens a second one.
+    /// The change request this correlation id opened, opening it if there is none yet, so a
+    /// retried open never opens a second one. Its type, justification and planned window
+    /// (`start_date`/`end_date`) are the ticket's.
     pub async fn open_once(
         &self,
-        correlation_id: &str,
-        short_description: &str,
-        description: &str,
-        requested_by: &str,
+        ticket: &NewChangeTicket,
     ) -> Result<ChangeRecord, DownstreamError> {
-        if let Some(existing) = self.find_by_correlation(correlation_id).await? {
+        if let Some(existing) = self.find_by_correlation(&ticket.correlation_id).await? {
             return Ok(existing);
         }
-        let fields = json!({
-            "type": "normal",
-            "short_description": short_description,
-            "description": description,
-            "requested_by": requested_by,
-            "correlation_id": correlation_id,
+        let mut fields = json!({
+            "type": ticket.change_type.as_str(),
+            "short_description": ticket.short_description,
+            "description": ticket.description,
+            "requested_by": ticket.requested_by,
+            "correlation_id": ticket.correlation_id,
             "correlation_display": "changeflow",
         });
+        if let Some(justification) = &ticket.justification {
+            fields["justification"] = json!(justification);
+            fields["work_notes"] = json!(format!("Justification: {justification}"));
+        }
+        if let Some(Window { start, end }) = ticket.window {
+            fields["start_date"] = json!(glide_time(start));
+            fields["end_date"] = json!(glide_time(end));
+        }
         self.create(&fields).await
     }
 
@@ -248,22 +291,150 @@ impl ServiceNowClient {
         Self::record(result)
     }
 
-    /// Moves a normal change from wherever it is on the way to Implement, one state at a time.
-    pub async fn move_to_implement(&self, sys_id: &str) -> Result<(), DownstreamError> {
+    /// Moves a change from wherever it is along its type's path up to `to`, one state at a
+    /// time; a change already there (or past it) is left alone, so a retry is harmless.
+    pub async fn advance(
+        &self,
+        sys_id: &str,
+        change_type: ChangeType,
+        to: TicketState,
+    ) -> Result<(), DownstreamError> {
+        let path = path_to_implement(change_type);
         let record = self.get(sys_id).await?;
-        let Some(position) =
-            state_of(&record).and_then(|current| TO_IMPLEMENT.iter().position(|s| *s == current))
-        else {
+        let current = state_of(&record).and_then(|c| path.iter().position(|s| *s == c));
+        let Some(target) = path.iter().position(|s| *s == to) else {
             return Err(DownstreamError::Invalid(format!(
-                "change request is in state {}, which cannot move to Implement",
-                field(&record, "state")
+                "a {} change never passes {}",
+                change_type.as_str(),
+                state_label(to)
             )));
         };
-        for state in &TO_IMPLEMENT[position + 1..] {
+        let Some(position) = current else {
+            return Err(DownstreamError::Invalid(format!(
+                "change request {} is in state {}, which cannot move to {}",
+                field(&record, "number"),
+                field(&record, "state"),
+                state_label(to)
+            )));
+        };
+        for state in path.iter().take(target + 1).skip(position + 1) {
             self.update(sys_id, &json!({ "state": state_code(*state) }))
                 .await?;
         }
         Ok(())
+    }
+
+    /// The approval records of a change, with their approvers' user names.
+    pub async fn approvals(&self, change_sys_id: &str) -> Result<Vec<Approval>, DownstreamError> {
+        let query = format!("sysapproval={change_sys_id}^ORDERBYsys_created_on");
+        let records = self
+            .query_table("sysapproval_approver", &query, 100)
+            .await?;
+        let mut approvals = Vec::new();
+        for record in records {
+            let approver = field(&record, "approver");
+            let name = match self.user(approver).await? {
+                Some(user) => field(&user, "user_name").to_string(),
+                None => approver.to_string(),
+            };
+            approvals.push(Approval {
+                sys_id: field(&record, "sys_id").to_string(),
+                approver: name,
+                state: field(&record, "state").to_string(),
+            });
+        }
+        Ok(approvals)
+    }
+
+    /// The change's decision once its approval rollup is decided: the decisive approver (the
+    /// one who rejected, or the last who approved). `None` while it is still requested.
+    pub async fn decided(
+        &self,
+        change_sys_id: &str,
+    ) -> Result<Option<ApprovalDecision>, DownstreamError> {
+        let record = self.get(change_sys_id).await?;
+        let verdict = match field(&record, "approval") {
+            "approved" => Verdict::Approved,
+            "rejected" => Verdict::Rejected,
+            _ => return Ok(None),
+        };
+        let wanted = match verdict {
+            Verdict::Approved => "approved",
+            Verdict::Rejected => "rejected",
+        };
+        let approvals = self.approvals(change_sys_id).await?;
+        let approver = approvals
+            .iter()
+            .rev()
+            .find(|a| a.state == wanted)
+            .map_or_else(|| "ServiceNow".to_string(), |a| a.approver.clone());
+        Ok(Some(ApprovalDecision {
+            approver,
+            verdict,
+            comment: format!("{wanted} in ServiceNow"),
+            source: DecisionSource::ServiceNow,
+        }))
+    }
+
+    /// Writes an approver's decision on their approval record, with the comment, and a work
+    /// note on the change; returns the change's rollup afterwards. A record already showing
+    /// the decision is not written again (a retry is harmless).
+    pub async fn record_decision(
+        &self,
+        change_sys_id: &str,
+        decision: &ApprovalDecision,
+    ) -> Result<ApprovalRollup, DownstreamError> {
+        let approvals = self.approvals(change_sys_id).await?;
+        let state = match decision.verdict {
+            Verdict::Approved => "approved",
+            Verdict::Rejected => "rejected",
+        };
+        let Some(approval) = approvals
+            .iter()
+            .filter(|a| a.approver == decision.approver)
+            .find(|a| a.state == "requested" || a.state == state)
+        else {
+            return Err(DownstreamError::Invalid(format!(
+                "{} has no approval request on this change in ServiceNow",
+                decision.approver
+            )));
+        };
+        if approval.state == "requested" {
+            let comment = format!(
+                "{} by {} through changeflow: {}",
+                if state == "approved" {
+                    "Approved"
+                } else {
+                    "Rejected"
+                },
+                decision.approver,
+                if decision.comment.is_empty() {
+                    "no comment"
+                } else {
+                    decision.comment.as_str()
+                }
+            );
+            let path = format!("/api/now/table/sysapproval_approver/{}", approval.sys_id);
+            let body = json!({"state": state, "comments": comment});
+            with_retries(|| {
+                self.api.call(
+                    || self.login(),
+                    Method::PATCH,
+                    &path,
+                    &[("sysparm_exclude_reference_link", "true")],
+                    Some(&body),
+                )
+            })
+            .await?;
+            self.update(change_sys_id, &json!({"work_notes": comment}))
+                .await?;
+        }
+        let record = self.get(change_sys_id).await?;
+        Ok(match field(&record, "approval") {
+            "approved" => ApprovalRollup::Approved,
+            "rejected" => ApprovalRollup::Rejected,
+            _ => ApprovalRollup::Requested,
+        })
     }
 
     /// Closes (or, with `canceled`, cancels) a change request through the state model: from

@@ -27,7 +27,7 @@ pub const DEV_CLIENT_ID: &str = "changeflow-dev";
 pub const DEV_USERS: &[(&str, &str, &[&str], bool)] = &[
     ("alice", "Alice Network", &["network-engineers"], true),
     ("bob", "Bob Servicedesk", &["service-desk"], false),
-    ("carol", "Carol Approver", &["change-approvers"], false),
+    ("carol", "Carol Approver", &["change-approvers"], true),
     ("dave", "Dave Developer", &["developers"], false),
     ("admin", "System Administrator", &["admin"], true),
 ];

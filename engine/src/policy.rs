@@ -37,6 +37,12 @@ pub struct PolicyInput {
     pub action: String,
     pub tool: PolicyTool,
     pub context: serde_json::Value,
+    /// For tools naming an existing change: facts about it (`requested_by`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<serde_json::Value>,
+    /// For `deploy_template`: its devices as Catalyst Center describes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

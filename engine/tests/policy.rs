@@ -39,7 +39,9 @@ fn input(
             name: tool.into(),
             arguments,
         },
-        context: json!({"time": "2026-11-26T08:00:00Z", "client": "test"}),
+        context: json!({"time": 1795600800, "client": "test"}),
+        change: None,
+        devices: None,
     }
 }
 
@@ -199,30 +201,30 @@ fn write_and_execute_on_production_devices_require_mfa() {
 #[test]
 fn nobody_approves_a_change_they_requested() {
     let engine = PolicyEngine::load(shipped_policy()).unwrap();
-    let approve = |subject: &str, requested_by: &str| {
-        engine.decide(&input(
-            identity(subject, "change-approvers", true),
-            "servicenow",
+    let decide = |subject: &str, group: &str, tool: &str, requested_by: &str| {
+        let mut request = input(
+            identity(subject, group, true),
+            "approvals",
             "write",
-            "approve_change",
-            json!({"requested_by": requested_by, "number": "CHG0030001"}),
-        ))
+            tool,
+            json!({"change_id": "change-1", "comment": "ok"}),
+        );
+        request.change = Some(json!({"requested_by": requested_by}));
+        engine.decide(&request)
     };
-    let own = approve("carol", "carol");
+    let own = decide("carol", "change-approvers", "approve_change", "carol");
     assert!(!own.allow);
     assert_eq!(
         own.reason,
-        "carol requested this change and cannot approve it"
+        "carol requested this change and cannot approve or reject it"
     );
-    assert!(approve("carol", "alice").allow);
-    let admin_own = engine.decide(&input(
-        identity("root", "admin", true),
-        "servicenow",
-        "write",
-        "approve_change",
-        json!({"requested_by": "root"}),
-    ));
-    assert!(!admin_own.allow, "not even an admin");
+    assert!(!decide("carol", "change-approvers", "reject_change", "carol").allow);
+    assert!(decide("carol", "change-approvers", "approve_change", "alice").allow);
+    assert!(
+        !decide("root", "admin", "approve_change", "root").allow,
+        "not even an admin"
+    );
+    assert!(decide("root", "admin", "approve_change", "alice").allow);
 }
 
 #[test]

@@ -4,16 +4,16 @@ use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use changeflow_workflows::failure::FailureType;
 use changeflow_workflows::limits::{self, ID_PATTERN};
 use changeflow_workflows::{
-    Arguments, ChangeProgress, ChangeResult, DeploymentRequest, DownstreamOperation,
-    OperationRequest, TemplateDeployment, search,
+    ApprovalDecision, Arguments, ChangeProgress, ChangeResult, ChangeStep, DecisionReceipt,
+    DeploymentRequest, DownstreamOperation, OperationRequest, TemplateDeployment, search,
 };
 use futures_util::StreamExt;
 use schemars::JsonSchema;
 use std::time::Duration;
 use temporalio_client::{
-    Client, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
-    errors::{WorkflowGetResultError, WorkflowStartError},
+    Client, WorkflowCancelOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+    errors::{WorkflowGetResultError, WorkflowStartError, WorkflowUpdateError},
 };
 use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_common::search_attributes::SearchAttributes;
@@ -40,7 +40,7 @@ pub async fn start(
     request: DeploymentRequest,
 ) -> Result<(), ChangeError> {
     request.validate().map_err(ChangeError::Invalid)?;
-    let (requester, devices) = (request.requested_by.clone(), request.devices.clone());
+    let (requester, devices) = (request.requested_by.clone(), request.change.devices.clone());
     let started = client
         .start_workflow(
             TemplateDeployment::run,
@@ -160,11 +160,61 @@ pub async fn result(
 
 /// A change's result as tools return it: the workflow's result with the change id.
 pub fn result_value(workflow_id: &str, result: &ChangeResult) -> serde_json::Value {
-    serde_json::to_value(crate::results::DeployResult {
-        change_id: workflow_id.to_string(),
-        result: result.clone(),
-    })
-    .unwrap_or_default()
+    serde_json::to_value(crate::results::DeployResult::finished(workflow_id, result))
+        .unwrap_or_default()
+}
+
+/// Why a decision was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No such change.
+    #[error("no change '{0}'")]
+    NotFound(String),
+    /// The change refused it (its update validator): not awaiting approval, the requester's
+    /// own, not an approver, a rejection without a comment.
+    #[error("{0}")]
+    Refused(String),
+    /// Temporal could not be asked, or no worker answered.
+    #[error("{0}")]
+    Temporal(String),
+}
+
+/// How long a decision may wait for a worker to take it.
+const DECISION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Delivers an approver's decision to a change as an update: accepted or refused at once.
+pub async fn decide(
+    client: &Client,
+    workflow_id: &str,
+    decision: ApprovalDecision,
+) -> Result<DecisionReceipt, DecideError> {
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
+    let update = handle.execute_update(
+        TemplateDeployment::decide,
+        decision,
+        WorkflowExecuteUpdateOptions::default(),
+    );
+    match tokio::time::timeout(DECISION_TIMEOUT, update).await {
+        Err(_) => Err(DecideError::Temporal(format!(
+            "no worker took the decision within {}s; try again",
+            DECISION_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(receipt)) => Ok(receipt),
+        Ok(Err(WorkflowUpdateError::NotFound(_))) => {
+            Err(DecideError::NotFound(workflow_id.to_string()))
+        }
+        Ok(Err(WorkflowUpdateError::Failed(failure))) => {
+            Err(DecideError::Refused(failure.message.clone()))
+        }
+        Ok(Err(other)) => Err(DecideError::Temporal(other.to_string())),
+    }
+}
+
+/// Who requested a change (its `ChangeRequester` search attribute), if it exists.
+pub async fn requester(client: &Client, workflow_id: &str) -> Option<String> {
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
+    let description = handle.describe(Default::default()).await.ok()?;
+    description.search_attributes().get(&search::REQUESTER)
 }
 
 /// Requests cancellation; the workflow closes its ticket as canceled.
@@ -215,13 +265,24 @@ pub async fn status(client: &Client, workflow_id: &str) -> Result<ExecutionState
     Ok(description.status().into())
 }
 
+/// What a watch ended with.
+#[derive(Debug)]
+pub enum Watched<T, P> {
+    /// The outcome arrived.
+    Done(T),
+    /// Progress reached a point the watcher stops at (`until`).
+    Stopped(P),
+}
+
 /// Waits for `outcome` while polling `progress` and calling `on_progress` with each new value
-/// (and a last time when the outcome arrives, if progress moved since).
+/// (and a last time when the outcome arrives, if progress moved since); stops early when a
+/// progress satisfies `until`.
 pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
     outcome: impl std::future::Future<Output = T>,
     mut progress: impl FnMut() -> F,
     mut on_progress: impl FnMut(&P),
-) -> T {
+    until: impl Fn(&P) -> bool,
+) -> Watched<T, P> {
     tokio::pin!(outcome);
     let mut last: Option<P> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(300));
@@ -232,12 +293,15 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
                     && last.as_ref() != Some(&p) {
                         on_progress(&p);
                     }
-                return done;
+                return Watched::Done(done);
             }
             _ = ticker.tick() => {
                 if let Some(p) = progress().await
                     && last.as_ref() != Some(&p) {
                         on_progress(&p);
+                        if until(&p) {
+                            return Watched::Stopped(p);
+                        }
                         last = Some(p);
                     }
             }
@@ -356,12 +420,78 @@ impl Arguments for ChangeId {
     }
 }
 
+/// Arguments of `approve_change`.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    /// The change's id (from deploy_template or list_pending_approvals)
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub change_id: String,
+    /// Written to your approval record in ServiceNow
+    #[serde(default)]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
+    pub comment: Option<String>,
+}
+
+impl Arguments for Approve {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("change_id", &self.change_id)?;
+        limits::optional_text("comment", self.comment.as_deref(), limits::LONG_TEXT_MAX)
+    }
+}
+
+/// Arguments of `reject_change`: a rejection always says why.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reject {
+    /// The change's id
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub change_id: String,
+    /// Why: written to your approval record and the canceled ticket
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
+    pub comment: String,
+}
+
+impl Arguments for Reject {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("change_id", &self.change_id)?;
+        limits::text("comment", &self.comment, limits::LONG_TEXT_MAX).map_err(|_| {
+            format!(
+                "a rejection needs a comment saying why (1 to {} characters)",
+                limits::LONG_TEXT_MAX
+            )
+        })
+    }
+}
+
+/// Arguments of `list_pending_approvals`.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingApprovals {
+    /// How many changes at most
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = limits::MAX_LIST_LIMIT))]
+    pub limit: u32,
+}
+
+impl Arguments for PendingApprovals {
+    fn validate(&self) -> Result<(), String> {
+        limits::list_limit(Some(self.limit))
+    }
+}
+
 /// Filters of `list` (the arguments of `list_changes`); every field is optional.
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFilter {
+    /// A workflow state (running, completed, ...) or a change step (awaiting_approval,
+    /// scheduled, waiting_for_device, deploying, ...)
     #[serde(default)]
-    pub status: Option<ExecutionState>,
+    pub status: Option<StatusFilter>,
+    /// Only changes this user may approve now
+    #[serde(default)]
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub approver: Option<String>,
     #[serde(default)]
     #[schemars(regex(pattern = ID_PATTERN))]
     pub requested_by: Option<String>,
@@ -385,6 +515,14 @@ pub struct ChangeFilter {
     pub limit: u32,
 }
 
+/// What `status` filters on: the workflow's state or the change's step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusFilter {
+    Execution(ExecutionState),
+    Step(ChangeStep),
+}
+
 fn default_limit() -> u32 {
     limits::DEFAULT_LIST_LIMIT
 }
@@ -402,6 +540,7 @@ impl Arguments for ChangeFilter {
     /// Every value ends up inside a visibility query: identifiers and times are checked here.
     fn validate(&self) -> Result<(), String> {
         limits::optional_id("requested_by", self.requested_by.as_deref())?;
+        limits::optional_id("approver", self.approver.as_deref())?;
         limits::optional_id("ticket_number", self.ticket_number.as_deref())?;
         limits::optional_id("device", self.device.as_deref())?;
         for (field, value) in [("since", &self.since), ("until", &self.until)] {
@@ -419,13 +558,23 @@ pub fn visibility_query(filter: &ChangeFilter) -> String {
         "WorkflowType = '{}'",
         temporalio_common::WorkflowDefinition::name(&TemplateDeployment::run)
     )];
-    if let Some(status) = filter.status {
-        clauses.push(format!("ExecutionStatus = '{}'", status.visibility_name()));
+    match filter.status {
+        Some(StatusFilter::Execution(status)) => {
+            clauses.push(format!("ExecutionStatus = '{}'", status.visibility_name()));
+        }
+        Some(StatusFilter::Step(step)) => {
+            clauses.push(format!("{} = '{}'", search::STEP.name(), step.as_str()));
+        }
+        None => {}
+    }
+    if filter.approver.is_some() {
+        clauses.push("ExecutionStatus = 'Running'".into());
     }
     for (attribute, value) in [
         (search::REQUESTER.name(), &filter.requested_by),
         (search::TICKET.name(), &filter.ticket_number),
         (search::DEVICES.name(), &filter.device),
+        (search::APPROVERS.name(), &filter.approver),
     ] {
         if let Some(value) = value {
             clauses.push(format!("{attribute} = '{value}'"));
@@ -459,6 +608,7 @@ pub async fn list(
         changes.push(ChangeSummary {
             change_id: execution.id().to_string(),
             status: execution.status().into(),
+            step: attributes.get(&search::STEP),
             requested_by: attributes.get(&search::REQUESTER),
             ticket_number: attributes.get(&search::TICKET),
             devices: attributes.get(&search::DEVICES).unwrap_or_default(),

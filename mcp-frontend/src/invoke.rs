@@ -2,16 +2,23 @@
 //! record, then start or read the workflow. MCP (`server`) and REST (`rest`) both call this.
 
 use crate::changes;
+use crate::changes::{ChangeFilter, DecideError, StatusFilter, Watched};
 use crate::front_door::FrontDoor;
 use crate::outcome::{AuditUnavailable, Outcome, Progress, Wait};
 use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus};
+use crate::results::{ChangeList as PendingList, DecisionResult, DeployResult};
 use crate::tools::{self, Call, ChangeAction, ToolSpec};
 use changeflow_engine::audit::{AuditEntry, canonical_hash};
 use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::metrics as m;
 use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
-use changeflow_workflows::operations::OperationRequest;
-use changeflow_workflows::{ChangeOutcome, ChangeProgress, DeploymentRequest};
+use changeflow_workflows::arguments::ListDevices;
+use changeflow_workflows::limits::MAX_LIST_LIMIT;
+use changeflow_workflows::operations::{Operation, OperationRequest};
+use changeflow_workflows::{
+    ApprovalDecision, ChangeOutcome, ChangeProgress, ChangeStep, DecisionSource, DeploymentRequest,
+    Verdict,
+};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,7 +62,20 @@ fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
     format!("{prefix}-{}", &digest[..32])
 }
 
-fn policy_input(identity: &VerifiedIdentity, spec: &ToolSpec, arguments: &Value) -> PolicyInput {
+/// What policy is told beyond the call itself: the change a tool names (its requester) and
+/// the devices a deployment targets (as Catalyst Center describes them).
+#[derive(Debug, Default)]
+struct Facts {
+    change: Option<Value>,
+    devices: Option<Vec<Value>>,
+}
+
+fn policy_input(
+    identity: &VerifiedIdentity,
+    spec: &ToolSpec,
+    arguments: &Value,
+    facts: Facts,
+) -> PolicyInput {
     PolicyInput {
         identity: PolicyIdentity {
             subject: identity.subject.clone(),
@@ -70,6 +90,8 @@ fn policy_input(identity: &VerifiedIdentity, spec: &ToolSpec, arguments: &Value)
             arguments: arguments.clone(),
         },
         context: json!({"time": now_secs(), "client": identity.client_id}),
+        change: facts.change,
+        devices: facts.devices,
     }
 }
 
@@ -115,7 +137,7 @@ impl FrontDoor {
     ) -> Result<Result<TaskPermit<'_>, Outcome>, AuditUnavailable> {
         let spec = tools::task_request_tool(method);
         let arguments = json!({"change_id": task_id});
-        let decision = self.decide(&identity, spec, &arguments);
+        let decision = self.decide(&identity, spec, &arguments, Facts::default());
         if !decision.allow {
             self.record(
                 &identity,
@@ -176,14 +198,75 @@ impl FrontDoor {
         identity: &VerifiedIdentity,
         spec: &ToolSpec,
         arguments: &Value,
+        facts: Facts,
     ) -> changeflow_engine::policy::PolicyDecision {
         let started = std::time::Instant::now();
-        let decision = self.policy.decide(&policy_input(identity, spec, arguments));
+        let decision = self
+            .policy
+            .decide(&policy_input(identity, spec, arguments, facts));
         metrics::histogram!(m::POLICY_SECONDS).record(started.elapsed().as_secs_f64());
         let verdict = if decision.allow { "allow" } else { "deny" };
         metrics::counter!(m::AUTHZ_DECISIONS, "action" => spec.action, "resource" => spec.server, "decision" => verdict)
             .increment(1);
         decision
+    }
+
+    /// The facts policy needs for this call, short of device facts (see `run_call`).
+    async fn facts(&self, call: &Call) -> Facts {
+        match call {
+            Call::Decide(_, change, _) => Facts {
+                change: self
+                    .temporal
+                    .requester(&change.change_id)
+                    .await
+                    .map(|requester| json!({"requested_by": requester})),
+                devices: None,
+            },
+            _ => Facts::default(),
+        }
+    }
+
+    /// The devices as Catalyst Center describes them (hostname, role, family), read through a
+    /// `list_devices` workflow; a device it did not describe has role `UNKNOWN`, which the
+    /// blackout rules treat as core (fail safe).
+    async fn device_facts(&self, identity: &VerifiedIdentity, names: &[String]) -> Vec<Value> {
+        let request = OperationRequest {
+            operation: Operation::ListDevices(ListDevices {
+                hostname: None,
+                family: None,
+                reachability: None,
+                limit: Some(MAX_LIST_LIMIT),
+            }),
+            requested_by: identity.subject.clone(),
+        };
+        let id = fresh_id("read", identity, "list_devices");
+        let listed = match self.temporal.run_operation(&id, request).await {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(error = ?e, "device facts for policy unavailable; devices count as UNKNOWN");
+                Value::Null
+            }
+        };
+        let known = listed["devices"].as_array().cloned().unwrap_or_default();
+        names
+            .iter()
+            .map(|name| {
+                let device = known
+                    .iter()
+                    .find(|d| d["hostname"] == name.as_str() || d["device_id"] == name.as_str());
+                let text = |field: &str| {
+                    device
+                        .and_then(|d| d[field].as_str())
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_string)
+                };
+                json!({
+                    "hostname": name,
+                    "role": text("role").map_or_else(|| "UNKNOWN".to_string(), |r| r.to_uppercase()),
+                    "family": text("family").unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn record(
@@ -279,7 +362,19 @@ impl FrontDoor {
                 return Ok(Outcome::Invalid(problem));
             }
         };
-        let decision = self.decide(identity, spec, &arguments);
+        let facts = self.facts(&call).await;
+        let mut decision = self.decide(identity, spec, &arguments, facts);
+        if decision.allow
+            && let Call::Deploy(args) = &call
+        {
+            // Only a deployment the caller may make learns its devices' facts (a read through
+            // Temporal), and is judged again with them: the blackout rules may still refuse it.
+            let facts = Facts {
+                change: None,
+                devices: Some(self.device_facts(identity, &args.devices).await),
+            };
+            decision = self.decide(identity, spec, &arguments, facts);
+        }
         let verdict = if decision.allow { "allow" } else { "deny" };
         let audited = (
             verdict,
@@ -331,12 +426,16 @@ impl FrontDoor {
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }
-                let finished = changes::watch(
+                let Watched::Done(finished) = changes::watch(
                     self.temporal.fixture_finished(&id),
                     || self.temporal.fixture_progress(&id),
                     |p| on_progress(&id, p),
+                    |_| false,
                 )
-                .await;
+                .await
+                else {
+                    unreachable!("a fixture watch never stops early");
+                };
                 Ok(match finished {
                     crate::tasks::TaskState::Completed(result) => Outcome::Tool(result),
                     crate::tasks::TaskState::Failed(message) => Outcome::ProtocolError(message),
@@ -405,9 +504,19 @@ impl FrontDoor {
                 }
                 let report = |p: &ChangeProgress| on_progress(&id, &Progress::from(p));
                 match crate::temporal::follow(self.temporal.as_ref(), &id, report).await {
-                    Ok(result) => {
+                    Watched::Stopped(progress) => {
+                        note(&id, progress.step.as_str()).await?;
+                        Ok(Outcome::done(DeployResult::waiting(&id, &progress)))
+                    }
+                    Watched::Done(Ok(result)) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
-                        note(&id, if failed { "failed" } else { "completed" }).await?;
+                        let word = match result.outcome {
+                            ChangeOutcome::Succeeded => "completed",
+                            ChangeOutcome::Failed => "failed",
+                            ChangeOutcome::Rejected => "rejected",
+                            ChangeOutcome::Canceled => "canceled",
+                        };
+                        note(&id, word).await?;
                         let value = changes::result_value(&id, &result);
                         Ok(if failed {
                             Outcome::ChangeFailed(value)
@@ -415,13 +524,64 @@ impl FrontDoor {
                             Outcome::Done(value)
                         })
                     }
-                    Err(e) => {
+                    Watched::Done(Err(e)) => {
                         note(&id, "error").await?;
                         Ok(Outcome::Failed(format!(
                             "change {id} did not complete: {e}"
                         )))
                     }
                 }
+            }
+            Call::Decide(verdict, change, comment) => {
+                let id = change.change_id;
+                let decision = ApprovalDecision {
+                    approver: identity.subject.clone(),
+                    verdict,
+                    comment: comment.unwrap_or_default(),
+                    source: DecisionSource::Changeflow,
+                };
+                let decided = self.temporal.decide(&id, decision).await;
+                let word = match (&decided, verdict) {
+                    (Ok(_), Verdict::Approved) => "approved",
+                    (Ok(_), Verdict::Rejected) => "rejected",
+                    (Err(DecideError::NotFound(_)), _) => "not found",
+                    (Err(DecideError::Refused(_)), _) => "refused",
+                    (Err(DecideError::Temporal(_)), _) => "error",
+                };
+                note(&id, word).await?;
+                Ok(match decided {
+                    Ok(receipt) => Outcome::done(DecisionResult {
+                        change_id: id,
+                        approver: receipt.approver,
+                        verdict: receipt.verdict,
+                        ticket_number: receipt.ticket_number,
+                        accepted: true,
+                    }),
+                    Err(DecideError::NotFound(id)) => {
+                        Outcome::NotFound(format!("no change '{id}'"))
+                    }
+                    Err(DecideError::Refused(why)) => {
+                        Outcome::Invalid(format!("the change refused the decision: {why}"))
+                    }
+                    Err(DecideError::Temporal(why)) => Outcome::Failed(why),
+                })
+            }
+            Call::Pending(limit) => {
+                note("", "read").await?;
+                let filter = ChangeFilter {
+                    status: Some(StatusFilter::Step(ChangeStep::AwaitingApproval)),
+                    approver: Some(identity.subject.clone()),
+                    requested_by: None,
+                    ticket_number: None,
+                    device: None,
+                    since: None,
+                    until: None,
+                    limit,
+                };
+                Ok(match self.temporal.list(&filter).await {
+                    Ok(changes) => Outcome::done(PendingList { changes }),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                })
             }
             Call::Change(action, change) => {
                 let id = change.change_id;

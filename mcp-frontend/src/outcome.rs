@@ -15,7 +15,7 @@ impl From<&ChangeProgress> for Progress {
     fn from(p: &ChangeProgress) -> Self {
         Progress {
             percent: p.percent,
-            message: format!("{:?}: {}", p.step, p.message).to_lowercase(),
+            message: format!("{}: {}", p.step.as_str(), p.message),
         }
     }
 }

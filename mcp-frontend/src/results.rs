@@ -1,7 +1,9 @@
 //! What the change tools return, one type per result; their derived schemas are the tools'
 //! output schemas. Absent values are left out rather than sent as `null`.
 
-use changeflow_workflows::{ChangeProgress, ChangeResult};
+use changeflow_workflows::{
+    ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DeviceStatus, Verdict,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use temporalio_client::WorkflowExecutionStatus;
@@ -46,12 +48,84 @@ impl From<WorkflowExecutionStatus> for ExecutionState {
     }
 }
 
-/// Result of `deploy_template`: the change's result and its id.
+/// Result of `deploy_template`: how the change ended or, when it waits for a person, a window
+/// or a device, where it stands (follow it with `get_change_status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeployResult {
     pub change_id: String,
-    #[serde(flatten)]
-    pub result: ChangeResult,
+    /// `completed`, `failed`, `rejected` or `canceled` once it ended; `awaiting_approval`,
+    /// `scheduled` or `waiting_for_device` while it waits
+    pub status: ChangeStep,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    /// How it ended, once it did
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ChangeOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub devices: Vec<DeviceStatus>,
+    /// Why it failed, was rejected or was canceled
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// What it waits for, while it waits
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Who may approve it, while it awaits approval
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// RFC 3339
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
+    /// RFC 3339
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    /// RFC 3339
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+}
+
+impl DeployResult {
+    /// A change that ended.
+    pub fn finished(change_id: &str, result: &ChangeResult) -> Self {
+        DeployResult {
+            change_id: change_id.to_string(),
+            status: match result.outcome {
+                ChangeOutcome::Succeeded => ChangeStep::Completed,
+                ChangeOutcome::Failed => ChangeStep::Failed,
+                ChangeOutcome::Rejected => ChangeStep::Rejected,
+                ChangeOutcome::Canceled => ChangeStep::Canceled,
+            },
+            ticket_number: Some(result.ticket_number.clone()),
+            outcome: Some(result.outcome),
+            deployment_id: result.deployment_id.clone(),
+            devices: result.devices.clone(),
+            failure_reason: result.failure_reason.clone(),
+            message: None,
+            approvers: Vec::new(),
+            waiting_since: None,
+            window_start: None,
+            window_end: None,
+        }
+    }
+
+    /// A change that waits for a person, a window or a device.
+    pub fn waiting(change_id: &str, progress: &ChangeProgress) -> Self {
+        DeployResult {
+            change_id: change_id.to_string(),
+            status: progress.step,
+            ticket_number: progress.ticket_number.clone(),
+            outcome: None,
+            deployment_id: None,
+            devices: Vec::new(),
+            failure_reason: None,
+            message: Some(progress.message.clone()),
+            approvers: progress.approvers.clone(),
+            waiting_since: progress.waiting_since.clone(),
+            window_start: progress.window_start.clone(),
+            window_end: progress.window_end.clone(),
+        }
+    }
 }
 
 /// Result of `get_change_status`: the workflow's state and, once a worker answered, its
@@ -79,6 +153,9 @@ impl ChangeStatus {
 pub struct ChangeSummary {
     pub change_id: String,
     pub status: ExecutionState,
+    /// Its step (`awaiting_approval`, `scheduled`, `deploying`, ...)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,4 +200,16 @@ pub struct ChangeHistory {
 pub struct CancelResult {
     pub change_id: String,
     pub cancel_requested: bool,
+}
+
+/// Result of `approve_change` and `reject_change`: the decision the change accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionResult {
+    pub change_id: String,
+    pub approver: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    /// Accepted by the change; it writes the decision to ServiceNow and proceeds
+    pub accepted: bool,
 }

@@ -2,13 +2,18 @@
 //! it (over `changes`, `tasks` and `fixtures`); the front door's own tests implement it in
 //! memory, so `app()` and `invoke()` run without a socket or a Temporal server.
 
-use crate::changes::{self, ChangeError, ChangeFilter, OperationFailure as Failure};
+use crate::changes::{
+    self, ChangeError, ChangeFilter, DecideError, OperationFailure as Failure, Watched,
+};
 use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use crate::tasks::{self, TaskLookupError, TaskView};
 use async_trait::async_trait;
 #[cfg(feature = "fixtures")]
 use changeflow_workflows::fixtures::FixtureCall;
-use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, OperationRequest};
+use changeflow_workflows::{
+    ApprovalDecision, ChangeProgress, ChangeResult, DecisionReceipt, DeploymentRequest,
+    OperationRequest,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +38,14 @@ pub trait Workflows: Send + Sync {
     async fn change_result(&self, id: &str) -> Result<ChangeResult, String>;
     /// Requests a change's cancellation.
     async fn cancel(&self, id: &str, reason: &str) -> Result<(), ChangeError>;
+    /// Delivers an approver's decision (an update: accepted or refused at once).
+    async fn decide(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<DecisionReceipt, DecideError>;
+    /// Who requested a change, if it exists.
+    async fn requester(&self, id: &str) -> Option<String>;
     /// A change's step timeline.
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError>;
     /// Changes matching a filter, newest first.
@@ -102,6 +115,18 @@ impl Workflows for TemporalWorkflows {
         changes::history(&self.client, id).await
     }
 
+    async fn decide(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<DecisionReceipt, DecideError> {
+        changes::decide(&self.client, id, decision).await
+    }
+
+    async fn requester(&self, id: &str) -> Option<String> {
+        changes::requester(&self.client, id).await
+    }
+
     async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
         changes::list(&self.client, filter).await
     }
@@ -139,16 +164,19 @@ impl Workflows for TemporalWorkflows {
     }
 }
 
-/// Waits for a change's result while calling `on_progress` whenever its progress changes.
+/// Waits for a change's result while calling `on_progress` whenever its progress changes;
+/// returns early, with its progress, once the change waits for a person, a window or a device
+/// (no caller is held for days).
 pub async fn follow(
     workflows: &dyn Workflows,
     id: &str,
     on_progress: impl FnMut(&ChangeProgress),
-) -> Result<ChangeResult, String> {
+) -> Watched<Result<ChangeResult, String>, ChangeProgress> {
     changes::watch(
         workflows.change_result(id),
         || workflows.progress(id),
         on_progress,
+        |p: &ChangeProgress| p.step.is_waiting(),
     )
     .await
 }

@@ -3,9 +3,12 @@
 //! derived from the types (`schemars`), and parsing runs the type's `validate`, so a tool's
 //! shape is defined once. See ARCHITECTURE.md, "Adding a tool".
 
-use crate::changes::{ChangeFilter, ChangeId};
-use crate::results::{CancelResult, ChangeHistory, ChangeList, ChangeStatus, DeployResult};
+use crate::changes::{Approve, ChangeFilter, ChangeId, PendingApprovals, Reject};
+use crate::results::{
+    CancelResult, ChangeHistory, ChangeList, ChangeStatus, DecisionResult, DeployResult,
+};
 use changeflow_workflows::Arguments;
+use changeflow_workflows::Verdict;
 use changeflow_workflows::arguments::*;
 use changeflow_workflows::operations::Operation;
 use changeflow_workflows::results::*;
@@ -13,7 +16,7 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 /// The MCP servers, each also served alone at `/mcp/{server}`.
-pub const SERVERS: [&str; 3] = ["catalyst-center", "servicenow", "changes"];
+pub const SERVERS: [&str; 4] = ["catalyst-center", "servicenow", "changes", "approvals"];
 
 /// What a parsed call runs.
 #[derive(Debug)]
@@ -26,6 +29,10 @@ pub enum Call {
     List(ChangeFilter),
     /// Run a quick `DownstreamOperation`.
     Operation(Operation),
+    /// Decide on a change awaiting approval, with a comment.
+    Decide(Verdict, ChangeId, Option<String>),
+    /// The changes awaiting the caller's decision.
+    Pending(u32),
     /// Run a conformance fixture with these arguments (test profile only).
     #[cfg(feature = "fixtures")]
     Fixture(Value),
@@ -291,11 +298,12 @@ pub fn arguments<T: Arguments>(mut value: Value) -> Result<T, String> {
 const CATALYST: &str = "catalyst-center";
 const SERVICENOW: &str = "servicenow";
 const CHANGES: &str = "changes";
+const APPROVALS: &str = "approvals";
 
 pub const TOOLS: &[ToolSpec] = &[
     tool!(CATALYST, "deploy_template", "Deploy a configuration template", Effect::Execute,
         DeployTemplate => Call::Deploy, DeployResult,
-        "Validate, open a ServiceNow change request, deploy a Catalyst Center template to devices, verify, and close the ticket. Runs as a durable workflow; progress is reported while it runs."),
+        "Deploy a Catalyst Center template to devices as a governed change: validate, open a ServiceNow change request of the given change_type, wait for approval (normal: change-approvers; emergency: one emergency approver, justification required; standard: pre-approved templates only, no approval), wait for the window (window_start/window_end), deploy, verify, and close the ticket. Runs as a durable workflow with progress; when the change waits for a person or a window the call returns its change_id, ticket_number and status (awaiting_approval, scheduled), and get_change_status follows it."),
     tool!(CATALYST, "list_templates", "List configuration templates", Effect::Read,
         ListTemplates => |a| Call::Operation(Operation::ListTemplates(a)), TemplateList,
         "Catalyst Center configuration templates, optionally of one project."),
@@ -335,6 +343,15 @@ pub const TOOLS: &[ToolSpec] = &[
     tool!(CHANGES, "cancel_change", "Cancel a change", Effect::DestructiveWrite,
         ChangeId => |c| Call::Change(ChangeAction::Cancel, c), CancelResult,
         "Cancel a running change; its ServiceNow ticket is closed as canceled."),
+    tool!(APPROVALS, "approve_change", "Approve a change", Effect::Write,
+        Approve => |a| Call::Decide(Verdict::Approved, ChangeId { change_id: a.change_id }, a.comment), DecisionResult,
+        "Approve a change awaiting your approval (change-approvers, with MFA; never your own change). The change learns it at once, writes it to your ServiceNow approval record and proceeds to its window."),
+    tool!(APPROVALS, "reject_change", "Reject a change", Effect::Write,
+        Reject => |a| Call::Decide(Verdict::Rejected, ChangeId { change_id: a.change_id }, Some(a.comment)), DecisionResult,
+        "Reject a change awaiting your approval, saying why: its ticket is canceled with your comment and nothing is deployed."),
+    tool!(APPROVALS, "list_pending_approvals", "List changes awaiting your approval", Effect::Read,
+        PendingApprovals => |a| Call::Pending(a.limit), ChangeList,
+        "Changes waiting for your decision, newest first."),
 ];
 
 /// The tool task requests are judged as: reading a task is reading the change's status,

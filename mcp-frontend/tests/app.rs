@@ -9,12 +9,15 @@ use changeflow_devstack::dev_issuer::{DevIssuer, DevTokenRequest};
 use changeflow_engine::audit::{AuditFilter, AuditStore};
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
-use changeflow_mcp_frontend::changes::{ChangeError, ChangeFilter, OperationFailure};
+use changeflow_mcp_frontend::changes::{ChangeError, ChangeFilter, DecideError, OperationFailure};
 use changeflow_mcp_frontend::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use changeflow_mcp_frontend::tasks::{TaskLookupError, TaskView};
 use changeflow_mcp_frontend::temporal::Workflows;
 use changeflow_mcp_frontend::{Authentication, Catalog, FrontDoor, app};
-use changeflow_workflows::{ChangeProgress, ChangeResult, DeploymentRequest, OperationRequest};
+use changeflow_workflows::{
+    ApprovalDecision, ChangeProgress, ChangeResult, DecisionReceipt, DeploymentRequest,
+    OperationRequest,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +83,22 @@ impl Workflows for Recorded {
     }
     async fn list(&self, _filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
         Ok(Vec::new())
+    }
+    async fn decide(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<DecisionReceipt, DecideError> {
+        self.note("decide", id);
+        Ok(DecisionReceipt {
+            approver: decision.approver,
+            verdict: decision.verdict,
+            ticket_number: Some("CHG0030001".into()),
+        })
+    }
+    /// Changes named `change-of-<user>` exist and were requested by that user.
+    async fn requester(&self, id: &str) -> Option<String> {
+        id.strip_prefix("change-of-").map(str::to_string)
     }
     async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
         Err(TaskLookupError::NotFound(id.to_string()))
@@ -308,6 +327,52 @@ async fn a_policy_denial_is_audited_and_starts_nothing() {
     assert_eq!(records[0].entry.decision, "deny");
     assert_eq!(records[0].entry.outcome, "denied");
     assert!(f.workflows.starts().is_empty());
+}
+
+#[tokio::test]
+async fn only_an_approver_other_than_the_requester_reaches_the_change() {
+    let f = fixture().await;
+    let decision = json!({"change_id": "change-of-alice", "comment": "ok"});
+    let (status, body) = f.tool("alice", "approve_change", decision.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alice requested this change"),
+        "{body}"
+    );
+    let (status, _) = f.tool("bob", "reject_change", decision.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        f.workflows.starts().is_empty(),
+        "no refused decision reached the change"
+    );
+
+    let (status, body) = f.tool("carol", "approve_change", decision).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["approver"], "carol");
+    assert_eq!(
+        f.workflows.starts(),
+        vec![("decide".to_string(), "change-of-alice".to_string())]
+    );
+    let outcomes: Vec<String> = f
+        .audit
+        .list(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {} {}", r.entry.subject, r.entry.tool, r.entry.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            "alice approve_change denied",
+            "bob reject_change denied",
+            "carol approve_change approved"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,9 @@ pub struct DevCredentials {
     pub servicenow_client_secret: String,
     pub catalyst_username: String,
     pub catalyst_password: String,
+    /// The password of every seeded person (alice, bob, carol, ...) for Basic auth, so an
+    /// approver can act in ServiceNow itself (pysnc, the Table API) as they would in its UI.
+    pub servicenow_people_password: String,
 }
 
 impl Default for DevCredentials {
@@ -22,6 +25,7 @@ impl Default for DevCredentials {
             servicenow_client_secret: "sn-dev-client-secret".into(),
             catalyst_username: "devnetuser".into(),
             catalyst_password: "cc-dev-password".into(),
+            servicenow_people_password: "sn-people-password".into(),
         }
     }
 }

@@ -12,6 +12,13 @@ pub const USERS: &[(&str, &str, &str)] = &[
     ("admin", "System Administrator", "admin@example.com"),
 ];
 
+/// Approval groups: (group name, the change type it approves, its members by user name).
+/// Entering Authorize creates one approval record per member (never for the requester).
+pub const APPROVAL_GROUPS: &[(&str, &str, &[&str])] = &[
+    ("CAB Approval", "normal", &["carol"]),
+    ("Emergency CAB", "emergency", &["carol", "admin"]),
+];
+
 /// A template parameter: (name, dataType, required, default).
 pub type Param = (&'static str, &'static str, bool, &'static str);
 

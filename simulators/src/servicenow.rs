@@ -24,6 +24,19 @@ const REFERENCE_FIELDS: &[(&str, &str)] = &[
     ("assigned_to", "sys_user"),
     ("opened_by", "sys_user"),
     ("assignment_group", "sys_user_group"),
+    ("approver", "sys_user"),
+    ("sysapproval", "change_request"),
+    ("document_id", "change_request"),
+    ("group", "sysapproval_group"),
+];
+/// The states of an approval record (`sysapproval_approver.state`).
+const APPROVAL_STATES: &[&str] = &[
+    "requested",
+    "approved",
+    "rejected",
+    "cancelled",
+    "not requested",
+    "not_required",
 ];
 const JOURNAL_FIELDS: &[&str] = &["work_notes", "comments"];
 const READ_ONLY_FIELDS: &[&str] = &[
@@ -61,6 +74,7 @@ impl Record {
 struct Tables {
     change_request: BTreeMap<String, Record>,
     sys_user: BTreeMap<String, Record>,
+    sysapproval_approver: BTreeMap<String, Record>,
     next_number: u32,
 }
 
@@ -124,6 +138,26 @@ impl ServiceNow {
             .collect()
     }
 
+    /// All approval records (`sysapproval_approver`), journals included, for tests to inspect.
+    pub fn approvals(&self) -> Vec<Record> {
+        self.tables
+            .lock()
+            .expect("tables")
+            .sysapproval_approver
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The user name of a `sys_user` sys_id (seeded people and the integration user).
+    pub fn user_name(&self, sys_id: &str) -> Option<String> {
+        let tables = self.tables.lock().expect("tables");
+        tables
+            .sys_user
+            .get(sys_id)
+            .map(|u| u.get("user_name").to_string())
+    }
+
     /// Issues an access token for `user` (used by the OAuth endpoint; exposed for tests).
     fn issue_token(&self, user: &str) -> String {
         let token =
@@ -153,9 +187,16 @@ impl ServiceNow {
             .decode(encoded.trim())
             .ok()?;
         let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        (user == self.credentials.servicenow_username
-            && password == self.credentials.servicenow_password)
+        self.password_matches(user, password)
             .then(|| user.to_string())
+    }
+
+    /// The integration user's password, or a seeded person's.
+    fn password_matches(&self, user: &str, password: &str) -> bool {
+        let c = &self.credentials;
+        (user == c.servicenow_username && password == c.servicenow_password)
+            || (crate::seed::USERS.iter().any(|(name, _, _)| *name == user)
+                && password == c.servicenow_people_password)
     }
 }
 
@@ -303,12 +344,13 @@ async fn oauth_token(
     }
     let user = match form.grant_type.as_str() {
         "password" => {
-            if form.username.as_deref() != Some(&c.servicenow_username)
-                || form.password.as_deref() != Some(&c.servicenow_password)
-            {
+            let (Some(username), Some(password)) = (&form.username, &form.password) else {
+                return oauth_error("access_denied");
+            };
+            if !sn.password_matches(username, password) {
                 return oauth_error("access_denied");
             }
-            c.servicenow_username.clone()
+            username.clone()
         }
         "client_credentials" => c.servicenow_username.clone(),
         "refresh_token" => {
@@ -463,6 +505,12 @@ fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> 
         ("approval", "requested") => "Requested",
         ("approval", "approved") => "Approved",
         ("approval", "rejected") => "Rejected",
+        ("state", "requested") => "Requested",
+        ("state", "approved") => "Approved",
+        ("state", "rejected") => "Rejected",
+        ("state", "cancelled") => "Cancelled",
+        ("state", "not requested") => "Not Yet Requested",
+        ("state", "not_required") => "No Longer Required",
         ("close_code", "successful") => "Successful",
         ("close_code", "successful_issues") => "Successful with issues",
         ("close_code", "unsuccessful") => "Unsuccessful",
@@ -474,6 +522,13 @@ fn display_value(field: &str, value: &str, users: &BTreeMap<String, Record>) -> 
     };
     if !label.is_empty() {
         return label.to_string();
+    }
+    if field == "group"
+        && let Some((name, _, _)) = crate::seed::APPROVAL_GROUPS
+            .iter()
+            .find(|(name, _, _)| sys_id_for(name) == value)
+    {
+        return name.to_string();
     }
     if REFERENCE_FIELDS
         .iter()
@@ -496,7 +551,7 @@ fn base_url(headers: &HeaderMap, tls: bool) -> String {
 /// Which tables exist, and whether they take writes.
 fn check_table(table: &str, write: bool) -> Result<(), Response> {
     match (table, write) {
-        ("change_request", _) | ("sys_user", false) => Ok(()),
+        ("change_request" | "sysapproval_approver", _) | ("sys_user", false) => Ok(()),
         ("sys_user", true) => Err(error(
             StatusCode::FORBIDDEN,
             "Operation Failed",
@@ -511,10 +566,10 @@ fn check_table(table: &str, write: bool) -> Result<(), Response> {
 }
 
 fn table<'a>(tables: &'a mut Tables, name: &str) -> &'a mut BTreeMap<String, Record> {
-    if name == "sys_user" {
-        &mut tables.sys_user
-    } else {
-        &mut tables.change_request
+    match name {
+        "sys_user" => &mut tables.sys_user,
+        "sysapproval_approver" => &mut tables.sysapproval_approver,
+        _ => &mut tables.change_request,
     }
 }
 
@@ -798,6 +853,9 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TableWrite {
 }
 
 async fn create_record(State(sn): State<Arc<ServiceNow>>, mut write: TableWrite) -> Response {
+    if write.target.table != "change_request" {
+        return acl_refusal("Insert");
+    }
     if let Some(change_type) = write.fields.get("type")
         && !["normal", "standard", "emergency"].contains(&change_type.as_str())
     {
@@ -844,6 +902,11 @@ async fn create_record(State(sn): State<Arc<ServiceNow>>, mut write: TableWrite)
         record.fields.insert(k.into(), v.into());
     }
     write.fields.remove("state"); // new changes always start in New
+    write.fields.remove("approval"); // the rollup of its approvals, never written directly
+    if write.fields.get("type").map(String::as_str) == Some("standard") {
+        // Standard changes are pre-approved.
+        record.fields.insert("approval".into(), "approved".into());
+    }
     apply_fields(&mut record, write.fields, &write.caller, &users);
     sn.stats
         .change_requests_created
@@ -885,15 +948,31 @@ fn state_label(state: &str) -> String {
     display_value("state", state, &BTreeMap::new())
 }
 
-async fn update_record(State(sn): State<Arc<ServiceNow>>, write: TableWrite) -> Response {
+async fn update_record(State(sn): State<Arc<ServiceNow>>, mut write: TableWrite) -> Response {
+    if write.target.table == "sysapproval_approver" {
+        return decide_approval(&sn, write);
+    }
     let sys_id = write.target.sys_id.clone();
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
-    let Some(record) = tables.change_request.get_mut(&sys_id) else {
+    let Some(record) = tables.change_request.get(&sys_id) else {
         return not_found();
     };
+    write.fields.remove("approval"); // the rollup of its approvals, never written directly
+    let mut entering_authorize = false;
     if let Some(new_state) = write.fields.get("state") {
         let current = record.get("state").to_string();
+        if current == "-3" && new_state == "-2" && record.get("approval") != "approved" {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Operation Failed",
+                Some(&format!(
+                    "Change cannot move to Scheduled: approval is {}",
+                    display_value("approval", record.get("approval"), &users)
+                )),
+            );
+        }
+        entering_authorize = new_state == "-3" && current != "-3";
         if !transition_allowed(record.get("type"), &current, new_state) {
             let detail = format!(
                 "Invalid state transition from {} to {}",
@@ -927,18 +1006,183 @@ async fn update_record(State(sn): State<Arc<ServiceNow>>, write: TableWrite) -> 
             Some(&format!("close_code: {code}")),
         );
     }
+    if entering_authorize {
+        request_approvals(&mut tables, &sys_id, &write.caller);
+    }
+    let Some(record) = tables.change_request.get_mut(&sys_id) else {
+        return not_found();
+    };
     apply_fields(record, write.fields, &write.caller, &users);
-    let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;
-    record
-        .fields
-        .insert("sys_mod_count".into(), count.to_string());
-    record.fields.insert("sys_updated_on".into(), now_text());
-    record.fields.insert("sys_updated_by".into(), write.caller);
+    touch(record, &write.caller);
     let renderer = write
         .target
         .params
         .renderer(write.target.base_url.clone(), &users);
     Json(json!({ "result": renderer.render(record) })).into_response()
+}
+
+/// Counts a write on a record: modification count, time and author.
+fn touch(record: &mut Record, caller: &str) {
+    let count: u64 = record.get("sys_mod_count").parse().unwrap_or(0) + 1;
+    record
+        .fields
+        .insert("sys_mod_count".into(), count.to_string());
+    record.fields.insert("sys_updated_on".into(), now_text());
+    record
+        .fields
+        .insert("sys_updated_by".into(), caller.to_string());
+}
+
+fn acl_refusal(operation: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "Operation Failed",
+        Some(&format!(
+            "ACL Exception {operation} Failed due to security constraints"
+        )),
+    )
+}
+
+/// Entering Authorize: one `requested` approval record per member of the change type's
+/// approval group, never for the change's requester; the change's `approval` becomes
+/// `requested`. Records left by an earlier pass through Authorize are cancelled first.
+fn request_approvals(tables: &mut Tables, change_id: &str, caller: &str) {
+    let Some(change) = tables.change_request.get(change_id) else {
+        return;
+    };
+    let change_type = change.get("type").to_string();
+    let requester = change.get("requested_by").to_string();
+    for approval in tables.sysapproval_approver.values_mut() {
+        if approval.get("sysapproval") == change_id && approval.get("state") == "requested" {
+            approval.fields.insert("state".into(), "cancelled".into());
+            touch(approval, caller);
+        }
+    }
+    let now = now_text();
+    for (group, group_type, members) in crate::seed::APPROVAL_GROUPS {
+        if *group_type != change_type {
+            continue;
+        }
+        for member in *members {
+            let approver = sys_id_for(member);
+            if approver == requester || !tables.sys_user.contains_key(&approver) {
+                continue;
+            }
+            let sys_id = uuid::Uuid::new_v4().simple().to_string();
+            let mut record = Record::default();
+            for (k, v) in [
+                ("sys_id", sys_id.as_str()),
+                ("sysapproval", change_id),
+                ("document_id", change_id),
+                ("source_table", "change_request"),
+                ("approver", approver.as_str()),
+                ("group", sys_id_for(group).as_str()),
+                ("state", "requested"),
+                ("sys_created_on", now.as_str()),
+                ("sys_updated_on", now.as_str()),
+                ("sys_created_by", caller),
+                ("sys_updated_by", caller),
+                ("sys_mod_count", "0"),
+            ] {
+                record.fields.insert(k.into(), v.into());
+            }
+            tables.sysapproval_approver.insert(sys_id, record);
+        }
+    }
+    if let Some(change) = tables.change_request.get_mut(change_id) {
+        change.fields.insert("approval".into(), "requested".into());
+    }
+}
+
+/// An approver's decision (`PATCH sysapproval_approver/{sys_id}`): by the approver themself or
+/// by the integration acting for them; never on a record whose approver requested the change.
+/// Updates the change's `approval` rollup.
+fn decide_approval(sn: &ServiceNow, write: TableWrite) -> Response {
+    let mut tables = sn.tables.lock().expect("tables");
+    let users = tables.sys_user.clone();
+    let Some(approval) = tables.sysapproval_approver.get(&write.target.sys_id) else {
+        return not_found();
+    };
+    let change_id = approval.get("sysapproval").to_string();
+    let approver = approval.get("approver").to_string();
+    let requester = tables
+        .change_request
+        .get(&change_id)
+        .map(|c| c.get("requested_by").to_string())
+        .unwrap_or_default();
+    let caller_id = resolve_reference("approver", write.caller.clone(), &users);
+    let acting_for_others =
+        write.caller == sn.credentials.servicenow_username || write.caller == "admin";
+    if caller_id != approver && !acting_for_others {
+        return acl_refusal("Update");
+    }
+    if approver == requester {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Operation Failed",
+            Some("The requester of a change cannot approve it"),
+        );
+    }
+    if let Some(state) = write.fields.get("state")
+        && !APPROVAL_STATES.contains(&state.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid field value",
+            Some(&format!("state: {state}")),
+        );
+    }
+    let mut fields = write.fields;
+    for fixed in [
+        "sysapproval",
+        "document_id",
+        "approver",
+        "group",
+        "source_table",
+    ] {
+        fields.remove(fixed);
+    }
+    let Some(approval) = tables.sysapproval_approver.get_mut(&write.target.sys_id) else {
+        return not_found();
+    };
+    apply_fields(approval, fields, &write.caller, &users);
+    touch(approval, &write.caller);
+    let rendered = write
+        .target
+        .params
+        .renderer(write.target.base_url.clone(), &users)
+        .render(approval);
+    roll_up(&mut tables, &change_id);
+    Json(json!({ "result": rendered })).into_response()
+}
+
+/// The change's `approval` from its approval records: any rejected → rejected; emergency
+/// changes need one approval, normal changes all of them.
+fn roll_up(tables: &mut Tables, change_id: &str) {
+    let states: Vec<String> = tables
+        .sysapproval_approver
+        .values()
+        .filter(|a| a.get("sysapproval") == change_id)
+        .map(|a| a.get("state").to_string())
+        .filter(|s| s != "cancelled" && s != "not_required")
+        .collect();
+    let Some(change) = tables.change_request.get_mut(change_id) else {
+        return;
+    };
+    let one_suffices = change.get("type") == "emergency";
+    let rollup = if states.iter().any(|s| s == "rejected") {
+        "rejected"
+    } else if !states.is_empty()
+        && (states.iter().all(|s| s == "approved")
+            || (one_suffices && states.iter().any(|s| s == "approved")))
+    {
+        "approved"
+    } else if states.is_empty() {
+        return;
+    } else {
+        "requested"
+    };
+    change.fields.insert("approval".into(), rollup.into());
 }
 
 async fn delete_record(
@@ -947,6 +1191,9 @@ async fn delete_record(
 ) -> Response {
     if let Err(response) = check_table(&table_name, true) {
         return response;
+    }
+    if table_name != "change_request" {
+        return acl_refusal("Delete");
     }
     match sn
         .tables

@@ -5,7 +5,7 @@
 use changeflow_devstack::EmbeddedTemporal;
 use changeflow_simulators::{FaultConfig, RunningSimulators, SimulatorOptions};
 use changeflow_workflows::{ChangeProgress, DeploymentRequest};
-use std::collections::BTreeMap;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,18 +189,27 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// The seeded "NTP Servers" template to the given devices, requested by alice.
+/// The seeded "NTP Servers" template to the given devices, requested by alice, as a standard
+/// (pre-approved) change: it runs without waiting for anybody.
 pub fn ntp_change(devices: &[&str]) -> DeploymentRequest {
-    DeploymentRequest {
-        template_id: changeflow_simulators::seed::id("template", "NTP Servers"),
-        parameters: BTreeMap::from([
-            ("ntp_primary".to_string(), "10.255.0.1".to_string()),
-            ("ntp_secondary".to_string(), "10.255.0.2".to_string()),
-        ]),
-        devices: devices.iter().map(|d| d.to_string()).collect(),
-        requested_by: "alice".into(),
-        short_description: None,
+    governed_change(devices, json!({"change_type": "standard"}))
+}
+
+/// The "NTP Servers" change to the given devices, requested by alice, with more arguments
+/// (`change_type`, `window_start`, ...) and approvals looked for in ServiceNow every second.
+pub fn governed_change(devices: &[&str], more: serde_json::Value) -> DeploymentRequest {
+    let mut arguments = json!({
+        "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
+        "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
+        "devices": devices,
+    });
+    for (k, v) in more.as_object().cloned().unwrap_or_default() {
+        arguments[k] = v;
     }
+    let mut request =
+        DeploymentRequest::new(serde_json::from_value(arguments).unwrap(), "alice".into());
+    request.approval_poll_secs = 1;
+    request
 }
 
 /// Checks one log line against the ECS field rules changeflow relies on, so Filebeat's default

@@ -52,6 +52,7 @@ async def main():
             "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
             "devices": [os.environ["DEVICE"]],
             "idempotency_key": f"python-{os.environ['MCP_MODE']}",
+            "change_type": "standard",
         }
         result = await client.call_tool("deploy_template", arguments, progress_callback=on_progress)
         assert not field(result, "is_error", "isError"), result

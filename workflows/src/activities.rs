@@ -25,9 +25,29 @@ impl ChangeActivities {
         unimplemented!()
     }
 
-    /// Walks the change request through the state model up to Implement.
-    #[activity(name = "start_implementation")]
-    pub fn start_implementation(ticket: ChangeTicket) -> Result<(), ActivityError> {
+    /// Walks the change request along its type's state path up to a state.
+    #[activity(name = "advance_ticket")]
+    pub fn advance_ticket(advance: AdvanceTicket) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Who may still approve the change (its `requested` approval records).
+    #[activity(name = "pending_approvers")]
+    pub fn pending_approvers(ticket: ChangeTicket) -> Result<PendingApprovers, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Looks in ServiceNow every `poll_secs` (heartbeating) until the change's approval is
+    /// decided there; returns the decisive approver's decision.
+    #[activity(name = "await_approval")]
+    pub fn await_approval(wait: AwaitApproval) -> Result<ApprovalDecision, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Writes an approver's decision to their approval record (with the comment) and a work
+    /// note; returns the change's approval rollup afterwards.
+    #[activity(name = "record_decision")]
+    pub fn record_decision(record: RecordDecision) -> Result<ApprovalRollup, ActivityError> {
         unimplemented!()
     }
 

@@ -37,46 +37,147 @@ pub struct DeployTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = ID_PATTERN))]
     pub idempotency_key: Option<String>,
+    /// standard: a pre-approved template, no approval; normal (default): four-eyes approval,
+    /// then its window; emergency: one emergency approver, no window wait, justification required
+    #[serde(default)]
+    pub change_type: ChangeType,
+    /// Why the change is needed; required for emergency changes, written to the ticket
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
+    pub justification: Option<String>,
+    /// Start of the change window (RFC 3339); the change deploys no earlier
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub window_start: Option<String>,
+    /// End of the change window (RFC 3339); a change that cannot start before it is canceled
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub window_end: Option<String>,
+    /// How long approvers have before the change is canceled, as a Go duration: 168h
+    /// (default, 7 days), 36h, 90m; at most 720h (policy may allow less)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = limits::DURATION_PATTERN))]
+    pub approval_timeout: Option<String>,
+}
+
+/// ServiceNow's change types, which decide the path a change takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeType {
+    Standard,
+    #[default]
+    Normal,
+    Emergency,
+}
+
+impl ChangeType {
+    /// ServiceNow's `type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Standard => "standard",
+            ChangeType::Normal => "normal",
+            ChangeType::Emergency => "emergency",
+        }
+    }
+
+    /// Whether a person must approve it.
+    pub fn needs_approval(self) -> bool {
+        self != ChangeType::Standard
+    }
+
+    /// Whether it waits for its window to open.
+    pub fn waits_for_window(self) -> bool {
+        self != ChangeType::Emergency
+    }
+}
+
+/// A change window: seconds since the Unix epoch, start before end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl DeployTemplate {
+    /// The requested window, if any (checked by `validate`).
+    pub fn window(&self) -> Result<Option<Window>, String> {
+        let parse = |field: &str, text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.unix_timestamp())
+                .map_err(|_| format!("{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z"))
+        };
+        match (&self.window_start, &self.window_end) {
+            (None, None) => Ok(None),
+            (Some(start), Some(end)) => {
+                let window = Window {
+                    start: parse("window_start", start)?,
+                    end: parse("window_end", end)?,
+                };
+                if window.end <= window.start {
+                    return Err("window_end must be after window_start".into());
+                }
+                Ok(Some(window))
+            }
+            _ => Err("window_start and window_end go together: give both or neither".into()),
+        }
+    }
+
+    /// How long approvers have, in seconds (checked by `validate`).
+    pub fn approval_timeout_secs(&self) -> Result<u64, String> {
+        match &self.approval_timeout {
+            None => Ok(limits::DEFAULT_APPROVAL_TIMEOUT_SECS),
+            Some(text) => limits::duration_secs("approval_timeout", text).and_then(|secs| {
+                if (1..=limits::MAX_APPROVAL_TIMEOUT_SECS).contains(&secs) {
+                    Ok(secs)
+                } else {
+                    Err(format!(
+                        "approval_timeout must be between 1s and {}h",
+                        limits::MAX_APPROVAL_TIMEOUT_SECS / 3600
+                    ))
+                }
+            }),
+        }
+    }
 }
 
 impl Arguments for DeployTemplate {
+    /// Everything a deployment must satisfy, whether it comes as a tool's arguments or inside
+    /// the workflow's input (`DeploymentRequest`).
     fn validate(&self) -> Result<(), String> {
-        check_deployment(
-            &self.template_id,
-            &self.parameters,
-            &self.devices,
-            self.short_description.as_deref(),
+        limits::id("template_id", &self.template_id)?;
+        if self.devices.is_empty() || self.devices.len() > limits::MAX_DEVICES {
+            return Err(format!(
+                "devices must name 1 to {} devices",
+                limits::MAX_DEVICES
+            ));
+        }
+        for device in &self.devices {
+            limits::id("each device", device)?;
+        }
+        limits::parameters(&self.parameters)?;
+        if self
+            .short_description
+            .as_deref()
+            .is_some_and(|text| text.chars().count() > limits::SHORT_TEXT_MAX)
+        {
+            return Err(format!(
+                "short_description is limited to {} characters",
+                limits::SHORT_TEXT_MAX
+            ));
+        }
+        limits::optional_id("idempotency_key", self.idempotency_key.as_deref())?;
+        limits::optional_text(
+            "justification",
+            self.justification.as_deref(),
+            limits::LONG_TEXT_MAX,
         )?;
-        limits::optional_id("idempotency_key", self.idempotency_key.as_deref())
+        if self.change_type == ChangeType::Emergency && self.justification.is_none() {
+            return Err("an emergency change requires a justification: say why it cannot wait for a normal change".into());
+        }
+        self.window()?;
+        self.approval_timeout_secs()?;
+        Ok(())
     }
-}
-
-/// What a deployment must satisfy, whether it comes as a tool's arguments (`DeployTemplate`) or
-/// as the workflow's input (`DeploymentRequest`).
-pub(crate) fn check_deployment(
-    template_id: &str,
-    parameters: &BTreeMap<String, String>,
-    devices: &[String],
-    short_description: Option<&str>,
-) -> Result<(), String> {
-    limits::id("template_id", template_id)?;
-    if devices.is_empty() || devices.len() > limits::MAX_DEVICES {
-        return Err(format!(
-            "devices must name 1 to {} devices",
-            limits::MAX_DEVICES
-        ));
-    }
-    for device in devices {
-        limits::id("each device", device)?;
-    }
-    limits::parameters(parameters)?;
-    if short_description.is_some_and(|text| text.chars().count() > limits::SHORT_TEXT_MAX) {
-        return Err(format!(
-            "short_description is limited to {} characters",
-            limits::SHORT_TEXT_MAX
-        ));
-    }
-    Ok(())
 }
 
 /// List Catalyst Center templates, optionally of one project.
@@ -85,7 +186,7 @@ pub(crate) fn check_deployment(
 pub struct ListTemplates {
     /// Only templates of this Catalyst Center project
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = limits::NAME_MAX))]
+    #[schemars(length(min = 1, max = limits::NAME_MAX), regex(pattern = limits::NOT_BLANK))]
     pub project_name: Option<String>,
 }
 
@@ -141,7 +242,7 @@ pub struct ListDevices {
     pub hostname: Option<String>,
     /// Device family, e.g. 'Switches and Hubs'
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = limits::FAMILY_MAX))]
+    #[schemars(length(min = 1, max = limits::FAMILY_MAX), regex(pattern = limits::NOT_BLANK))]
     pub family: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachability: Option<Reachability>,
@@ -239,11 +340,11 @@ impl Arguments for ListChangeRequests {
 #[serde(deny_unknown_fields)]
 pub struct CreateChangeRequest {
     /// One-line summary
-    #[schemars(length(min = 1, max = limits::SHORT_TEXT_MAX))]
+    #[schemars(length(min = 1, max = limits::SHORT_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub short_description: String,
     /// What will be changed and why
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub description: Option<String>,
     /// Same key, same write: a retried call never writes twice
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,7 +376,7 @@ pub struct AddWorkNote {
     #[schemars(regex(pattern = ID_PATTERN))]
     pub number: String,
     /// The note; the caller's name is appended
-    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub note: String,
     /// Same key, same write: a retried call never writes twice
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,7 +411,7 @@ pub struct CloseChangeRequest {
     pub number: String,
     pub close_code: CloseCode,
     /// Why and how it closed
-    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX))]
+    #[schemars(length(min = 1, max = limits::LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub close_notes: String,
 }
 

@@ -20,9 +20,19 @@ pub const LONG_TEXT_MAX: usize = 4000;
 pub const NAME_MAX: usize = 128;
 /// A device family filter.
 pub const FAMILY_MAX: usize = 64;
+/// How long approvers may take, in seconds: default (7 days) and the largest the tool takes
+/// (30 days; policy may allow less).
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+/// A Go duration of whole hours, minutes and seconds (`168h`, `1h30m`, `45s`): what Rego's
+/// `time.parse_duration_ns` reads too.
+pub const DURATION_PATTERN: &str = "^([0-9]{1,7}(h|m|s))+$";
 /// Page size of list tools: default and largest.
 pub const DEFAULT_LIST_LIMIT: u32 = 50;
 pub const MAX_LIST_LIMIT: u32 = 200;
+
+/// A text with at least one non-blank character (what `text` checks beyond length).
+pub const NOT_BLANK: &str = "\\S";
 
 /// Checks an identifier against `ID_PATTERN`.
 pub fn id(field: &str, value: &str) -> Result<(), String> {
@@ -92,6 +102,35 @@ pub fn parameters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
         "additionalProperties": {"type": "string", "maxLength": MAX_PARAMETER_VALUE},
         "description": "Template parameters by name (values as strings)"
     })
+}
+
+/// Seconds of a Go duration of whole hours, minutes and seconds (`DURATION_PATTERN`).
+pub fn duration_secs(field: &str, text: &str) -> Result<u64, String> {
+    let invalid = || format!("{field} must be a duration such as 168h, 36h, 90m or 1h30m");
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(invalid()),
+        };
+        if number.is_empty() || number.len() > 7 {
+            return Err(invalid());
+        }
+        let n: u64 = number.parse().map_err(|_| invalid())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(invalid());
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

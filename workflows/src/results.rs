@@ -53,6 +53,8 @@ pub struct Device {
     pub management_ip: String,
     pub platform: String,
     pub family: String,
+    /// Catalyst Center's role: ACCESS, DISTRIBUTION, CORE, BORDER ROUTER, ...
+    pub role: String,
     pub software_version: String,
     pub reachability: String,
     pub managed: bool,

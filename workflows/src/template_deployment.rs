@@ -1,31 +1,52 @@
-//! `TemplateDeployment`: validate → open change ticket → Implement → deploy → verify → close.
+//! `TemplateDeployment`: a governed change. Validate → open the change ticket (its type, window
+//! and justification) → approval (normal and emergency changes: wait, durably, for an
+//! approver's decision, made through the `decide` update or in ServiceNow) → Scheduled → wait
+//! for the window (normal and standard changes) → Implement → deploy → verify → close.
 //!
 //! Once a ticket exists, every way out of the workflow closes it: successful, unsuccessful with
-//! the reason, or canceled when the workflow is cancelled. Progress lives in workflow state and
-//! is answered by the `progress` query.
+//! the reason, or canceled (by request, rejection, no decision in time, a missed window).
+//! Progress lives in workflow state and is answered by the `progress` query. Time is workflow
+//! time only.
 
 use crate::activities::ChangeActivities;
-use crate::arguments::CloseCode;
+use crate::arguments::{ChangeType, CloseCode, TicketState, Window};
 use crate::failure::{FailureType, failure_message, failure_type};
 use crate::types::*;
 use std::time::Duration;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext,
-    WorkflowContextView, WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 #[workflow]
 #[derive(Default)]
 pub struct TemplateDeployment {
     progress: ChangeProgress,
+    /// Who asked for the change: never its approver.
+    requested_by: String,
+    /// A decision accepted by the `decide` update, not yet written to ServiceNow.
+    decision: Option<ApprovalDecision>,
 }
 
 /// Why the steps after ticket creation stopped early.
 enum Interruption {
+    /// Cancelled by request.
     Canceled,
     Failed(String),
+    /// An approver rejected the change.
+    Rejected(String),
+    /// No decision in time, or the window was missed.
+    Expired(String),
+}
+
+/// What ended a wait for approval.
+enum Woken {
+    Update,
+    Polled(Box<Result<ApprovalDecision, ActivityExecutionError>>),
+    TimedOut,
+    Cancelled,
 }
 
 impl From<ActivityExecutionError> for Interruption {
@@ -47,6 +68,13 @@ impl TemplateDeployment {
         if let Err(reason) = request.validate() {
             return Err(invalid_request(reason));
         }
+        let window = request.change.window().ok().flatten();
+        ctx.state_mut(|s| {
+            s.requested_by = request.requested_by.clone();
+            s.progress.change_type = request.change.change_type;
+            s.progress.window_start = window.map(|w| rfc3339(w.start));
+            s.progress.window_end = window.map(|w| rfc3339(w.end));
+        });
 
         advance(
             ctx,
@@ -81,7 +109,7 @@ impl TemplateDeployment {
         advance(ctx, ChangeStep::OpeningTicket, "opening the change request");
         let new_ticket = NewChangeTicket {
             correlation_id: ctx.workflow_id().to_string(),
-            short_description: request.short_description.clone().unwrap_or_else(|| {
+            short_description: request.change.short_description.clone().unwrap_or_else(|| {
                 format!(
                     "Deploy template {} to {} device(s)",
                     validated.template_name,
@@ -90,6 +118,9 @@ impl TemplateDeployment {
             }),
             description: ticket_description(&validated),
             requested_by: request.requested_by.clone(),
+            change_type: request.change.change_type,
+            justification: request.change.justification.clone(),
+            window,
         };
         // Not cancellable: a ticket opened while a cancellation raced it must be known to be
         // closed. A cancellation then takes effect at the next step, which closes it.
@@ -114,7 +145,11 @@ impl TemplateDeployment {
             crate::types::search::TICKET.value_set(ticket.number.clone())
         ]);
 
-        let deployed = Self::implement(ctx, &ticket, &validated).await;
+        let governed = Self::govern(ctx, &ticket, &request, window).await;
+        let deployed = match governed {
+            Ok(()) => Self::implement(ctx, &ticket, &validated, window).await,
+            Err(stop) => Err(stop),
+        };
         let (closure, notes, result) = match deployed {
             Ok(snapshot) => conclude(&ticket, snapshot),
             Err(Interruption::Canceled) => {
@@ -137,20 +172,21 @@ impl TemplateDeployment {
                 );
                 return Err(WorkflowTermination::cancelled());
             }
-            Err(Interruption::Failed(reason)) => {
-                let result = ChangeResult {
-                    outcome: ChangeOutcome::Failed,
-                    ticket_number: ticket.number.clone(),
-                    deployment_id: ctx.state(|s| s.progress.deployment_id.clone()),
-                    devices: ctx.state(|s| s.progress.devices.clone()),
-                    failure_reason: Some(reason.clone()),
-                };
-                (
-                    CloseCode::Unsuccessful,
-                    format!("Change failed: {reason}"),
-                    result,
-                )
-            }
+            Err(Interruption::Failed(reason)) => (
+                CloseCode::Unsuccessful,
+                format!("Change failed: {reason}"),
+                unfinished(ctx, &ticket, ChangeOutcome::Failed, reason),
+            ),
+            Err(Interruption::Rejected(reason)) => (
+                CloseCode::Canceled,
+                reason.clone(),
+                unfinished(ctx, &ticket, ChangeOutcome::Rejected, reason),
+            ),
+            Err(Interruption::Expired(reason)) => (
+                CloseCode::Canceled,
+                format!("Change canceled: {reason}"),
+                unfinished(ctx, &ticket, ChangeOutcome::Canceled, reason),
+            ),
         };
 
         advance(ctx, ChangeStep::ClosingTicket, "closing the change request");
@@ -160,8 +196,12 @@ impl TemplateDeployment {
                 ChangeStep::Completed,
                 "change completed successfully".to_string(),
             ),
-            ChangeOutcome::Failed => (
-                ChangeStep::Failed,
+            other => (
+                match other {
+                    ChangeOutcome::Rejected => ChangeStep::Rejected,
+                    ChangeOutcome::Canceled => ChangeStep::Canceled,
+                    _ => ChangeStep::Failed,
+                },
                 result
                     .failure_reason
                     .clone()
@@ -177,26 +217,267 @@ impl TemplateDeployment {
     pub fn progress(&self, _ctx: &WorkflowContextView) -> ChangeProgress {
         self.progress.clone()
     }
+
+    /// Refuses a decision the change cannot take, before it enters history: the requester's
+    /// own (whatever the policy said), one while no approval is awaited, one by somebody who
+    /// is not an approver, a rejection without a comment.
+    #[update_validator(decide)]
+    fn validate_decide(
+        &self,
+        _ctx: &WorkflowContextView,
+        decision: &ApprovalDecision,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if decision.approver == self.requested_by {
+            return Err(format!(
+                "{} requested this change and cannot approve or reject it",
+                decision.approver
+            )
+            .into());
+        }
+        if self.progress.step != ChangeStep::AwaitingApproval || self.decision.is_some() {
+            return Err(format!(
+                "the change is not awaiting approval (it is {})",
+                self.progress.step.as_str()
+            )
+            .into());
+        }
+        if !self.progress.approvers.contains(&decision.approver) {
+            return Err(format!(
+                "{} is not an approver of this change (approvers: {})",
+                decision.approver,
+                self.progress.approvers.join(", ")
+            )
+            .into());
+        }
+        if decision.verdict == Verdict::Rejected && decision.comment.trim().is_empty() {
+            return Err("a rejection needs a comment saying why".into());
+        }
+        Ok(())
+    }
+
+    /// An approver's decision, delivered as an update so the caller learns at once whether it
+    /// was accepted. The workflow writes it to ServiceNow and acts on it.
+    #[update]
+    pub fn decide(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        decision: ApprovalDecision,
+    ) -> DecisionReceipt {
+        let receipt = DecisionReceipt {
+            approver: decision.approver.clone(),
+            verdict: decision.verdict,
+            ticket_number: self.progress.ticket_number.clone(),
+        };
+        self.decision = Some(decision);
+        receipt
+    }
 }
 
 impl TemplateDeployment {
+    /// Approval (normal and emergency changes), then Scheduled and the window (normal and
+    /// standard changes). Returns when the change may be implemented.
+    async fn govern(
+        ctx: &mut WorkflowContext<Self>,
+        ticket: &ChangeTicket,
+        request: &DeploymentRequest,
+        window: Option<Window>,
+    ) -> Result<(), Interruption> {
+        let change_type = request.change.change_type;
+        if change_type.needs_approval() {
+            // Entering Authorize creates the approval records in ServiceNow.
+            Self::advance_ticket(ctx, ticket, change_type, TicketState::Authorize).await?;
+            Self::await_approval(ctx, ticket, request).await?;
+        }
+        Self::advance_ticket(ctx, ticket, change_type, TicketState::Scheduled).await?;
+        let Some(window) = window.filter(|_| change_type.waits_for_window()) else {
+            return Ok(());
+        };
+        let now = now_secs(ctx);
+        if now >= window.end {
+            return Err(Interruption::Expired(format!(
+                "missed its window: it could start only at {}, after the window ended at {}",
+                rfc3339(now),
+                rfc3339(window.end)
+            )));
+        }
+        if now < window.start {
+            wait_on(
+                ctx,
+                ChangeStep::Scheduled,
+                format!(
+                    "scheduled: waits for its window, {} to {}",
+                    rfc3339(window.start),
+                    rfc3339(window.end)
+                ),
+            );
+            let wait = Duration::from_secs((window.start - now) as u64);
+            temporalio_sdk::workflows::select! {
+                _ = ctx.timer(wait) => {}
+                _ = ctx.cancelled() => {}
+            }
+            if ctx.cancellation_token().is_cancelled() {
+                return Err(Interruption::Canceled);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the change's approval: a decision through the `decide` update, or one made in
+    /// ServiceNow (seen by a polling activity), until the approval timeout.
+    async fn await_approval(
+        ctx: &mut WorkflowContext<Self>,
+        ticket: &ChangeTicket,
+        request: &DeploymentRequest,
+    ) -> Result<(), Interruption> {
+        let timeout = request
+            .change
+            .approval_timeout_secs()
+            .unwrap_or(crate::limits::DEFAULT_APPROVAL_TIMEOUT_SECS);
+        let deadline = now_secs(ctx) + timeout as i64;
+        loop {
+            let pending = ctx
+                .execute_activity(
+                    ChangeActivities::pending_approvers,
+                    ticket.clone(),
+                    call_options("pending approvers"),
+                )
+                .await?;
+            ctx.state_mut(|s| s.progress.approvers = pending.approvers.clone());
+            let by = if pending.approvers.is_empty() {
+                "an approver (ServiceNow lists none yet)".to_string()
+            } else {
+                pending.approvers.join(" or ")
+            };
+            wait_on(
+                ctx,
+                ChangeStep::AwaitingApproval,
+                format!("awaiting approval by {by}"),
+            );
+            ctx.upsert_search_attributes([search::APPROVERS.value_set(pending.approvers)]);
+
+            let polling = ctx.cancellation_token().child_token();
+            let mut options = poll_options(request.approval_poll_secs, timeout);
+            options.cancellation_token = Some(polling.clone());
+            let remaining =
+                Duration::from_secs(deadline.saturating_sub(now_secs(ctx)).max(0) as u64);
+            let woken = temporalio_sdk::workflows::select! {
+                woke = ctx.wait_condition(|s: &Self| s.decision.is_some()) => match woke {
+                    Ok(()) => Woken::Update,
+                    Err(_) => Woken::Cancelled,
+                },
+                polled = ctx.execute_activity(
+                    ChangeActivities::await_approval,
+                    AwaitApproval { ticket: ticket.clone(), poll_secs: request.approval_poll_secs },
+                    options,
+                ) => Woken::Polled(Box::new(polled)),
+                _ = ctx.timer(remaining) => Woken::TimedOut,
+            };
+            polling.cancel();
+            ctx.upsert_search_attributes([search::APPROVERS.value_set(Vec::new())]);
+            let decision = match woken {
+                Woken::Cancelled => return Err(Interruption::Canceled),
+                Woken::TimedOut => {
+                    return Err(Interruption::Expired(format!(
+                        "no approval decision within {}",
+                        request.change.approval_timeout.as_deref().unwrap_or("168h")
+                    )));
+                }
+                Woken::Polled(polled) => match *polled {
+                    Ok(decision) => {
+                        note_decision(ctx, &decision);
+                        decision
+                    }
+                    Err(ActivityExecutionError::Cancelled(_)) => {
+                        return Err(Interruption::Canceled);
+                    }
+                    Err(err) => return Err(Interruption::Failed(failure_message(&err))),
+                },
+                Woken::Update => {
+                    let Some(decision) = ctx.state_mut(|s| s.decision.take()) else {
+                        continue;
+                    };
+                    note_decision(ctx, &decision);
+                    let written = RecordDecision {
+                        ticket: ticket.clone(),
+                        decision: decision.clone(),
+                    };
+                    let rollup = ctx
+                        .execute_activity(
+                            ChangeActivities::record_decision,
+                            written,
+                            call_options("record decision"),
+                        )
+                        .await?;
+                    match rollup {
+                        ApprovalRollup::Requested => continue,
+                        ApprovalRollup::Approved => ApprovalDecision {
+                            verdict: Verdict::Approved,
+                            ..decision
+                        },
+                        ApprovalRollup::Rejected => ApprovalDecision {
+                            verdict: Verdict::Rejected,
+                            ..decision
+                        },
+                    }
+                }
+            };
+            return match decision.verdict {
+                Verdict::Approved => Ok(()),
+                Verdict::Rejected => Err(Interruption::Rejected(format!(
+                    "Rejected by {}: {}",
+                    decision.approver,
+                    if decision.comment.is_empty() {
+                        "no comment given"
+                    } else {
+                        decision.comment.as_str()
+                    }
+                ))),
+            };
+        }
+    }
+
+    async fn advance_ticket(
+        ctx: &mut WorkflowContext<Self>,
+        ticket: &ChangeTicket,
+        change_type: ChangeType,
+        to: TicketState,
+    ) -> Result<(), Interruption> {
+        let advance = AdvanceTicket {
+            ticket: ticket.clone(),
+            change_type,
+            to,
+        };
+        ctx.execute_activity(
+            ChangeActivities::advance_ticket,
+            advance,
+            call_options("advance ticket"),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Implement → deploy → wait for the deployment to end. Returns the final snapshot.
     async fn implement(
         ctx: &mut WorkflowContext<Self>,
         ticket: &ChangeTicket,
         validated: &ValidatedDeployment,
+        window: Option<Window>,
     ) -> Result<DeploymentSnapshot, Interruption> {
+        let change_type = ctx.state(|s| s.progress.change_type);
+        if let Some(window) = window.filter(|_| change_type.waits_for_window())
+            && now_secs(ctx) >= window.end
+        {
+            return Err(Interruption::Expired(format!(
+                "missed its window: it ended at {} before the deployment could start",
+                rfc3339(window.end)
+            )));
+        }
         advance(
             ctx,
             ChangeStep::Implementing,
             "moving the change request to Implement",
         );
-        ctx.execute_activity(
-            ChangeActivities::start_implementation,
-            ticket.clone(),
-            call_options("implement"),
-        )
-        .await?;
+        Self::advance_ticket(ctx, ticket, change_type, TicketState::Implement).await?;
 
         advance(
             ctx,
@@ -332,11 +613,73 @@ fn record_snapshot(ctx: &WorkflowContext<TemplateDeployment>, snapshot: &Deploym
 }
 
 fn advance(ctx: &WorkflowContext<TemplateDeployment>, step: ChangeStep, message: &str) {
-    ctx.state_mut(|s| {
+    let changed = ctx.state_mut(|s| {
+        let changed = s.progress.step != step;
         s.progress.step = step;
         s.progress.percent = step.percent();
         s.progress.message = message.to_string();
+        if !step.is_waiting() {
+            s.progress.waiting_since = None;
+        }
+        changed
     });
+    if changed {
+        ctx.upsert_search_attributes([search::STEP.value_set(step.as_str().to_string())]);
+    }
+}
+
+/// Enters a wait for a person or a window: the step, what it waits for, and since when.
+fn wait_on(ctx: &WorkflowContext<TemplateDeployment>, step: ChangeStep, message: String) {
+    let since = rfc3339(now_secs(ctx));
+    advance(ctx, step, &format!("{message} (since {since})"));
+    ctx.state_mut(|s| s.progress.waiting_since = Some(since));
+}
+
+fn note_decision(ctx: &WorkflowContext<TemplateDeployment>, decision: &ApprovalDecision) {
+    let at = rfc3339(now_secs(ctx));
+    ctx.state_mut(|s| {
+        s.progress.decisions.push(DecisionRecord {
+            approver: decision.approver.clone(),
+            verdict: decision.verdict,
+            comment: decision.comment.clone(),
+            source: decision.source,
+            at,
+        })
+    });
+}
+
+/// The result of a change that ended before its deployment finished.
+fn unfinished(
+    ctx: &WorkflowContext<TemplateDeployment>,
+    ticket: &ChangeTicket,
+    outcome: ChangeOutcome,
+    reason: String,
+) -> ChangeResult {
+    ChangeResult {
+        outcome,
+        ticket_number: ticket.number.clone(),
+        deployment_id: ctx.state(|s| s.progress.deployment_id.clone()),
+        devices: ctx.state(|s| s.progress.devices.clone()),
+        failure_reason: Some(reason),
+    }
+}
+
+/// Workflow time, in seconds since the Unix epoch.
+fn now_secs(ctx: &WorkflowContext<TemplateDeployment>) -> i64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC).
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn ticket_description(validated: &ValidatedDeployment) -> String {
@@ -380,6 +723,19 @@ fn call_options(summary: &str) -> ActivityOptions {
     })
     .retry_policy(retry_policy())
     .summary(summary.to_string())
+    .build()
+}
+
+/// Approval polling: heartbeats while it waits between looks; lives as long as approvers have.
+fn poll_options(poll_secs: u64, timeout_secs: u64) -> ActivityOptions {
+    let lifetime = Duration::from_secs(timeout_secs + 3600);
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close: lifetime,
+        start_to_close: lifetime,
+    })
+    .heartbeat_timeout(Duration::from_secs(poll_secs.clamp(5, 60) * 2))
+    .retry_policy(retry_policy())
+    .summary("await approval in ServiceNow".to_string())
     .build()
 }
 

@@ -6,47 +6,47 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What a caller asks for: deploy one Catalyst Center template to some devices under a change ticket.
+/// What a caller asks for: deploy one Catalyst Center template to some devices under a governed
+/// change ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
-    /// Catalyst Center template id (`templateId`).
-    pub template_id: String,
-    /// Template parameters by name; values are strings as Catalyst Center expects them.
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-    /// Target devices by hostname (or Catalyst Center device id).
-    pub devices: Vec<String>,
-    /// The human the change is made for; becomes the ticket's `requested_by`.
+    /// The caller's `deploy_template` arguments.
+    pub change: DeployTemplate,
+    /// The human the change is made for; becomes the ticket's `requested_by`, and can never
+    /// approve it.
     pub requested_by: String,
-    /// One-line summary for the change ticket; generated when absent.
-    #[serde(default)]
-    pub short_description: Option<String>,
+    /// Seconds between looks in ServiceNow for a decision an approver made there.
+    #[serde(default = "default_approval_poll_secs")]
+    pub approval_poll_secs: u64,
+}
+
+/// How often the workflow looks for decisions made in ServiceNow, by default.
+pub const DEFAULT_APPROVAL_POLL_SECS: u64 = 30;
+
+fn default_approval_poll_secs() -> u64 {
+    DEFAULT_APPROVAL_POLL_SECS
 }
 
 impl DeploymentRequest {
     /// The request a caller's `deploy_template` arguments make.
-    pub fn new(arguments: DeployTemplate, requested_by: String) -> Self {
+    pub fn new(change: DeployTemplate, requested_by: String) -> Self {
         DeploymentRequest {
-            template_id: arguments.template_id,
-            parameters: arguments.parameters,
-            devices: arguments.devices,
+            change,
             requested_by,
-            short_description: arguments.short_description,
+            approval_poll_secs: DEFAULT_APPROVAL_POLL_SECS,
         }
     }
 
-    /// The tool's own check (the one `DeployTemplate::validate` runs) and a named caller: run
-    /// before any system is asked anything.
+    /// The tool's own check (`DeployTemplate::validate`) and a named caller: run before any
+    /// system is asked anything.
     pub fn validate(&self) -> Result<(), String> {
-        crate::arguments::check_deployment(
-            &self.template_id,
-            &self.parameters,
-            &self.devices,
-            self.short_description.as_deref(),
-        )?;
+        self.change.validate()?;
         if self.requested_by.trim().is_empty() {
             return Err("requested_by must name the caller".into());
+        }
+        if self.approval_poll_secs == 0 {
+            return Err("approval_poll_secs must be at least 1".into());
         }
         Ok(())
     }
@@ -80,6 +80,102 @@ pub struct NewChangeTicket {
     pub short_description: String,
     pub description: String,
     pub requested_by: String,
+    pub change_type: ChangeType,
+    /// The emergency's reason (or any change's), written to the ticket.
+    #[serde(default)]
+    pub justification: Option<String>,
+    /// The planned window: the ticket's `start_date`/`end_date`.
+    #[serde(default)]
+    pub window: Option<Window>,
+}
+
+/// Input of the ticket-moving activity: walk the change type's state path up to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdvanceTicket {
+    pub ticket: ChangeTicket,
+    pub change_type: ChangeType,
+    pub to: TicketState,
+}
+
+/// Input of the approval-polling activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitApproval {
+    pub ticket: ChangeTicket,
+    /// Seconds between looks.
+    pub poll_secs: u64,
+}
+
+/// What a decision says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approved,
+    Rejected,
+}
+
+/// Where a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionSource {
+    /// `approve_change` / `reject_change`, through the front door.
+    Changeflow,
+    /// In ServiceNow itself (its UI or Table API).
+    ServiceNow,
+}
+
+/// An approver's decision on a change (the `decide` update's input, or what polling found).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// The verified approver (user name).
+    pub approver: String,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub comment: String,
+    pub source: DecisionSource,
+}
+
+/// A decision as the change records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRecord {
+    pub approver: String,
+    pub verdict: Verdict,
+    pub comment: String,
+    pub source: DecisionSource,
+    /// RFC 3339 (workflow time).
+    pub at: String,
+}
+
+/// Input of the decision-writing activity: the approver's record in ServiceNow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordDecision {
+    pub ticket: ChangeTicket,
+    pub decision: ApprovalDecision,
+}
+
+/// The change's approval rollup in ServiceNow after a decision (`approval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalRollup {
+    Requested,
+    Approved,
+    Rejected,
+}
+
+/// The answer to an accepted decision (the `decide` update's result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionReceipt {
+    pub approver: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+}
+
+/// Who may still decide on a change, as ServiceNow's approval records say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PendingApprovers {
+    /// User names with a `requested` approval record.
+    pub approvers: Vec<String>,
 }
 
 /// A ServiceNow change request as the workflow tracks it.
@@ -158,12 +254,20 @@ pub enum ChangeStep {
     #[default]
     Validating,
     OpeningTicket,
+    /// Waits for an approver's decision (`approvers`, since `waiting_since`).
+    AwaitingApproval,
+    /// Approved; waits for its window to open (`window_start`).
+    Scheduled,
+    /// A device is held by another change (`waiting_for`).
+    WaitingForDevice,
     Implementing,
     Deploying,
     Verifying,
     ClosingTicket,
     Completed,
     Failed,
+    /// An approver rejected it; nothing was deployed.
+    Rejected,
     Canceled,
 }
 
@@ -173,12 +277,44 @@ impl ChangeStep {
         match self {
             ChangeStep::Validating => 0,
             ChangeStep::OpeningTicket => 10,
+            ChangeStep::AwaitingApproval => 15,
+            ChangeStep::Scheduled | ChangeStep::WaitingForDevice => 18,
             ChangeStep::Implementing => 20,
             ChangeStep::Deploying => 25,
             ChangeStep::Verifying => 85,
             ChangeStep::ClosingTicket => 90,
-            ChangeStep::Completed | ChangeStep::Failed | ChangeStep::Canceled => 100,
+            ChangeStep::Completed
+            | ChangeStep::Failed
+            | ChangeStep::Rejected
+            | ChangeStep::Canceled => 100,
         }
+    }
+
+    /// The step's name as tools and filters write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeStep::Validating => "validating",
+            ChangeStep::OpeningTicket => "opening_ticket",
+            ChangeStep::AwaitingApproval => "awaiting_approval",
+            ChangeStep::Scheduled => "scheduled",
+            ChangeStep::WaitingForDevice => "waiting_for_device",
+            ChangeStep::Implementing => "implementing",
+            ChangeStep::Deploying => "deploying",
+            ChangeStep::Verifying => "verifying",
+            ChangeStep::ClosingTicket => "closing_ticket",
+            ChangeStep::Completed => "completed",
+            ChangeStep::Failed => "failed",
+            ChangeStep::Rejected => "rejected",
+            ChangeStep::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the change waits for a person, a window or a device (no caller is held that long).
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            ChangeStep::AwaitingApproval | ChangeStep::Scheduled | ChangeStep::WaitingForDevice
+        )
     }
 }
 
@@ -196,6 +332,21 @@ pub struct ChangeProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     pub devices: Vec<DeviceStatus>,
+    pub change_type: ChangeType,
+    /// Who may approve it while it is `awaiting_approval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// Since when it waits (RFC 3339), while it waits for a person, a window or a device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
+    /// Its window (RFC 3339), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+    /// The decisions made on it so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<DecisionRecord>,
 }
 
 /// How a change ended.
@@ -206,6 +357,10 @@ pub enum ChangeOutcome {
     Succeeded,
     /// At least one device failed; ticket closed unsuccessful with the reason.
     Failed,
+    /// An approver rejected it; ticket canceled with their comment, nothing deployed.
+    Rejected,
+    /// No decision in time, or it missed its window; ticket canceled, nothing deployed.
+    Canceled,
 }
 
 /// The result of a finished change.
@@ -216,7 +371,7 @@ pub struct ChangeResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     pub devices: Vec<DeviceStatus>,
-    /// Why the change failed, when it did.
+    /// Why the change failed, was rejected or was canceled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
 }
@@ -277,13 +432,11 @@ mod tests {
     use crate::limits::MAX_DEVICES;
 
     fn request() -> DeploymentRequest {
-        DeploymentRequest {
-            template_id: "t".into(),
-            parameters: BTreeMap::new(),
-            devices: vec!["edge-1".into()],
-            requested_by: "alice".into(),
-            short_description: None,
-        }
+        let change = serde_json::from_value(serde_json::json!({
+            "template_id": "t", "devices": ["edge-1"]
+        }))
+        .unwrap();
+        DeploymentRequest::new(change, "alice".into())
     }
 
     #[test]
@@ -294,23 +447,60 @@ mod tests {
             let err = r.validate().unwrap_err();
             assert!(err.contains(expected), "{err} should mention {expected}");
         };
-        check(|r| r.template_id = " ".into(), "template_id");
-        check(|r| r.template_id = "a/b".into(), "template_id");
-        check(|r| r.devices.clear(), "devices");
-        check(|r| r.devices = vec![String::new()], "each device");
+        check(|r| r.change.template_id = " ".into(), "template_id");
+        check(|r| r.change.template_id = "a/b".into(), "template_id");
+        check(|r| r.change.devices.clear(), "devices");
+        check(|r| r.change.devices = vec![String::new()], "each device");
         check(|r| r.requested_by.clear(), "requested_by");
         check(
-            |r| r.short_description = Some("x".repeat(161)),
+            |r| r.change.short_description = Some("x".repeat(161)),
             "short_description",
         );
-        check(|r| r.devices = vec!["d".into(); MAX_DEVICES + 1], "devices");
+        check(
+            |r| r.change.devices = vec!["d".into(); MAX_DEVICES + 1],
+            "devices",
+        );
+        check(
+            |r| r.change.change_type = ChangeType::Emergency,
+            "justification",
+        );
+        check(
+            |r| r.change.window_start = Some("2026-11-27T10:00:00Z".into()),
+            "window_end",
+        );
+        check(
+            |r| {
+                r.change.window_start = Some("2026-11-27T10:00:00Z".into());
+                r.change.window_end = Some("2026-11-27T09:00:00Z".into());
+            },
+            "after window_start",
+        );
+        check(
+            |r| {
+                r.change.window_start = Some("tomorrow".into());
+                r.change.window_end = Some("2026-11-27T09:00:00Z".into());
+            },
+            "RFC 3339",
+        );
+        check(
+            |r| r.change.approval_timeout = Some("0s".into()),
+            "approval_timeout",
+        );
+        check(
+            |r| r.change.approval_timeout = Some("7d".into()),
+            "approval_timeout",
+        );
+        check(|r| r.change.approval_timeout = Some("721h".into()), "720h");
+        let mut fine = request();
+        fine.change.approval_timeout = Some("1h30m".into());
+        assert_eq!(fine.change.approval_timeout_secs(), Ok(5400));
         assert!(request().validate().is_ok());
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
         let err = serde_json::from_str::<DeploymentRequest>(
-            r#"{"template_id":"t","devices":["a"],"requested_by":"x","password":"p"}"#,
+            r#"{"change":{"template_id":"t","devices":["a"]},"requested_by":"x","password":"p"}"#,
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field"));
@@ -328,11 +518,18 @@ pub mod search {
     pub const TICKET: SearchAttributeKey<String> = SearchAttributeKey::keyword("ChangeTicket");
     pub const DEVICES: SearchAttributeKey<Vec<String>> =
         SearchAttributeKey::keyword_list("ChangeDevices");
+    /// The change's step (`awaiting_approval`, `scheduled`, ...), as `ChangeStep::as_str`.
+    pub const STEP: SearchAttributeKey<String> = SearchAttributeKey::keyword("ChangeStep");
+    /// Who may approve it while it awaits approval.
+    pub const APPROVERS: SearchAttributeKey<Vec<String>> =
+        SearchAttributeKey::keyword_list("ChangeApprovers");
 
     /// `name=Type` pairs for `temporal server start-dev --search-attribute`.
     pub const REGISTRATION: &[&str] = &[
         "ChangeRequester=Keyword",
         "ChangeTicket=Keyword",
         "ChangeDevices=KeywordList",
+        "ChangeStep=Keyword",
+        "ChangeApprovers=KeywordList",
     ];
 }
