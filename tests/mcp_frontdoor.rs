@@ -359,7 +359,7 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     assert_eq!(completed.last(), Some(&"close_change_ticket"));
     for step in [
         "open_change_ticket",
-        "start_implementation",
+        "advance_ticket",
         "submit_deployment",
         "await_deployment",
     ] {

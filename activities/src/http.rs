@@ -65,6 +65,9 @@ pub enum DownstreamError {
     /// The requested change is invalid (validation problems, listed).
     #[error("{0}")]
     Invalid(String),
+    /// The record's state does not allow the request.
+    #[error("{0}")]
+    Conflict(String),
     /// Credentials could not be obtained.
     #[error("credentials: {message}")]
     Credentials { message: String, retryable: bool },
@@ -104,6 +107,7 @@ impl DownstreamError {
             DownstreamError::Transport { .. } => FailureType::Transport,
             DownstreamError::Protocol { .. } => FailureType::Protocol,
             DownstreamError::Invalid(_) => FailureType::InvalidRequest,
+            DownstreamError::Conflict(_) => FailureType::Conflict,
             DownstreamError::Credentials { .. } => FailureType::Credentials,
             DownstreamError::Configuration(_) => FailureType::Configuration,
         }

@@ -310,7 +310,7 @@ impl ServiceNowClient {
             )));
         };
         let Some(position) = current else {
-            return Err(DownstreamError::Invalid(format!(
+            return Err(DownstreamError::Conflict(format!(
                 "change request {} is in state {}, which cannot move to {}",
                 field(&record, "number"),
                 field(&record, "state"),
@@ -453,7 +453,7 @@ impl ServiceNowClient {
         let current = state_of(&record);
         let code_name = close_code_name(code);
         let refuse = |why: String| match mode {
-            CloseMode::Refuse => Err(DownstreamError::Invalid(format!(
+            CloseMode::Refuse => Err(DownstreamError::Conflict(format!(
                 "change request {number} {why}"
             ))),
             CloseMode::BestEffort => Ok(record.clone()),

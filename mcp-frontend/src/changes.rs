@@ -68,6 +68,8 @@ pub enum OperationFailure {
     NotFound(String),
     /// The downstream system refused the request as invalid; nothing was changed.
     Invalid(String),
+    /// The record's state does not allow the request; nothing was changed.
+    Conflict(String),
     /// Anything else: unreachable systems, Temporal errors.
     Failed(String),
 }
@@ -131,6 +133,7 @@ pub async fn run_operation(
                 Some(FailureType::InvalidRequest | FailureType::Rejected) => {
                     OperationFailure::Invalid(message)
                 }
+                Some(FailureType::Conflict) => OperationFailure::Conflict(message),
                 _ => OperationFailure::Failed(message),
             }
         })

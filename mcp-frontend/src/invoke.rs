@@ -473,6 +473,7 @@ impl FrontDoor {
                     Ok(value) => Outcome::Done(value),
                     Err(changes::OperationFailure::NotFound(message)) => Outcome::NotFound(message),
                     Err(changes::OperationFailure::Invalid(message)) => Outcome::Invalid(message),
+                    Err(changes::OperationFailure::Conflict(message)) => Outcome::Conflict(message),
                     Err(changes::OperationFailure::Failed(message)) => Outcome::Failed(message),
                 })
             }
@@ -561,7 +562,7 @@ impl FrontDoor {
                         Outcome::NotFound(format!("no change '{id}'"))
                     }
                     Err(DecideError::Refused(why)) => {
-                        Outcome::Invalid(format!("the change refused the decision: {why}"))
+                        Outcome::Conflict(format!("the change refused the decision: {why}"))
                     }
                     Err(DecideError::Temporal(why)) => Outcome::Failed(why),
                 })

@@ -70,6 +70,9 @@ pub enum Outcome {
     Invalid(String),
     /// The named change does not exist.
     NotFound(String),
+    /// Its state does not allow the request (a decision on a change no longer awaiting one, a
+    /// close of a ticket that never reached Implement); nothing was done.
+    Conflict(String),
     /// The workflow could not be started or did not complete.
     Failed(String),
 }
@@ -93,6 +96,7 @@ impl Outcome {
             Outcome::Denied { .. } => "denied",
             Outcome::Invalid(_) => "invalid",
             Outcome::NotFound(_) => "not found",
+            Outcome::Conflict(_) => "conflict",
             Outcome::Failed(_) => "failed",
         }
     }

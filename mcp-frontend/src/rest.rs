@@ -32,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -41,6 +43,10 @@ impl IntoResponse for ApiError {
             ApiError::UnknownTool(_) | ApiError::NotFound(_) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "not_found", "message": self.to_string(), "retryable": false}),
+            ),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                json!({"error": "conflict", "message": self.to_string(), "retryable": false}),
             ),
             ApiError::Invalid(_) => (
                 StatusCode::BAD_REQUEST,
@@ -193,6 +199,7 @@ fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiEr
             Err(ApiError::Invalid(format!("invalid arguments: {problem}")))
         }
         Outcome::NotFound(message) => Err(ApiError::NotFound(message)),
+        Outcome::Conflict(message) => Err(ApiError::Conflict(message)),
         Outcome::Tool(result) => Ok((StatusCode::OK, Json(result.to_json())).into_response()),
         Outcome::ProtocolError(message) => Err(ApiError::Unavailable(message)),
         Outcome::Failed(message) => Err(ApiError::Unavailable(format!(
@@ -249,10 +256,16 @@ pub async fn openapi(State(front): State<Arc<FrontDoor>>) -> Json<Value> {
         if input["required"].as_array().is_some_and(|r| !r.is_empty()) {
             body["required"] = json!(["arguments"]);
         }
-        let mut responses = error_responses(&[(
-            "404",
-            "unknown tool, or the named change, ticket, template or device does not exist",
-        )]);
+        let mut responses = error_responses(&[
+            (
+                "404",
+                "unknown tool, or the named change, ticket, template or device does not exist",
+            ),
+            (
+                "409",
+                "the state of the named change or ticket does not allow this; nothing was done",
+            ),
+        ]);
         if spec.long_running {
             responses.insert("202".into(), json!({
                 "description": "change started; poll status_url",

@@ -273,7 +273,9 @@ impl ServerHandler for ChangeflowMcp {
                 CallToolResult::structured_error(json!({"error": "permission denied", "missing_permission": missing_permission, "reason": reason})).into()
             }
             Outcome::Invalid(problem) => tool_error(format!("invalid arguments: {problem}")).into(),
-            Outcome::NotFound(message) | Outcome::Failed(message) => tool_error(message).into(),
+            Outcome::NotFound(message) | Outcome::Conflict(message) | Outcome::Failed(message) => {
+                tool_error(message).into()
+            }
             Outcome::Started { change_id } => CallToolResult::structured(json!({"change_id": change_id})).into(),
         })
     }

@@ -14,6 +14,9 @@ pub enum FailureType {
     NotFound,
     /// The downstream system refused the request (a 4xx other than 404/401/429).
     Rejected,
+    /// The request is well-formed but the record's state does not allow it (closing a ticket
+    /// that never reached Implement, deciding on a change that no longer awaits approval).
+    Conflict,
     Unauthorized,
     RateLimited,
     Unavailable,
@@ -28,10 +31,11 @@ pub enum FailureType {
 }
 
 impl FailureType {
-    const ALL: [FailureType; 12] = [
+    const ALL: [FailureType; 13] = [
         FailureType::InvalidRequest,
         FailureType::NotFound,
         FailureType::Rejected,
+        FailureType::Conflict,
         FailureType::Unauthorized,
         FailureType::RateLimited,
         FailureType::Unavailable,
@@ -49,6 +53,7 @@ impl FailureType {
             FailureType::InvalidRequest => "InvalidRequest",
             FailureType::NotFound => "NotFound",
             FailureType::Rejected => "Rejected",
+            FailureType::Conflict => "Conflict",
             FailureType::Unauthorized => "Unauthorized",
             FailureType::RateLimited => "RateLimited",
             FailureType::Unavailable => "Unavailable",
