@@ -4,7 +4,7 @@
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
 use changeflow_credentials::CredentialProvider;
-use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
+use changeflow_workflows::{DeviceLock, DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -24,7 +24,8 @@ pub async fn run_worker(
         Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TemplateDeployment>()
-        .and_then(|options| options.register_workflow::<DownstreamOperation>());
+        .and_then(|options| options.register_workflow::<DownstreamOperation>())
+        .and_then(|options| options.register_workflow::<DeviceLock>());
     // The conformance fixtures exist only in development builds.
     #[cfg(feature = "dev")]
     let options = options.and_then(|options| {

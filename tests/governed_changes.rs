@@ -362,7 +362,9 @@ async fn an_emergency_needs_one_emergency_approver_and_no_window() {
     let waiting = h
         .wait_for_progress(&id, LONG, |p| p.step == ChangeStep::AwaitingApproval)
         .await;
-    assert_eq!(waiting.approvers, ["carol", "admin"]);
+    let mut approvers = waiting.approvers.clone();
+    approvers.sort();
+    assert_eq!(approvers, ["admin", "carol"], "the emergency approvers");
     let number = waiting.ticket_number.unwrap();
     let ticket = h.ticket(&number);
     assert_eq!(ticket.get("type"), "emergency");
@@ -377,4 +379,74 @@ async fn an_emergency_needs_one_emergency_approver_and_no_window() {
         "no window wait: {done:?}"
     );
     assert_eq!(h.ticket(&number).get("state"), "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waits_for_a_device_another_change_holds() {
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(6),
+        ..Default::default()
+    })
+    .await;
+    let mut worker = h.spawn_worker();
+    let standard = || json!({"change_type": "standard"});
+    let first = h
+        .start_change(governed_change(
+            &["sj-access-01", "sj-access-02"],
+            standard(),
+        ))
+        .await;
+    let deploying = h
+        .wait_for_progress(&first, LONG, |p| p.step == ChangeStep::Deploying)
+        .await;
+    // The same devices in the other order: taken in name order, so no deadlock.
+    let second = h
+        .start_change(governed_change(
+            &["sj-access-02", "sj-access-01"],
+            standard(),
+        ))
+        .await;
+    let waiting = h
+        .wait_for_progress(&second, LONG, |p| {
+            p.step == ChangeStep::WaitingForDevice && p.held_by.is_some()
+        })
+        .await;
+    let holder = waiting.held_by.clone().unwrap();
+    assert_eq!(holder.change_id, first);
+    assert_eq!(holder.ticket_number, deploying.ticket_number);
+    assert!(
+        waiting.message.contains(&first)
+            && waiting
+                .message
+                .contains(deploying.ticket_number.as_deref().unwrap()),
+        "names the other change and its ticket: {}",
+        waiting.message
+    );
+    assert_eq!(h.sims.stats.deploy_requests(), 1, "the second waits");
+
+    // A worker restart while one change waits loses nothing.
+    worker.kill();
+    let _worker = h.spawn_worker();
+    let (a, b) = tokio::join!(result(&h, &first), result(&h, &second));
+    assert_eq!(a.outcome, ChangeOutcome::Succeeded, "{a:?}");
+    assert_eq!(b.outcome, ChangeOutcome::Succeeded, "{b:?}");
+    assert_eq!(h.sims.stats.deploy_requests(), 2);
+    let timeline = changes::history(&h.client, &second).await.unwrap();
+    let second_submitted = timeline
+        .iter()
+        .find(|e| e.event == "step completed" && e.step.as_deref() == Some("submit_deployment"))
+        .map(|e| e.at.clone())
+        .unwrap();
+    let first_done = changes::history(&h.client, &first)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "step completed" && e.step.as_deref() == Some("await_deployment"))
+        .map(|e| e.at)
+        .next_back()
+        .unwrap();
+    assert!(
+        second_submitted > first_done,
+        "the second deployed only after the first finished ({second_submitted} > {first_done})"
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod activities;
 pub mod arguments;
+pub mod device_lock;
 pub mod failure;
 /// The conformance suite's fixture workflow: built only with the `fixtures` feature (the
 /// development build), never registered by a production worker.
@@ -17,6 +18,7 @@ pub mod template_deployment;
 pub mod types;
 
 pub use arguments::Arguments;
+pub use device_lock::DeviceLock;
 #[cfg(feature = "fixtures")]
 pub use fixtures::ConformanceFixture;
 pub use operations::{DownstreamOperation, Operation, OperationRequest};

@@ -10,14 +10,18 @@
 
 use crate::activities::ChangeActivities;
 use crate::arguments::{ChangeType, CloseCode, TicketState, Window};
+use crate::device_lock::{DeviceLock, LockHolder, LockNews, LockRequest, lock_id};
 use crate::failure::{FailureType, failure_message, failure_type};
 use crate::types::*;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, ChildWorkflowStartError,
+    ParentClosePolicy, SignalWorkflowOptions, StartChildWorkflowExecutionFailedCause,
+    SyncWorkflowContext, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowIdReusePolicy, WorkflowResult, WorkflowTermination,
 };
 
 #[workflow]
@@ -28,6 +32,8 @@ pub struct TemplateDeployment {
     requested_by: String,
     /// A decision accepted by the `decide` update, not yet written to ServiceNow.
     decision: Option<ApprovalDecision>,
+    /// What the locks of devices this change waits for have told it, by device.
+    lock_news: BTreeMap<String, LockNews>,
 }
 
 /// Why the steps after ticket creation stopped early.
@@ -255,6 +261,12 @@ impl TemplateDeployment {
         Ok(())
     }
 
+    /// News from the lock of a device this change waits for: who holds it, or that it is free.
+    #[signal]
+    pub fn device_news(&mut self, _ctx: &mut SyncWorkflowContext<Self>, news: LockNews) {
+        self.lock_news.insert(news.device.clone(), news);
+    }
+
     /// An approver's decision, delivered as an update so the caller learns at once whether it
     /// was accepted. The workflow writes it to ServiceNow and acts on it.
     #[update]
@@ -464,6 +476,7 @@ impl TemplateDeployment {
         window: Option<Window>,
     ) -> Result<DeploymentSnapshot, Interruption> {
         let change_type = ctx.state(|s| s.progress.change_type);
+        let locks = Self::acquire_devices(ctx, ticket, validated, window).await?;
         if let Some(window) = window.filter(|_| change_type.waits_for_window())
             && now_secs(ctx) >= window.end
         {
@@ -521,10 +534,125 @@ impl TemplateDeployment {
                 .await?;
             record_snapshot(ctx, &snapshot);
             if snapshot.finished {
+                for device in &locks {
+                    // A lock that cannot be told ends with this change anyway (parent close).
+                    let _ = ctx
+                        .external_workflow(lock_id(device), None)
+                        .signal(DeviceLock::release, (), SignalWorkflowOptions::default())
+                        .await;
+                }
                 advance(ctx, ChangeStep::Verifying, "verifying per-device status");
                 return Ok(snapshot);
             }
         }
+    }
+
+    /// Takes every device of the change, one at a time in name order, so two changes never
+    /// wait for each other; while another change holds one, the change is `waiting_for_device`
+    /// and says which change (and ticket) holds it. Each lock is a child workflow that ends
+    /// when it is released or this change ends.
+    async fn acquire_devices(
+        ctx: &mut WorkflowContext<Self>,
+        ticket: &ChangeTicket,
+        validated: &ValidatedDeployment,
+        window: Option<Window>,
+    ) -> Result<Vec<String>, Interruption> {
+        let mut devices: Vec<String> = validated
+            .devices
+            .iter()
+            .map(|d| d.hostname.clone())
+            .collect();
+        devices.sort();
+        devices.dedup();
+        let holder = LockHolder {
+            change_id: ctx.workflow_id().to_string(),
+            ticket_number: Some(ticket.number.clone()),
+        };
+        let change_type = ctx.state(|s| s.progress.change_type);
+        let mut locks = Vec::new();
+        for device in devices {
+            loop {
+                let request = LockRequest {
+                    device: device.clone(),
+                    holder: holder.clone(),
+                };
+                let options = ChildWorkflowOptions::builder()
+                    .workflow_id(lock_id(&device))
+                    .parent_close_policy(ParentClosePolicy::Terminate)
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+                    .static_summary(format!("{device} held by {}", ticket.number))
+                    .build();
+                let started = ctx
+                    .start_child_workflow(DeviceLock::run, request, options)
+                    .await;
+                match started {
+                    Ok(_lock) => {
+                        locks.push(device.clone());
+                        break;
+                    }
+                    Err(ChildWorkflowStartError::StartFailed {
+                        cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+                        ..
+                    }) => Self::wait_for_device(ctx, &device).await?,
+                    Err(ChildWorkflowStartError::Cancelled(_)) => {
+                        return Err(Interruption::Canceled);
+                    }
+                    Err(other) => return Err(Interruption::Failed(other.to_string())),
+                }
+                if let Some(window) = window.filter(|_| change_type.waits_for_window())
+                    && now_secs(ctx) >= window.end
+                {
+                    return Err(Interruption::Expired(format!(
+                        "missed its window: device {device} was still held by another change when the window ended at {}",
+                        rfc3339(window.end)
+                    )));
+                }
+            }
+        }
+        ctx.state_mut(|s| s.progress.held_by = None);
+        Ok(locks)
+    }
+
+    /// Asks the lock of `device` to say who holds it and to tell when it is free, then waits
+    /// for that (or at most 30 s, in case the holder ended without telling).
+    async fn wait_for_device(
+        ctx: &mut WorkflowContext<Self>,
+        device: &str,
+    ) -> Result<(), Interruption> {
+        ctx.state_mut(|s| s.lock_news.remove(device));
+        let me = ctx.workflow_id().to_string();
+        // The lock may have ended since: then the next attempt takes the device.
+        let _ = ctx
+            .external_workflow(lock_id(device), None)
+            .signal(DeviceLock::wait, me, SignalWorkflowOptions::default())
+            .await;
+        temporalio_sdk::workflows::select! {
+            _ = ctx.wait_condition(|s: &Self| s.lock_news.contains_key(device)) => {}
+            _ = ctx.timer(Duration::from_secs(5)) => {}
+        }
+        let holder = ctx.state(|s| s.lock_news.get(device).map(|n| n.holder.clone()));
+        let by = holder.as_ref().map_or_else(
+            || "another change".to_string(),
+            |h| match &h.ticket_number {
+                Some(number) => format!("change {} (ticket {number})", h.change_id),
+                None => format!("change {}", h.change_id),
+            },
+        );
+        wait_on(
+            ctx,
+            ChangeStep::WaitingForDevice,
+            format!("waiting for device {device}, held by {by}"),
+        );
+        ctx.state_mut(|s| s.progress.held_by = holder);
+        temporalio_sdk::workflows::select! {
+            _ = ctx.wait_condition(|s: &Self| s.lock_news.get(device).is_some_and(|n| n.released)) => {}
+            _ = ctx.timer(Duration::from_secs(30)) => {}
+            _ = ctx.cancelled() => {}
+        }
+        if ctx.cancellation_token().is_cancelled() {
+            return Err(Interruption::Canceled);
+        }
+        Ok(())
     }
 
     async fn close(

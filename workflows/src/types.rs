@@ -347,6 +347,9 @@ pub struct ChangeProgress {
     /// The decisions made on it so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<DecisionRecord>,
+    /// The change holding a device it waits for, while it is `waiting_for_device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<crate::device_lock::LockHolder>,
 }
 
 /// How a change ended.
