@@ -157,6 +157,10 @@ pub(crate) struct ServeArgs {
     /// starting another (an explicit idempotency_key always does).
     #[arg(long, env = "CHANGEFLOW_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) idempotency_window_secs: u64,
+    /// Seconds between a waiting change's looks in ServiceNow for a decision an approver made
+    /// there (decisions through approve_change/reject_change arrive at once).
+    #[arg(long, env = "CHANGEFLOW_APPROVAL_POLL_SECS", default_value_t = changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) approval_poll_secs: u64,
 }
 
 #[cfg(feature = "dev")]

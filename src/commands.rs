@@ -232,6 +232,7 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         allowed_origins: args.allowed_origins,
         task_queue: g.task_queue.clone(),
         idempotency_window: std::time::Duration::from_secs(args.idempotency_window_secs),
+        approval_poll_secs: args.approval_poll_secs,
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

@@ -18,6 +18,7 @@ use temporalio_client::Client;
 const SHIPPED_POLICY: &[(&str, &str)] = &[
     ("authz.rego", include_str!("../policy/authz.rego")),
     ("authz_test.rego", include_str!("../policy/authz_test.rego")),
+    ("governance.rego", include_str!("../policy/governance.rego")),
 ];
 
 pub struct FrontDoorOptions {
@@ -31,6 +32,8 @@ pub struct FrontDoorOptions {
     pub task_queue: String,
     /// Same caller, tool and arguments within this window: the same workflow.
     pub idempotency_window: Duration,
+    /// How often a change looks in ServiceNow for a decision made there.
+    pub approval_poll_secs: u64,
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -127,6 +130,7 @@ pub async fn start(
         allowed_hosts: options.allowed_hosts,
         allowed_origins: options.allowed_origins,
         idempotency_window: options.idempotency_window,
+        approval_poll_secs: options.approval_poll_secs,
     });
     Ok(serve(listener, front, url, policy_watch))
 }
@@ -203,6 +207,7 @@ pub async fn start_conformance_profile(
         allowed_hosts: loopback_hosts(),
         allowed_origins: loopback_origins(),
         idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+        approval_poll_secs: changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS,
     });
     Ok(serve(listener, front, url, policy_watch))
 }

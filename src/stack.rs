@@ -119,6 +119,8 @@ impl Stack {
                 allowed_origins: crate::front_door::loopback_origins(),
                 task_queue: options.task_queue.clone(),
                 idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
+                // Quick enough to watch an approval made in the ServiceNow simulator land.
+                approval_poll_secs: 5,
             },
             "127.0.0.1:0",
             None,

@@ -100,6 +100,38 @@ fn demo_runs_a_change_end_to_end_and_history_survives_a_restart() {
 }
 
 #[test]
+fn the_normal_demo_shows_the_approval_step_and_approves_as_carol() {
+    let dir = TempDir::new("changeflow-cli");
+    let out = changeflow()
+        .args([
+            "demo",
+            "--change-type",
+            "normal",
+            "--deploy-seconds",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("the result is JSON on stdout");
+    assert_eq!(status["step"], "completed", "{status}");
+    assert_eq!(status["change_type"], "normal");
+    assert_eq!(status["decisions"][0]["approver"], "carol", "{status}");
+    for shown in [
+        "as a normal change",
+        "awaiting approval by carol",
+        "Calling approve_change",
+        "Approved by carol",
+        "] completed",
+    ] {
+        assert!(stderr.contains(shown), "shows '{shown}': {stderr}");
+    }
+}
+
+#[test]
 fn a_failed_demo_change_exits_non_zero_with_the_reason() {
     let dir = TempDir::new("changeflow-cli");
     let out = changeflow()

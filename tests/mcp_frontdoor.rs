@@ -65,6 +65,7 @@ async fn front_door_with(
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],
         idempotency_window,
+        approval_poll_secs: 1,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {
@@ -1394,6 +1395,46 @@ async fn a_normal_change_is_approved_over_mcp_by_an_approver_only() {
         },
     )
     .await;
+
+    // A client with tasks keeps a working task that says what the change waits for.
+    let mut with_tasks = McpClient::stateless(
+        &format!("{}/mcp", door.url),
+        &door.token("alice"),
+        json!({"extensions": {TASKS: {}}}),
+    );
+    let mut tasked = ntp_arguments();
+    tasked["change_type"] = json!("normal");
+    tasked["idempotency_key"] = json!("governed-task");
+    let created = with_tasks
+        .request(
+            "tools/call",
+            json!({"name": "deploy_template", "arguments": tasked}),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let task_id = created["taskId"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = with_tasks
+            .request("tasks/get", json!({"taskId": task_id}), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(task["status"], "working", "{task}");
+        if task["statusMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("awaiting approval by carol")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{task}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    with_tasks
+        .request("tasks/cancel", json!({"taskId": task_id}), |_| {})
+        .await
+        .unwrap();
 
     // The requester is refused by policy; so are people outside change-approvers and an
     // approver without MFA. Nothing reaches the change.

@@ -33,6 +33,9 @@ pub struct FrontDoor {
     pub allowed_origins: Vec<String>,
     /// Calls with the same caller, tool and arguments within this window reuse one workflow.
     pub idempotency_window: std::time::Duration,
+    /// How often a change looks in ServiceNow for a decision an approver made there (seconds;
+    /// `changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS` by default).
+    pub approval_poll_secs: u64,
 }
 
 /// Which set of tools a front door serves.

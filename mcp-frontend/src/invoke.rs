@@ -494,7 +494,8 @@ impl FrontDoor {
                         args.idempotency_key.as_deref(),
                     )
                     .await;
-                let request = DeploymentRequest::new(args, identity.subject.clone());
+                let mut request = DeploymentRequest::new(args, identity.subject.clone());
+                request.approval_poll_secs = self.approval_poll_secs;
                 if let Err(e) = self.temporal.start_change(&id, request).await {
                     note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));

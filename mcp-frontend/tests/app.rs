@@ -183,6 +183,7 @@ async fn fixture() -> Fixture {
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],
         idempotency_window: Duration::from_secs(600),
+        approval_poll_secs: 30,
     });
     Fixture {
         front,
