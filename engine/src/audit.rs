@@ -35,6 +35,10 @@ pub struct AuditEntry {
     pub workflow_id: String,
     /// What came of it: `requested`, `denied`, `completed`, `failed`, ...
     pub outcome: String,
+    /// The caller's stated reason, where the call has one (an emergency's justification, an
+    /// approver's comment); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 /// A record as stored: the entry, its place in the chain, and the chain hashes.
@@ -49,10 +53,11 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The hash this record must carry: SHA-256 over its fields and `prev_hash`.
+    /// The hash this record must carry: SHA-256 over its fields and `prev_hash` (and its note,
+    /// when it has one).
     pub fn expected_hash(&self) -> String {
         let e = &self.entry;
-        let fields = serde_json::json!([
+        let mut fields = serde_json::json!([
             self.seq,
             self.recorded_at,
             e.subject,
@@ -67,6 +72,11 @@ impl AuditRecord {
             e.outcome,
             self.prev_hash,
         ]);
+        if !e.note.is_empty()
+            && let Some(list) = fields.as_array_mut()
+        {
+            list.push(serde_json::json!(e.note));
+        }
         hex::encode(Sha256::digest(fields.to_string().as_bytes()))
     }
 }
@@ -216,8 +226,8 @@ impl AuditStore {
         let e = &record.entry;
         let inserted = sqlx::query(
             "INSERT INTO audit_records (seq, recorded_at, subject, client, server, tool, arguments_hash, decision, \
-             reason, policy_revision, workflow_id, outcome, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             reason, policy_revision, workflow_id, outcome, prev_hash, hash, note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(record.seq)
         .bind(&record.recorded_at)
@@ -233,6 +243,7 @@ impl AuditStore {
         .bind(&e.outcome)
         .bind(&record.prev_hash)
         .bind(&record.hash)
+        .bind(&e.note)
         .execute(&mut *tx)
         .await;
         inserted?;
@@ -338,6 +349,7 @@ fn record_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, AuditError> {
             policy_revision: text("policy_revision")?,
             workflow_id: text("workflow_id")?,
             outcome: text("outcome")?,
+            note: text("note")?,
         },
         prev_hash: text("prev_hash")?,
         hash: text("hash")?,

@@ -82,6 +82,7 @@ fn entry(subject: &str, tool: &str, workflow: &str) -> AuditEntry {
         policy_revision: "rev-1".into(),
         workflow_id: workflow.into(),
         outcome: "requested".into(),
+        note: String::new(),
     }
 }
 
@@ -97,10 +98,11 @@ async fn store_with_five(db: &Database) -> AuditStore {
     .into_iter()
     .enumerate()
     {
-        let record = store
-            .append(entry(subject, tool, &format!("wf-{i}")))
-            .await
-            .unwrap();
+        let mut entry = entry(subject, tool, &format!("wf-{i}"));
+        if subject == "carol" {
+            entry.note = "emergency: core link down".into();
+        }
+        let record = store.append(entry).await.unwrap();
         assert_eq!(record.seq, i as i64 + 1);
     }
     store
@@ -208,6 +210,18 @@ async fn run_tamper_suite(make: impl AsyncFn() -> Option<Database>) {
             "edited",
             vec!["UPDATE audit_records SET decision = 'allow', reason = 'changed' WHERE seq = 3"],
             3,
+            "edited",
+        ),
+        (
+            "note edited",
+            vec!["UPDATE audit_records SET note = 'routine' WHERE seq = 4"],
+            4,
+            "edited",
+        ),
+        (
+            "note added",
+            vec!["UPDATE audit_records SET note = 'approved by the CAB' WHERE seq = 2"],
+            2,
             "edited",
         ),
         (

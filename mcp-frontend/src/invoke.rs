@@ -289,6 +289,11 @@ impl FrontDoor {
             policy_revision: decision.2.to_string(),
             workflow_id: workflow_id.to_string(),
             outcome: outcome.to_string(),
+            note: ["justification", "comment"]
+                .iter()
+                .find_map(|field| arguments.get(*field).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_string(),
         };
         let appended = self.audit.append(entry).await;
         let result = if appended.is_ok() {

@@ -374,6 +374,33 @@ async fn only_an_approver_other_than_the_requester_reaches_the_change() {
             "carol approve_change approved"
         ]
     );
+    let records = f.audit.list(&AuditFilter::default()).await.unwrap();
+    assert!(
+        records.iter().all(|r| r.entry.note == "ok"),
+        "the comment is in every record"
+    );
+}
+
+#[tokio::test]
+async fn an_emergency_justification_lands_in_the_audit_record() {
+    let f = fixture().await;
+    let (status, body) = f
+        .tool(
+            "alice",
+            "deploy_template",
+            json!({
+                "template_id": "t-1",
+                "devices": ["sj-core-01"],
+                "change_type": "emergency",
+                "justification": "core uplink flapping since 03:10",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let records = f.audit.list(&AuditFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].entry.note, "core uplink flapping since 03:10");
+    assert!(f.audit.verify().await.unwrap().first_broken.is_none());
 }
 
 #[tokio::test]
