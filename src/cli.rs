@@ -368,6 +368,11 @@ pub(crate) struct WorkerArgs {
     /// Serve `/healthz` and `/readyz` (Temporal reachable) on this address, e.g. 127.0.0.1:9090.
     #[arg(long, env = "CHANGEFLOW_WORKER_HEALTH_LISTEN")]
     pub(crate) health_listen: Option<String>,
+    /// Serve the Temporal SDK's own worker metrics (poll latencies, task slots,
+    /// schedule-to-start latency; names start with `temporal_`) in Prometheus format on this
+    /// address, e.g. 127.0.0.1:9091. Changeflow's metrics are on --health-listen.
+    #[arg(long, env = "CHANGEFLOW_WORKER_SDK_METRICS_LISTEN")]
+    pub(crate) sdk_metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) vault: VaultArgs,
     #[command(flatten)]

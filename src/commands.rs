@@ -134,6 +134,7 @@ pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Res
         &g.task_queue,
         &downstream,
         credentials,
+        args.sdk_metrics_listen,
         stop_requested(),
     )
     .await;

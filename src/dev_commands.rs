@@ -35,7 +35,7 @@ pub(crate) async fn start_stack_with_worker(
     let downstream = stack.downstream();
     let credentials = stack.credentials()?;
     let worker = tokio::task::spawn_local(async move {
-        changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, async {
+        changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, None, async {
             let _ = stopped.await;
         })
         .await

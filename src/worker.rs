@@ -8,20 +8,51 @@ use changeflow_workflows::{DeviceLock, DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-/// Runs a worker on `task_queue` until `shutdown` resolves, then drains it.
+/// Runs a worker on `task_queue` until `shutdown` resolves, then drains it. With
+/// `sdk_metrics`, the Temporal SDK's own worker metrics (poll latencies, slots,
+/// schedule-to-start latency, ...) are served in Prometheus format on that address.
 pub async fn run_worker(
     client: Client,
     task_queue: &str,
     downstream: &DownstreamConfig,
     credentials: Arc<dyn CredentialProvider>,
+    sdk_metrics: Option<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> anyhow::Result<()> {
     let activities =
         DownstreamActivities::new(downstream, credentials).context("preparing activities")?;
+    let mut runtime_options = RuntimeOptions::default();
+    let mut exporter = None;
+    if let Some(address) = sdk_metrics {
+        let started = start_prometheus_metric_exporter(
+            PrometheusExporterOptions::builder()
+                .socket_addr(address)
+                .counters_total_suffix(true)
+                .use_seconds_for_durations(true)
+                .unit_suffix(true)
+                .build(),
+        )
+        .with_context(|| format!("cannot serve the Temporal SDK metrics on {address}"))?;
+        tracing::info!(address = %started.bound_addr, "Temporal SDK metrics served");
+        runtime_options = RuntimeOptions::builder()
+            .telemetry_options(
+                TelemetryOptions::builder()
+                    .metrics(started.meter.clone() as Arc<dyn CoreMeter>)
+                    .build(),
+            )
+            .build()
+            .map_err(anyhow::Error::msg)?;
+        exporter = Some(started.abort_handle);
+    }
     let runtime =
-        Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
+        Runtime::from_current_tokio(runtime_options).context("starting the Temporal runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TemplateDeployment>()
         .and_then(|options| options.register_workflow::<DownstreamOperation>())
@@ -44,5 +75,8 @@ pub async fn run_worker(
     tracing::info!(task_queue, "worker started");
     worker.run().await.context("worker stopped with an error")?;
     tracing::info!("worker stopped");
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     Ok(())
 }

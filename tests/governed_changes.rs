@@ -143,7 +143,22 @@ async fn a_normal_change_waits_for_an_approver_and_only_an_approver_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_cancels_the_ticket_with_the_comment_and_deploys_nothing() {
     let h = Harness::start(HarnessOptions::default()).await;
-    let _worker = h.spawn_worker();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let sdk_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sdk = format!("127.0.0.1:{sdk_port}");
+    let _worker = h.spawn_worker_with_env(&[
+        ("CHANGEFLOW_WORKER_HEALTH_LISTEN", &listen),
+        ("CHANGEFLOW_WORKER_SDK_METRICS_LISTEN", &sdk),
+    ]);
     let id = h
         .start_change(governed_change(&["sj-access-01"], json!({})))
         .await;
@@ -177,6 +192,33 @@ async fn a_rejection_cancels_the_ticket_with_the_comment_and_deploys_nothing() {
     assert_eq!(h.sims.stats.deploy_requests(), 0, "nothing deployed");
     let progress = changes::progress(&h.client, &id).await.unwrap();
     assert_eq!(progress.step, ChangeStep::Rejected);
+
+    // The worker counts the change by type and outcome, with its duration.
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"changeflow_changes_total{type="normal",outcome="rejected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"changeflow_change_duration_seconds_count{type="normal"} 1"#),
+        "{metrics}"
+    );
+    // And the Temporal SDK's own worker metrics are served on their address.
+    let sdk_metrics = reqwest::get(format!("http://{sdk}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sdk_metrics.contains("temporal_activity_schedule_to_start_latency_seconds_bucket"),
+        "{sdk_metrics}"
+    );
 }
 
 /// Acts in ServiceNow as an approver would: pysnc, logged in as that person.

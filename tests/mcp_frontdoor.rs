@@ -1396,6 +1396,24 @@ async fn a_normal_change_is_approved_over_mcp_by_an_approver_only() {
     )
     .await;
 
+    // Operators see it among the running changes by step.
+    let metrics = door
+        .http
+        .get(format!("{}/metrics", door.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let waiting_now = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"changeflow_changes_in_progress{step="awaiting_approval"} "#)
+        })
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(waiting_now >= Some(1.0), "{metrics}");
+
     // A client with tasks keeps a working task that says what the change waits for.
     let mut with_tasks = McpClient::stateless(
         &format!("{}/mcp", door.url),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running changeflow needs and is missing; safe to run again.
 #   protoc              Debian's protobuf-compiler (the Temporal SDK compiles its protos)
+#   prometheus          Debian's prometheus (the server and promtool, for the metrics tests)
 #   .tools/venv         pinned Python tools from tools/requirements.txt
 #   .tools/node         pinned Node tools from tools/node (a real OpenID provider for interop tests)
 set -euo pipefail
@@ -12,6 +13,14 @@ if ! command -v protoc >/dev/null 2>&1; then
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "tools: installing Prometheus and promtool (Debian prometheus)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 venv="$root/.tools/venv"

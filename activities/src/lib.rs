@@ -40,6 +40,11 @@ pub struct DownstreamActivities {
     poll_interval: Duration,
 }
 
+/// Changes that ended, by `type` and `outcome` (counted when their ticket is closed).
+pub const CHANGES: &str = "changeflow_changes_total";
+/// How long changes took from start to end, in seconds, by `type`.
+pub const CHANGE_SECONDS: &str = "changeflow_change_duration_seconds";
+
 /// Longest one polling activity waits without news before reporting back to the workflow.
 const MAX_QUIET_POLL: Duration = Duration::from_secs(60);
 
@@ -370,8 +375,18 @@ impl DownstreamActivities {
         _ctx: ActivityContext,
         close: CloseChangeTicket,
     ) -> Result<(), ActivityError> {
+        let (change_type, outcome, started_at) =
+            (close.change_type, close.outcome, close.started_at);
         self.close(close)
             .await
-            .map_err(DownstreamError::into_activity_error)
+            .map_err(DownstreamError::into_activity_error)?;
+        metrics::counter!(CHANGES, "type" => change_type.as_str(), "outcome" => outcome.as_str())
+            .increment(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        metrics::histogram!(CHANGE_SECONDS, "type" => change_type.as_str())
+            .record((now - started_at).max(0) as f64);
+        Ok(())
     }
 }

@@ -19,6 +19,9 @@ pub const AUTHZ_DECISIONS: &str = "changeflow_authz_decisions_total";
 pub const POLICY_SECONDS: &str = "changeflow_policy_evaluation_duration_seconds";
 /// Audit appends by `result` (`success`, `failure`).
 pub const AUDIT_WRITES: &str = "changeflow_audit_writes_total";
+/// Running changes by `step` (`awaiting_approval`, `scheduled`, `deploying`, ...), counted in
+/// Temporal visibility when the front door's `/metrics` is scraped.
+pub const CHANGES_IN_PROGRESS: &str = "changeflow_changes_in_progress";
 
 /// Latency buckets in seconds: from a cached token check to a long change.
 const BUCKETS: &[f64] = &[
@@ -41,7 +44,16 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// The metrics in Prometheus's text format.
+/// The metrics in Prometheus's text format, with the process's own (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, open file descriptors, threads, ...) read afresh.
 pub fn render() -> String {
-    prometheus().render()
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    let handle = prometheus();
+    let process = PROCESS.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    });
+    process.collect();
+    handle.render()
 }

@@ -49,7 +49,7 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
         )
         .route("/api/v1/openapi.json", get(rest::openapi))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::front_door_metrics))
         .route("/readyz", get(health::readyz))
         .with_state(front)
         .merge(mcp)

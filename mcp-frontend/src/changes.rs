@@ -213,6 +213,22 @@ pub async fn decide(
     }
 }
 
+/// How many changes are running in `step`, counted in Temporal visibility; `None` when
+/// Temporal does not answer within two seconds.
+pub async fn running_in_step(client: &Client, step: ChangeStep) -> Option<u64> {
+    let query = format!(
+        "WorkflowType = '{}' AND ExecutionStatus = 'Running' AND {} = '{}'",
+        temporalio_common::WorkflowDefinition::name(&TemplateDeployment::run),
+        search::STEP.name(),
+        step.as_str()
+    );
+    let counted = client.count_workflows(query, Default::default());
+    match tokio::time::timeout(Duration::from_secs(2), counted).await {
+        Ok(Ok(count)) => Some(count.count() as u64),
+        _ => None,
+    }
+}
+
 /// Who requested a change (its `ChangeRequester` search attribute), if it exists.
 pub async fn requester(client: &Client, workflow_id: &str) -> Option<String> {
     let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);

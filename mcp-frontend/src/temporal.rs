@@ -11,7 +11,7 @@ use async_trait::async_trait;
 #[cfg(feature = "fixtures")]
 use changeflow_workflows::fixtures::FixtureCall;
 use changeflow_workflows::{
-    ApprovalDecision, ChangeProgress, ChangeResult, DecisionReceipt, DeploymentRequest,
+    ApprovalDecision, ChangeProgress, ChangeResult, ChangeStep, DecisionReceipt, DeploymentRequest,
     OperationRequest,
 };
 use serde_json::Value;
@@ -46,6 +46,8 @@ pub trait Workflows: Send + Sync {
     ) -> Result<DecisionReceipt, DecideError>;
     /// Who requested a change, if it exists.
     async fn requester(&self, id: &str) -> Option<String>;
+    /// How many changes are running in `step` (Temporal visibility), if Temporal answers.
+    async fn running_in_step(&self, step: ChangeStep) -> Option<u64>;
     /// A change's step timeline.
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError>;
     /// Changes matching a filter, newest first.
@@ -125,6 +127,10 @@ impl Workflows for TemporalWorkflows {
 
     async fn requester(&self, id: &str) -> Option<String> {
         changes::requester(&self.client, id).await
+    }
+
+    async fn running_in_step(&self, step: ChangeStep) -> Option<u64> {
+        changes::running_in_step(&self.client, step).await
     }
 
     async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {

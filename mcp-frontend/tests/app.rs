@@ -96,6 +96,9 @@ impl Workflows for Recorded {
             ticket_number: Some("CHG0030001".into()),
         })
     }
+    async fn running_in_step(&self, step: changeflow_workflows::ChangeStep) -> Option<u64> {
+        (step == changeflow_workflows::ChangeStep::AwaitingApproval).then_some(2)
+    }
     /// Changes named `change-of-<user>` exist and were requested by that user.
     async fn requester(&self, id: &str) -> Option<String> {
         id.strip_prefix("change-of-").map(str::to_string)
@@ -624,6 +627,19 @@ async fn metrics_count_calls_decisions_and_audit_writes_in_prometheus_format() {
     );
     assert!(value(r#"changeflow_authn_total{result="success"}"#) >= 1.0);
     assert!(value(r#"changeflow_audit_writes_total{result="success"}"#) >= 1.0);
+    assert!(
+        value("process_resident_memory_bytes") > 0.0,
+        "process memory"
+    );
+    assert!(
+        value("process_cpu_seconds_total") >= 0.0,
+        "process CPU (whole seconds)"
+    );
+    assert_eq!(
+        value(r#"changeflow_changes_in_progress{step="awaiting_approval"}"#),
+        2.0,
+        "running changes by step, counted in visibility at scrape time"
+    );
     assert!(
         value(
             r#"changeflow_tool_call_duration_seconds_count{server="catalyst-center",tool="list_devices"}"#

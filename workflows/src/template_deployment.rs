@@ -34,6 +34,8 @@ pub struct TemplateDeployment {
     decision: Option<ApprovalDecision>,
     /// What the locks of devices this change waits for have told it, by device.
     lock_news: BTreeMap<String, LockNews>,
+    /// When the change started (workflow time, seconds since the epoch).
+    started_at: i64,
 }
 
 /// Why the steps after ticket creation stopped early.
@@ -75,7 +77,9 @@ impl TemplateDeployment {
             return Err(invalid_request(reason));
         }
         let window = request.change.window().ok().flatten();
+        let started_at = now_secs(ctx);
         ctx.state_mut(|s| {
+            s.started_at = started_at;
             s.requested_by = request.requested_by.clone();
             s.progress.change_type = request.change.change_type;
             s.progress.window_start = window.map(|w| rfc3339(w.start));
@@ -170,7 +174,14 @@ impl TemplateDeployment {
                     ),
                     None => "Canceled by request before deployment started.".to_string(),
                 };
-                Self::close(ctx, &ticket, CloseCode::Canceled, notes).await?;
+                Self::close(
+                    ctx,
+                    &ticket,
+                    CloseCode::Canceled,
+                    notes,
+                    ChangeEnd::Canceled,
+                )
+                .await?;
                 advance(
                     ctx,
                     ChangeStep::Canceled,
@@ -196,7 +207,7 @@ impl TemplateDeployment {
         };
 
         advance(ctx, ChangeStep::ClosingTicket, "closing the change request");
-        Self::close(ctx, &ticket, closure, notes).await?;
+        Self::close(ctx, &ticket, closure, notes, result.outcome.into()).await?;
         let (step, message) = match result.outcome {
             ChangeOutcome::Succeeded => (
                 ChangeStep::Completed,
@@ -660,11 +671,15 @@ impl TemplateDeployment {
         ticket: &ChangeTicket,
         closure: CloseCode,
         notes: String,
+        outcome: ChangeEnd,
     ) -> WorkflowResult<()> {
         let close = CloseChangeTicket {
             ticket: ticket.clone(),
             closure,
             notes,
+            change_type: ctx.state(|s| s.progress.change_type),
+            outcome,
+            started_at: ctx.state(|s| s.started_at),
         };
         // Detached from workflow cancellation: closing the ticket is the cleanup itself.
         let mut options = call_options("close ticket");

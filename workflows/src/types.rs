@@ -192,6 +192,43 @@ pub struct CloseChangeTicket {
     /// `successful`, `unsuccessful` or `canceled`.
     pub closure: CloseCode,
     pub notes: String,
+    /// For the change metrics: its type, how it ended, and when it started (seconds since the
+    /// epoch, workflow time).
+    pub change_type: ChangeType,
+    pub outcome: ChangeEnd,
+    pub started_at: i64,
+}
+
+/// How a change ended, for metrics (`ChangeOutcome`, or canceled by request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeEnd {
+    Succeeded,
+    Failed,
+    Rejected,
+    Canceled,
+}
+
+impl ChangeEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeEnd::Succeeded => "succeeded",
+            ChangeEnd::Failed => "failed",
+            ChangeEnd::Rejected => "rejected",
+            ChangeEnd::Canceled => "canceled",
+        }
+    }
+}
+
+impl From<ChangeOutcome> for ChangeEnd {
+    fn from(outcome: ChangeOutcome) -> Self {
+        match outcome {
+            ChangeOutcome::Succeeded => ChangeEnd::Succeeded,
+            ChangeOutcome::Failed => ChangeEnd::Failed,
+            ChangeOutcome::Rejected => ChangeEnd::Rejected,
+            ChangeOutcome::Canceled => ChangeEnd::Canceled,
+        }
+    }
 }
 
 /// Input of the deployment-submitting activity.
