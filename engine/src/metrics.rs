@@ -19,6 +19,10 @@ pub const AUTHZ_DECISIONS: &str = "changeflow_authz_decisions_total";
 pub const POLICY_SECONDS: &str = "changeflow_policy_evaluation_duration_seconds";
 /// Audit appends by `result` (`success`, `failure`).
 pub const AUDIT_WRITES: &str = "changeflow_audit_writes_total";
+/// HTTP requests by `method`, `route` (the path's template, or `other`) and `status`.
+pub const HTTP_REQUESTS: &str = "changeflow_http_requests_total";
+/// HTTP request latency in seconds, by `method` and `route`.
+pub const HTTP_SECONDS: &str = "changeflow_http_request_duration_seconds";
 /// Running changes by `step` (`awaiting_approval`, `scheduled`, `deploying`, ...), counted in
 /// Temporal visibility when the front door's `/metrics` is scraped.
 pub const CHANGES_IN_PROGRESS: &str = "changeflow_changes_in_progress";

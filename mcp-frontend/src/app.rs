@@ -53,6 +53,66 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
         .route("/readyz", get(health::readyz))
         .with_state(front)
         .merge(mcp)
+        .layer(axum::middleware::from_fn(count_http))
+}
+
+/// Counts and times every HTTP request by method, route and status (MCP, the REST proxy,
+/// health and metadata alike).
+async fn count_http(request: Request, next: Next) -> Response {
+    use changeflow_engine::metrics as m;
+    let started = std::time::Instant::now();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let route = route_label(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(m::HTTP_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A request path as a bounded metric label: the known paths themselves, change ids as
+/// `{id}`, anything else `other`.
+fn route_label(path: &str) -> String {
+    const FIXED: [&str; 8] = [
+        "/mcp",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/api/v1/changes",
+    ];
+    if FIXED.contains(&path) {
+        return path.to_string();
+    }
+    if path.starts_with("/api/v1/changes/") {
+        return "/api/v1/changes/{id}".into();
+    }
+    let known_server = |s: &str| tools::SERVERS.contains(&s);
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let known = match parts.as_slice() {
+        ["mcp", server] => known_server(server),
+        ["api", "v1", "mcp", server, "tools"] => known_server(server),
+        ["api", "v1", "mcp", server, "tools", tool] => {
+            known_server(server) && tools::find(Some(server), tool).is_some()
+        }
+        _ => false,
+    };
+    if known {
+        path.to_string()
+    } else {
+        "other".into()
+    }
 }
 
 /// One MCP endpoint: rmcp's Streamable HTTP service with its own session manager, behind

@@ -628,6 +628,12 @@ async fn metrics_count_calls_decisions_and_audit_writes_in_prometheus_format() {
     assert!(value(r#"changeflow_authn_total{result="success"}"#) >= 1.0);
     assert!(value(r#"changeflow_audit_writes_total{result="success"}"#) >= 1.0);
     assert!(
+        value(
+            r#"changeflow_http_requests_total{method="POST",route="/api/v1/mcp/catalyst-center/tools/list_devices",status="200"}"#
+        ) >= 1.0,
+        "REST requests by route and status"
+    );
+    assert!(
         value("process_resident_memory_bytes") > 0.0,
         "process memory"
     );
