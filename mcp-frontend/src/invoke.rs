@@ -369,6 +369,13 @@ impl FrontDoor {
         };
         let facts = self.facts(&call).await;
         let mut decision = self.decide(identity, spec, &arguments, facts);
+        // Without an audit record nothing happens: a store that cannot take one now refuses
+        // the call before any workflow is started or read.
+        if decision.allow && !self.audit.writable().await {
+            tracing::error!("audit store not writable; refusing the call");
+            metrics::counter!(m::AUDIT_WRITES, "result" => "failure").increment(1);
+            return Err(AuditUnavailable);
+        }
         if decision.allow
             && let Call::Deploy(args) = &call
         {

@@ -37,6 +37,9 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+/// What a 503 asks a client to wait before retrying, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
@@ -64,7 +67,14 @@ impl IntoResponse for ApiError {
                 json!({"error": "unavailable", "message": self.to_string(), "retryable": true}),
             ),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 

@@ -156,6 +156,11 @@ const ISSUER: &str = "https://idp.invalid";
 const AUDIENCE: &str = "changeflow";
 
 async fn fixture() -> Fixture {
+    fixture_with(None).await
+}
+
+/// The fixture, with its audit store at `audit_url` (SQLite in its directory by default).
+async fn fixture_with(audit_url: Option<&str>) -> Fixture {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "cf-app-{}-{}",
@@ -174,7 +179,10 @@ async fn fixture() -> Fixture {
     let policy =
         PolicyEngine::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy"))
             .unwrap();
-    let audit = Arc::new(AuditStore::open_in(&dir.join("audit")).await.unwrap());
+    let audit = Arc::new(match audit_url {
+        Some(url) => AuditStore::open(url).await.unwrap(),
+        None => AuditStore::open_in(&dir.join("audit")).await.unwrap(),
+    });
     let workflows = Arc::new(Recorded::default());
     let front = Arc::new(FrontDoor {
         authentication: Authentication::Bearer(Arc::new(verifier)),
@@ -674,4 +682,84 @@ fn samples(text: &str) -> Vec<(String, f64)> {
             (series.to_string(), value)
         })
         .collect()
+}
+
+/// Runs `sql` on the PostgreSQL server as its administrator.
+async fn as_admin(admin_url: &str, sql: &str) {
+    let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
+    sqlx::query(sql).execute(&admin).await.unwrap();
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_audit_store_refuses_calls_retryably_and_service_resumes() {
+    let Ok(admin_url) = std::env::var("CHANGEFLOW_TEST_POSTGRES_URL") else {
+        eprintln!("CHANGEFLOW_TEST_POSTGRES_URL not set: SKIPPING the audit-store outage test");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("cf_outage_{}", std::process::id());
+    as_admin(
+        &admin_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await;
+    as_admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&name);
+    let f = fixture_with(Some(url.as_str())).await;
+    let call = || f.tool("admin", "list_devices", json!({}));
+    assert_eq!(call().await.0, StatusCode::OK);
+    let started = f.workflows.starts().len();
+
+    // The database stops taking connections, and the ones it had are cut.
+    as_admin(
+        &admin_url,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    as_admin(
+        &admin_url,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    )
+    .await;
+    let request = f.post(
+        "/api/v1/mcp/catalyst-center/tools/list_devices",
+        Some(&f.token("admin")),
+        json!({"arguments": {}}),
+    );
+    let (status, headers, body) = f.send(request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(body["retryable"], true);
+    assert_eq!(f.workflows.starts().len(), started, "nothing was started");
+    let ready = Request::get("/readyz")
+        .header(header::HOST, "127.0.0.1:8080")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = f.send(ready).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.to_string().contains("audit_store"), "{body}");
+
+    // Back again: service resumes by itself.
+    as_admin(
+        &admin_url,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while call().await.0 != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(f.audit.verify().await.unwrap().first_broken.is_none());
+    drop(f);
+    as_admin(
+        &admin_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await;
 }
