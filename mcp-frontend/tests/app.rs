@@ -579,7 +579,10 @@ async fn every_tool_call_logs_one_ecs_line_with_tool_user_outcome_and_duration()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|l| l["message"] == "tool call")
-        .filter(|l| l["user.name"] == "admin" || l["user.name"] == "dave")
+        .filter(|l| {
+            (l["user.name"] == "admin" && l["changeflow.tool"] == "list_templates")
+                || (l["user.name"] == "dave" && l["changeflow.tool"] == "deploy_template")
+        })
         .collect();
     assert_eq!(calls.len(), 2, "{text}");
     assert_eq!(calls[0]["changeflow.tool"], "list_templates");
