@@ -53,6 +53,11 @@ pub(crate) struct GlobalArgs {
     /// Log format on stderr: text for people, json for the Elastic stack.
     #[arg(long, global = true, env = "CHANGEFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Configuration file (TOML): every option by its long name, global ones at the top and
+    /// each subcommand's in its table ([serve], [worker], ...); flags and environment variables
+    /// win over it. Secrets are refused in it. See changeflow.example.toml.
+    #[arg(long, global = true, env = "CHANGEFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +105,8 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Simulate(SimulateArgs),
     /// Inspect the audit store: list records, verify the hash chain.
     Audit(AuditArgs),
+    /// Show the effective configuration: every option's value and where it comes from.
+    Config(ConfigArgs),
     /// Check an authorization policy: load it and run its Rego unit tests.
     Policy(PolicyArgs),
     #[cfg(feature = "dev")]
@@ -448,6 +455,11 @@ pub(crate) struct SecretArgs {
     pub(crate) catalyst_password: Option<String>,
 }
 
+/// Whether an argument (by id) is a secret: taken from the environment only.
+pub(crate) fn is_secret(id: &str) -> bool {
+    SECRET_ARGS.contains(&id)
+}
+
 /// The ids of `SecretArgs`' arguments.
 const SECRET_ARGS: [&str; 9] = [
     "vault_token",
@@ -526,4 +538,17 @@ pub(crate) struct SimulateArgs {
     /// Retry-After seconds sent with 429 answers.
     #[arg(long, default_value_t = 2)]
     pub(crate) retry_after: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    pub(crate) command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print every option with its effective value and source (flag, environment, file,
+    /// default); secrets only say whether they are set.
+    Show,
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod config;
 #[cfg(feature = "dev")]
 mod dev_commands;
 
@@ -13,7 +14,14 @@ use commands::*;
 use dev_commands::*;
 
 fn main() -> std::process::ExitCode {
-    let matches = Cli::command().get_matches();
+    let (argv, loaded) = match config::apply(&Cli::command(), std::env::args_os().collect()) {
+        Ok(applied) => applied,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let matches = Cli::command().get_matches_from(argv);
     if let Err(problem) = cli::secrets_only_from_environment(&matches) {
         eprintln!("error: {problem}");
         return std::process::ExitCode::from(2);
@@ -22,6 +30,14 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Command::Config(_) = cli.command {
+        let sub = matches
+            .subcommand_matches("config")
+            .and_then(|m| m.subcommand_matches("show"))
+            .unwrap_or(&matches);
+        print!("{}", config::show(&Cli::command(), &loaded, sub));
+        return std::process::ExitCode::SUCCESS;
+    }
     changeflow_engine::telemetry::init_logging(
         matches!(cli.global.log_format, LogFormat::Json),
         "warn,changeflow=info",
@@ -66,5 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::ConformanceServer(args) => success(conformance_server(&g, args).await),
         #[cfg(feature = "dev")]
         Command::Token(args) => success(token(&g, args).await),
+        // Answered in `main`, before anything starts.
+        Command::Config(_) => Ok(std::process::ExitCode::SUCCESS),
     }
 }

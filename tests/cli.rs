@@ -634,3 +634,105 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
         serve.kill().await.unwrap();
     });
 }
+
+#[test]
+fn a_configuration_file_sets_options_under_flags_and_environment_and_refuses_secrets() {
+    let dir = TempDir::new("changeflow-config");
+    let show = |config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]| {
+        let out = changeflow()
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .args(["config", "show"])
+            .env_remove("CHANGEFLOW_NAMESPACE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // The shipped example: every key is an option, and each shows as coming from the file.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("changeflow.example.toml");
+    let keys = std::fs::read_to_string(&example)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" = ") && !l.trim_start().starts_with('#'))
+        .count();
+    let (code, out, err) = show(&example, &[], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.matches("# file").count(), keys, "{out}");
+    assert!(out.contains("approval-poll-secs = \"30\"  # file"), "{out}");
+    assert!(
+        out.contains("servicenow-password = \"<unset>\"  # environment"),
+        "secrets only say whether they are set: {out}"
+    );
+
+    // Flag > environment > file > default.
+    let file = dir.0.join("changeflow.toml");
+    std::fs::write(
+        &file,
+        "namespace = \"from-file\"\n[serve]\nlisten = \"0.0.0.0:9999\"\n",
+    )
+    .unwrap();
+    let (_, out, _) = show(&file, &[], &[]);
+    assert!(out.contains("namespace = \"from-file\"  # file"), "{out}");
+    assert!(
+        out.contains("task-queue = \"changeflow\"  # default"),
+        "{out}"
+    );
+    let (_, out, _) = show(&file, &[], &[("CHANGEFLOW_NAMESPACE", "from-env")]);
+    assert!(
+        out.contains("namespace = \"from-env\"  # environment CHANGEFLOW_NAMESPACE"),
+        "{out}"
+    );
+    let (_, out, _) = show(
+        &file,
+        &["--namespace", "from-flag"],
+        &[("CHANGEFLOW_NAMESPACE", "from-env")],
+    );
+    assert!(out.contains("namespace = \"from-flag\"  # flag"), "{out}");
+
+    // A command's table reaches that command: the worker's required URLs come from the file.
+    let worker = dir.0.join("worker.toml");
+    std::fs::write(
+        &worker,
+        "temporal-address = \"127.0.0.1:1\"\n[worker]\nservicenow-url = \"https://sn.example\"\ncatalyst-url = \"https://cc.example\"\n",
+    )
+    .unwrap();
+    let out = changeflow()
+        .arg("--config")
+        .arg(&worker)
+        .arg("worker")
+        .env_remove("CHANGEFLOW_SERVICENOW_USERNAME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("required"),
+        "the file supplied the URLs: {err}"
+    );
+    assert!(err.contains("ServiceNow credentials missing"), "{err}");
+
+    // Refused: a secret, an unknown option, an unknown section, a missing file.
+    for (text, problem) in [
+        (
+            "[worker]\nservicenow-password = \"hunter2\"\n",
+            "is a secret",
+        ),
+        ("colour = \"blue\"\n", "unknown option colour"),
+        ("[deploy]\nfast = true\n", "unknown section [deploy]"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (code, _, err) = show(&file, &[], &[]);
+        assert_eq!(code, Some(2), "{text}: {err}");
+        assert!(err.contains(problem), "{text}: {err}");
+        assert!(!err.contains("hunter2"), "the secret is not echoed: {err}");
+    }
+    let (code, _, err) = show(&dir.0.join("missing.toml"), &[], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("missing.toml"), "{err}");
+}
