@@ -168,6 +168,10 @@ pub(crate) struct ServeArgs {
     /// there (decisions through approve_change/reject_change arrive at once).
     #[arg(long, env = "CHANGEFLOW_APPROVAL_POLL_SECS", default_value_t = changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) approval_poll_secs: u64,
+    /// On SIGTERM or Ctrl-C: seconds to let requests in flight finish before the process exits
+    /// (no new connections are accepted meanwhile).
+    #[arg(long, env = "CHANGEFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub(crate) shutdown_grace_secs: u64,
 }
 
 #[cfg(feature = "dev")]

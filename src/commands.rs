@@ -242,5 +242,18 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         door.url
     );
     stop_requested().await;
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    tracing::info!(
+        grace_secs = args.shutdown_grace_secs,
+        "stopping: no new connections; finishing requests in flight"
+    );
+    if door.shutdown(grace).await {
+        tracing::info!("front door stopped");
+    } else {
+        tracing::warn!(
+            grace_secs = args.shutdown_grace_secs,
+            "front door stopped with requests still in flight after the grace period (their changes go on in Temporal)"
+        );
+    }
     Ok(())
 }

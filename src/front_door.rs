@@ -51,10 +51,11 @@ pub fn loopback_hosts() -> Vec<String> {
     LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect()
 }
 
-/// A running front door; stops when dropped.
+/// A running front door; stops when dropped (see `shutdown` for a bounded drain).
 pub struct RunningFrontDoor {
     pub url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
     _policy_watch: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +63,26 @@ impl RunningFrontDoor {
     /// The MCP endpoint (all servers).
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp", self.url)
+    }
+
+    /// Stops accepting connections and lets requests in flight finish, for at most `grace`;
+    /// whatever is still open then is cut (a change it followed goes on in Temporal). Returns
+    /// whether everything finished in time.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(server) = self.server.take() else {
+            return true;
+        };
+        let abort = server.abort_handle();
+        match tokio::time::timeout(grace, server).await {
+            Ok(_) => true,
+            Err(_) => {
+                abort.abort();
+                false
+            }
+        }
     }
 }
 
@@ -143,7 +164,7 @@ fn serve(
     policy_watch: tokio::task::JoinHandle<()>,
 ) -> RunningFrontDoor {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         if let Err(e) = changeflow_mcp_frontend::run(listener, front, async {
             let _ = stopped.await;
         })
@@ -154,7 +175,8 @@ fn serve(
     });
     RunningFrontDoor {
         url,
-        _stop: stop,
+        stop: Some(stop),
+        server: Some(server),
         _policy_watch: policy_watch,
     }
 }

@@ -601,17 +601,17 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
     let dir = TempDir::new("changeflow-cli");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let options = changeflow_devstack::EmbeddedTemporalOptions::new(dir.0.join("temporal"));
+        let options = changeflow::embedded_temporal_options(&dir.0.join("temporal"));
         let temporal = tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedTemporal::start(&options)).await.unwrap().unwrap();
         let issuer = changeflow_devstack::dev_issuer::start(&dir.0.join("idp"), 0).await.unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--oidc-issuer", issuer.url(), "--temporal-address", &temporal.address(), "--data-dir"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--oidc-issuer", issuer.url(), "--temporal-address", &temporal.address(), "--shutdown-grace-secs", "2", "--data-dir"])
             .arg(&dir.0)
-            .env("CHANGEFLOW_LOG", "warn")
+            .env("CHANGEFLOW_LOG", "info")
             .kill_on_drop(true)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("serve.log")).unwrap())
             .spawn()
             .unwrap();
         let metadata_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource");
@@ -631,7 +631,31 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
         let send = |t: String| reqwest::Client::new().post(format!("http://127.0.0.1:{port}/mcp")).header("Accept", "application/json, text/event-stream").bearer_auth(t).json(&ping).send();
         assert_eq!(send(token(&format!("http://127.0.0.1:{port}/mcp"))).await.unwrap().status(), 200);
         assert_eq!(send(token("changeflow")).await.unwrap().status(), 401);
-        serve.kill().await.unwrap();
+
+        // SIGTERM with a request in flight (no worker polls the queue, so the read it runs
+        // never ends): new connections are refused, the request gets the grace period, and the
+        // process exits 0 soon after it.
+        let resource_token = token(&format!("http://127.0.0.1:{port}/mcp"));
+        let in_flight = tokio::spawn(
+            reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/api/v1/mcp/catalyst-center/tools/list_templates"))
+                .bearer_auth(resource_token)
+                .json(&serde_json::json!({"arguments": {}}))
+                .send(),
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let asked = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(serve.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(reqwest::get(&metadata_url).await.is_err(), "no new connections while draining");
+        let status = tokio::time::timeout(Duration::from_secs(10), serve.wait()).await.expect("serve exits after its grace period").unwrap();
+        assert!(status.success(), "{status:?}");
+        let took = asked.elapsed();
+        assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(6), "waited the grace period, no more: {took:?}");
+        let answered = in_flight.await.unwrap();
+        assert!(answered.is_err() || !answered.unwrap().status().is_success(), "the unfinished request was cut");
+        let log = std::fs::read_to_string(dir.0.join("serve.log")).unwrap();
+        assert!(log.contains("finishing requests in flight") && log.contains("still in flight"), "{log}");
     });
 }
 
