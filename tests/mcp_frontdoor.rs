@@ -1702,3 +1702,65 @@ async fn governance_rules_refuse_at_the_door_before_any_ticket() {
     );
     assert_eq!(h.sims.stats.deploy_requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keep_verifying_while_the_identity_provider_is_down() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let door = front_door(&h).await;
+    let alice = door.token("alice");
+    let Door {
+        url,
+        http,
+        issuer,
+        audit: _audit,
+        _stop,
+    } = door;
+    let issuer_url = issuer.url().to_string();
+    let port: u16 = issuer_url.rsplit(':').next().unwrap().parse().unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let call = |token: String| {
+        http.post(format!("{url}/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .bearer_auth(token)
+            .json(&initialize)
+            .send()
+    };
+    let ready = || http.get(format!("{url}/readyz")).send();
+    let body = ready().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(body["checks"]["oidc_provider"], "ok", "{body}");
+
+    // The provider goes away.
+    drop(issuer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        call(alice.clone()).await.unwrap().status(),
+        200,
+        "cached keys still verify"
+    );
+    let stranger = dev_issuer::DevIssuer::load_or_create(&h.dir.0.join("other-idp"), &issuer_url)
+        .unwrap()
+        .mint(&DevTokenRequest {
+            user: "alice".into(),
+            audience: "changeflow".into(),
+            ttl: Duration::from_secs(60),
+            mfa: None,
+        })
+        .unwrap();
+    assert_eq!(
+        call(stranger).await.unwrap().status(),
+        401,
+        "a token signed by a key nobody can fetch is refused"
+    );
+    let response = ready().await.unwrap();
+    assert_eq!(response.status(), 200, "still ready: tokens verify");
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["checks"]["oidc_provider"], "unreachable", "{body}");
+    assert_eq!(body["degraded"], json!(["oidc_provider"]));
+
+    // Back on the same address: reported healthy again.
+    let _issuer = dev_issuer::start(&h.dir.0.join("idp"), port).await.unwrap();
+    let body = ready().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(body["checks"]["oidc_provider"], "ok", "{body}");
+    assert!(body.get("degraded").is_none(), "{body}");
+}

@@ -197,6 +197,17 @@ impl TokenVerifier {
         !self.keys.read().await.set.keys().is_empty()
     }
 
+    /// Whether the provider's key set answers now, within two seconds (readiness reports it;
+    /// tokens keep verifying with the cached keys while it does not).
+    pub async fn provider_reachable(&self) -> bool {
+        let url = self.keys.read().await.jwks_url.url().clone();
+        let probe = self.http.get(url.as_str()).send();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
+
     pub fn config(&self) -> &VerifierConfig {
         &self.config
     }

@@ -57,44 +57,62 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`: Temporal reachable, a policy loaded, the audit store writable and the OIDC
-/// provider's keys fetched; 503 naming the failing checks otherwise.
+/// provider's keys fetched; 503 naming the failing checks otherwise. Whether the provider
+/// answers now is reported (`degraded`) without failing readiness: tokens keep verifying with
+/// the cached keys, so taking every instance out of rotation would only make things worse.
 pub async fn readyz(State(front): State<Arc<FrontDoor>>) -> Response {
     let keys = async {
         match &front.authentication {
-            Authentication::Bearer(verifier) => verifier.has_keys().await,
-            Authentication::FixedTestIdentity(_) => true,
+            Authentication::Bearer(verifier) => (
+                verifier.has_keys().await,
+                verifier.provider_reachable().await,
+            ),
+            Authentication::FixedTestIdentity(_) => (true, true),
         }
     };
-    let (temporal, audit_store, oidc_keys) =
+    let (temporal, audit_store, (oidc_keys, oidc_provider)) =
         tokio::join!(front.temporal.reachable(), front.audit.writable(), keys);
     let policy = !front.policy.revision().is_empty();
-    readiness(&[
-        ("temporal", temporal),
-        ("policy", policy),
-        ("audit_store", audit_store),
-        ("oidc_keys", oidc_keys),
-    ])
+    readiness(
+        &[
+            ("temporal", temporal),
+            ("policy", policy),
+            ("audit_store", audit_store),
+            ("oidc_keys", oidc_keys),
+        ],
+        &[("oidc_provider", oidc_provider)],
+    )
 }
 
 /// The readiness answer for named checks: 200 when all pass, else 503 with the failing ones.
-pub fn readiness(checks: &[(&str, bool)]) -> Response {
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(name, _)| *name)
-        .collect();
-    let results: Map<String, Value> = checks
+/// `advisory` checks are reported (`degraded`) but never make it fail.
+pub fn readiness(checks: &[(&str, bool)], advisory: &[(&str, bool)]) -> Response {
+    let names = |list: &[(&str, bool)]| -> Vec<String> {
+        list.iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    };
+    let (failing, degraded) = (names(checks), names(advisory));
+    let mut results: Map<String, Value> = checks
         .iter()
         .map(|(name, ok)| (name.to_string(), json!(if *ok { "ok" } else { "failing" })))
         .collect();
+    for (name, ok) in advisory {
+        results.insert(
+            name.to_string(),
+            json!(if *ok { "ok" } else { "unreachable" }),
+        );
+    }
+    let mut body = json!({"status": "ready", "checks": results});
+    if !degraded.is_empty() {
+        body["degraded"] = json!(degraded);
+    }
     if failing.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "checks": results})),
-        )
-            .into_response()
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        let body = json!({"status": "not ready", "failing": failing, "checks": results});
+        body["status"] = json!("not ready");
+        body["failing"] = json!(failing);
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
@@ -108,7 +126,12 @@ pub async fn serve_worker(
 ) -> std::io::Result<()> {
     let ready = move || {
         let client = client.clone();
-        async move { readiness(&[("temporal", crate::changes::reachable(&client).await)]) }
+        async move {
+            readiness(
+                &[("temporal", crate::changes::reachable(&client).await)],
+                &[],
+            )
+        }
     };
     changeflow_engine::metrics::prometheus();
     let router = Router::new()
