@@ -1764,3 +1764,90 @@ async fn tokens_keep_verifying_while_the_identity_provider_is_down() {
     assert_eq!(body["checks"]["oidc_provider"], "ok", "{body}");
     assert!(body.get("degraded").is_none(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_restart_mid_change_is_ridden_out_without_restarting_anything_else() {
+    let mut h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(6),
+        ..Default::default()
+    })
+    .await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let token = door.token("alice");
+    let rest = |tool: &str, arguments: Value| {
+        door.http
+            .post(format!(
+                "{}/api/v1/mcp/catalyst-center/tools/{tool}",
+                door.url
+            ))
+            .bearer_auth(&token)
+            .json(&json!({"arguments": arguments}))
+            .send()
+    };
+    let started = rest("deploy_template", ntp_arguments()).await.unwrap();
+    assert_eq!(started.status(), 202);
+    let change_id = started.json::<Value>().await.unwrap()["change_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.wait_for_progress(&change_id, Duration::from_secs(90), |p| {
+        p.step == changeflow_workflows::ChangeStep::Deploying
+    })
+    .await;
+
+    // Temporal goes down mid-deployment: calls fail fast and say they may be retried.
+    let port: u16 = h
+        .temporal
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    h.temporal.stop();
+    let asked = std::time::Instant::now();
+    let refused = rest("list_templates", json!({})).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "fails fast: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(refused.json::<Value>().await.unwrap()["retryable"], true);
+
+    // Back on the same database and port: the worker and the front door reconnect by
+    // themselves, the change completes, and it deployed once.
+    let mut options = changeflow::embedded_temporal_options(&h.dir.0.join("temporal"));
+    options.port = port;
+    h.temporal =
+        tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedTemporal::start(&options))
+            .await
+            .unwrap()
+            .expect("Temporal restarts on its database");
+    let result = tokio::time::timeout(
+        Duration::from_secs(120),
+        changeflow::changes::result(&h.client, &change_id),
+    )
+    .await
+    .expect("the change completes after the restart")
+    .unwrap();
+    assert_eq!(
+        result.outcome,
+        changeflow_workflows::ChangeOutcome::Succeeded,
+        "{result:?}"
+    );
+    assert_eq!(h.sims.stats.deploy_requests(), 1, "deployed once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answered = rest("list_templates", json!({})).await.unwrap();
+        if answered.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the front door never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
