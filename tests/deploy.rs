@@ -16,7 +16,11 @@ fn run(program: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{} {args:?}:\n{text}", program.display());
+    assert!(
+        out.status.success(),
+        "{} {args:?}:\n{text}",
+        program.display()
+    );
     text
 }
 
