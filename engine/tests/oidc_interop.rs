@@ -64,8 +64,22 @@ fn start_provider(ttl_secs: u64, alg: &str) -> Provider {
         issuer: format!("http://127.0.0.1:{port}"),
         script,
     };
+    // Ready once discovery answers 200: a listening socket alone was seen answering the first
+    // request with a failure on a cold start.
+    let discovery_answers = || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = b"GET /.well-known/openid-configuration HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut head = [0u8; 12];
+        stream.write_all(request).is_ok()
+            && stream.read_exact(&mut head).is_ok()
+            && head.ends_with(b" 200")
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !discovery_answers() {
         assert!(Instant::now() < deadline, "oidc-provider did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
