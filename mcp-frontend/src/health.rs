@@ -17,31 +17,16 @@ pub async fn metrics() -> Response {
     ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-/// The steps a running change can be in, for `changeflow_changes_in_progress`.
-const IN_PROGRESS: [changeflow_workflows::ChangeStep; 9] = {
-    use changeflow_workflows::ChangeStep::*;
-    [
-        Validating,
-        OpeningTicket,
-        AwaitingApproval,
-        Scheduled,
-        WaitingForDevice,
-        Implementing,
-        Deploying,
-        Verifying,
-        ClosingTicket,
-    ]
-};
-
 /// The front door's `GET /metrics`: the process's metrics plus the running changes by step,
 /// counted in Temporal visibility at scrape time (a step Temporal does not answer for keeps its
 /// last value).
 pub async fn front_door_metrics(State(front): State<Arc<FrontDoor>>) -> Response {
-    let counts = futures_util::future::join_all(IN_PROGRESS.map(|step| {
-        let front = front.clone();
-        async move { (step, front.temporal.running_in_step(step).await) }
-    }))
-    .await;
+    let counts =
+        futures_util::future::join_all(changeflow_workflows::ChangeStep::IN_PROGRESS.map(|step| {
+            let front = front.clone();
+            async move { (step, front.temporal.running_in_step(step).await) }
+        }))
+        .await;
     for (step, count) in counts {
         if let Some(count) = count {
             metrics::gauge!(changeflow_engine::metrics::CHANGES_IN_PROGRESS, "step" => step.as_str())

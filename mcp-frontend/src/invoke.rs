@@ -524,13 +524,7 @@ impl FrontDoor {
                     }
                     Watched::Done(Ok(result)) => {
                         let failed = result.outcome == ChangeOutcome::Failed;
-                        let word = match result.outcome {
-                            ChangeOutcome::Succeeded => "completed",
-                            ChangeOutcome::Failed => "failed",
-                            ChangeOutcome::Rejected => "rejected",
-                            ChangeOutcome::Canceled => "canceled",
-                        };
-                        note(&id, word).await?;
+                        note(&id, result.outcome.final_step().as_str()).await?;
                         let value = changes::result_value(&id, &result);
                         Ok(if failed {
                             Outcome::ChangeFailed(value)

@@ -90,12 +90,7 @@ impl DeployResult {
     pub fn finished(change_id: &str, result: &ChangeResult) -> Self {
         DeployResult {
             change_id: change_id.to_string(),
-            status: match result.outcome {
-                ChangeOutcome::Succeeded => ChangeStep::Completed,
-                ChangeOutcome::Failed => ChangeStep::Failed,
-                ChangeOutcome::Rejected => ChangeStep::Rejected,
-                ChangeOutcome::Canceled => ChangeStep::Canceled,
-            },
+            status: result.outcome.final_step(),
             ticket_number: Some(result.ticket_number.clone()),
             outcome: Some(result.outcome),
             deployment_id: result.deployment_id.clone(),

@@ -179,7 +179,7 @@ impl TemplateDeployment {
                     &ticket,
                     CloseCode::Canceled,
                     notes,
-                    ChangeEnd::Canceled,
+                    ChangeOutcome::Canceled,
                 )
                 .await?;
                 advance(
@@ -207,25 +207,15 @@ impl TemplateDeployment {
         };
 
         advance(ctx, ChangeStep::ClosingTicket, "closing the change request");
-        Self::close(ctx, &ticket, closure, notes, result.outcome.into()).await?;
-        let (step, message) = match result.outcome {
-            ChangeOutcome::Succeeded => (
-                ChangeStep::Completed,
-                "change completed successfully".to_string(),
-            ),
-            other => (
-                match other {
-                    ChangeOutcome::Rejected => ChangeStep::Rejected,
-                    ChangeOutcome::Canceled => ChangeStep::Canceled,
-                    _ => ChangeStep::Failed,
-                },
-                result
-                    .failure_reason
-                    .clone()
-                    .unwrap_or_else(|| "change failed".into()),
-            ),
+        Self::close(ctx, &ticket, closure, notes, result.outcome).await?;
+        let message = match result.outcome {
+            ChangeOutcome::Succeeded => "change completed successfully".to_string(),
+            _ => result
+                .failure_reason
+                .clone()
+                .unwrap_or_else(|| "change failed".into()),
         };
-        advance(ctx, step, &message);
+        advance(ctx, result.outcome.final_step(), &message);
         Ok(result)
     }
 
@@ -671,7 +661,7 @@ impl TemplateDeployment {
         ticket: &ChangeTicket,
         closure: CloseCode,
         notes: String,
-        outcome: ChangeEnd,
+        outcome: ChangeOutcome,
     ) -> WorkflowResult<()> {
         let close = CloseChangeTicket {
             ticket: ticket.clone(),

@@ -195,40 +195,8 @@ pub struct CloseChangeTicket {
     /// For the change metrics: its type, how it ended, and when it started (seconds since the
     /// epoch, workflow time).
     pub change_type: ChangeType,
-    pub outcome: ChangeEnd,
+    pub outcome: ChangeOutcome,
     pub started_at: i64,
-}
-
-/// How a change ended, for metrics (`ChangeOutcome`, or canceled by request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeEnd {
-    Succeeded,
-    Failed,
-    Rejected,
-    Canceled,
-}
-
-impl ChangeEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeEnd::Succeeded => "succeeded",
-            ChangeEnd::Failed => "failed",
-            ChangeEnd::Rejected => "rejected",
-            ChangeEnd::Canceled => "canceled",
-        }
-    }
-}
-
-impl From<ChangeOutcome> for ChangeEnd {
-    fn from(outcome: ChangeOutcome) -> Self {
-        match outcome {
-            ChangeOutcome::Succeeded => ChangeEnd::Succeeded,
-            ChangeOutcome::Failed => ChangeEnd::Failed,
-            ChangeOutcome::Rejected => ChangeEnd::Rejected,
-            ChangeOutcome::Canceled => ChangeEnd::Canceled,
-        }
-    }
 }
 
 /// Input of the deployment-submitting activity.
@@ -346,6 +314,19 @@ impl ChangeStep {
         }
     }
 
+    /// The steps of a change that has not ended, in order.
+    pub const IN_PROGRESS: [ChangeStep; 9] = [
+        ChangeStep::Validating,
+        ChangeStep::OpeningTicket,
+        ChangeStep::AwaitingApproval,
+        ChangeStep::Scheduled,
+        ChangeStep::WaitingForDevice,
+        ChangeStep::Implementing,
+        ChangeStep::Deploying,
+        ChangeStep::Verifying,
+        ChangeStep::ClosingTicket,
+    ];
+
     /// Whether the change waits for a person, a window or a device (no caller is held that long).
     pub fn is_waiting(self) -> bool {
         matches!(
@@ -399,8 +380,31 @@ pub enum ChangeOutcome {
     Failed,
     /// An approver rejected it; ticket canceled with their comment, nothing deployed.
     Rejected,
-    /// No decision in time, or it missed its window; ticket canceled, nothing deployed.
+    /// No decision in time, it missed its window, or it was canceled by request; ticket
+    /// canceled.
     Canceled,
+}
+
+impl ChangeOutcome {
+    /// The name metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOutcome::Succeeded => "succeeded",
+            ChangeOutcome::Failed => "failed",
+            ChangeOutcome::Rejected => "rejected",
+            ChangeOutcome::Canceled => "canceled",
+        }
+    }
+
+    /// The step a change that ended this way ends in.
+    pub fn final_step(self) -> ChangeStep {
+        match self {
+            ChangeOutcome::Succeeded => ChangeStep::Completed,
+            ChangeOutcome::Failed => ChangeStep::Failed,
+            ChangeOutcome::Rejected => ChangeStep::Rejected,
+            ChangeOutcome::Canceled => ChangeStep::Canceled,
+        }
+    }
 }
 
 /// The result of a finished change.
