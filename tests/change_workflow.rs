@@ -519,11 +519,7 @@ async fn seeded_vault(h: &Harness, port: u16, token: &str) -> changeflow_devstac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_down_is_retried_and_the_change_completes_once_it_is_back() {
     let h = Harness::start(HarnessOptions::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let token = format!("test-root-{}", uuid::Uuid::new_v4().simple());
     let mut vault = seeded_vault(&h, port, &token).await;
     let address = vault.address();
@@ -612,11 +608,7 @@ async fn vault_down_is_retried_and_the_change_completes_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_serves_liveness_and_readiness_that_follow_temporal() {
     let mut h = Harness::start(HarnessOptions::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _worker = h.spawn_worker_with_env(&[("CHANGEFLOW_WORKER_HEALTH_LISTEN", &listen)]);
     let http = reqwest::Client::new();

@@ -604,7 +604,7 @@ fn serve_runs_the_front_door_against_a_configured_temporal_and_provider() {
         let options = changeflow::embedded_temporal_options(&dir.0.join("temporal"));
         let temporal = tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedTemporal::start(&options)).await.unwrap().unwrap();
         let issuer = changeflow_devstack::dev_issuer::start(&dir.0.join("idp"), 0).await.unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::free_port();
         let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--oidc-issuer", issuer.url(), "--temporal-address", &temporal.address(), "--shutdown-grace-secs", "2", "--data-dir"])
             .arg(&dir.0)

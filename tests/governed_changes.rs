@@ -6,8 +6,8 @@ mod common;
 
 use changeflow::changes::{self, DecideError};
 use changeflow_workflows::{
-    ApprovalDecision, ChangeOutcome, ChangeResult, ChangeStep, DecisionReceipt, DecisionSource,
-    Verdict,
+    ApprovalDecision, ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DecisionReceipt,
+    DecisionSource, DeploymentRequest, Verdict,
 };
 use common::{Harness, HarnessOptions, governed_change};
 use serde_json::json;
@@ -52,6 +52,17 @@ fn rfc3339_in(secs: u64) -> String {
         .unwrap()
 }
 
+/// Starts a change and waits until it reaches `step`: its id and that progress.
+async fn start_until(
+    h: &Harness,
+    request: DeploymentRequest,
+    step: ChangeStep,
+) -> (String, ChangeProgress) {
+    let id = h.start_change(request).await;
+    let progress = h.wait_for_progress(&id, LONG, |p| p.step == step).await;
+    (id, progress)
+}
+
 /// What `approvers` says carol decided, from the simulator's records of this change.
 fn approval_records(h: &Harness, number: &str) -> Vec<changeflow_simulators::servicenow::Record> {
     let change = h.ticket(number).get("sys_id").to_string();
@@ -67,13 +78,12 @@ fn approval_records(h: &Harness, number: &str) -> Vec<changeflow_simulators::ser
 async fn a_normal_change_waits_for_an_approver_and_only_an_approver_decides() {
     let h = Harness::start(HarnessOptions::default()).await;
     let mut worker = h.spawn_worker();
-    let id = h
-        .start_change(governed_change(&["sj-access-01"], json!({})))
-        .await;
-
-    let waiting = h
-        .wait_for_progress(&id, LONG, |p| p.step == ChangeStep::AwaitingApproval)
-        .await;
+    let (id, waiting) = start_until(
+        &h,
+        governed_change(&["sj-access-01"], json!({})),
+        ChangeStep::AwaitingApproval,
+    )
+    .await;
     assert_eq!(waiting.approvers, ["carol"]);
     assert!(waiting.waiting_since.is_some());
     assert!(
@@ -143,27 +153,20 @@ async fn a_normal_change_waits_for_an_approver_and_only_an_approver_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_cancels_the_ticket_with_the_comment_and_deploys_nothing() {
     let h = Harness::start(HarnessOptions::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let sdk_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let sdk_port = common::free_port();
     let sdk = format!("127.0.0.1:{sdk_port}");
     let _worker = h.spawn_worker_with_env(&[
         ("CHANGEFLOW_WORKER_HEALTH_LISTEN", &listen),
         ("CHANGEFLOW_WORKER_SDK_METRICS_LISTEN", &sdk),
     ]);
-    let id = h
-        .start_change(governed_change(&["sj-access-01"], json!({})))
-        .await;
-    h.wait_for_progress(&id, LONG, |p| p.step == ChangeStep::AwaitingApproval)
-        .await;
+    let (id, _) = start_until(
+        &h,
+        governed_change(&["sj-access-01"], json!({})),
+        ChangeStep::AwaitingApproval,
+    )
+    .await;
     decide(
         &h,
         &id,
@@ -266,12 +269,12 @@ print("approved")
 async fn an_approval_made_in_servicenow_moves_the_change_on() {
     let h = Harness::start(HarnessOptions::default()).await;
     let _worker = h.spawn_worker();
-    let id = h
-        .start_change(governed_change(&["sj-access-02"], json!({})))
-        .await;
-    let waiting = h
-        .wait_for_progress(&id, LONG, |p| p.step == ChangeStep::AwaitingApproval)
-        .await;
+    let (id, waiting) = start_until(
+        &h,
+        governed_change(&["sj-access-02"], json!({})),
+        ChangeStep::AwaitingApproval,
+    )
+    .await;
     let number = waiting.ticket_number.unwrap();
     let (hn, n) = (&h, number.clone());
     tokio::task::block_in_place(|| approve_in_servicenow(hn, &n, "carol"));
@@ -315,15 +318,11 @@ async fn a_change_waits_for_its_window_and_one_that_misses_it_is_canceled() {
     let h = Harness::start(HarnessOptions::default()).await;
     let mut worker = h.spawn_worker();
     let start = rfc3339_in(8);
-    let scheduled = h
-        .start_change(governed_change(
-            &["sj-access-01"],
-            json!({"change_type": "standard", "window_start": start, "window_end": rfc3339_in(600)}),
-        ))
-        .await;
-    let waiting = h
-        .wait_for_progress(&scheduled, LONG, |p| p.step == ChangeStep::Scheduled)
-        .await;
+    let request = governed_change(
+        &["sj-access-01"],
+        json!({"change_type": "standard", "window_start": start, "window_end": rfc3339_in(600)}),
+    );
+    let (scheduled, waiting) = start_until(&h, request, ChangeStep::Scheduled).await;
     assert!(
         waiting.message.contains(&start),
         "says until when: {}",
@@ -357,14 +356,15 @@ async fn a_change_waits_for_its_window_and_one_that_misses_it_is_canceled() {
     );
 
     // Approved only after its window ended: canceled, nothing deployed.
-    let missed = h
-        .start_change(governed_change(
+    let (missed, _) = start_until(
+        &h,
+        governed_change(
             &["sj-access-02"],
             json!({"window_start": rfc3339_in(1), "window_end": rfc3339_in(4)}),
-        ))
-        .await;
-    h.wait_for_progress(&missed, LONG, |p| p.step == ChangeStep::AwaitingApproval)
-        .await;
+        ),
+        ChangeStep::AwaitingApproval,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     decide(&h, &missed, "carol", Verdict::Approved, "late")
         .await
@@ -390,8 +390,9 @@ async fn a_change_waits_for_its_window_and_one_that_misses_it_is_canceled() {
 async fn an_emergency_needs_one_emergency_approver_and_no_window() {
     let h = Harness::start(HarnessOptions::default()).await;
     let _worker = h.spawn_worker();
-    let id = h
-        .start_change(governed_change(
+    let (id, waiting) = start_until(
+        &h,
+        governed_change(
             &["sj-core-01"],
             json!({
                 "change_type": "emergency",
@@ -399,11 +400,10 @@ async fn an_emergency_needs_one_emergency_approver_and_no_window() {
                 "window_start": rfc3339_in(3600),
                 "window_end": rfc3339_in(7200),
             }),
-        ))
-        .await;
-    let waiting = h
-        .wait_for_progress(&id, LONG, |p| p.step == ChangeStep::AwaitingApproval)
-        .await;
+        ),
+        ChangeStep::AwaitingApproval,
+    )
+    .await;
     let mut approvers = waiting.approvers.clone();
     approvers.sort();
     assert_eq!(approvers, ["admin", "carol"], "the emergency approvers");
@@ -432,15 +432,12 @@ async fn a_change_waits_for_a_device_another_change_holds() {
     .await;
     let mut worker = h.spawn_worker();
     let standard = || json!({"change_type": "standard"});
-    let first = h
-        .start_change(governed_change(
-            &["sj-access-01", "sj-access-02"],
-            standard(),
-        ))
-        .await;
-    let deploying = h
-        .wait_for_progress(&first, LONG, |p| p.step == ChangeStep::Deploying)
-        .await;
+    let (first, deploying) = start_until(
+        &h,
+        governed_change(&["sj-access-01", "sj-access-02"], standard()),
+        ChangeStep::Deploying,
+    )
+    .await;
     // The same devices in the other order: taken in name order, so no deadlock.
     let second = h
         .start_change(governed_change(

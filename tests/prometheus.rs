@@ -40,14 +40,6 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_sample_alert_rules_load_and_pass_their_unit_tests() {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
@@ -97,7 +89,7 @@ async fn prometheus_scrapes_the_dev_stack_and_sees_tool_calls() {
         .trim_end_matches("/mcp")
         .to_string();
 
-    let port = free_port();
+    let port = common::free_port();
     let config = dir.0.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -28,6 +28,15 @@ impl Drop for TempDir {
     }
 }
 
+/// A loopback port nobody listens on now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Everything one test needs, torn down in reverse order on drop.
 pub struct Harness {
     pub client: Client,
