@@ -139,6 +139,37 @@ test_approval_timeout_is_limited if {
 	contains(authz.reason, "rule max_approval_timeout_hours") with input as request
 }
 
+gateway := "1277ee45-45fa-5050-b162-56fc413e7e83"
+
+with_backout(request, backout) := object.union(request, {"change": {"backout": backout}})
+
+test_normal_changes_on_production_devices_need_a_backout if {
+	request := with_backout(change({"template_id": gateway}, {"sj-core-01": "CORE", "sj-access-01": "ACCESS"}), null)
+	not authz.allow with input as request
+	contains(authz.reason, "rule backout_required") with input as request
+	contains(authz.reason, "(sj-core-01)") with input as request
+	named := {"template_id": "b", "source": "request"}
+	authz.allow with input as with_backout(change({"template_id": gateway}, {"sj-core-01": "CORE"}), named)
+	authz.allow with input as with_backout(change({"template_id": gateway}, {"sj-access-01": "ACCESS"}), null)
+	emergency := {"template_id": gateway, "change_type": "emergency", "justification": "outage"}
+	authz.allow with input as with_backout(change(emergency, {"sj-core-01": "CORE"}), null)
+	not authz.allow with input as with_backout(change({"template_id": gateway}, {"sj-x": "UNKNOWN"}), null)
+}
+
+show_commands(identity) := {
+	"identity": identity,
+	"resource": "catalyst-center",
+	"action": "read",
+	"tool": {"name": "run_show_commands", "arguments": {"devices": ["sj-core-01"], "commands": ["show version"]}},
+	"context": {},
+}
+
+test_engineers_and_the_service_desk_run_show_commands if {
+	authz.allow with input as show_commands(alice)
+	authz.allow with input as show_commands({"subject": "bob", "groups": ["service-desk"], "amr": ["pwd"], "client_id": "c"})
+	not authz.allow with input as show_commands(carol)
+}
+
 test_decision_always_has_a_reason if {
 	d := authz.decision with input as {"identity": {"subject": "x", "groups": [], "amr": []}, "resource": "servicenow", "action": "read", "tool": {"name": "t", "arguments": {}}}
 	d.allow == false

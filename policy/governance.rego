@@ -1,5 +1,6 @@
 # Change governance (Rego v1), part of package changeflow.authz: which templates may run as
-# standard changes, the blackout periods, and how long approvers may be given. Edit the data
+# standard changes, the blackout periods, how long approvers may be given, and which changes
+# must be able to back out. Edit the data
 # here; the rules below read it. Every refusal names its rule.
 package changeflow.authz
 
@@ -21,6 +22,12 @@ blackouts := [{
 	"roles": {"CORE", "UNKNOWN"},
 	"change_types": {"normal", "standard"},
 }]
+
+# Device roles that count as production: a normal change touching one needs a back-out plan,
+# the request's `backout` or its template's inverse declared in verification.toml (the front
+# door says which in input.change.backout, null when there is none). UNKNOWN fails safe.
+# rule: backout_required
+production_roles := {"CORE", "DISTRIBUTION", "BORDER ROUTER", "UNKNOWN"}
 
 # The longest approval timeout a request may ask for, in hours (the tool allows up to 720).
 # rule: max_approval_timeout_hours
@@ -80,4 +87,12 @@ deny_reasons contains sprintf("rule blackouts (%s): no %s changes on %s devices 
 	hit := {d.hostname | some d in input.devices; d.role in b.roles}
 	count(hit) > 0
 	overlaps(window_ns, b)
+}
+
+deny_reasons contains sprintf("rule backout_required: a normal change on production devices (%s) needs a back-out plan: name one in backout, or use a template whose inverse verification.toml declares", [concat(", ", sort(hit))]) if {
+	requested_type == "normal"
+	input.change
+	object.get(input.change, "backout", null) == null
+	hit := {d.hostname | some d in input.devices; d.role in production_roles}
+	count(hit) > 0
 }

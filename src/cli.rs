@@ -284,6 +284,17 @@ pub(crate) struct SimulatorArgs {
     /// Hostname of a device whose deployment fails.
     #[arg(long)]
     pub(crate) failing_device: Option<String>,
+    /// Hostname of a device a deployment leaves unhealthy (its port Gi1/0/2 goes down while
+    /// it carries deployed configuration), so post-change checks fail and the change backs out.
+    #[arg(long)]
+    pub(crate) unhealthy_device: Option<String>,
+    /// Hostname of a device whose CLI does not answer (pre-change checks fail).
+    #[arg(long)]
+    pub(crate) unreachable_device: Option<String>,
+    /// Hostname of a device that stops answering once a deployment changed it (its back-out
+    /// fails).
+    #[arg(long)]
+    pub(crate) unreachable_after_change: Option<String>,
 }
 
 #[cfg(feature = "dev")]
@@ -304,6 +315,9 @@ impl SimulatorArgs {
         options.deploy_duration = Duration::from_secs_f64(self.deploy_seconds);
         options.faults = FaultConfig {
             failing_device: self.failing_device.clone(),
+            unhealthy_device: self.unhealthy_device.clone(),
+            unreachable_device: self.unreachable_device.clone(),
+            unreachable_after_change: self.unreachable_after_change.clone(),
             ..faults
         };
         Ok(options)
@@ -376,6 +390,11 @@ pub(crate) struct WorkerArgs {
     /// Milliseconds between deployment task polls.
     #[arg(long, default_value_t = 1000)]
     pub(crate) poll_interval_ms: u64,
+    /// Where device check snapshots (the outputs of pre- and post-change commands) are kept,
+    /// outside workflow history, as evidence; default <data dir>/snapshots. Workers of one
+    /// task queue must share it.
+    #[arg(long, env = "CHANGEFLOW_SNAPSHOT_DIR")]
+    pub(crate) snapshot_dir: Option<PathBuf>,
     /// Serve `/healthz` and `/readyz` (Temporal reachable) on this address, e.g. 127.0.0.1:9090.
     #[arg(long, env = "CHANGEFLOW_WORKER_HEALTH_LISTEN")]
     pub(crate) health_listen: Option<String>,

@@ -92,6 +92,9 @@ pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Res
         catalyst_url: args.catalyst_url,
         ca_file: args.ca_file,
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+        snapshot_dir: args
+            .snapshot_dir
+            .unwrap_or_else(|| g.data_dir.join("snapshots")),
     };
     #[cfg(not(feature = "dev"))]
     let address = g.temporal_address.clone().context(

@@ -270,7 +270,7 @@ pub(crate) async fn simulate(g: &GlobalArgs, args: SimulateArgs) -> anyhow::Resu
         error_rate: args.error_rate,
         rate_limit_rate: args.rate_limit_rate,
         retry_after_secs: args.retry_after,
-        failing_device: None,
+        ..FaultConfig::default()
     };
     let options = args.simulators.options(&g.data_dir, faults)?;
     let sims = changeflow_simulators::start(options)

@@ -19,7 +19,28 @@ const SHIPPED_POLICY: &[(&str, &str)] = &[
     ("authz.rego", include_str!("../policy/authz.rego")),
     ("authz_test.rego", include_str!("../policy/authz_test.rego")),
     ("governance.rego", include_str!("../policy/governance.rego")),
+    (
+        "verification.toml",
+        include_str!("../policy/verification.toml"),
+    ),
 ];
+
+/// The verification catalog in the policy directory, `verification.toml`: the defaults (and
+/// no inverses) when the directory has none; an invalid one stops the start.
+pub fn verification_catalog(
+    policy_dir: &Path,
+) -> anyhow::Result<changeflow_workflows::verification::Catalog> {
+    let path = policy_dir.join("verification.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => changeflow_workflows::verification::Catalog::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "no verification catalog: changes get the default checks and no template declares an inverse");
+            Ok(Default::default())
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
 
 pub struct FrontDoorOptions {
     pub data_dir: PathBuf,
@@ -129,10 +150,9 @@ pub async fn start(
     )
     .await
     .context("discovering the OpenID provider")?;
-    let policy = Arc::new(
-        PolicyEngine::load(policy_dir(&options.policy_dir, &options.data_dir)?)
-            .context("loading the policy")?,
-    );
+    let policy_dir = policy_dir(&options.policy_dir, &options.data_dir)?;
+    let verification = Arc::new(verification_catalog(&policy_dir)?);
+    let policy = Arc::new(PolicyEngine::load(policy_dir).context("loading the policy")?);
     let policy_watch = policy.watch(Duration::from_secs(2));
     let audit = match &options.audit_database_url {
         Some(url) => AuditStore::open(url).await?,
@@ -152,6 +172,7 @@ pub async fn start(
         allowed_origins: options.allowed_origins,
         idempotency_window: options.idempotency_window,
         approval_poll_secs: options.approval_poll_secs,
+        verification,
     });
     Ok(serve(listener, front, url, policy_watch))
 }
@@ -230,6 +251,7 @@ pub async fn start_conformance_profile(
         allowed_origins: loopback_origins(),
         idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
         approval_poll_secs: changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS,
+        verification: Default::default(),
     });
     Ok(serve(listener, front, url, policy_watch))
 }

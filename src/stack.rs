@@ -43,6 +43,7 @@ pub struct Stack {
     pub dev_issuer: changeflow_devstack::dev_issuer::RunningDevIssuer,
     pub front_door: crate::front_door::RunningFrontDoor,
     poll_interval: Duration,
+    snapshot_dir: PathBuf,
     // Last, so the server outlives the client and simulators during drop.
     embedded_temporal: Option<EmbeddedTemporal>,
 }
@@ -139,6 +140,7 @@ impl Stack {
             task_queue: options.task_queue,
             simulators,
             poll_interval: options.poll_interval,
+            snapshot_dir: options.data_dir.join("snapshots"),
             embedded_temporal,
         })
     }
@@ -150,6 +152,7 @@ impl Stack {
             catalyst_url: self.simulators.catalyst_url.clone(),
             ca_file: self.simulators.ca_file.clone(),
             poll_interval: self.poll_interval,
+            snapshot_dir: self.snapshot_dir.clone(),
         }
     }
 

@@ -350,9 +350,9 @@ async fn a_worker_killed_mid_deployment_is_replaced_without_deploying_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_change_closes_its_ticket_as_canceled() {
+async fn cancelling_a_change_mid_deployment_backs_it_out_and_cancels_the_ticket() {
     let h = Harness::start(HarnessOptions {
-        deploy_duration: Duration::from_secs(30),
+        deploy_duration: Duration::from_secs(8),
         ..Default::default()
     })
     .await;
@@ -377,15 +377,22 @@ async fn cancelling_a_change_closes_its_ticket_as_canceled() {
     );
     let ticket = h.ticket(p.ticket_number.as_deref().unwrap());
     assert_eq!(ticket.get("state"), "4", "Canceled");
+    let notes = ticket.get("close_notes");
     assert!(
-        ticket.get("close_notes").contains("Canceled by request"),
-        "{}",
-        ticket.get("close_notes")
+        notes.contains("Canceled by request during deployment")
+            && notes.contains("sj-core-02: backed out, checks passed"),
+        "{notes}"
     );
-    assert_eq!(
-        changes::progress(&h.client, &id).await.unwrap().step,
-        ChangeStep::Canceled
+    // Catalyst Center cannot stop a deployment: it ran to its end and was undone once.
+    assert_eq!(h.sims.catalyst.deployments_of("NTP Servers Removal"), 1);
+    let config = h.sims.catalyst.running_config("sj-core-02").unwrap();
+    assert!(
+        !config.iter().any(|l| l.contains("10.255.0.1")),
+        "{config:?}"
     );
+    let progress = changes::progress(&h.client, &id).await.unwrap();
+    assert_eq!(progress.step, ChangeStep::Canceled);
+    assert!(progress.backout.is_some(), "{progress:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,6 +424,30 @@ async fn no_credential_appears_in_workflow_history_or_worker_logs() {
         history.contains("sj-access-01"),
         "decoded history holds the request"
     );
+    // Device checks ran, and their outputs stayed out of history: only hashes of snapshots
+    // kept in the worker's snapshot directory.
+    let progress = changes::progress(&h.client, &id).await.unwrap();
+    assert_eq!(progress.checks.len(), 2, "{progress:?}");
+    for check in &progress.checks {
+        assert!(history.contains(&check.snapshot), "{}", check.snapshot);
+        let file = h
+            .snapshot_dir()
+            .join(format!("{}.json", &check.snapshot["sha256:".len()..]));
+        let stored = std::fs::read_to_string(&file).expect("snapshot stored");
+        assert!(stored.contains("Building configuration"), "{stored}");
+    }
+    for output in [
+        "Building configuration",
+        "Current configuration",
+        "uplink-core",
+        "Cisco IOS XE Software",
+        "sys.peer",
+    ] {
+        assert!(
+            !history.contains(output),
+            "device output \"{output}\" in history"
+        );
+    }
     let json_log = json_worker.log();
     let lines: Vec<&str> = json_log.lines().collect();
     assert!(!lines.is_empty(), "the JSON worker logged nothing");

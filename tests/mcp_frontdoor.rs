@@ -66,6 +66,9 @@ async fn front_door_with(
         allowed_origins: vec!["http://127.0.0.1:*".into()],
         idempotency_window,
         approval_poll_secs: 1,
+        verification: Arc::new(
+            changeflow::front_door::verification_catalog(std::path::Path::new("policy")).unwrap(),
+        ),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {

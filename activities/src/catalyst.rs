@@ -339,6 +339,122 @@ impl CatalystClient {
     }
 }
 
+/// How one command fared on one device, as Command Runner files it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandStatus {
+    Success,
+    Failure,
+    Blacklisted,
+}
+
+/// One command's answer on one device: its status and its output (or error text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandOutput {
+    pub status: CommandStatus,
+    pub text: String,
+}
+
+/// Every command's answer on one device, by command.
+pub type DeviceOutputs = BTreeMap<String, CommandOutput>;
+
+/// Longest Command Runner is given per request, in seconds (its `timeout`).
+const COMMAND_TIMEOUT_SECS: u64 = 60;
+
+impl CatalystClient {
+    /// Runs read-only `commands` on the devices with Command Runner (read-request → task →
+    /// file); returns each device's outputs by device id. The caller has checked that the
+    /// commands are read-only; Command Runner refuses the others itself (`BLACKLISTED`).
+    pub async fn run_commands(
+        &self,
+        device_ids: &[String],
+        commands: &[String],
+        name: &str,
+    ) -> Result<BTreeMap<String, DeviceOutputs>, DownstreamError> {
+        let body = json!({
+            "name": name,
+            "description": "changeflow read-only commands",
+            "commands": commands,
+            "deviceUuids": device_ids,
+            "timeout": COMMAND_TIMEOUT_SECS,
+        });
+        let answer = self
+            .api
+            .call(
+                || self.login(),
+                Method::POST,
+                "/dna/intent/api/v1/network-device-poller/cli/read-request",
+                &[],
+                Some(&body),
+            )
+            .await?;
+        let task_id = answer["response"]["taskId"]
+            .as_str()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "read-request without taskId"))?
+            .to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(COMMAND_TIMEOUT_SECS + 30);
+        let file_id = loop {
+            let body = self
+                .get(&format!("/dna/intent/api/v1/task/{task_id}"), &[])
+                .await?;
+            let task = &body["response"];
+            if task["isError"].as_bool() == Some(true) {
+                return Err(DownstreamError::Unavailable {
+                    system: SYSTEM,
+                    status: 200,
+                    message: format!(
+                        "Command Runner task failed: {}",
+                        task["failureReason"].as_str().unwrap_or("no reason given")
+                    ),
+                });
+            }
+            let progress: Value = task["progress"]
+                .as_str()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null);
+            if let Some(file) = progress["fileId"].as_str() {
+                break file.to_string();
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DownstreamError::Transport {
+                    system: SYSTEM,
+                    message: format!("Command Runner task {task_id} did not finish in time"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let file = self
+            .get(&format!("/dna/intent/api/v1/file/{file_id}"), &[])
+            .await?;
+        let entries = file.as_array().ok_or_else(|| {
+            DownstreamError::protocol(SYSTEM, "Command Runner file is not an array")
+        })?;
+        let mut outputs = BTreeMap::new();
+        for entry in entries {
+            let mut device = DeviceOutputs::new();
+            for (key, status) in [
+                ("SUCCESS", CommandStatus::Success),
+                ("FAILURE", CommandStatus::Failure),
+                ("BLACKLISTED", CommandStatus::Blacklisted),
+            ] {
+                if let Some(answers) = entry["commandResponses"][key].as_object() {
+                    for (command, text) in answers {
+                        device.insert(
+                            command.clone(),
+                            CommandOutput {
+                                status,
+                                text: text.as_str().unwrap_or_default().to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+            outputs.insert(text(entry, "deviceUuid"), device);
+        }
+        Ok(outputs)
+    }
+}
+
 /// The validation errors of a template preview, as messages.
 fn preview_errors(preview: &Value) -> Vec<String> {
     preview["validationErrors"]

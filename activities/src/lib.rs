@@ -2,6 +2,7 @@
 //! `changeflow_workflows::activities`, over real HTTP clients for ServiceNow and Catalyst Center.
 
 pub mod catalyst;
+pub mod checks;
 pub mod http;
 mod operations;
 pub mod servicenow;
@@ -31,6 +32,8 @@ pub struct DownstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Pause between deployment task polls.
     pub poll_interval: Duration,
+    /// Where device check snapshots are kept (outside workflow history).
+    pub snapshot_dir: PathBuf,
 }
 
 /// The activity implementations a worker registers.
@@ -38,6 +41,7 @@ pub struct DownstreamActivities {
     servicenow: ServiceNowClient,
     catalyst: CatalystClient,
     poll_interval: Duration,
+    snapshots: checks::SnapshotStore,
 }
 
 /// Changes that ended, by `type` and `outcome` (counted when their ticket is closed).
@@ -81,6 +85,7 @@ impl DownstreamActivities {
                 credentials,
             ),
             poll_interval: config.poll_interval,
+            snapshots: checks::SnapshotStore::new(&config.snapshot_dir),
         })
     }
 
@@ -211,6 +216,52 @@ impl DownstreamActivities {
             failure_reason,
             devices,
         })
+    }
+
+    /// Captures the commands on every device, stores each device's snapshot and evaluates
+    /// the rules against it (and its baseline).
+    async fn check(&self, check: CheckDevices) -> Result<Vec<DeviceCheck>, DownstreamError> {
+        use checks::DeviceCli;
+        let name = format!("changeflow {} {}", check.phase.as_str(), check.change_id);
+        let mut outputs = self
+            .catalyst
+            .run(&check.devices, &check.commands, &name)
+            .await?;
+        let captured_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut verdicts = Vec::new();
+        for device in &check.devices {
+            let snapshot = checks::snapshot(
+                &check.change_id,
+                check.phase,
+                &device.hostname,
+                captured_at.clone(),
+                outputs.remove(&device.hostname).unwrap_or_default(),
+            );
+            let reference = self.snapshots.put(&snapshot)?;
+            let baseline = match check.baseline.get(&device.hostname) {
+                Some(reference) => Some(self.snapshots.get(reference)?),
+                None => None,
+            };
+            let failures = checks::evaluate(
+                &check.rules,
+                &snapshot,
+                &checks::Expectations {
+                    rendered: &check.rendered,
+                    parameters: &check.parameters,
+                    baseline: baseline.as_ref(),
+                },
+            );
+            verdicts.push(DeviceCheck {
+                device: device.hostname.clone(),
+                phase: check.phase,
+                passed: failures.is_empty(),
+                snapshot: reference,
+                failures,
+            });
+        }
+        Ok(verdicts)
     }
 
     async fn close(&self, close: CloseChangeTicket) -> Result<(), DownstreamError> {
@@ -355,6 +406,17 @@ impl DownstreamActivities {
                 _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
             }
         }
+    }
+
+    #[activity(definition = change_activities::CheckDevices)]
+    pub async fn check_devices(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        check: CheckDevices,
+    ) -> Result<Vec<DeviceCheck>, ActivityError> {
+        self.check(check)
+            .await
+            .map_err(DownstreamError::into_activity_error)
     }
 
     #[activity(definition = change_activities::PerformOperation)]

@@ -3,6 +3,7 @@
 //! caller needs, with stable names, whatever the vendor returned around them.
 
 use crate::DownstreamActivities;
+use crate::catalyst::CommandStatus;
 use crate::http::DownstreamError;
 use crate::servicenow::{ChangeRecord, CloseMode, field, state_code, state_of};
 use changeflow_workflows::NewChangeTicket;
@@ -45,6 +46,62 @@ fn value(result: impl serde::Serialize) -> Result<Value, DownstreamError> {
 }
 
 impl DownstreamActivities {
+    /// `run_show_commands`: the devices by hostname or id, their answers in command order.
+    async fn show_commands(
+        &self,
+        args: RunShowCommands,
+    ) -> Result<CommandResults, DownstreamError> {
+        use crate::checks::DeviceCli;
+        use changeflow_workflows::DeviceRef;
+        let mut devices = Vec::new();
+        let mut unknown = Vec::new();
+        for name in &args.devices {
+            match self.catalyst.find_device(name).await? {
+                Some(found) => devices.push(DeviceRef {
+                    id: found.device.device_id,
+                    hostname: found.device.hostname,
+                    management_ip: found.device.management_ip,
+                }),
+                None => unknown.push(format!("device '{name}' is not known to Catalyst Center")),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(DownstreamError::Invalid(unknown.join("; ")));
+        }
+        let mut outputs = self
+            .catalyst
+            .run(&devices, &args.commands, "changeflow run_show_commands")
+            .await?;
+        Ok(CommandResults {
+            devices: devices
+                .iter()
+                .map(|d| {
+                    let mut answers = outputs.remove(&d.hostname).unwrap_or_default();
+                    DeviceCommands {
+                        device: d.hostname.clone(),
+                        results: args
+                            .commands
+                            .iter()
+                            .map(|command| {
+                                let answer = answers.remove(command);
+                                CommandResult {
+                                    command: command.clone(),
+                                    status: match answer.as_ref().map(|a| a.status) {
+                                        Some(CommandStatus::Success) => "success",
+                                        Some(CommandStatus::Blacklisted) => "blacklisted",
+                                        _ => "failure",
+                                    }
+                                    .into(),
+                                    output: answer.map(|a| a.text).unwrap_or_default(),
+                                }
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        })
+    }
+
     /// Runs one operation and returns its typed result as JSON. `correlation_id` (the workflow
     /// id) makes a retried create find the change request its first attempt opened instead of
     /// opening another.
@@ -81,6 +138,7 @@ impl DownstreamActivities {
                 })
             }
             Operation::PreviewTemplate(args) => value(self.preview(args).await?),
+            Operation::RunShowCommands(args) => value(self.show_commands(args).await?),
             Operation::GetChangeRequest(args) => value(
                 self.describe_one(self.change_by_number(&args.number).await?)
                     .await?,

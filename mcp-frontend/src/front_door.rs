@@ -36,6 +36,9 @@ pub struct FrontDoor {
     /// How often a change looks in ServiceNow for a decision an approver made there (seconds;
     /// `changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS` by default).
     pub approval_poll_secs: u64,
+    /// The verification catalog (`verification.toml` in the policy directory): what each
+    /// change checks and how it is backed out, resolved into its workflow input.
+    pub verification: Arc<changeflow_workflows::verification::Catalog>,
 }
 
 /// Which set of tools a front door serves.

@@ -16,8 +16,7 @@ use changeflow_workflows::arguments::ListDevices;
 use changeflow_workflows::limits::MAX_LIST_LIMIT;
 use changeflow_workflows::operations::{Operation, OperationRequest};
 use changeflow_workflows::{
-    ApprovalDecision, ChangeOutcome, ChangeProgress, ChangeStep, DecisionSource, DeploymentRequest,
-    Verdict,
+    ApprovalDecision, ChangeProgress, ChangeStep, DecisionSource, DeploymentRequest, Verdict,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,8 +61,9 @@ fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
     format!("{prefix}-{}", &digest[..32])
 }
 
-/// What policy is told beyond the call itself: the change a tool names (its requester) and
-/// the devices a deployment targets (as Catalyst Center describes them).
+/// What policy is told beyond the call itself: the change a tool names (its requester), or
+/// for a deployment its back-out plan, and the devices a deployment targets (as Catalyst
+/// Center describes them).
 #[derive(Debug, Default)]
 struct Facts {
     change: Option<Value>,
@@ -381,8 +381,16 @@ impl FrontDoor {
         {
             // Only a deployment the caller may make learns its devices' facts (a read through
             // Temporal), and is judged again with them: the blackout rules may still refuse it.
+            // The back-out it would get (its own, or its template's declared inverse), for the
+            // rules requiring one.
+            let plan = self
+                .verification
+                .plan(&args.template_id, args.backout.as_ref());
+            let backout = plan
+                .backout
+                .map(|b| json!({"template_id": b.template_id, "source": plan.backout_source}));
             let facts = Facts {
-                change: None,
+                change: Some(json!({ "backout": backout })),
                 devices: Some(self.device_facts(identity, &args.devices).await),
             };
             decision = self.decide(identity, spec, &arguments, facts);
@@ -508,6 +516,9 @@ impl FrontDoor {
                     .await;
                 let mut request = DeploymentRequest::new(args, identity.subject.clone());
                 request.approval_poll_secs = self.approval_poll_secs;
+                request.verification = self
+                    .verification
+                    .plan(&request.change.template_id, request.change.backout.as_ref());
                 if let Err(e) = self.temporal.start_change(&id, request).await {
                     note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));
@@ -523,7 +534,7 @@ impl FrontDoor {
                         Ok(Outcome::done(DeployResult::waiting(&id, &progress)))
                     }
                     Watched::Done(Ok(result)) => {
-                        let failed = result.outcome == ChangeOutcome::Failed;
+                        let failed = result.outcome.is_failure();
                         note(&id, result.outcome.final_step().as_str()).await?;
                         let value = changes::result_value(&id, &result);
                         Ok(if failed {

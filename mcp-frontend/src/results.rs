@@ -2,7 +2,8 @@
 //! output schemas. Absent values are left out rather than sent as `null`.
 
 use changeflow_workflows::{
-    ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DeviceStatus, Verdict,
+    BackoutProgress, ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DeviceCheck,
+    DeviceStatus, Verdict,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ impl From<WorkflowExecutionStatus> for ExecutionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeployResult {
     pub change_id: String,
-    /// `completed`, `failed`, `rejected` or `canceled` once it ended; `awaiting_approval`,
+    /// `completed`, `failed`, `rejected`, `canceled` or `backout_failed` once it ended; `awaiting_approval`,
     /// `scheduled` or `waiting_for_device` while it waits
     pub status: ChangeStep,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +84,15 @@ pub struct DeployResult {
     /// RFC 3339
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end: Option<String>,
+    /// Its device checks (pre-change, post-change, post-back-out), with verdicts
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<DeviceCheck>,
+    /// Its back-out, if it was backed out
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backout: Option<BackoutProgress>,
+    /// Devices a failed back-out left needing hands (status backout_failed)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_attention: Vec<String>,
 }
 
 impl DeployResult {
@@ -101,6 +111,9 @@ impl DeployResult {
             waiting_since: None,
             window_start: None,
             window_end: None,
+            checks: result.checks.clone(),
+            backout: result.backout.clone(),
+            needs_attention: result.needs_attention.clone(),
         }
     }
 
@@ -119,6 +132,9 @@ impl DeployResult {
             waiting_since: progress.waiting_since.clone(),
             window_start: progress.window_start.clone(),
             window_end: progress.window_end.clone(),
+            checks: Vec::new(),
+            backout: None,
+            needs_attention: Vec::new(),
         }
     }
 }

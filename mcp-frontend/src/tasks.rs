@@ -5,7 +5,7 @@
 use crate::changes::{self, failure_detail};
 use crate::outcome::{Progress, ToolResult};
 use changeflow_workflows::failure::FailureType;
-use changeflow_workflows::{ChangeOutcome, DownstreamOperation, TemplateDeployment};
+use changeflow_workflows::{DownstreamOperation, TemplateDeployment};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -161,7 +161,7 @@ async fn working_message(client: &Client, task_id: &str, kind: Option<Kind>) -> 
 pub async fn finished(client: &Client, task_id: &str, kind: Option<Kind>) -> TaskState {
     let outcome: Result<ToolResult, _> = match kind {
         Some(Kind::Change) => changes::result(client, task_id).await.map(|result| {
-            let is_error = result.outcome == ChangeOutcome::Failed;
+            let is_error = result.outcome.is_failure();
             ToolResult::Structured {
                 value: changes::result_value(task_id, &result),
                 is_error,

@@ -303,7 +303,7 @@ const APPROVALS: &str = "approvals";
 pub const TOOLS: &[ToolSpec] = &[
     tool!(CATALYST, "deploy_template", "Deploy a configuration template", Effect::Execute,
         DeployTemplate => Call::Deploy, DeployResult,
-        "Deploy a Catalyst Center template to devices as a governed change: validate, open a ServiceNow change request of the given change_type, wait for approval (normal: change-approvers; emergency: one emergency approver, justification required; standard: pre-approved templates only, no approval), wait for the window (window_start/window_end), deploy, verify, and close the ticket. Runs as a durable workflow with progress; when the change waits for a person or a window the call returns its change_id, ticket_number and status (awaiting_approval, scheduled), and get_change_status follows it."),
+        "Deploy a Catalyst Center template to devices as a governed change: validate, open a ServiceNow change request of the given change_type, wait for approval (normal: change-approvers; emergency: one emergency approver, justification required; standard: pre-approved templates only, no approval), wait for the window (window_start/window_end), capture each device's baseline through Command Runner, deploy, check the devices against the template's verification rules, and close the ticket. A deployment that fails on a device or fails its checks is backed out on the devices it changed (backout, or the template's declared inverse) and checked again; a failed back-out ends the change backout_failed and names the devices needing hands. Runs as a durable workflow with progress; when the change waits for a person or a window the call returns its change_id, ticket_number and status (awaiting_approval, scheduled), and get_change_status follows it."),
     tool!(CATALYST, "list_templates", "List configuration templates", Effect::Read,
         ListTemplates => |a| Call::Operation(Operation::ListTemplates(a)), TemplateList,
         "Catalyst Center configuration templates, optionally of one project."),
@@ -316,6 +316,9 @@ pub const TOOLS: &[ToolSpec] = &[
     tool!(CATALYST, "preview_template", "Preview a template for a device", Effect::Read,
         PreviewTemplate => |a| Call::Operation(Operation::PreviewTemplate(a)), Preview,
         "Render a template with parameters for one device without deploying it; reports validation errors."),
+    tool!(CATALYST, "run_show_commands", "Run read-only commands on devices", Effect::Read,
+        RunShowCommands => |a| Call::Operation(Operation::RunShowCommands(a)), CommandResults,
+        "Run read-only CLI commands (show, ping, traceroute; e.g. \"show running-config | include ntp\") on devices through Catalyst Center's Command Runner; anything else (configure terminal, reload) is refused before it reaches Catalyst Center. Returns each device's output per command."),
     tool!(SERVICENOW, "get_change_request", "Get a change request", Effect::Read,
         GetChangeRequest => |a| Call::Operation(Operation::GetChangeRequest(a)), ChangeRequest,
         "One ServiceNow change request by number."),

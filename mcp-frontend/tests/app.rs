@@ -195,6 +195,12 @@ async fn fixture_with(audit_url: Option<&str>) -> Fixture {
         allowed_origins: vec!["http://127.0.0.1:*".into()],
         idempotency_window: Duration::from_secs(600),
         approval_poll_secs: 30,
+        verification: Arc::new(
+            changeflow_workflows::verification::Catalog::parse(include_str!(
+                "../../policy/verification.toml"
+            ))
+            .unwrap(),
+        ),
     });
     Fixture {
         front,
@@ -477,7 +483,7 @@ async fn a_repeated_write_reuses_its_workflow_id_and_a_read_never_does() {
         let mut request = f.post(
             "/api/v1/mcp/catalyst-center/tools/deploy_template",
             Some(&f.token("alice")),
-            json!({"arguments": {"template_id": "t-1", "devices": ["sj-access-01"]}}),
+            json!({"arguments": {"template_id": "t-1", "devices": ["sj-access-01"], "backout": {"template_id": "t-1-undo"}}}),
         );
         request
             .headers_mut()

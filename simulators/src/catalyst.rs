@@ -1,6 +1,8 @@
 //! Catalyst Center simulator: the Intent API subset of `../shared/contracts/catalyst-center.md`
 //! (auth token, projects, templates, preview, devices, asynchronous template deploy, tasks,
-//! deploy status) with the same envelopes, field names and status codes.
+//! deploy status, Command Runner and file download) with the same envelopes, field names and
+//! status codes. A device's running configuration is its base plus the lines of every
+//! deployment that succeeded on it so far (`device_cli`).
 
 use crate::Stats;
 use crate::credentials::DevCredentials;
@@ -27,6 +29,10 @@ pub struct CatalystCenter {
     deploy_duration: Duration,
     tokens: Mutex<HashMap<String, Instant>>,
     deployments: Mutex<Vec<Deployment>>,
+    /// Command Runner tasks, by task id: when they started and the file they produced.
+    command_tasks: Mutex<HashMap<String, (i64, String)>>,
+    /// Files Command Runner produced, by file id.
+    files: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 /// One template deployment and its task. Device progress is derived from elapsed time, so it is
@@ -47,6 +53,8 @@ struct Target {
     device: Value,
     /// Why this device will fail, decided when the deployment was submitted.
     failure: Option<String>,
+    /// The configuration rendered for it, applied when it succeeds.
+    rendered: String,
 }
 
 impl CatalystCenter {
@@ -65,7 +73,56 @@ impl CatalystCenter {
             deploy_duration,
             tokens: Mutex::new(HashMap::new()),
             deployments: Mutex::new(Vec::new()),
+            command_tasks: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A device's running configuration now: its base plus every deployment that has succeeded
+    /// on it, in order (`None` for an unknown hostname).
+    pub fn running_config(&self, hostname: &str) -> Option<Vec<String>> {
+        let device = find_device("MANAGED_DEVICE_HOSTNAME", hostname)?;
+        Some(self.config_of(&device))
+    }
+
+    /// How many deployments of the template named `template_name` were submitted.
+    pub fn deployments_of(&self, template_name: &str) -> usize {
+        self.deployments
+            .lock()
+            .expect("deployments")
+            .iter()
+            .filter(|d| d.template_name == template_name)
+            .count()
+    }
+
+    fn config_of(&self, device: &Value) -> Vec<String> {
+        let mut config = crate::device_cli::base_config(device);
+        let deployments = self.deployments.lock().expect("deployments");
+        for deployment in deployments.iter() {
+            let elapsed = deployment.started.elapsed();
+            let count = deployment.targets.len();
+            for (i, target) in deployment.targets.iter().enumerate() {
+                if target.device["id"] == device["id"]
+                    && target.failure.is_none()
+                    && device_state(i, count, elapsed, self.deploy_duration).0
+                {
+                    crate::device_cli::apply(&mut config, &target.rendered);
+                }
+            }
+        }
+        config
+    }
+
+    /// Whether the device's CLI answers now, and whether a change left it unhealthy.
+    fn cli_state(&self, device: &Value, config: &[String]) -> (bool, bool) {
+        let faults = self.faults.get();
+        let hostname = device["hostname"].as_str();
+        let changed = config != crate::device_cli::base_config(device).as_slice();
+        let named = |fault: &Option<String>| fault.as_deref() == hostname;
+        let reachable = device["reachabilityStatus"] == "Reachable"
+            && !named(&faults.unreachable_device)
+            && !(changed && named(&faults.unreachable_after_change));
+        (reachable, changed && named(&faults.unhealthy_device))
     }
 
     /// Forgets all issued tokens, as a restart of the real system would (tests use it).
@@ -123,6 +180,15 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
         .route("/api/v1/task/{id}", get(task))
         .route("/dna/intent/api/v1/network-device", get(devices))
         .route("/dna/intent/api/v1/network-device/count", get(device_count))
+        .route(
+            "/dna/intent/api/v1/network-device-poller/cli/legit-reads",
+            get(legit_reads),
+        )
+        .route(
+            "/dna/intent/api/v1/network-device-poller/cli/read-request",
+            post(read_request),
+        )
+        .route("/dna/intent/api/v1/file/{id}", get(file))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/dna/system/api/v1/auth/token", post(auth_token))
@@ -696,8 +762,11 @@ async fn deploy(
         };
         let params = string_map(info.get("params"));
         let hostname = device["hostname"].as_str().unwrap_or_default().to_string();
+        let (answers, _) = cc.cli_state(&device, &cc.config_of(&device));
         let failure = if device["reachabilityStatus"] != "Reachable" {
             Some("Device is unreachable: SNMP Connectivity Failed".to_string())
+        } else if !answers {
+            Some("Device is unreachable: SSH connection timed out".to_string())
         } else if failing.as_deref() == Some(hostname.as_str()) {
             Some("Configuration push failed: % Invalid input detected at '^' marker.".to_string())
         } else {
@@ -706,7 +775,12 @@ async fn deploy(
                 .next()
                 .map(|problem| format!("Template provisioning failed: {problem}"))
         };
-        targets.push(Target { device, failure });
+        let rendered = render(t, &params).unwrap_or_default();
+        targets.push(Target {
+            device,
+            failure,
+            rendered,
+        });
     }
     let deployment = Deployment {
         task_id: uuid::Uuid::new_v4().to_string(),
@@ -794,6 +868,21 @@ impl Deployment {
 }
 
 async fn task(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
+    if let Some((started_ms, file_id)) = cc.command_tasks.lock().expect("tasks").get(&id).cloned() {
+        return envelope(json!({
+            "id": id,
+            "rootId": id,
+            "serviceType": "Command Runner Service",
+            "progress": json!({"fileId": file_id}).to_string(),
+            "isError": false,
+            "startTime": started_ms,
+            "endTime": started_ms + 1,
+            "lastUpdate": started_ms + 1,
+            "version": started_ms + 1,
+            "username": cc.credentials.catalyst_username,
+            "instanceTenantId": "5e8e896e4d4add00ca2b6487",
+        }));
+    }
     let deployments = cc.deployments.lock().expect("deployments");
     let Some(d) = deployments.iter().find(|d| d.task_id == id) else {
         return error(
@@ -835,6 +924,119 @@ async fn deploy_status(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<Str
             "NCTP10404",
             "Deployment not found",
             &format!("Deployment {id} does not exist"),
+        ),
+    }
+}
+
+async fn legit_reads() -> Response {
+    envelope(json!(crate::device_cli::LEGIT_READS))
+}
+
+/// Command Runner: runs read-only commands on devices at once and leaves the outputs in a
+/// file, one entry per device, named by the task's `progress`.
+async fn read_request(
+    State(cc): State<Arc<CatalystCenter>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return business_error("Request body is not valid JSON");
+    };
+    let strings = |field: &str| -> Option<Vec<String>> {
+        body.get(field)?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (Some(commands), Some(uuids)) = (strings("commands"), strings("deviceUuids")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NCND01001",
+            "Invalid input",
+            "commands and deviceUuids must be arrays of strings",
+        );
+    };
+    if commands.is_empty() || uuids.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NCND01001",
+            "Invalid input",
+            "commands and deviceUuids must not be empty",
+        );
+    }
+    let mut entries = Vec::new();
+    for uuid in &uuids {
+        let Some(device) = find_device("MANAGED_DEVICE_UUID", uuid) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "NCND01001",
+                "Invalid input",
+                &format!("deviceUuids: {uuid} is not a managed device"),
+            );
+        };
+        let config = cc.config_of(&device);
+        let (answers, unhealthy) = cc.cli_state(&device, &config);
+        let view = crate::device_cli::DeviceView {
+            device: &device,
+            config: &config,
+            unhealthy,
+        };
+        let (mut success, mut failure, mut blacklisted) = (
+            serde_json::Map::new(),
+            serde_json::Map::new(),
+            serde_json::Map::new(),
+        );
+        for command in &commands {
+            if !crate::device_cli::is_legit_read(command) {
+                blacklisted.insert(command.clone(), json!(""));
+            } else if !answers {
+                failure.insert(command.clone(), json!("Device is not reachable"));
+            } else {
+                match crate::device_cli::run(&view, command) {
+                    Ok(output) => success.insert(command.clone(), json!(output)),
+                    Err(text) => failure.insert(command.clone(), json!(text)),
+                };
+            }
+        }
+        entries.push(json!({
+            "deviceUuid": uuid,
+            "commandResponses": {"SUCCESS": success, "FAILURE": failure, "BLACKLISTED": blacklisted},
+        }));
+    }
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let file_id = uuid::Uuid::new_v4().to_string();
+    let bytes = serde_json::to_vec(&entries).unwrap_or_default();
+    cc.files
+        .lock()
+        .expect("files")
+        .insert(file_id.clone(), bytes);
+    cc.command_tasks
+        .lock()
+        .expect("tasks")
+        .insert(task_id.clone(), (epoch_ms(), file_id));
+    let body = json!({"response": {"taskId": task_id, "url": format!("/api/v1/task/{task_id}")}, "version": "1.0"});
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// A file's bytes, as an attachment.
+async fn file(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
+    match cc.files.lock().expect("files").get(&id) {
+        Some(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=cli-output-{id}.json"),
+                ),
+            ],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NCND01404",
+            "File not found",
+            &format!("File {id} does not exist"),
         ),
     }
 }

@@ -1,5 +1,6 @@
-//! Fault injection shared by both simulators: added latency, 500s, 429s with Retry-After, and
-//! a device whose deployment fails. Configured per run and changeable while running.
+//! Fault injection shared by both simulators: added latency, 500s, 429s with Retry-After, a
+//! device whose deployment fails, and devices a change leaves unhealthy or unreachable.
+//! Configured per run and changeable while running.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -23,6 +24,14 @@ pub struct FaultConfig {
     pub retry_after_secs: u64,
     /// Hostname of a device whose template deployment fails.
     pub failing_device: Option<String>,
+    /// Hostname of a device whose deployment succeeds but leaves it unhealthy: while it
+    /// carries deployed configuration, its port Gi1/0/2 is down.
+    pub unhealthy_device: Option<String>,
+    /// Hostname of a device whose CLI does not answer (Command Runner: "Device is not
+    /// reachable"; deployments to it fail), although the inventory still lists it reachable.
+    pub unreachable_device: Option<String>,
+    /// Hostname of a device that stops answering once it carries deployed configuration.
+    pub unreachable_after_change: Option<String>,
 }
 
 impl FaultConfig {

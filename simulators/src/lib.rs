@@ -9,6 +9,7 @@
 
 pub mod catalyst;
 pub mod credentials;
+pub mod device_cli;
 pub mod faults;
 pub mod seed;
 pub mod servicenow;

@@ -88,6 +88,11 @@ impl Harness {
         }
     }
 
+    /// Where this harness's workers keep device check snapshots (all of them share it).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.0.join("snapshots")
+    }
+
     /// Starts `changeflow worker` for this harness; its stderr goes to `<dir>/worker-N.log`.
     pub fn spawn_worker(&self) -> WorkerProcess {
         self.spawn_worker_with_env(&[])
@@ -110,6 +115,8 @@ impl Harness {
             .arg("--ca-file")
             .arg(self.sims.ca_file.as_ref().expect("simulators serve TLS"))
             .args(["--poll-interval-ms", "200"])
+            .arg("--snapshot-dir")
+            .arg(self.snapshot_dir())
             .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
             .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
             .env(
@@ -205,7 +212,8 @@ pub fn ntp_change(devices: &[&str]) -> DeploymentRequest {
 }
 
 /// The "NTP Servers" change to the given devices, requested by alice, with more arguments
-/// (`change_type`, `window_start`, ...) and approvals looked for in ServiceNow every second.
+/// (`change_type`, `window_start`, ...), approvals looked for in ServiceNow every second, and
+/// the checks and back-out the verification catalog gives it.
 pub fn governed_change(devices: &[&str], more: serde_json::Value) -> DeploymentRequest {
     let mut arguments = json!({
         "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
@@ -218,6 +226,16 @@ pub fn governed_change(devices: &[&str], more: serde_json::Value) -> DeploymentR
     let mut request =
         DeploymentRequest::new(serde_json::from_value(arguments).unwrap(), "alice".into());
     request.approval_poll_secs = 1;
+    with_catalog(request)
+}
+
+/// The request with its checks and back-out resolved from the shipped verification catalog,
+/// as the front door resolves them.
+pub fn with_catalog(mut request: DeploymentRequest) -> DeploymentRequest {
+    let catalog = changeflow::front_door::verification_catalog(std::path::Path::new("policy"))
+        .expect("the shipped verification catalog");
+    request.verification =
+        catalog.plan(&request.change.template_id, request.change.backout.as_ref());
     request
 }
 

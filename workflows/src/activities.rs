@@ -65,6 +65,13 @@ impl ChangeActivities {
         unimplemented!()
     }
 
+    /// Runs read-only commands on devices (Command Runner), stores the outputs outside history
+    /// and evaluates the rules; returns each device's verdict and its snapshot's hash.
+    #[activity(name = "check_devices")]
+    pub fn check_devices(check: CheckDevices) -> Result<Vec<DeviceCheck>, ActivityError> {
+        unimplemented!()
+    }
+
     /// Runs one quick read or write of a tool call (see `operations`); returns its JSON result.
     #[activity(name = "perform_operation")]
     pub fn perform_operation(

@@ -58,6 +58,77 @@ pub struct DeployTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = limits::DURATION_PATTERN))]
     pub approval_timeout: Option<String>,
+    /// How to undo the change if it fails on a device or its checks fail: a template (with the
+    /// change's parameters unless given). Without it, the template's declared inverse is used;
+    /// policy may require one
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backout: Option<BackoutPlan>,
+}
+
+/// A back-out: the template that undoes a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+// Unknown fields are refused when parsed; the schema leaves out the nested
+// `additionalProperties: false`, a boolean subschema some clients cannot read.
+#[schemars(transform = no_additional_properties)]
+pub struct BackoutPlan {
+    /// Catalyst Center template id of the back-out template
+    #[schemars(regex(pattern = ID_PATTERN))]
+    pub template_id: String,
+    /// Its parameters; the change's own when absent
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "limits::parameters_schema")]
+    pub parameters: Option<BTreeMap<String, String>>,
+}
+
+fn no_additional_properties(schema: &mut schemars::Schema) {
+    schema.remove("additionalProperties");
+}
+
+impl Arguments for BackoutPlan {
+    fn validate(&self) -> Result<(), String> {
+        limits::id("backout.template_id", &self.template_id)?;
+        if let Some(parameters) = &self.parameters {
+            limits::parameters(parameters)?;
+        }
+        Ok(())
+    }
+}
+
+/// Run read-only commands on devices through Catalyst Center's Command Runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunShowCommands {
+    /// Devices by hostname or Catalyst Center id
+    #[schemars(length(min = 1, max = limits::MAX_SHOW_DEVICES), inner(regex(pattern = ID_PATTERN)))]
+    pub devices: Vec<String>,
+    /// Read-only commands (show, ping, traceroute), e.g. "show running-config | include ntp"
+    #[schemars(length(min = 1, max = limits::MAX_COMMANDS), inner(regex(pattern = limits::COMMAND_PATTERN)))]
+    pub commands: Vec<String>,
+}
+
+impl Arguments for RunShowCommands {
+    fn validate(&self) -> Result<(), String> {
+        if self.devices.is_empty() || self.devices.len() > limits::MAX_SHOW_DEVICES {
+            return Err(format!(
+                "devices must name 1 to {} devices",
+                limits::MAX_SHOW_DEVICES
+            ));
+        }
+        for device in &self.devices {
+            limits::id("each device", device)?;
+        }
+        if self.commands.is_empty() || self.commands.len() > limits::MAX_COMMANDS {
+            return Err(format!(
+                "commands must hold 1 to {} commands",
+                limits::MAX_COMMANDS
+            ));
+        }
+        for command in &self.commands {
+            limits::read_only_command(command)?;
+        }
+        Ok(())
+    }
 }
 
 /// ServiceNow's change types, which decide the path a change takes.
@@ -176,6 +247,9 @@ impl Arguments for DeployTemplate {
         }
         self.window()?;
         self.approval_timeout_secs()?;
+        if let Some(backout) = &self.backout {
+            backout.validate()?;
+        }
         Ok(())
     }
 }

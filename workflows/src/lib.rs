@@ -16,6 +16,7 @@ pub mod operations;
 pub mod results;
 pub mod template_deployment;
 pub mod types;
+pub mod verification;
 
 pub use arguments::Arguments;
 pub use device_lock::DeviceLock;

@@ -31,6 +31,36 @@ pub const DURATION_PATTERN: &str = "^([0-9]{1,7}(h|m|s))+$";
 pub const DEFAULT_LIST_LIMIT: u32 = 50;
 pub const MAX_LIST_LIMIT: u32 = 200;
 
+/// Read-only device commands: the first keywords allowed (a subset of Catalyst Center's
+/// `legit-reads`), the longest command, and how many one call or check plan runs.
+pub const READ_ONLY_KEYWORDS: &[&str] = &["show", "ping", "traceroute"];
+pub const COMMAND_MAX: usize = 200;
+pub const MAX_COMMANDS: usize = 10;
+/// Devices one `run_show_commands` call reads.
+pub const MAX_SHOW_DEVICES: usize = 20;
+/// A read-only command as a JSON Schema pattern (`read_only_command` checks the same).
+pub const COMMAND_PATTERN: &str = "^(show|ping|traceroute)( [^;\\n\\r]{1,194})?$";
+
+/// Checks that a device command is read-only: it starts with one of `READ_ONLY_KEYWORDS`, is
+/// one line without `;`, and is at most `COMMAND_MAX` characters. Anything else (`configure
+/// terminal`, `reload`, ...) is refused before it reaches Catalyst Center.
+pub fn read_only_command(command: &str) -> Result<(), String> {
+    let first = command.split(' ').next().unwrap_or_default();
+    if !READ_ONLY_KEYWORDS.contains(&first) {
+        return Err(format!(
+            "\"{command}\" is not a read-only command: commands must start with {}",
+            READ_ONLY_KEYWORDS.join(", ")
+        ));
+    }
+    if command.len() > COMMAND_MAX || command.contains([';', '\n', '\r']) || command.ends_with(' ')
+    {
+        return Err(format!(
+            "\"{command}\" must be one line of at most {COMMAND_MAX} characters without ';'"
+        ));
+    }
+    Ok(())
+}
+
 /// A text with at least one non-blank character (what `text` checks beyond length).
 pub const NOT_BLANK: &str = "\\S";
 

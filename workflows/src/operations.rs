@@ -7,7 +7,7 @@
 use crate::activities::ChangeActivities;
 pub use crate::arguments::{
     AddWorkNote, CloseChangeRequest, CloseCode, CreateChangeRequest, GetChangeRequest, GetTemplate,
-    ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate,
+    ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate, RunShowCommands,
 };
 use crate::failure::{FailureType, root_application_failure};
 pub use crate::types::{Operation, OperationRequest};

@@ -66,6 +66,28 @@ pub struct DeviceList {
     pub devices: Vec<Device>,
 }
 
+/// Result of `run_show_commands`: what each device answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandResults {
+    pub devices: Vec<DeviceCommands>,
+}
+
+/// One device's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceCommands {
+    pub device: String,
+    pub results: Vec<CommandResult>,
+}
+
+/// One command's answer on one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandResult {
+    pub command: String,
+    /// success, failure (the device's error text, or "Device is not reachable") or blacklisted
+    pub status: String,
+    pub output: String,
+}
+
 /// Result of `preview_template`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Preview {

@@ -1,7 +1,10 @@
 //! `TemplateDeployment`: a governed change. Validate → open the change ticket (its type, window
 //! and justification) → approval (normal and emergency changes: wait, durably, for an
 //! approver's decision, made through the `decide` update or in ServiceNow) → Scheduled → wait
-//! for the window (normal and standard changes) → Implement → deploy → verify → close.
+//! for the window (normal and standard changes) → device locks → Implement → pre-check (each
+//! device's baseline) → deploy → post-check → close. A deployment that fails on some devices,
+//! fails its post-check or is canceled is backed out on the devices it changed, which are then
+//! checked again; a back-out that fails ends the change `backout_failed`, naming the devices.
 //!
 //! Once a ticket exists, every way out of the workflow closes it: successful, unsuccessful with
 //! the reason, or canceled (by request, rejection, no decision in time, a missed window).
@@ -40,9 +43,19 @@ pub struct TemplateDeployment {
 
 /// Why the steps after ticket creation stopped early.
 enum Interruption {
-    /// Cancelled by request.
-    Canceled,
+    /// Cancelled by request; what was done about a deployment in flight, if one was.
+    Canceled(Option<String>),
     Failed(String),
+    /// The change failed and was undone on every device it changed: why, and per device.
+    BackedOut {
+        reason: String,
+        report: String,
+    },
+    /// The change failed and undoing it failed: why, and per device (`needs_attention`).
+    BackoutFailed {
+        reason: String,
+        report: String,
+    },
     /// An approver rejected the change.
     Rejected(String),
     /// No decision in time, or the window was missed.
@@ -60,7 +73,7 @@ enum Woken {
 impl From<ActivityExecutionError> for Interruption {
     fn from(err: ActivityExecutionError) -> Self {
         match err {
-            ActivityExecutionError::Cancelled(_) => Interruption::Canceled,
+            ActivityExecutionError::Cancelled(_) => Interruption::Canceled(None),
             other => Interruption::Failed(failure_message(&other)),
         }
     }
@@ -157,22 +170,37 @@ impl TemplateDeployment {
 
         let governed = Self::govern(ctx, &ticket, &request, window).await;
         let deployed = match governed {
-            Ok(()) => Self::implement(ctx, &ticket, &validated, window).await,
+            Ok(()) => {
+                Self::implement(ctx, &ticket, &validated, &request.verification, window).await
+            }
             Err(stop) => Err(stop),
         };
         let (closure, notes, result) = match deployed {
-            Ok(snapshot) => conclude(&ticket, snapshot),
-            Err(Interruption::Canceled) => {
+            Ok(()) => {
+                let deployment = ctx
+                    .state(|s| s.progress.deployment_id.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                (
+                    CloseCode::Successful,
+                    format!(
+                        "Template deployment {deployment} succeeded on {} device(s); post-change checks passed.",
+                        validated.devices.len()
+                    ),
+                    result(ctx, &ticket, ChangeOutcome::Succeeded, None),
+                )
+            }
+            Err(Interruption::Canceled(done)) => {
                 advance(
                     ctx,
                     ChangeStep::ClosingTicket,
                     "change canceled; closing the ticket",
                 );
-                let notes = match ctx.state(|s| s.progress.task_id.clone()) {
-                    Some(task) => format!(
+                let notes = match (done, ctx.state(|s| s.progress.task_id.clone())) {
+                    (Some(done), _) => format!("Canceled by request during deployment. {done}"),
+                    (None, Some(task)) => format!(
                         "Canceled by request while Catalyst Center task {task} was running."
                     ),
-                    None => "Canceled by request before deployment started.".to_string(),
+                    (None, None) => "Canceled by request before deployment started.".to_string(),
                 };
                 Self::close(
                     ctx,
@@ -192,17 +220,44 @@ impl TemplateDeployment {
             Err(Interruption::Failed(reason)) => (
                 CloseCode::Unsuccessful,
                 format!("Change failed: {reason}"),
-                unfinished(ctx, &ticket, ChangeOutcome::Failed, reason),
+                result(ctx, &ticket, ChangeOutcome::Failed, Some(reason)),
             ),
+            Err(Interruption::BackedOut { reason, report }) => (
+                CloseCode::Unsuccessful,
+                format!("Backed out: {reason}\n\nPer device: {report}"),
+                result(
+                    ctx,
+                    &ticket,
+                    ChangeOutcome::Failed,
+                    Some(format!("backed out: {reason}")),
+                ),
+            ),
+            Err(Interruption::BackoutFailed { reason, report }) => {
+                let devices = ctx.state(|s| s.progress.needs_attention.join(", "));
+                (
+                    CloseCode::Unsuccessful,
+                    format!(
+                        "BACK-OUT FAILED - MANUAL INTERVENTION REQUIRED on {devices}.\n\nThe change failed ({reason}) and undoing it did not succeed on those devices; they may carry part of the change.\n\nPer device: {report}"
+                    ),
+                    result(
+                        ctx,
+                        &ticket,
+                        ChangeOutcome::BackoutFailed,
+                        Some(format!(
+                            "back-out failed on {devices} (needs manual intervention): {reason}"
+                        )),
+                    ),
+                )
+            }
             Err(Interruption::Rejected(reason)) => (
                 CloseCode::Canceled,
                 reason.clone(),
-                unfinished(ctx, &ticket, ChangeOutcome::Rejected, reason),
+                result(ctx, &ticket, ChangeOutcome::Rejected, Some(reason)),
             ),
             Err(Interruption::Expired(reason)) => (
                 CloseCode::Canceled,
                 format!("Change canceled: {reason}"),
-                unfinished(ctx, &ticket, ChangeOutcome::Canceled, reason),
+                result(ctx, &ticket, ChangeOutcome::Canceled, Some(reason)),
             ),
         };
 
@@ -329,7 +384,7 @@ impl TemplateDeployment {
                 _ = ctx.cancelled() => {}
             }
             if ctx.cancellation_token().is_cancelled() {
-                return Err(Interruption::Canceled);
+                return Err(Interruption::Canceled(None));
             }
         }
         Ok(())
@@ -388,7 +443,7 @@ impl TemplateDeployment {
             polling.cancel();
             ctx.upsert_search_attributes([search::APPROVERS.value_set(Vec::new())]);
             let decision = match woken {
-                Woken::Cancelled => return Err(Interruption::Canceled),
+                Woken::Cancelled => return Err(Interruption::Canceled(None)),
                 Woken::TimedOut => {
                     return Err(Interruption::Expired(format!(
                         "no approval decision within {}",
@@ -401,7 +456,7 @@ impl TemplateDeployment {
                         decision
                     }
                     Err(ActivityExecutionError::Cancelled(_)) => {
-                        return Err(Interruption::Canceled);
+                        return Err(Interruption::Canceled(None));
                     }
                     Err(err) => return Err(Interruption::Failed(failure_message(&err))),
                 },
@@ -469,15 +524,36 @@ impl TemplateDeployment {
         Ok(())
     }
 
-    /// Implement → deploy → wait for the deployment to end. Returns the final snapshot.
+    /// Device locks → Implement → pre-check → deploy → post-check, backing out when the
+    /// deployment fails on a device, its post-check fails or it is canceled; the locks are
+    /// released when all of that is over.
     async fn implement(
         ctx: &mut WorkflowContext<Self>,
         ticket: &ChangeTicket,
         validated: &ValidatedDeployment,
+        verification: &Verification,
         window: Option<Window>,
-    ) -> Result<DeploymentSnapshot, Interruption> {
-        let change_type = ctx.state(|s| s.progress.change_type);
+    ) -> Result<(), Interruption> {
         let locks = Self::acquire_devices(ctx, ticket, validated, window).await?;
+        let outcome = Self::deploy_verified(ctx, ticket, validated, verification, window).await;
+        for device in &locks {
+            // A lock that cannot be told ends with this change anyway (parent close).
+            let _ = ctx
+                .external_workflow(lock_id(device), None)
+                .signal(DeviceLock::release, (), SignalWorkflowOptions::default())
+                .await;
+        }
+        outcome
+    }
+
+    async fn deploy_verified(
+        ctx: &mut WorkflowContext<Self>,
+        ticket: &ChangeTicket,
+        validated: &ValidatedDeployment,
+        verification: &Verification,
+        window: Option<Window>,
+    ) -> Result<(), Interruption> {
+        let change_type = ctx.state(|s| s.progress.change_type);
         if let Some(window) = window.filter(|_| change_type.waits_for_window())
             && now_secs(ctx) >= window.end
         {
@@ -493,6 +569,44 @@ impl TemplateDeployment {
         );
         Self::advance_ticket(ctx, ticket, change_type, TicketState::Implement).await?;
 
+        let plan = &verification.checks;
+        advance(
+            ctx,
+            ChangeStep::PreChecking,
+            &format!(
+                "capturing each device's baseline ({})",
+                plan.commands.join(", ")
+            ),
+        );
+        let pre = Self::check(
+            ctx,
+            CheckPhase::PreChange,
+            &validated.devices,
+            &CheckPlan {
+                commands: plan.commands.clone(),
+                rules: vec![Rule::Reachable],
+            },
+            validated,
+            BTreeMap::new(),
+            false,
+        )
+        .await?;
+        let failing: Vec<String> = pre
+            .iter()
+            .filter(|c| !c.passed)
+            .map(DeviceCheck::summary)
+            .collect();
+        if !failing.is_empty() {
+            return Err(Interruption::Failed(format!(
+                "pre-change check failed, nothing was deployed: {}",
+                failing.join("; ")
+            )));
+        }
+        let baseline: BTreeMap<String, String> = pre
+            .iter()
+            .map(|c| (c.device.clone(), c.snapshot.clone()))
+            .collect();
+
         advance(
             ctx,
             ChangeStep::Deploying,
@@ -503,49 +617,320 @@ impl TemplateDeployment {
             parameters: validated.parameters.clone(),
             devices: validated.devices.clone(),
         };
-        // Its own activity, so the task id is in history before polling starts: a worker that dies
-        // while polling resumes polling the same task instead of deploying again.
-        let task = ctx
-            .execute_activity(
-                ChangeActivities::submit_deployment,
-                submit,
-                call_options("submit deployment"),
+        let deployed = Self::deploy(ctx, Deployed::Change, submit, false).await;
+        let (snapshot, canceled) = match deployed {
+            Ok(snapshot) => (snapshot, false),
+            Err(ActivityExecutionError::Cancelled(_)) => {
+                // Catalyst Center cannot stop a deployment: let it end, then undo what it did.
+                let Some(task_id) = ctx.state(|s| s.progress.task_id.clone()) else {
+                    return Err(Interruption::Canceled(None));
+                };
+                let snapshot = Self::follow(ctx, Deployed::Change, task_id, true)
+                    .await
+                    .map_err(|e| Interruption::Failed(failure_message(&e)))?;
+                (snapshot, true)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let changed: Vec<DeviceRef> = validated
+            .devices
+            .iter()
+            .filter(|d| {
+                snapshot
+                    .devices
+                    .iter()
+                    .any(|s| s.device == d.hostname && s.succeeded())
+            })
+            .cloned()
+            .collect();
+        if canceled {
+            return match Self::back_out(
+                ctx,
+                validated,
+                verification,
+                &changed,
+                "canceled by request".into(),
+                &baseline,
             )
-            .await?;
-        ctx.state_mut(|s| {
-            s.progress.task_id = Some(task.task_id.clone());
-            s.progress.devices = validated
-                .devices
-                .iter()
-                .map(|d| DeviceStatus {
-                    device: d.hostname.clone(),
-                    status: "PENDING".into(),
-                    message: String::new(),
-                })
-                .collect();
-        });
-
-        loop {
-            let wait = AwaitDeployment {
-                task_id: task.task_id.clone(),
-                known: ctx.state(|s| s.progress.devices.clone()),
+            .await
+            {
+                Err(Interruption::BackedOut { report, .. }) => Err(Interruption::Canceled(Some(
+                    format!("The deployment was backed out. Per device: {report}"),
+                ))),
+                other => other,
             };
-            let snapshot = ctx
-                .execute_activity(ChangeActivities::await_deployment, wait, await_options())
-                .await?;
-            record_snapshot(ctx, &snapshot);
-            if snapshot.finished {
-                for device in &locks {
-                    // A lock that cannot be told ends with this change anyway (parent close).
-                    let _ = ctx
-                        .external_workflow(lock_id(device), None)
-                        .signal(DeviceLock::release, (), SignalWorkflowOptions::default())
-                        .await;
+        }
+        if let Some(reason) = deployment_failure(&snapshot) {
+            let deployment = snapshot.deployment_id.as_deref().unwrap_or("unknown");
+            return Self::back_out(
+                ctx,
+                validated,
+                verification,
+                &changed,
+                format!("template deployment {deployment} failed: {reason}"),
+                &baseline,
+            )
+            .await;
+        }
+
+        advance(
+            ctx,
+            ChangeStep::Verifying,
+            "checking the devices after the change",
+        );
+        let post = Self::check(
+            ctx,
+            CheckPhase::PostChange,
+            &validated.devices,
+            plan,
+            validated,
+            baseline.clone(),
+            false,
+        )
+        .await?;
+        let failing: Vec<String> = post
+            .iter()
+            .filter(|c| !c.passed)
+            .map(DeviceCheck::summary)
+            .collect();
+        if failing.is_empty() {
+            return Ok(());
+        }
+        Self::back_out(
+            ctx,
+            validated,
+            verification,
+            &changed,
+            format!("post-change check failed: {}", failing.join("; ")),
+            &baseline,
+        )
+        .await
+    }
+
+    /// Undoes the change on the devices it changed (never on the others), then checks them
+    /// again. Detached from cancellation: a back-out always runs to its end. Returns
+    /// `BackedOut` when every device is restored, `BackoutFailed` (naming the devices in
+    /// `needs_attention`) otherwise.
+    async fn back_out(
+        ctx: &mut WorkflowContext<Self>,
+        validated: &ValidatedDeployment,
+        verification: &Verification,
+        changed: &[DeviceRef],
+        reason: String,
+        baseline: &BTreeMap<String, String>,
+    ) -> Result<(), Interruption> {
+        if changed.is_empty() {
+            return Err(Interruption::Failed(format!(
+                "{reason}; no device was changed, so there is nothing to back out"
+            )));
+        }
+        let names: Vec<String> = changed.iter().map(|d| d.hostname.clone()).collect();
+        let Some(plan) = verification.backout.clone() else {
+            ctx.state_mut(|s| s.progress.needs_attention = names.clone());
+            return Err(Interruption::BackoutFailed {
+                report: format!(
+                    "{} carry the change: the request named no back-out and the template declares no inverse",
+                    names.join(", ")
+                ),
+                reason,
+            });
+        };
+        advance(
+            ctx,
+            ChangeStep::BackingOut,
+            &format!("backing out on {}: {reason}", names.join(", ")),
+        );
+        ctx.state_mut(|s| {
+            s.progress.backout = Some(BackoutProgress {
+                reason: reason.clone(),
+                template_id: plan.template_id.clone(),
+                task_id: None,
+                deployment_id: None,
+                devices: pending(changed),
+            })
+        });
+        let submit = SubmitDeployment {
+            template_id: plan.template_id.clone(),
+            parameters: plan
+                .parameters
+                .clone()
+                .unwrap_or_else(|| validated.parameters.clone()),
+            devices: changed.to_vec(),
+        };
+        let mut attention: Vec<String> = Vec::new();
+        let mut report: Vec<String> = Vec::new();
+        match Self::deploy(ctx, Deployed::Backout, submit, true).await {
+            Ok(snapshot) => {
+                for device in &snapshot.devices {
+                    if !device.succeeded() {
+                        attention.push(device.device.clone());
+                        report.push(format!(
+                            "{}: back-out deployment {} {}",
+                            device.device, device.status, device.message
+                        ));
+                    }
                 }
-                advance(ctx, ChangeStep::Verifying, "verifying per-device status");
+            }
+            Err(err) => {
+                attention = names.clone();
+                report.push(format!(
+                    "back-out deployment failed: {}",
+                    failure_message(&err)
+                ));
+            }
+        }
+        let undone: Vec<DeviceRef> = changed
+            .iter()
+            .filter(|d| !attention.contains(&d.hostname))
+            .cloned()
+            .collect();
+        if !undone.is_empty() {
+            let checked = Self::check(
+                ctx,
+                CheckPhase::PostBackout,
+                &undone,
+                &verification.checks.for_backout(),
+                validated,
+                baseline.clone(),
+                true,
+            )
+            .await;
+            match checked {
+                Ok(checks) => {
+                    for check in checks {
+                        if check.passed {
+                            report.push(format!("{}: backed out, checks passed", check.device));
+                        } else {
+                            report.push(format!(
+                                "{}: backed out but checks failed ({})",
+                                check.device,
+                                check.summary()
+                            ));
+                            attention.push(check.device.clone());
+                        }
+                    }
+                }
+                Err(err) => {
+                    report.push(format!(
+                        "post-back-out check failed: {}",
+                        failure_message(&err)
+                    ));
+                    attention.extend(undone.iter().map(|d| d.hostname.clone()));
+                }
+            }
+        }
+        for device in &validated.devices {
+            if !names.contains(&device.hostname) {
+                report.push(format!("{}: not changed, left alone", device.hostname));
+            }
+        }
+        let report = report.join("; ");
+        if attention.is_empty() {
+            return Err(Interruption::BackedOut { reason, report });
+        }
+        attention.sort();
+        attention.dedup();
+        ctx.state_mut(|s| s.progress.needs_attention = attention);
+        Err(Interruption::BackoutFailed { reason, report })
+    }
+
+    /// Submits a deployment and follows it to its end. Submitting is its own activity, so the
+    /// task id is in history before polling starts: a worker that dies while polling resumes
+    /// polling the same task instead of deploying again.
+    async fn deploy(
+        ctx: &mut WorkflowContext<Self>,
+        which: Deployed,
+        submit: SubmitDeployment,
+        detached: bool,
+    ) -> Result<DeploymentSnapshot, ActivityExecutionError> {
+        let pending = pending(&submit.devices);
+        // Not cancellable: a deployment submitted while a cancellation raced it must be known,
+        // so that it can be followed and backed out.
+        let mut options = call_options(which.summary());
+        options.cancellation_token = Some(WorkflowCancellationToken::new());
+        let task = ctx
+            .execute_activity(ChangeActivities::submit_deployment, submit, options)
+            .await?;
+        ctx.state_mut(|s| match which {
+            Deployed::Change => {
+                s.progress.task_id = Some(task.task_id.clone());
+                s.progress.devices = pending;
+            }
+            Deployed::Backout => {
+                if let Some(b) = s.progress.backout.as_mut() {
+                    b.task_id = Some(task.task_id.clone());
+                    b.devices = pending;
+                }
+            }
+        });
+        Self::follow(ctx, which, task.task_id, detached).await
+    }
+
+    /// Polls a deployment until it ends, recording each snapshot.
+    async fn follow(
+        ctx: &mut WorkflowContext<Self>,
+        which: Deployed,
+        task_id: String,
+        detached: bool,
+    ) -> Result<DeploymentSnapshot, ActivityExecutionError> {
+        loop {
+            let known = ctx.state(|s| match which {
+                Deployed::Change => s.progress.devices.clone(),
+                Deployed::Backout => s
+                    .progress
+                    .backout
+                    .as_ref()
+                    .map(|b| b.devices.clone())
+                    .unwrap_or_default(),
+            });
+            let wait = AwaitDeployment {
+                task_id: task_id.clone(),
+                known,
+            };
+            let mut options = await_options();
+            if detached {
+                options.cancellation_token = Some(WorkflowCancellationToken::new());
+            }
+            let snapshot = ctx
+                .execute_activity(ChangeActivities::await_deployment, wait, options)
+                .await?;
+            record_snapshot(ctx, which, &snapshot);
+            if snapshot.finished {
                 return Ok(snapshot);
             }
         }
+    }
+
+    /// Runs one round of device checks and records the verdicts.
+    #[allow(clippy::too_many_arguments)]
+    async fn check(
+        ctx: &mut WorkflowContext<Self>,
+        phase: CheckPhase,
+        devices: &[DeviceRef],
+        plan: &CheckPlan,
+        validated: &ValidatedDeployment,
+        baseline: BTreeMap<String, String>,
+        detached: bool,
+    ) -> Result<Vec<DeviceCheck>, ActivityExecutionError> {
+        let input = CheckDevices {
+            change_id: ctx.workflow_id().to_string(),
+            phase,
+            devices: devices.to_vec(),
+            commands: plan.commands.clone(),
+            rules: plan.rules.clone(),
+            rendered: validated.preview.clone(),
+            parameters: validated.parameters.clone(),
+            baseline,
+        };
+        let mut options = call_options(&format!("{} check", phase.as_str()));
+        if detached {
+            options.cancellation_token = Some(WorkflowCancellationToken::new());
+        }
+        let checks = ctx
+            .execute_activity(ChangeActivities::check_devices, input, options)
+            .await?;
+        ctx.state_mut(|s| s.progress.checks.extend(checks.iter().cloned()));
+        Ok(checks)
     }
 
     /// Takes every device of the change, one at a time in name order, so two changes never
@@ -596,7 +981,7 @@ impl TemplateDeployment {
                         ..
                     }) => Self::wait_for_device(ctx, &device).await?,
                     Err(ChildWorkflowStartError::Cancelled(_)) => {
-                        return Err(Interruption::Canceled);
+                        return Err(Interruption::Canceled(None));
                     }
                     Err(other) => return Err(Interruption::Failed(other.to_string())),
                 }
@@ -651,7 +1036,7 @@ impl TemplateDeployment {
             _ = ctx.cancelled() => {}
         }
         if ctx.cancellation_token().is_cancelled() {
-            return Err(Interruption::Canceled);
+            return Err(Interruption::Canceled(None));
         }
         Ok(())
     }
@@ -680,61 +1065,68 @@ impl TemplateDeployment {
     }
 }
 
-/// Decides how the ticket closes from the final deployment snapshot.
-fn conclude(
-    ticket: &ChangeTicket,
-    snapshot: DeploymentSnapshot,
-) -> (CloseCode, String, ChangeResult) {
-    let failed: Vec<&DeviceStatus> = snapshot.devices.iter().filter(|d| !d.succeeded()).collect();
-    let failure_reason = if let Some(reason) = &snapshot.failure_reason {
-        Some(reason.clone())
-    } else if !failed.is_empty() {
-        Some(
-            failed
-                .iter()
-                .map(|d| {
-                    format!("{}: {} {}", d.device, d.status, d.message)
-                        .trim()
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    } else {
-        None
-    };
-    let deployment = snapshot
-        .deployment_id
-        .clone()
-        .unwrap_or_else(|| "unknown".into());
-    let (outcome, closure, notes) = match &failure_reason {
-        None => (
-            ChangeOutcome::Succeeded,
-            CloseCode::Successful,
-            format!(
-                "Template deployment {deployment} succeeded on {} device(s).",
-                snapshot.devices.len()
-            ),
-        ),
-        Some(reason) => (
-            ChangeOutcome::Failed,
-            CloseCode::Unsuccessful,
-            format!("Template deployment {deployment} failed: {reason}"),
-        ),
-    };
-    let result = ChangeResult {
-        outcome,
-        ticket_number: ticket.number.clone(),
-        deployment_id: snapshot.deployment_id,
-        devices: snapshot.devices,
-        failure_reason,
-    };
-    (closure, notes, result)
+/// Which deployment a snapshot belongs to.
+#[derive(Clone, Copy)]
+enum Deployed {
+    Change,
+    Backout,
 }
 
-fn record_snapshot(ctx: &WorkflowContext<TemplateDeployment>, snapshot: &DeploymentSnapshot) {
+impl Deployed {
+    fn summary(self) -> &'static str {
+        match self {
+            Deployed::Change => "submit deployment",
+            Deployed::Backout => "submit back-out",
+        }
+    }
+}
+
+/// Devices about to be deployed to, as `PENDING`.
+fn pending(devices: &[DeviceRef]) -> Vec<DeviceStatus> {
+    devices
+        .iter()
+        .map(|d| DeviceStatus {
+            device: d.hostname.clone(),
+            status: "PENDING".into(),
+            message: String::new(),
+        })
+        .collect()
+}
+
+/// Why a finished deployment failed: the task's reason, or each failed device's.
+fn deployment_failure(snapshot: &DeploymentSnapshot) -> Option<String> {
+    if let Some(reason) = &snapshot.failure_reason {
+        return Some(reason.clone());
+    }
+    let failed: Vec<String> = snapshot
+        .devices
+        .iter()
+        .filter(|d| !d.succeeded())
+        .map(|d| {
+            format!("{}: {} {}", d.device, d.status, d.message)
+                .trim()
+                .to_string()
+        })
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+fn record_snapshot(
+    ctx: &WorkflowContext<TemplateDeployment>,
+    which: Deployed,
+    snapshot: &DeploymentSnapshot,
+) {
     ctx.state_mut(|s| {
         let p = &mut s.progress;
+        if let Deployed::Backout = which {
+            if let Some(b) = p.backout.as_mut() {
+                b.deployment_id = snapshot.deployment_id.clone().or(b.deployment_id.take());
+                b.devices = snapshot.devices.clone();
+                let done = b.devices.iter().filter(|d| d.is_final()).count();
+                p.message = format!("backed out {done} of {} device(s)", b.devices.len());
+            }
+            return;
+        }
         p.deployment_id = snapshot.deployment_id.clone().or(p.deployment_id.take());
         p.devices = snapshot.devices.clone();
         let total = p.devices.len().max(1);
@@ -781,20 +1173,23 @@ fn note_decision(ctx: &WorkflowContext<TemplateDeployment>, decision: &ApprovalD
     });
 }
 
-/// The result of a change that ended before its deployment finished.
-fn unfinished(
+/// The result of a change, from what it recorded.
+fn result(
     ctx: &WorkflowContext<TemplateDeployment>,
     ticket: &ChangeTicket,
     outcome: ChangeOutcome,
-    reason: String,
+    failure_reason: Option<String>,
 ) -> ChangeResult {
-    ChangeResult {
+    ctx.state(|s| ChangeResult {
         outcome,
         ticket_number: ticket.number.clone(),
-        deployment_id: ctx.state(|s| s.progress.deployment_id.clone()),
-        devices: ctx.state(|s| s.progress.devices.clone()),
-        failure_reason: Some(reason),
-    }
+        deployment_id: s.progress.deployment_id.clone(),
+        devices: s.progress.devices.clone(),
+        failure_reason,
+        checks: s.progress.checks.clone(),
+        backout: s.progress.backout.clone(),
+        needs_attention: s.progress.needs_attention.clone(),
+    })
 }
 
 /// Workflow time, in seconds since the Unix epoch.

@@ -2,6 +2,7 @@
 //! never credentials: everything here is written to Temporal history.
 
 use crate::arguments::*;
+pub use crate::verification::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,6 +20,10 @@ pub struct DeploymentRequest {
     /// Seconds between looks in ServiceNow for a decision an approver made there.
     #[serde(default = "default_approval_poll_secs")]
     pub approval_poll_secs: u64,
+    /// The checks it runs and its back-out, resolved from the verification catalog when it
+    /// was requested (the defaults, and the request's own back-out, when absent).
+    #[serde(default)]
+    pub verification: Verification,
 }
 
 /// How often the workflow looks for decisions made in ServiceNow, by default.
@@ -32,6 +37,11 @@ impl DeploymentRequest {
     /// The request a caller's `deploy_template` arguments make.
     pub fn new(change: DeployTemplate, requested_by: String) -> Self {
         DeploymentRequest {
+            verification: Verification {
+                backout_source: change.backout.as_ref().map(|_| BackoutSource::Request),
+                backout: change.backout.clone(),
+                ..Verification::default()
+            },
             change,
             requested_by,
             approval_poll_secs: DEFAULT_APPROVAL_POLL_SECS,
@@ -47,6 +57,13 @@ impl DeploymentRequest {
         }
         if self.approval_poll_secs == 0 {
             return Err("approval_poll_secs must be at least 1".into());
+        }
+        let problems = self.verification.checks.problems();
+        if !problems.is_empty() {
+            return Err(format!("verification: {}", problems.join("; ")));
+        }
+        if let Some(backout) = &self.verification.backout {
+            backout.validate()?;
         }
         Ok(())
     }
@@ -266,14 +283,21 @@ pub enum ChangeStep {
     /// A device is held by another change (`waiting_for`).
     WaitingForDevice,
     Implementing,
+    /// Captures each device's baseline before anything is deployed.
+    PreChecking,
     Deploying,
+    /// Checks the devices after the deployment.
     Verifying,
+    /// Undoes the change on the devices it changed, then checks them again.
+    BackingOut,
     ClosingTicket,
     Completed,
     Failed,
     /// An approver rejected it; nothing was deployed.
     Rejected,
     Canceled,
+    /// Its back-out failed: devices need hands (`needs_attention`).
+    BackoutFailed,
 }
 
 impl ChangeStep {
@@ -285,13 +309,16 @@ impl ChangeStep {
             ChangeStep::AwaitingApproval => 15,
             ChangeStep::Scheduled | ChangeStep::WaitingForDevice => 18,
             ChangeStep::Implementing => 20,
+            ChangeStep::PreChecking => 22,
             ChangeStep::Deploying => 25,
-            ChangeStep::Verifying => 85,
-            ChangeStep::ClosingTicket => 90,
+            ChangeStep::Verifying => 80,
+            ChangeStep::BackingOut => 85,
+            ChangeStep::ClosingTicket => 95,
             ChangeStep::Completed
             | ChangeStep::Failed
             | ChangeStep::Rejected
-            | ChangeStep::Canceled => 100,
+            | ChangeStep::Canceled
+            | ChangeStep::BackoutFailed => 100,
         }
     }
 
@@ -304,26 +331,31 @@ impl ChangeStep {
             ChangeStep::Scheduled => "scheduled",
             ChangeStep::WaitingForDevice => "waiting_for_device",
             ChangeStep::Implementing => "implementing",
+            ChangeStep::PreChecking => "pre_checking",
             ChangeStep::Deploying => "deploying",
             ChangeStep::Verifying => "verifying",
+            ChangeStep::BackingOut => "backing_out",
             ChangeStep::ClosingTicket => "closing_ticket",
             ChangeStep::Completed => "completed",
             ChangeStep::Failed => "failed",
             ChangeStep::Rejected => "rejected",
             ChangeStep::Canceled => "canceled",
+            ChangeStep::BackoutFailed => "backout_failed",
         }
     }
 
     /// The steps of a change that has not ended, in order.
-    pub const IN_PROGRESS: [ChangeStep; 9] = [
+    pub const IN_PROGRESS: [ChangeStep; 11] = [
         ChangeStep::Validating,
         ChangeStep::OpeningTicket,
         ChangeStep::AwaitingApproval,
         ChangeStep::Scheduled,
         ChangeStep::WaitingForDevice,
         ChangeStep::Implementing,
+        ChangeStep::PreChecking,
         ChangeStep::Deploying,
         ChangeStep::Verifying,
+        ChangeStep::BackingOut,
         ChangeStep::ClosingTicket,
     ];
 
@@ -368,6 +400,29 @@ pub struct ChangeProgress {
     /// The change holding a device it waits for, while it is `waiting_for_device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<crate::device_lock::LockHolder>,
+    /// The device checks so far (pre-change, post-change, post-back-out), with verdicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<DeviceCheck>,
+    /// The back-out, once one started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backout: Option<BackoutProgress>,
+    /// Devices a failed back-out left needing hands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_attention: Vec<String>,
+}
+
+/// A back-out as the change tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BackoutProgress {
+    /// Why the change is backed out.
+    pub reason: String,
+    pub template_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// The devices it undoes the change on, with the back-out deployment's status.
+    pub devices: Vec<DeviceStatus>,
 }
 
 /// How a change ended.
@@ -383,6 +438,8 @@ pub enum ChangeOutcome {
     /// No decision in time, it missed its window, or it was canceled by request; ticket
     /// canceled.
     Canceled,
+    /// It failed and undoing it failed too: the devices in `needs_attention` need hands.
+    BackoutFailed,
 }
 
 impl ChangeOutcome {
@@ -393,7 +450,14 @@ impl ChangeOutcome {
             ChangeOutcome::Failed => "failed",
             ChangeOutcome::Rejected => "rejected",
             ChangeOutcome::Canceled => "canceled",
+            ChangeOutcome::BackoutFailed => "backout_failed",
         }
+    }
+
+    /// Whether the change failed (its call reports an error): failed, or failed and its
+    /// back-out too.
+    pub fn is_failure(self) -> bool {
+        matches!(self, ChangeOutcome::Failed | ChangeOutcome::BackoutFailed)
     }
 
     /// The step a change that ended this way ends in.
@@ -403,6 +467,7 @@ impl ChangeOutcome {
             ChangeOutcome::Failed => ChangeStep::Failed,
             ChangeOutcome::Rejected => ChangeStep::Rejected,
             ChangeOutcome::Canceled => ChangeStep::Canceled,
+            ChangeOutcome::BackoutFailed => ChangeStep::BackoutFailed,
         }
     }
 }
@@ -418,6 +483,15 @@ pub struct ChangeResult {
     /// Why the change failed, was rejected or was canceled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Its device checks, with verdicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<DeviceCheck>,
+    /// Its back-out, if it was backed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backout: Option<BackoutProgress>,
+    /// Devices a failed back-out left needing hands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_attention: Vec<String>,
 }
 
 /// Which operation, with its arguments.
@@ -433,6 +507,7 @@ pub enum Operation {
     CreateChangeRequest(CreateChangeRequest),
     AddWorkNote(AddWorkNote),
     CloseChangeRequest(CloseChangeRequest),
+    RunShowCommands(RunShowCommands),
 }
 
 impl Operation {
@@ -448,6 +523,7 @@ impl Operation {
             Operation::CreateChangeRequest(a) => a.validate(),
             Operation::AddWorkNote(a) => a.validate(),
             Operation::CloseChangeRequest(a) => a.validate(),
+            Operation::RunShowCommands(a) => a.validate(),
         }
     }
 
