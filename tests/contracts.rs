@@ -78,6 +78,30 @@ async fn dnacentersdk_works_against_the_catalyst_center_simulator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnacentersdk_runs_command_runner_against_the_simulator() {
+    let dir = TempDir::new("changeflow-contract");
+    let sims = simulators(&dir).await;
+    let ca = sims.ca_file.clone().unwrap();
+    let url = sims.catalyst_url.clone();
+    let creds = sims.credentials.clone();
+    tokio::task::spawn_blocking(move || {
+        run_script(
+            "catalyst_command_runner.py",
+            &[
+                ("CATALYST_URL", &url),
+                ("CATALYST_USER", &creds.catalyst_username),
+                ("CATALYST_PASSWORD", &creds.catalyst_password),
+                ("CA_FILE", ca.to_str().unwrap()),
+            ],
+            4,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(sims.stats.deploy_requests(), 0, "reads change nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysnc_works_against_the_servicenow_simulator_over_tls() {
     let dir = TempDir::new("changeflow-contract");
     let sims = simulators(&dir).await;

@@ -151,6 +151,35 @@ async fn an_unhealthy_device_backs_the_change_out_and_the_ticket_says_so() {
     );
     let progress = changes::progress(&h.client, &id).await.unwrap();
     assert_eq!(progress.step, ChangeStep::Failed);
+
+    // get_change_history shows the checks with their verdicts and the back-out as steps.
+    let timeline = changes::history(&h.client, &id).await.unwrap();
+    let details: Vec<String> = timeline
+        .iter()
+        .filter_map(|e| {
+            e.detail
+                .as_ref()
+                .map(|d| format!("{} {}: {d}", e.event, e.step.as_deref().unwrap_or("")))
+        })
+        .collect();
+    let has = |wanted: &str| details.iter().any(|d| d.contains(wanted));
+    assert!(
+        has("step scheduled check_devices: pre_change check"),
+        "{details:#?}"
+    );
+    assert!(
+        has("step completed check_devices: post_change: ")
+            && has("sj-access-02 failed interfaces_not_down"),
+        "{details:#?}"
+    );
+    assert!(
+        has("step scheduled submit_deployment: submit back-out"),
+        "{details:#?}"
+    );
+    assert!(
+        has("step completed check_devices: post_backout: "),
+        "{details:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -781,6 +781,52 @@ async fn catalyst_and_servicenow_tools_run_as_short_workflows() {
         "{missing}"
     );
 
+    // Read-only commands through Command Runner, as a workflow; anything else never leaves.
+    let (shown, _) = call(
+        &mut cc,
+        "run_show_commands",
+        json!({"devices": ["sj-access-01"], "commands": ["show version", "show running-config | include hostname"]}),
+    )
+    .await;
+    let results = &shown["structuredContent"]["devices"][0];
+    assert_eq!(results["device"], "sj-access-01", "{shown}");
+    assert_eq!(results["results"][0]["status"], "success", "{shown}");
+    assert!(
+        results["results"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("Cisco IOS XE Software"),
+        "{shown}"
+    );
+    assert_eq!(
+        results["results"][1]["output"], "hostname sj-access-01\n",
+        "{shown}"
+    );
+    let requests_before = h
+        .sims
+        .stats
+        .catalyst_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let (configure, _) = call(
+        &mut cc,
+        "run_show_commands",
+        json!({"devices": ["sj-access-01"], "commands": ["configure terminal"]}),
+    )
+    .await;
+    assert_eq!(configure["isError"], true, "{configure}");
+    assert!(
+        tool_error_text(&configure).contains("\"configure terminal\" is not a read-only command"),
+        "{configure}"
+    );
+    assert_eq!(
+        h.sims
+            .stats
+            .catalyst_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        requests_before,
+        "a refused command never reaches Catalyst Center"
+    );
+
     let (devices, _) = call(
         &mut cc,
         "list_devices",
@@ -1690,6 +1736,29 @@ async fn governance_rules_refuse_at_the_door_before_any_ticket() {
         reason.contains("rule blackouts (core weekend freeze)") && reason.contains("sj-core-01"),
         "{reason}"
     );
+
+    // A normal change of a template without a declared inverse on a core switch needs a
+    // back-out plan; naming one lets it through.
+    let mut gateway = ntp_arguments();
+    gateway["template_id"] = json!(changeflow_simulators::seed::id(
+        "template",
+        "Management Gateway"
+    ));
+    gateway["parameters"] = json!({"gateway": "10.10.0.254"});
+    gateway["change_type"] = json!("normal");
+    gateway["devices"] = json!(["sj-core-01"]);
+    let (unprotected, _) = call(&mut alice, "deploy_template", gateway.clone()).await;
+    assert!(
+        unprotected["structuredContent"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rule backout_required: a normal change on production devices (sj-core-01)"),
+        "{unprotected}"
+    );
+    let mut with_bogus_backout = gateway.clone();
+    with_bogus_backout["backout"] = json!({"template_id": "x", "bogus": true});
+    let (bogus, _) = call(&mut alice, "deploy_template", with_bogus_backout).await;
+    assert!(tool_error_text(&bogus).contains("bogus"), "{bogus}");
 
     let mut emergency = frozen;
     emergency["change_type"] = json!("emergency");

@@ -5,7 +5,8 @@ use changeflow_workflows::failure::FailureType;
 use changeflow_workflows::limits::{self, ID_PATTERN};
 use changeflow_workflows::{
     ApprovalDecision, Arguments, ChangeProgress, ChangeResult, ChangeStep, DecisionReceipt,
-    DeploymentRequest, DownstreamOperation, OperationRequest, TemplateDeployment, search,
+    DeploymentRequest, DeviceCheck, DownstreamOperation, OperationRequest, TemplateDeployment,
+    search,
 };
 use futures_util::StreamExt;
 use schemars::JsonSchema;
@@ -353,6 +354,11 @@ pub async fn history(
         let failure = |f: Option<
             temporalio_common::protos::temporal::api::failure::v1::Failure,
         >| f.map(|f| f.message);
+        // What the workflow said a step is for ("pre_change check", "submit back-out").
+        let summary = event
+            .user_metadata
+            .and_then(|m| m.summary)
+            .and_then(|p| serde_json::from_slice::<String>(&p.data).ok());
         let (what, activity, detail) = match event.attributes {
             Some(Attributes::WorkflowExecutionStartedEventAttributes(_)) => {
                 ("change started", None, None)
@@ -360,7 +366,7 @@ pub async fn history(
             Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
                 let name = a.activity_type.map(|t| t.name).unwrap_or_default();
                 steps.insert(event.event_id, name.clone());
-                ("step scheduled", Some(name), None)
+                ("step scheduled", Some(name), summary)
             }
             Some(Attributes::ActivityTaskStartedEventAttributes(a)) => (
                 "step started",
@@ -368,7 +374,16 @@ pub async fn history(
                 Some(format!("attempt {}", a.attempt)),
             ),
             Some(Attributes::ActivityTaskCompletedEventAttributes(a)) => {
-                ("step completed", step(a.scheduled_event_id, &steps), None)
+                let name = step(a.scheduled_event_id, &steps);
+                let detail = match name.as_deref() {
+                    Some("check_devices") => a
+                        .result
+                        .and_then(|r| r.payloads.into_iter().next())
+                        .and_then(|p| serde_json::from_slice::<Vec<DeviceCheck>>(&p.data).ok())
+                        .map(|checks| verdicts(&checks)),
+                    _ => None,
+                };
+                ("step completed", name, detail)
             }
             Some(Attributes::ActivityTaskFailedEventAttributes(a)) => (
                 "step failed",
@@ -411,6 +426,28 @@ pub async fn history(
         });
     }
     Ok(timeline)
+}
+
+/// A check's verdicts in one line: `post_change: sj-1 passed; sj-2 failed interfaces_not_down
+/// (1 interface(s) up before the change are down)`.
+fn verdicts(checks: &[DeviceCheck]) -> String {
+    let phase = checks.first().map_or("", |c| c.phase.as_str());
+    let each: Vec<String> = checks
+        .iter()
+        .map(|c| {
+            if c.passed {
+                format!("{} passed", c.device)
+            } else {
+                let rules: Vec<String> = c
+                    .failures
+                    .iter()
+                    .map(|f| format!("{} ({})", f.rule, f.detail))
+                    .collect();
+                format!("{} failed {}", c.device, rules.join(", "))
+            }
+        })
+        .collect();
+    format!("{phase}: {}", each.join("; "))
 }
 
 fn rfc3339(seconds: i64, nanos: i32) -> String {
