@@ -24,7 +24,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /var/lib/changeflow --create-home changeflow
+ && useradd --system --home /var/lib/changeflow --create-home changeflow \
+ && install -d -o changeflow /var/lib/changeflow/snapshots
 COPY --from=build /src/target/release/changeflow /usr/local/bin/changeflow
 COPY policy /etc/changeflow/policy
 USER changeflow

@@ -217,6 +217,7 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "get_template",
             "list_devices",
             "preview_template",
+            "run_show_commands",
             "get_change_request",
             "list_change_requests",
             "create_change_request",
@@ -244,7 +245,7 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
     let listed = cc.request("tools/list", json!({}), |_| {}).await.unwrap();
     assert_eq!(
         listed["tools"].as_array().unwrap().len(),
-        5,
+        6,
         "one server's tools only"
     );
 

@@ -66,7 +66,11 @@ impl DownstreamActivities {
             }
         }
         if !unknown.is_empty() {
-            return Err(DownstreamError::Invalid(unknown.join("; ")));
+            unknown.dedup();
+            return Err(DownstreamError::NotFound {
+                system: crate::catalyst::SYSTEM,
+                message: unknown.join("; "),
+            });
         }
         let mut outputs = self
             .catalyst

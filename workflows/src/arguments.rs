@@ -103,7 +103,7 @@ pub struct RunShowCommands {
     #[schemars(length(min = 1, max = limits::MAX_SHOW_DEVICES), inner(regex(pattern = ID_PATTERN)))]
     pub devices: Vec<String>,
     /// Read-only commands (show, ping, traceroute), e.g. "show running-config | include ntp"
-    #[schemars(length(min = 1, max = limits::MAX_COMMANDS), inner(regex(pattern = limits::COMMAND_PATTERN)))]
+    #[schemars(length(min = 1, max = limits::MAX_COMMANDS), inner(regex(pattern = limits::COMMAND_PATTERN), length(max = limits::COMMAND_MAX)))]
     pub commands: Vec<String>,
 }
 

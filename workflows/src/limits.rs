@@ -39,7 +39,7 @@ pub const MAX_COMMANDS: usize = 10;
 /// Devices one `run_show_commands` call reads.
 pub const MAX_SHOW_DEVICES: usize = 20;
 /// A read-only command as a JSON Schema pattern (`read_only_command` checks the same).
-pub const COMMAND_PATTERN: &str = "^(show|ping|traceroute)( [^;\\n\\r]{1,194})?$";
+pub const COMMAND_PATTERN: &str = "^(show|ping|traceroute)( [^;\\n\\r]*)?$";
 
 /// Checks that a device command is read-only: it starts with one of `READ_ONLY_KEYWORDS`, is
 /// one line without `;`, and is at most `COMMAND_MAX` characters. Anything else (`configure
@@ -52,8 +52,7 @@ pub fn read_only_command(command: &str) -> Result<(), String> {
             READ_ONLY_KEYWORDS.join(", ")
         ));
     }
-    if command.len() > COMMAND_MAX || command.contains([';', '\n', '\r']) || command.ends_with(' ')
-    {
+    if command.chars().count() > COMMAND_MAX || command.contains([';', '\n', '\r']) {
         return Err(format!(
             "\"{command}\" must be one line of at most {COMMAND_MAX} characters without ';'"
         ));
@@ -166,6 +165,33 @@ pub fn duration_secs(field: &str, text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_one_line_read_only_commands_pass() {
+        for ok in [
+            "show version",
+            "show running-config | include ntp",
+            "ping 10.0.0.1",
+            "traceroute 10.0.0.1",
+            "show",
+        ] {
+            assert_eq!(read_only_command(ok), Ok(()), "{ok}");
+        }
+        for refused in [
+            "configure terminal",
+            "reload",
+            "conf t",
+            "show version; reload",
+            "show version\nconfigure terminal",
+            "shows",
+            "",
+            " show version",
+        ] {
+            assert!(read_only_command(refused).is_err(), "{refused:?}");
+        }
+        let long = format!("show {}", "x".repeat(COMMAND_MAX));
+        assert!(read_only_command(&long).unwrap_err().contains("200"));
+    }
 
     #[test]
     fn the_id_rule_and_its_pattern_agree() {
