@@ -53,6 +53,11 @@ pub(crate) struct GlobalArgs {
     /// Log format on stderr: text for people, json for the Elastic stack.
     #[arg(long, global = true, env = "CHANGEFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this collector (e.g. http://collector:4318;
+    /// spans go to <endpoint>/v1/traces). A tool call is one trace: the front door's span, the
+    /// workflow, each activity and its HTTP calls (which carry `traceparent`). Off by default.
+    #[arg(long, global = true, env = "CHANGEFLOW_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
     /// Configuration file (TOML): every option by its long name, global ones at the top and
     /// each subcommand's in its table ([serve], [worker], ...); flags and environment variables
     /// win over it. Secrets are refused in it. See changeflow.example.toml.

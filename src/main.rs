@@ -38,11 +38,19 @@ fn main() -> std::process::ExitCode {
         print!("{}", config::show(&Cli::command(), &loaded, sub));
         return std::process::ExitCode::SUCCESS;
     }
-    changeflow_engine::telemetry::init_logging(
+    // Kept until the end: dropping it exports the spans still buffered.
+    let _telemetry = match changeflow_engine::telemetry::init(
         matches!(cli.global.log_format, LogFormat::Json),
         "warn,changeflow=info",
         cli.command.service_name(),
-    );
+        cli.global.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(problem) => {
+            eprintln!("error: --otlp-endpoint: {problem}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -235,24 +235,77 @@ pub fn request(
 }
 
 /// Sends a request and reads its JSON answer; any other answer becomes a classified error.
+/// The call is an OpenTelemetry client span, child of the current context (the activity's),
+/// and carries it downstream in `traceparent`.
 pub async fn send_json(
     system: &'static str,
     request: reqwest::RequestBuilder,
 ) -> Result<Value, DownstreamError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| DownstreamError::transport(system, e))?;
-    let status = response.status();
-    if status.is_success() {
-        return response
-            .json()
+    use opentelemetry::trace::{
+        FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    };
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(|e| DownstreamError::transport(system, e))?;
+    // The path only: query strings may name things that do not belong in a trace.
+    let tracer = opentelemetry::global::tracer("changeflow");
+    let span = tracer
+        .span_builder(format!("{} {}", request.method(), request.url().path()))
+        .with_kind(SpanKind::Client)
+        .with_attributes([
+            opentelemetry::KeyValue::new("http.request.method", request.method().to_string()),
+            opentelemetry::KeyValue::new(
+                "server.address",
+                request.url().host_str().unwrap_or_default().to_string(),
+            ),
+            opentelemetry::KeyValue::new("url.path", request.url().path().to_string()),
+            opentelemetry::KeyValue::new("changeflow.system", system),
+        ])
+        .start_with_context(&tracer, &opentelemetry::Context::current());
+    let context = opentelemetry::Context::current_with_span(span);
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+    });
+    let answered = async {
+        let response = client
+            .execute(request)
             .await
-            .map_err(|e| DownstreamError::protocol(system, e.to_string()));
+            .map_err(|e| DownstreamError::transport(system, e))?;
+        let status = response.status();
+        context.span().set_attribute(opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| DownstreamError::protocol(system, e.to_string()));
+        }
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        Err(classify(system, status, &headers, &body))
     }
-    let headers = response.headers().clone();
-    let body = response.text().await.unwrap_or_default();
-    Err(classify(system, status, &headers, &body))
+    .with_context(context.clone())
+    .await;
+    if let Err(err) = &answered {
+        context.span().set_status(Status::error(err.to_string()));
+    }
+    context.span().end();
+    answered
+}
+
+/// Writes trace context into HTTP headers (`traceparent`).
+struct HeaderInjector<'a>(&'a mut reqwest::header::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
 }
 
 /// Runs an idempotent call, retrying briefly on rate limits and server errors so that a blip
@@ -309,6 +362,51 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, Downstream
 mod tests {
     use super::*;
     use reqwest::header::{HeaderName, HeaderValue};
+
+    /// A downstream call carries the caller's trace in `traceparent` (W3C), so the vendor's
+    /// own tracing can join it.
+    #[tokio::test]
+    async fn calls_carry_the_current_trace_in_traceparent() {
+        use opentelemetry::trace::{
+            FutureExt as _, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId,
+            TraceState,
+        };
+        use std::io::{Read, Write};
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        // A one-shot HTTP server that answers `{}` and hands back the request it read.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+                .unwrap();
+            String::from_utf8_lossy(&request[..n]).to_string()
+        });
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let parent = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            trace,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let http = reqwest::Client::new();
+        let answer = send_json("Test", http.get(&url))
+            .with_context(parent)
+            .await
+            .unwrap();
+        assert_eq!(answer, serde_json::json!({}));
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            request.contains("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{request}"
+        );
+    }
 
     fn check(status: u16, headers: &[(&str, &str)], body: &str, expected: &str, retryable: bool) {
         let mut map = HeaderMap::new();

@@ -2,14 +2,19 @@
 //! request, so Filebeat's default ECS mapping ingests them unchanged. Logs go to stderr so that
 //! stdout carries only data.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value, json};
 use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The ECS version the JSON lines follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -17,16 +22,102 @@ pub const ECS_VERSION: &str = "8.11.0";
 /// Installs the global subscriber once; later calls are ignored. `service` names the process in
 /// ECS lines (`changeflow-frontdoor`, `changeflow-worker`, ...).
 pub fn init_logging(json: bool, default_level: &str, service: &'static str) {
+    let _ = init(json, default_level, service, None);
+}
+
+/// What `init` set up; dropping it exports the spans still buffered.
+#[must_use = "dropping it shuts the trace exporter down"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs logging (as `init_logging`) and, with an OTLP endpoint (`http://collector:4318`),
+/// OpenTelemetry traces: `tracing` spans become OpenTelemetry spans (a tool call's span is the
+/// root of its trace), the Temporal SDK's plugin (`temporal::connect`) adds workflow and activity
+/// spans through Temporal headers, and spans are exported in batches over OTLP/HTTP (protobuf)
+/// to `<endpoint>/v1/traces`, with W3C trace context as the propagation format. Workflow span ids
+/// come from the SDK's replay-safe generator.
+pub fn init(
+    json: bool,
+    default_level: &str,
+    service: &'static str,
+    otlp_endpoint: Option<&str>,
+) -> Result<Telemetry, String> {
     let filter =
         EnvFilter::try_from_env("CHANGEFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.event_format(Ecs::new(service)).try_init()
+    let provider = otlp_endpoint
+        .map(|endpoint| tracer_provider(endpoint, service))
+        .transpose()?;
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("changeflow"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let lines = if json {
+        tracing_subscriber::fmt::layer()
+            .event_format(Ecs::new(service))
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.compact().try_init()
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(traces)
+        .with(lines)
+        .try_init();
+    if let Some(provider) = &provider {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url.clone())
+        .build()
+        .map_err(|e| format!("OTLP exporter for {url}: {e}"))?;
+    Ok(SdkTracerProvider::builder()
+        .with_id_generator(temporalio_sdk::opentelemetry::WorkflowIdGenerator::default())
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build())
+}
+
+/// The current OpenTelemetry span's trace and span ids (hex), when one is being recorded.
+fn current_trace() -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = opentelemetry::Context::current();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }
 
 /// Formats each event as one ECS JSON line. Fields with an ECS meaning land under their ECS
@@ -64,6 +155,10 @@ impl Ecs {
             json!(format!("{}.log", self.service)),
         );
         line.insert("log.logger".into(), json!(target));
+        if let Some((trace, span)) = current_trace() {
+            line.insert("trace.id".into(), json!(trace));
+            line.insert("span.id".into(), json!(span));
+        }
         line.extend(fields.fields);
         line
     }

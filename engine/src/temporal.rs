@@ -61,11 +61,15 @@ pub async fn connect(
             }
         }
     };
-    Client::new(connection, ClientOptions::new(namespace).build()).map_err(|e| {
-        TemporalError::Connect {
-            address: address.to_string(),
-            reason: e.to_string(),
-        }
+    // The SDK's OpenTelemetry plugin: workflow starts, workflows and activities become spans of
+    // the caller's trace, carried in Temporal headers (a no-op without a tracer provider, see
+    // `telemetry::init`). Workers made from this client inherit it.
+    let options = ClientOptions::new(namespace)
+        .plugin(temporalio_sdk::opentelemetry::OpenTelemetryPlugin::builder().build())
+        .build();
+    Client::new(connection, options).map_err(|e| TemporalError::Connect {
+        address: address.to_string(),
+        reason: e.to_string(),
     })
 }
 

@@ -319,10 +319,26 @@ impl FrontDoor {
         wait: Wait,
         on_progress: impl FnMut(&str, &Progress),
     ) -> Result<Outcome, AuditUnavailable> {
+        use tracing::Instrument as _;
         let started = std::time::Instant::now();
+        // The root of the call's trace (with --otlp-endpoint), whatever span the transport has
+        // open for the session: authentication has happened;
+        // policy, audit and the workflow start are inside it, and the workflow and its
+        // activities continue it through Temporal headers.
+        let span = tracing::info_span!(
+            parent: None,
+            "tool call",
+            otel.name = %format!("tool {}", spec.name),
+            otel.kind = "server",
+            changeflow.server = spec.server,
+            changeflow.tool = spec.name,
+            user.name = %identity.subject,
+        );
         let outcome = self
             .run_call(identity, spec, arguments, wait, on_progress)
+            .instrument(span.clone())
             .await;
+        let _in_call = span.enter();
         let (word, change_id) = match &outcome {
             Ok(outcome) => (outcome.word(), outcome.change_id()),
             Err(_) => ("audit unavailable", None),

@@ -276,7 +276,7 @@ pub fn assert_ecs_line(line: &str, service: &str) {
         assert!(fields[key].is_string(), "{key}: {line}");
     }
     assert_eq!(fields["service.name"], service, "{line}");
-    const ECS: [&str; 14] = [
+    const ECS: [&str; 15] = [
         "@timestamp",
         "log.level",
         "message",
@@ -291,6 +291,7 @@ pub fn assert_ecs_line(line: &str, service: &str) {
         "event.duration",
         "error.message",
         "trace.id",
+        "span.id",
     ];
     for (key, value) in fields {
         assert!(
