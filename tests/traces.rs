@@ -172,6 +172,15 @@ async fn a_deploy_is_one_trace_from_the_front_door_to_the_http_call() {
         "{found:#?}"
     );
     assert!(found[0].service.contains("changeflow"), "{found:#?}");
+    // Policy and audit are steps of the call.
+    let all = spans.lock().unwrap().clone();
+    for step in ["policy decision", "audit append"] {
+        assert!(
+            all.iter()
+                .any(|s| s.name == step && s.parent == found[0].id),
+            "no {step} span under the call"
+        );
+    }
 
     // The call's ECS log line names the same trace.
     let text = std::fs::read_to_string(&log).unwrap();

@@ -201,11 +201,17 @@ impl FrontDoor {
         facts: Facts,
     ) -> changeflow_engine::policy::PolicyDecision {
         let started = std::time::Instant::now();
-        let decision = self
-            .policy
-            .decide(&policy_input(identity, spec, arguments, facts));
+        let span = tracing::info_span!(
+            "policy decision",
+            changeflow.decision = tracing::field::Empty
+        );
+        let decision = span.in_scope(|| {
+            self.policy
+                .decide(&policy_input(identity, spec, arguments, facts))
+        });
         metrics::histogram!(m::POLICY_SECONDS).record(started.elapsed().as_secs_f64());
         let verdict = if decision.allow { "allow" } else { "deny" };
+        span.record("changeflow.decision", verdict);
         metrics::counter!(m::AUTHZ_DECISIONS, "action" => spec.action, "resource" => spec.server, "decision" => verdict)
             .increment(1);
         decision
@@ -295,7 +301,11 @@ impl FrontDoor {
                 .unwrap_or_default()
                 .to_string(),
         };
-        let appended = self.audit.append(entry).await;
+        let appended = {
+            use tracing::Instrument as _;
+            let span = tracing::info_span!("audit append", changeflow.outcome = outcome);
+            self.audit.append(entry).instrument(span).await
+        };
         let result = if appended.is_ok() {
             "success"
         } else {
