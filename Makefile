@@ -1,7 +1,7 @@
 # changeflow — the two commands a new user needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo dev test lint tools build production clean
+.PHONY: demo dev test lint tools build production clean replay-fixtures
 
 ## demo: install what is missing, build, and run one sample change end to end
 demo: tools build
@@ -44,6 +44,11 @@ tools:
 
 build: tools
 	$(CARGO) build --bin changeflow
+
+## replay-fixtures: record tests/replay/*.json again (after a deliberate workflow change that
+## running executions need not survive; review the diff before committing it)
+replay-fixtures: tools
+	$(CARGO) test --test replay record_replay_fixtures -- --ignored --exact --nocapture
 
 clean:
 	rm -rf .changeflow target

@@ -114,6 +114,9 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Config(ConfigArgs),
     /// Check an authorization policy: load it and run its Rego unit tests.
     Policy(PolicyArgs),
+    /// Replay a change's history against this binary's workflow code: prints "replayed N
+    /// events, deterministic", or the nondeterminism and the event it diverged at (exit 1).
+    Replay(ReplayArgs),
     #[cfg(feature = "dev")]
     /// Print an access token for a demo user from the running `changeflow dev` stack.
     #[command(
@@ -185,6 +188,21 @@ pub(crate) struct ConformanceServerArgs {
     /// Loopback address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub(crate) listen: String,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["change_id", "file"])))]
+pub(crate) struct ReplayArgs {
+    /// The change (its workflow id) whose history to fetch from Temporal (--temporal-address,
+    /// or the running `changeflow dev` of --data-dir).
+    pub(crate) change_id: Option<String>,
+    /// Replay a history file instead: protobuf (History), or JSON as `temporal workflow show
+    /// --output json` or the Temporal Web UI's download writes it.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Also write the history, as proto-JSON, to this file.
+    #[arg(long)]
+    pub(crate) export: Option<PathBuf>,
 }
 
 #[derive(Args)]

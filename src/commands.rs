@@ -183,6 +183,57 @@ pub(crate) async fn audit(
     }
 }
 
+pub(crate) async fn replay(
+    g: &GlobalArgs,
+    args: ReplayArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let history = match (&args.file, &args.change_id) {
+        (Some(file), _) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            changeflow::replay::decode(&bytes)
+                .with_context(|| format!("reading a history from {}", file.display()))?
+        }
+        (None, Some(id)) => {
+            let address = temporal_address_of(g)?;
+            let client =
+                changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-replay")
+                    .await?;
+            changeflow::replay::fetch(&client, id).await?
+        }
+        (None, None) => anyhow::bail!("name a change or --file"),
+    };
+    if let Some(export) = &args.export {
+        std::fs::write(export, changeflow::replay::to_proto_json(&history)?)
+            .with_context(|| format!("writing {}", export.display()))?;
+    }
+    let verdict = changeflow::replay::replay(history).await?;
+    println!("{verdict}");
+    Ok(match verdict {
+        changeflow::replay::Verdict::Deterministic { .. } => std::process::ExitCode::SUCCESS,
+        changeflow::replay::Verdict::Nondeterministic { .. } => std::process::ExitCode::FAILURE,
+    })
+}
+
+/// Temporal's address: --temporal-address, else the running development stack's.
+fn temporal_address_of(g: &GlobalArgs) -> anyhow::Result<String> {
+    if let Some(address) = &g.temporal_address {
+        return Ok(address.clone());
+    }
+    let endpoints = g.data_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&endpoints).with_context(|| {
+        format!(
+            "no --temporal-address and no running `changeflow dev` ({} is missing)",
+            endpoints.display()
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    value["temporal"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{} names no temporal address", endpoints.display()))
+}
+
 pub(crate) fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {
     let PolicyCommand::Test = args.command;
     let engine = changeflow_engine::policy::PolicyEngine::load(&args.dir)?;

@@ -4,6 +4,7 @@
 pub use changeflow_mcp_frontend::changes;
 pub mod front_door;
 pub mod mcp_client;
+pub mod replay;
 #[cfg(feature = "dev")]
 pub mod stack;
 pub mod worker;

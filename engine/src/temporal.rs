@@ -28,8 +28,8 @@ pub fn address_url(address: &str) -> Result<url::Url, TemporalError> {
         .ok_or_else(|| TemporalError::InvalidAddress(address.to_string()))
 }
 
-/// How long a server that answers but is still starting ("Frontend is not healthy yet") is
-/// waited for.
+/// How long a server that answers but is still starting ("Frontend is not healthy yet", or a
+/// reset connection) is waited for.
 const STARTING_SERVER_WAIT: Duration = Duration::from_secs(30);
 
 /// Connects a client to `address` in `namespace`. A server that is up but still starting is
@@ -50,7 +50,10 @@ pub async fn connect(
             Ok(connection) => break connection,
             Err(e) => {
                 let reason = e.to_string();
-                if reason.contains("code: Unavailable") && tokio::time::Instant::now() < deadline {
+                // A server still starting refuses ("Unavailable") or resets the connection.
+                let starting =
+                    reason.contains("code: Unavailable") || reason.contains("transport error");
+                if starting && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
                 }

@@ -1,0 +1,308 @@
+//! Replay: the committed histories in `tests/replay/` (every workflow type and the change's main
+//! paths) replay cleanly against the current workflow code, so a change that running executions
+//! could not survive fails CI; an altered history is reported as nondeterministic; histories
+//! exported by the Temporal CLI are read.
+//!
+//! `make replay-fixtures` records the fixtures again, on purpose (never as a side effect): it
+//! runs `record_replay_fixtures`, which is ignored otherwise.
+
+mod common;
+
+use changeflow::changes;
+use changeflow::replay::{self, Verdict};
+use changeflow_simulators::FaultConfig;
+use changeflow_workflows::{
+    ApprovalDecision, ChangeStep, DecisionSource, OperationRequest, Verdict as Decision,
+};
+use common::{Harness, HarnessOptions, governed_change, ntp_change};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay")
+}
+
+/// Replays on a `LocalSet` (the replay worker is not `Send`).
+async fn replayed(
+    history: temporalio_common::protos::temporal::api::history::v1::History,
+) -> Verdict {
+    tokio::task::LocalSet::new()
+        .run_until(replay::replay(history))
+        .await
+        .expect("replay runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_history_replays_against_the_current_workflows() {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("tests/replay exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "fixtures missing: {names:?}");
+    for path in names {
+        let history = replay::decode(&std::fs::read(&path).unwrap()).unwrap();
+        let verdict = replayed(history).await;
+        assert!(
+            matches!(verdict, Verdict::Deterministic { .. }),
+            "{}: {verdict}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_history_is_reported_nondeterministic_with_its_event() {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let bytes = std::fs::read(fixtures().join("change-standard-succeeded.json")).unwrap();
+    let mut history = replay::decode(&bytes).unwrap();
+    let mut altered = None;
+    for event in &mut history.events {
+        if let Some(Attributes::ActivityTaskScheduledEventAttributes(a)) = &mut event.attributes
+            && let Some(kind) = a.activity_type.as_mut()
+            && kind.name == "open_change_ticket"
+        {
+            kind.name = "open_change_ticket_renamed".into();
+            altered = Some(event.event_id);
+            break;
+        }
+    }
+    let event = altered.expect("the fixture schedules open_change_ticket");
+    // The command line says so too, and exits 1.
+    let dir = common::TempDir::new("changeflow-replay");
+    let file = dir.0.join("altered.json");
+    std::fs::write(&file, replay::to_proto_json(&history).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["replay", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "NONDETERMINISTIC at event {event} (EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)"
+        )),
+        "{stdout}"
+    );
+    let verdict = replayed(history).await;
+    let Verdict::Nondeterministic { message, at, .. } = &verdict else {
+        panic!("an altered history replayed cleanly: {verdict}");
+    };
+    assert!(message.contains("open_change_ticket"), "{message}");
+    assert_eq!(
+        at,
+        &Some((event, "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED".to_string())),
+        "{verdict}"
+    );
+    assert!(
+        verdict
+            .to_string()
+            .contains(&format!("NONDETERMINISTIC at event {event} ")),
+        "{verdict}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_replays_a_live_change_and_a_temporal_cli_export() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let id = h.start_change(ntp_change(&["sj-access-01"])).await;
+    tokio::time::timeout(LONG, changes::result(&h.client, &id))
+        .await
+        .unwrap()
+        .expect("change completes");
+
+    let changeflow = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let address = h.temporal.address();
+    let exported = h.dir.0.join("exported.json");
+    let (code, stdout, stderr) = changeflow(&[
+        "replay",
+        &id,
+        "--temporal-address",
+        &address,
+        "--export",
+        exported.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("events, deterministic"), "{stdout}");
+
+    // The Temporal CLI's own export (proto-JSON), and ours, replay from the file.
+    let temporal = changeflow_devstack::binaries::locate("temporal", "CHANGEFLOW_TEMPORAL_BIN");
+    let out = Command::new(temporal)
+        .args([
+            "workflow",
+            "show",
+            "--output",
+            "json",
+            "--address",
+            &address,
+        ])
+        .args(["--workflow-id", &id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_export = h.dir.0.join("temporal-cli.json");
+    std::fs::write(&cli_export, &out.stdout).unwrap();
+    for file in [&cli_export, &exported] {
+        let (code, stdout, stderr) = changeflow(&["replay", "--file", file.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{}: {stdout}{stderr}", file.display());
+        assert!(stdout.contains("deterministic"), "{stdout}");
+    }
+
+    // Not a history: a clear error, not a verdict.
+    let junk = h.dir.0.join("junk.json");
+    std::fs::write(&junk, b"{\"events\": 3}").unwrap();
+    let (code, _, stderr) = changeflow(&["replay", "--file", junk.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("reading a history from"), "{stderr}");
+}
+
+/// Records the fixtures: `make replay-fixtures`. Each scenario runs against a real Temporal
+/// server, the simulators and a worker, and its history is written as proto-JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records tests/replay/*.json on purpose: make replay-fixtures"]
+async fn record_replay_fixtures() {
+    let write = |name: &str, history| {
+        let path = fixtures().join(format!("{name}.json"));
+        std::fs::write(&path, replay::to_proto_json(&history).unwrap()).unwrap();
+        eprintln!("wrote {}", path.display());
+    };
+    std::fs::create_dir_all(fixtures()).unwrap();
+
+    // A standard change that succeeds; its device lock; a read.
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let id = h.start_change(ntp_change(&["sj-access-01"])).await;
+    changes::result(&h.client, &id).await.unwrap();
+    write(
+        "change-standard-succeeded",
+        replay::fetch(&h.client, &id).await.unwrap(),
+    );
+    write(
+        "device-lock",
+        replay::fetch(&h.client, "device-lock-sj-access-01")
+            .await
+            .unwrap(),
+    );
+    let read = "read-replay-fixture";
+    let operation = serde_json::from_value(serde_json::json!({
+        "operation": "list_devices", "arguments": {"hostname": "sj-access-01"}
+    }))
+    .unwrap();
+    changes::run_operation(
+        &h.client,
+        &h.task_queue,
+        read,
+        OperationRequest {
+            operation,
+            requested_by: "alice".into(),
+        },
+    )
+    .await
+    .unwrap();
+    write(
+        "operation-list-devices",
+        replay::fetch(&h.client, read).await.unwrap(),
+    );
+
+    // A normal change approved through the update, and one rejected.
+    for (name, verdict) in [
+        ("change-normal-approved", Decision::Approved),
+        ("change-normal-rejected", Decision::Rejected),
+    ] {
+        let id = h
+            .start_change(governed_change(
+                &["sj-access-02"],
+                serde_json::json!({"change_type": "normal"}),
+            ))
+            .await;
+        h.wait_for_progress(&id, LONG, |p| {
+            p.step == ChangeStep::AwaitingApproval && !p.approvers.is_empty()
+        })
+        .await;
+        changes::decide(
+            &h.client,
+            &id,
+            ApprovalDecision {
+                approver: "carol".into(),
+                verdict,
+                comment: "recorded for replay".into(),
+                source: DecisionSource::Changeflow,
+            },
+        )
+        .await
+        .unwrap();
+        changes::result(&h.client, &id).await.unwrap();
+        write(name, replay::fetch(&h.client, &id).await.unwrap());
+    }
+
+    // Canceled during its deployment (and backed out).
+    let slow = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(6),
+        ..Default::default()
+    })
+    .await;
+    let _slow_worker = slow.spawn_worker();
+    let id = slow.start_change(ntp_change(&["sj-core-02"])).await;
+    slow.wait_for_progress(&id, LONG, |p| {
+        p.step == ChangeStep::Deploying && p.task_id.is_some()
+    })
+    .await;
+    changes::cancel(&slow.client, &id, "recorded for replay")
+        .await
+        .unwrap();
+    let _ = changes::result(&slow.client, &id).await;
+    write(
+        "change-canceled-backed-out",
+        replay::fetch(&slow.client, &id).await.unwrap(),
+    );
+
+    // Failed and backed out; failed and its back-out failed.
+    for (name, faults) in [
+        (
+            "change-unhealthy-backed-out",
+            FaultConfig {
+                unhealthy_device: Some("sj-access-01".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "change-backout-failed",
+            FaultConfig {
+                unreachable_after_change: Some("sj-access-01".into()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let h = Harness::start(HarnessOptions {
+            faults,
+            ..Default::default()
+        })
+        .await;
+        let _worker = h.spawn_worker();
+        let id = h
+            .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
+            .await;
+        changes::result(&h.client, &id).await.unwrap();
+        write(name, replay::fetch(&h.client, &id).await.unwrap());
+    }
+}
