@@ -176,6 +176,14 @@ pub(crate) struct ServeArgs {
     /// there (decisions through approve_change/reject_change arrive at once).
     #[arg(long, env = "CHANGEFLOW_APPROVAL_POLL_SECS", default_value_t = changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) approval_poll_secs: u64,
+    /// Seconds between passes of the archiver, which copies the history of every closed change
+    /// and write into the audit store (with an audit record), so replay outlives Temporal's
+    /// retention.
+    #[arg(long, env = "CHANGEFLOW_ARCHIVE_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) archive_interval_secs: u64,
+    /// Archive the histories of reads too (by default only changes and writes are archived).
+    #[arg(long, env = "CHANGEFLOW_ARCHIVE_READS")]
+    pub(crate) archive_reads: bool,
     /// On SIGTERM or Ctrl-C: seconds to let requests in flight finish before the process exits
     /// (no new connections are accepted meanwhile).
     #[arg(long, env = "CHANGEFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -194,7 +202,7 @@ pub(crate) struct ConformanceServerArgs {
 #[command(group(clap::ArgGroup::new("source").required(true).args(["change_id", "file"])))]
 pub(crate) struct ReplayArgs {
     /// The change (its workflow id) whose history to fetch from Temporal (--temporal-address,
-    /// or the running `changeflow dev` of --data-dir).
+    /// or the running `changeflow dev` of --data-dir), or else from the audit store's archive.
     pub(crate) change_id: Option<String>,
     /// Replay a history file instead: protobuf (History), or JSON as `temporal workflow show
     /// --output json` or the Temporal Web UI's download writes it.
@@ -203,6 +211,10 @@ pub(crate) struct ReplayArgs {
     /// Also write the history, as proto-JSON, to this file.
     #[arg(long)]
     pub(crate) export: Option<PathBuf>,
+    /// The audit store holding archived histories, used when Temporal no longer has the
+    /// change (default: audit.db in the data directory).
+    #[arg(long, env = "CHANGEFLOW_AUDIT_DATABASE_URL", hide_env_values = true)]
+    pub(crate) audit_database_url: Option<String>,
 }
 
 #[derive(Args)]

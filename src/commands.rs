@@ -194,13 +194,23 @@ pub(crate) async fn replay(
             changeflow::replay::decode(&bytes)
                 .with_context(|| format!("reading a history from {}", file.display()))?
         }
-        (None, Some(id)) => {
-            let address = temporal_address_of(g)?;
-            let client =
-                changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-replay")
-                    .await?;
-            changeflow::replay::fetch(&client, id).await?
-        }
+        (None, Some(id)) => match from_temporal(g, id).await {
+            Ok(history) => history,
+            Err(unavailable) => {
+                let audit = match &args.audit_database_url {
+                    Some(url) => changeflow_engine::audit::AuditStore::open(url).await?,
+                    None => changeflow_engine::audit::AuditStore::open_in(&g.data_dir).await?,
+                };
+                let archived = audit.archived(id).await?.with_context(|| {
+                    format!("{unavailable:#}; and the audit store has no archived history of {id}")
+                })?;
+                eprintln!(
+                    "Temporal has no history of {id} ({unavailable:#}); replaying the archived copy (run {}, sha256 {})",
+                    archived.run_id, archived.sha256
+                );
+                changeflow::replay::decode(&archived.history)?
+            }
+        },
         (None, None) => anyhow::bail!("name a change or --file"),
     };
     if let Some(export) = &args.export {
@@ -213,6 +223,17 @@ pub(crate) async fn replay(
         changeflow::replay::Verdict::Deterministic { .. } => std::process::ExitCode::SUCCESS,
         changeflow::replay::Verdict::Nondeterministic { .. } => std::process::ExitCode::FAILURE,
     })
+}
+
+/// A change's history from Temporal.
+async fn from_temporal(
+    g: &GlobalArgs,
+    id: &str,
+) -> anyhow::Result<temporalio_common::protos::temporal::api::history::v1::History> {
+    let address = temporal_address_of(g)?;
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-replay").await?;
+    changeflow::replay::fetch(&client, id).await
 }
 
 /// Temporal's address: --temporal-address, else the running development stack's.
@@ -288,6 +309,8 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         task_queue: g.task_queue.clone(),
         idempotency_window: std::time::Duration::from_secs(args.idempotency_window_secs),
         approval_poll_secs: args.approval_poll_secs,
+        archive_every: std::time::Duration::from_secs(args.archive_interval_secs),
+        archive_reads: args.archive_reads,
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

@@ -55,6 +55,10 @@ pub struct FrontDoorOptions {
     pub idempotency_window: Duration,
     /// How often a change looks in ServiceNow for a decision made there.
     pub approval_poll_secs: u64,
+    /// How often closed workflows' histories are archived into the audit store, and whether
+    /// reads are archived too (writes and changes always are).
+    pub archive_every: Duration,
+    pub archive_reads: bool,
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -77,7 +81,18 @@ pub struct RunningFrontDoor {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _policy_watch: tokio::task::JoinHandle<()>,
+    _background: Background,
+}
+
+/// The front door's background tasks (policy watch, archiver), stopped with it.
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl RunningFrontDoor {
@@ -154,15 +169,23 @@ pub async fn start(
     let verification = Arc::new(verification_catalog(&policy_dir)?);
     let policy = Arc::new(PolicyEngine::load(policy_dir).context("loading the policy")?);
     let policy_watch = policy.watch(Duration::from_secs(2));
-    let audit = match &options.audit_database_url {
+    let audit = Arc::new(match &options.audit_database_url {
         Some(url) => AuditStore::open(url).await?,
         None => AuditStore::open_in(&options.data_dir).await?,
-    };
+    });
+    let archiver = tokio::spawn(changeflow_mcp_frontend::archive::run(
+        temporal.clone(),
+        audit.clone(),
+        changeflow_mcp_frontend::archive::ArchivePolicy {
+            reads: options.archive_reads,
+        },
+        options.archive_every,
+    ));
     let front = Arc::new(FrontDoor {
         authentication: Authentication::Bearer(Arc::new(verifier)),
         catalog: Catalog::Production,
         policy,
-        audit: Arc::new(audit),
+        audit,
         temporal: Arc::new(TemporalWorkflows {
             client: temporal,
             task_queue: options.task_queue,
@@ -174,7 +197,12 @@ pub async fn start(
         approval_poll_secs: options.approval_poll_secs,
         verification,
     });
-    Ok(serve(listener, front, url, policy_watch))
+    Ok(serve(
+        listener,
+        front,
+        url,
+        Background(vec![policy_watch, archiver]),
+    ))
 }
 
 /// Serves `front` on `listener` in the background until the returned handle is dropped.
@@ -182,7 +210,7 @@ fn serve(
     listener: tokio::net::TcpListener,
     front: Arc<FrontDoor>,
     url: String,
-    policy_watch: tokio::task::JoinHandle<()>,
+    background: Background,
 ) -> RunningFrontDoor {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -198,7 +226,7 @@ fn serve(
         url,
         stop: Some(stop),
         server: Some(server),
-        _policy_watch: policy_watch,
+        _background: background,
     }
 }
 
@@ -253,5 +281,5 @@ pub async fn start_conformance_profile(
         approval_poll_secs: changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS,
         verification: Default::default(),
     });
-    Ok(serve(listener, front, url, policy_watch))
+    Ok(serve(listener, front, url, Background(vec![policy_watch])))
 }

@@ -122,6 +122,8 @@ impl Stack {
                 idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
                 // Quick enough to watch an approval made in the ServiceNow simulator land.
                 approval_poll_secs: 5,
+                archive_every: Duration::from_secs(2),
+                archive_reads: false,
             },
             "127.0.0.1:0",
             None,

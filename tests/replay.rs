@@ -306,3 +306,139 @@ async fn record_replay_fixtures() {
         write(name, replay::fetch(&h.client, &id).await.unwrap());
     }
 }
+
+/// Every closed change and write is archived into the audit store (reads are not, by default),
+/// each with an audit record; after Temporal loses its data, `changeflow replay` replays the
+/// change from the archive and the audit chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_outlives_temporal_data_loss() {
+    let dir = common::TempDir::new("changeflow-archive");
+    let data = dir.0.join("changeflow");
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let endpoints_file = data.join("endpoints.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !endpoints_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "endpoints.json never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let endpoints: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
+    let mcp = endpoints["mcp"].as_str().unwrap().to_string();
+    let token = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["token", "--user", "alice", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let (mut client, _) = changeflow::mcp_client::McpClient::connect(&mcp, &token)
+        .await
+        .unwrap();
+    let deployed = client
+        .call_tool(
+            "deploy_template",
+            serde_json::json!({
+                "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
+                "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
+                "devices": ["sj-access-01"],
+                "change_type": "standard",
+            }),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    let change = deployed["structuredContent"]["change_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client
+        .call_tool(
+            "list_devices",
+            serde_json::json!({"hostname": "sj-access-01"}),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+
+    let audit = changeflow_engine::audit::AuditStore::open_in(&data)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let archived = loop {
+        if let Some(archived) = audit.archived(&change).await.unwrap() {
+            break archived;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change was never archived"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(archived.workflow_type, "TemplateDeployment");
+    assert_eq!(archived.status, "completed");
+    let records = audit
+        .list(&changeflow_engine::audit::AuditFilter {
+            tool: Some("archive_history".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let record = records
+        .iter()
+        .find(|r| r.entry.workflow_id == change)
+        .expect("an audit record of the archive");
+    assert_eq!(record.entry.arguments_hash, archived.sha256);
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.entry.workflow_id.starts_with("read-")),
+        "reads are not archived by default: {records:?}"
+    );
+    drop(audit);
+
+    // Temporal loses everything: the replay comes from the archive.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = dev.wait();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("temporal.db"))
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["replay", &change, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("deterministic"), "{stdout}");
+    assert!(stderr.contains("replaying the archived copy"), "{stderr}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}

@@ -123,9 +123,60 @@ pub enum AuditError {
     /// Concurrent writers kept taking the same place in the chain.
     #[error("audit store: could not append after {APPEND_ATTEMPTS} attempts")]
     Contended,
+    /// Stored data does not check out (an archive against its hash).
+    #[error("audit store: {0}")]
+    Corrupt(String),
     /// A filter bound is not an RFC 3339 time.
     #[error("invalid time '{0}': expected RFC 3339, e.g. 2026-11-26T08:00:00Z")]
     InvalidTime(String),
+}
+
+/// Who archives histories, as audit records name it.
+pub const ARCHIVER: &str = "changeflow-archiver";
+
+/// A closed workflow run's history, as archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedHistory {
+    pub workflow_id: String,
+    pub run_id: String,
+    pub workflow_type: String,
+    /// How it closed (`completed`, `failed`, `canceled`, `terminated`, ...).
+    pub status: String,
+    /// RFC 3339 (UTC, fixed width).
+    pub closed_at: String,
+    pub events: i64,
+    /// SHA-256 (hex) of `history`.
+    pub sha256: String,
+    /// The protobuf `History` bytes.
+    pub history: Vec<u8>,
+}
+
+impl ArchivedHistory {
+    /// A history to archive; its hash is computed here.
+    pub fn new(
+        workflow_id: String,
+        run_id: String,
+        workflow_type: String,
+        status: String,
+        closed_at: String,
+        events: i64,
+        history: Vec<u8>,
+    ) -> Self {
+        ArchivedHistory {
+            sha256: sha256_hex(&history),
+            workflow_id,
+            run_id,
+            workflow_type,
+            status,
+            closed_at,
+            events,
+            history,
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The audit store. Cheap to share behind an `Arc`.
@@ -189,9 +240,102 @@ impl AuditStore {
 
     /// Appends an entry at the end of the chain and returns the stored record.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        self.append_with(entry, None)
+            .await?
+            .ok_or(AuditError::Contended)
+    }
+
+    /// Archives a closed workflow's history with its audit record, in one transaction: the
+    /// record's `arguments_hash` is the history's SHA-256, so the chain covers the archive.
+    /// Idempotent: a run already archived is left alone and `None` is returned.
+    pub async fn archive(
+        &self,
+        history: &ArchivedHistory,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        let entry = AuditEntry {
+            subject: ARCHIVER.into(),
+            client: ARCHIVER.into(),
+            server: "changes".into(),
+            tool: "archive_history".into(),
+            arguments_hash: history.sha256.clone(),
+            decision: "none".into(),
+            reason: String::new(),
+            policy_revision: String::new(),
+            workflow_id: history.workflow_id.clone(),
+            outcome: "archived".into(),
+            note: format!(
+                "{} {} run {}, {} events, closed {}",
+                history.workflow_type,
+                history.status,
+                history.run_id,
+                history.events,
+                history.closed_at
+            ),
+        };
+        self.append_with(entry, Some(history)).await
+    }
+
+    /// Whether this run of a workflow is archived.
+    pub async fn is_archived(&self, workflow_id: &str, run_id: &str) -> Result<bool, AuditError> {
+        let row =
+            sqlx::query("SELECT 1 FROM history_archive WHERE workflow_id = $1 AND run_id = $2")
+                .bind(workflow_id)
+                .bind(run_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// The latest archived run of a workflow, with its history (protobuf bytes).
+    pub async fn archived(&self, workflow_id: &str) -> Result<Option<ArchivedHistory>, AuditError> {
+        let row = sqlx::query(
+            "SELECT workflow_id, run_id, workflow_type, status, closed_at, events, sha256, history \
+             FROM history_archive WHERE workflow_id = $1 ORDER BY closed_at DESC LIMIT 1",
+        )
+        .bind(workflow_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        use base64::Engine as _;
+        let encoded: String = row.try_get(7)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| AuditError::Corrupt(format!("archived history of {workflow_id}: {e}")))?;
+        let archived = ArchivedHistory {
+            workflow_id: row.try_get(0)?,
+            run_id: row.try_get(1)?,
+            workflow_type: row.try_get(2)?,
+            status: row.try_get(3)?,
+            closed_at: row.try_get(4)?,
+            events: row.try_get(5)?,
+            sha256: row.try_get(6)?,
+            history: bytes,
+        };
+        if archived.sha256 != sha256_hex(&archived.history) {
+            return Err(AuditError::Corrupt(format!(
+                "archived history of {workflow_id} does not match its SHA-256"
+            )));
+        }
+        Ok(Some(archived))
+    }
+
+    /// The latest close time archived (RFC 3339), where an archiver resumes.
+    pub async fn latest_archived_close(&self) -> Result<Option<String>, AuditError> {
+        let row =
+            sqlx::query("SELECT closed_at FROM history_archive ORDER BY closed_at DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn append_with(
+        &self,
+        entry: AuditEntry,
+        archive: Option<&ArchivedHistory>,
+    ) -> Result<Option<AuditRecord>, AuditError> {
         let _guard = self.append_lock.lock().await;
         for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&entry).await {
+            match self.try_append(&entry, archive).await {
                 Err(AuditError::Database(sqlx::Error::Database(db)))
                     if is_contention(db.as_ref()) =>
                 {
@@ -205,9 +349,37 @@ impl AuditStore {
         Err(AuditError::Contended)
     }
 
-    /// One attempt: read the end of the chain and insert after it, in one transaction.
-    async fn try_append(&self, entry: &AuditEntry) -> Result<AuditRecord, AuditError> {
+    /// One attempt: read the end of the chain and insert after it, in one transaction (with the
+    /// archived history, if one comes with it; `None` when that run was archived already).
+    async fn try_append(
+        &self,
+        entry: &AuditEntry,
+        archive: Option<&ArchivedHistory>,
+    ) -> Result<Option<AuditRecord>, AuditError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(h) = archive {
+            use base64::Engine as _;
+            let inserted = sqlx::query(
+                "INSERT INTO history_archive (workflow_id, run_id, workflow_type, status, closed_at, \
+                 events, sha256, history, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (workflow_id, run_id) DO NOTHING",
+            )
+            .bind(&h.workflow_id)
+            .bind(&h.run_id)
+            .bind(&h.workflow_type)
+            .bind(&h.status)
+            .bind(&h.closed_at)
+            .bind(h.events)
+            .bind(&h.sha256)
+            .bind(base64::engine::general_purpose::STANDARD.encode(&h.history))
+            .bind(now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let last = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
@@ -248,7 +420,7 @@ impl AuditStore {
         .await;
         inserted?;
         tx.commit().await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     /// Records matching the filter, oldest first.
@@ -401,6 +573,13 @@ pub fn canonical_hash(value: &serde_json::Value) -> String {
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
 );
+
+/// A time as the store writes times: RFC 3339 UTC with milliseconds, fixed width.
+pub fn format_time(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(TIME_FORMAT)
+        .expect("time format")
+}
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

@@ -291,6 +291,63 @@ async fn run_concurrency(db: &Database) {
     db.drop_database().await;
 }
 
+/// Archiving a history: once per run (a second archive of the same run changes nothing), with
+/// an audit record carrying its hash; read back intact; an altered archive is refused.
+async fn run_archive(db: &Database) {
+    use changeflow_engine::audit::ArchivedHistory;
+    let store = AuditStore::open(&db.url).await.unwrap();
+    let history = |run: &str| {
+        ArchivedHistory::new(
+            "change-1".into(),
+            run.into(),
+            "TemplateDeployment".into(),
+            "completed".into(),
+            format!("2026-11-27T10:00:0{}.000Z", run.len()),
+            42,
+            vec![8, 1, 18, 3, 1, 2, 3],
+        )
+    };
+    let first = history("run-a");
+    let record = store.archive(&first).await.unwrap().expect("archived");
+    assert_eq!(record.entry.arguments_hash, first.sha256);
+    assert_eq!(record.entry.tool, "archive_history");
+    assert!(store.archive(&first).await.unwrap().is_none(), "idempotent");
+    assert!(store.is_archived("change-1", "run-a").await.unwrap());
+    assert!(!store.is_archived("change-1", "run-b").await.unwrap());
+    let later = history("run-bb");
+    store.archive(&later).await.unwrap().expect("another run");
+    assert_eq!(store.archived("change-1").await.unwrap(), Some(later));
+    assert_eq!(store.archived("nothing").await.unwrap(), None);
+    assert_eq!(store.verify().await.unwrap().records, 2);
+    assert_eq!(
+        store.latest_archived_close().await.unwrap().as_deref(),
+        Some("2026-11-27T10:00:06.000Z")
+    );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE history_archive SET history = 'CAESAwECBA==' WHERE run_id = 'run-bb'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = store.archived("change-1").await.unwrap_err().to_string();
+    assert!(err.contains("does not match its SHA-256"), "{err}");
+    pool.close().await;
+    drop(store);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_archives_histories_once_with_their_hash() {
+    run_archive(&Database::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_archives_histories_once_with_their_hash() {
+    if let Some(db) = Database::postgres().await {
+        run_archive(&db).await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_store_chains_filters_and_verifies() {
     run_suite(&Database::sqlite()).await;

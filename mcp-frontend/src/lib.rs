@@ -4,6 +4,7 @@
 //! or Vault itself.
 
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod changes;
 #[cfg(feature = "fixtures")]
