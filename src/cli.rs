@@ -114,6 +114,9 @@ CHANGEFLOW_CATALYST_USERNAME, CHANGEFLOW_CATALYST_PASSWORD."
     Config(ConfigArgs),
     /// Check an authorization policy: load it and run its Rego unit tests.
     Policy(PolicyArgs),
+    /// Watch a change live until it ends (steps, devices, approvals, check verdicts, back-out;
+    /// exit 0 if it succeeded), or without a change id the running changes as a live list.
+    Watch(WatchArgs),
     /// Replay a change's history against this binary's workflow code: prints "replayed N
     /// events, deterministic", or the nondeterminism and the event it diverged at (exit 1).
     Replay(ReplayArgs),
@@ -196,6 +199,16 @@ pub(crate) struct ConformanceServerArgs {
     /// Loopback address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub(crate) listen: String,
+}
+
+#[derive(Args)]
+pub(crate) struct WatchArgs {
+    /// The change (its workflow id) to follow; without it, every running change.
+    pub(crate) change_id: Option<String>,
+    /// Print events as JSON lines (step, device, decision, check, backout, end) instead of a
+    /// progress bar.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

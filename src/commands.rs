@@ -225,6 +225,39 @@ pub(crate) async fn replay(
     })
 }
 
+pub(crate) async fn watch(
+    g: &GlobalArgs,
+    args: WatchArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let address = temporal_address_of(g)?;
+    let client =
+        changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-watch").await?;
+    let output = if args.json {
+        changeflow::watch::Output::Json
+    } else {
+        changeflow::watch::Output::Terminal
+    };
+    let Some(id) = args.change_id else {
+        changeflow::watch::all(&client, output, std::time::Duration::from_secs(2)).await?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let web_ui = web_ui_of(g).map(|ui| format!("{ui}/namespaces/{}/workflows/{id}", g.namespace));
+    Ok(
+        if changeflow::watch::one(&client, &id, output, web_ui).await? {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        },
+    )
+}
+
+/// The development stack's Temporal Web UI, when one is running.
+fn web_ui_of(g: &GlobalArgs) -> Option<String> {
+    let text = std::fs::read_to_string(g.data_dir.join("endpoints.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["temporal_ui"].as_str().map(str::to_string)
+}
+
 /// A change's history from Temporal.
 async fn from_temporal(
     g: &GlobalArgs,

@@ -7,6 +7,7 @@ pub mod mcp_client;
 pub mod replay;
 #[cfg(feature = "dev")]
 pub mod stack;
+pub mod watch;
 pub mod worker;
 
 #[cfg(feature = "dev")]

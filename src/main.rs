@@ -86,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(args) => audit(&g, args).await,
         Command::Policy(args) => policy(args),
         Command::Replay(args) => replay(&g, args).await,
+        Command::Watch(args) => watch(&g, args).await,
         Command::Serve(args) => success(serve(&g, args).await),
         #[cfg(feature = "dev")]
         Command::ConformanceServer(args) => success(conformance_server(&g, args).await),

@@ -703,3 +703,114 @@ async fn a_worker_stops_cleanly_on_sigterm_and_another_finishes_its_change() {
     assert_eq!(result.outcome, ChangeOutcome::Succeeded);
     assert_eq!(h.sims.stats.deploy_requests(), 1, "deployed exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_json_follows_a_change_step_by_step_and_exits_when_it_ends() {
+    let h = Harness::start(HarnessOptions {
+        deploy_duration: Duration::from_secs(8),
+        ..Default::default()
+    })
+    .await;
+    let _worker = h.spawn_worker();
+    let address = h.temporal.address();
+    // Without a change id: every running change, as it comes and goes.
+    let list_file = h.dir.0.join("watch-all.jsonl");
+    let mut all = std::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["watch", "--json", "--temporal-address", &address])
+        .stdout(std::fs::File::create(&list_file).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let id = h
+        .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
+        .await;
+    let (id_for_watch, address_for_watch) = (id.clone(), address.clone());
+    let watched = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args([
+                "watch",
+                &id_for_watch,
+                "--json",
+                "--temporal-address",
+                &address_for_watch,
+            ])
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(LONG, watched)
+        .await
+        .expect("watch exits when the change ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    let order: Vec<&str> = ChangeStep::IN_PROGRESS
+        .iter()
+        .map(|s| s.as_str())
+        .chain(["completed"])
+        .collect();
+    let positions: Vec<usize> = steps
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "each step once, in order: {steps:?}"
+    );
+    assert!(
+        steps.contains(&"deploying") && steps.last() == Some(&"completed"),
+        "{steps:?}"
+    );
+    for device in ["sj-access-01", "lon-access-01"] {
+        assert!(
+            events.iter().any(|e| e["event"] == "device"
+                && e["device"] == device
+                && e["status"] == "SUCCESS"),
+            "{stdout}"
+        );
+        assert!(
+            events.iter().any(|e| e["event"] == "check"
+                && e["device"] == device
+                && e["phase"] == "post_change"
+                && e["passed"] == true),
+            "{stdout}"
+        );
+    }
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "end", "{stdout}");
+    assert_eq!(end["outcome"], "succeeded", "{stdout}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let text = std::fs::read_to_string(&list_file).unwrap();
+        if text.contains(&format!("{{\"change_id\":\"{id}\",\"event\":\"ended\"}}")) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never showed the change end: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = all.kill();
+    let _ = all.wait();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("\"event\":\"change\"") && l.contains(&id)),
+        "{listed}"
+    );
+}
