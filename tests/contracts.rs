@@ -53,8 +53,9 @@ fn run_script(script: &str, env: &[(&str, &str)], expected_checks: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dnacentersdk_works_against_the_catalyst_center_simulator() {
+/// Runs a `dnacentersdk` script against a fresh Catalyst Center simulator; returns the
+/// simulators for checks of what the script did.
+async fn catalyst_script(script: &'static str, expected_checks: usize) -> RunningSimulators {
     let dir = TempDir::new("changeflow-contract");
     let sims = simulators(&dir).await;
     let ca = sims.ca_file.clone().unwrap();
@@ -62,42 +63,30 @@ async fn dnacentersdk_works_against_the_catalyst_center_simulator() {
     let creds = sims.credentials.clone();
     tokio::task::spawn_blocking(move || {
         run_script(
-            "catalyst_center_sdk.py",
+            script,
             &[
                 ("CATALYST_URL", &url),
                 ("CATALYST_USER", &creds.catalyst_username),
                 ("CATALYST_PASSWORD", &creds.catalyst_password),
                 ("CA_FILE", ca.to_str().unwrap()),
             ],
-            6,
+            expected_checks,
         )
     })
     .await
     .unwrap();
+    sims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnacentersdk_works_against_the_catalyst_center_simulator() {
+    let sims = catalyst_script("catalyst_center_sdk.py", 6).await;
     assert_eq!(sims.stats.deploy_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnacentersdk_runs_command_runner_against_the_simulator() {
-    let dir = TempDir::new("changeflow-contract");
-    let sims = simulators(&dir).await;
-    let ca = sims.ca_file.clone().unwrap();
-    let url = sims.catalyst_url.clone();
-    let creds = sims.credentials.clone();
-    tokio::task::spawn_blocking(move || {
-        run_script(
-            "catalyst_command_runner.py",
-            &[
-                ("CATALYST_URL", &url),
-                ("CATALYST_USER", &creds.catalyst_username),
-                ("CATALYST_PASSWORD", &creds.catalyst_password),
-                ("CA_FILE", ca.to_str().unwrap()),
-            ],
-            4,
-        )
-    })
-    .await
-    .unwrap();
+    let sims = catalyst_script("catalyst_command_runner.py", 4).await;
     assert_eq!(sims.stats.deploy_requests(), 0, "reads change nothing");
 }
 

@@ -6,7 +6,7 @@ mod common;
 use changeflow::changes;
 use changeflow_simulators::FaultConfig;
 use changeflow_workflows::{ChangeOutcome, ChangeResult, ChangeStep, CheckPhase};
-use common::{Harness, HarnessOptions, ntp_change};
+use common::{Harness, HarnessOptions, WorkerProcess, ntp_change};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -22,6 +22,19 @@ async fn harness(faults: FaultConfig) -> Harness {
         faults,
     })
     .await
+}
+
+/// A harness with these faults and a worker, and the NTP change to `devices` run to its end:
+/// the harness, the worker, the change id and its result.
+async fn change(
+    faults: FaultConfig,
+    devices: &[&str],
+) -> (Harness, WorkerProcess, String, ChangeResult) {
+    let h = harness(faults).await;
+    let worker = h.spawn_worker();
+    let id = h.start_change(ntp_change(devices)).await;
+    let result = finished(&h, &id).await;
+    (h, worker, id, result)
 }
 
 async fn finished(h: &Harness, id: &str) -> ChangeResult {
@@ -90,16 +103,14 @@ async fn a_verified_change_proves_its_lines_reached_the_running_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_device_backs_the_change_out_and_the_ticket_says_so() {
-    let h = harness(FaultConfig {
-        unhealthy_device: Some("sj-access-02".into()),
-        ..Default::default()
-    })
+    let (h, _worker, id, result) = change(
+        FaultConfig {
+            unhealthy_device: Some("sj-access-02".into()),
+            ..Default::default()
+        },
+        &["sj-access-01", "sj-access-02"],
+    )
     .await;
-    let _worker = h.spawn_worker();
-    let id = h
-        .start_change(ntp_change(&["sj-access-01", "sj-access-02"]))
-        .await;
-    let result = finished(&h, &id).await;
     assert_eq!(result.outcome, ChangeOutcome::Failed, "{result:?}");
     let reason = result.failure_reason.clone().unwrap();
     assert!(
@@ -184,20 +195,14 @@ async fn an_unhealthy_device_backs_the_change_out_and_the_ticket_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_deployment_failure_backs_out_only_the_devices_that_changed() {
-    let h = harness(FaultConfig {
-        failing_device: Some("sj-access-02".into()),
-        ..Default::default()
-    })
+    let (h, _worker, _, result) = change(
+        FaultConfig {
+            failing_device: Some("sj-access-02".into()),
+            ..Default::default()
+        },
+        &["sj-access-01", "sj-access-02", "lon-access-01"],
+    )
     .await;
-    let _worker = h.spawn_worker();
-    let id = h
-        .start_change(ntp_change(&[
-            "sj-access-01",
-            "sj-access-02",
-            "lon-access-01",
-        ]))
-        .await;
-    let result = finished(&h, &id).await;
     assert_eq!(result.outcome, ChangeOutcome::Failed, "{result:?}");
     let backout = result.backout.clone().expect("a back-out");
     let mut undone: Vec<&str> = backout.devices.iter().map(|d| d.device.as_str()).collect();
@@ -225,16 +230,14 @@ async fn a_partial_deployment_failure_backs_out_only_the_devices_that_changed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_back_out_ends_backout_failed_and_names_the_devices() {
-    let h = harness(FaultConfig {
-        unreachable_after_change: Some("sj-access-01".into()),
-        ..Default::default()
-    })
+    let (h, _worker, id, result) = change(
+        FaultConfig {
+            unreachable_after_change: Some("sj-access-01".into()),
+            ..Default::default()
+        },
+        &["sj-access-01", "lon-access-01"],
+    )
     .await;
-    let _worker = h.spawn_worker();
-    let id = h
-        .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
-        .await;
-    let result = finished(&h, &id).await;
     assert_eq!(result.outcome, ChangeOutcome::BackoutFailed, "{result:?}");
     assert_eq!(result.needs_attention, ["sj-access-01"]);
     assert!(
@@ -296,16 +299,14 @@ async fn a_worker_killed_during_back_out_does_not_back_out_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_failing_its_pre_check_stops_the_change_before_anything_is_deployed() {
-    let h = harness(FaultConfig {
-        unreachable_device: Some("lon-access-01".into()),
-        ..Default::default()
-    })
+    let (h, _worker, _, result) = change(
+        FaultConfig {
+            unreachable_device: Some("lon-access-01".into()),
+            ..Default::default()
+        },
+        &["sj-access-01", "lon-access-01"],
+    )
     .await;
-    let _worker = h.spawn_worker();
-    let id = h
-        .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
-        .await;
-    let result = finished(&h, &id).await;
     assert_eq!(result.outcome, ChangeOutcome::Failed, "{result:?}");
     let reason = result.failure_reason.clone().unwrap();
     assert!(

@@ -64,26 +64,9 @@ fn the_sample_alert_rules_load_and_pass_their_unit_tests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_dev_stack_and_sees_tool_calls() {
     let dir = TempDir::new("changeflow-prometheus");
-    let data = dir.0.join("changeflow");
-    let _dev = Killed(
-        Command::new(env!("CARGO_BIN_EXE_changeflow"))
-            .args(["dev", "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoints_file = data.join("endpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !endpoints_file.exists() {
-        assert!(Instant::now() < deadline, "endpoints.json never appeared");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let endpoints: Value =
-        serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
-    let mcp = endpoints["mcp"].as_str().unwrap().to_string();
+    let dev =
+        common::DevProcess::start(dir.0.join("changeflow"), &[], &dir.0.join("dev.log")).await;
+    let mcp = dev.mcp.clone();
     let target = mcp
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
@@ -149,15 +132,7 @@ async fn prometheus_scrapes_the_dev_stack_and_sees_tool_calls() {
     })
     .await;
 
-    let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
-        .args(["token", "--user", "alice", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (mut client, _) = changeflow::mcp_client::McpClient::connect(&mcp, &token)
-        .await
-        .unwrap();
+    let mut client = dev.client("alice").await;
     let listed = client
         .call_tool("list_templates", serde_json::json!({}), |_, _| {})
         .await

@@ -314,35 +314,8 @@ async fn record_replay_fixtures() {
 async fn the_archive_outlives_temporal_data_loss() {
     let dir = common::TempDir::new("changeflow-archive");
     let data = dir.0.join("changeflow");
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_changeflow"))
-        .args(["dev", "--data-dir"])
-        .arg(&data)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.0.join("dev.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let endpoints_file = data.join("endpoints.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !endpoints_file.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "endpoints.json never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let endpoints: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
-    let mcp = endpoints["mcp"].as_str().unwrap().to_string();
-    let token = Command::new(env!("CARGO_BIN_EXE_changeflow"))
-        .args(["token", "--user", "alice", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let (mut client, _) = changeflow::mcp_client::McpClient::connect(&mcp, &token)
-        .await
-        .unwrap();
+    let mut dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
+    let mut client = dev.client("alice").await;
     let deployed = client
         .call_tool(
             "deploy_template",
@@ -406,12 +379,7 @@ async fn the_archive_outlives_temporal_data_loss() {
     drop(audit);
 
     // Temporal loses everything: the replay comes from the archive.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dev.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = dev.wait();
+    dev.stop();
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
         if path

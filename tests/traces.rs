@@ -11,7 +11,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,15 +22,6 @@ struct Received {
     id: String,
     parent: String,
     service: String,
-}
-
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// An OTLP/HTTP trace receiver on a free loopback port; returns its URL and what it received.
@@ -87,42 +77,17 @@ fn hex(bytes: &[u8]) -> String {
 async fn a_deploy_is_one_trace_from_the_front_door_to_the_http_call() {
     let (otlp, spans) = receiver().await;
     let dir = TempDir::new("changeflow-traces");
-    let data = dir.0.join("changeflow");
     let log = dir.0.join("dev.log");
-    let _dev = Stopped(
-        Command::new(env!("CARGO_BIN_EXE_changeflow"))
-            .args(["dev", "--data-dir"])
-            .arg(&data)
-            .env("CHANGEFLOW_OTLP_ENDPOINT", &otlp)
-            .env("CHANGEFLOW_LOG_FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoints_file = data.join("endpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !endpoints_file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "endpoints.json never appeared; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let endpoints: Value =
-        serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
-    let mcp = endpoints["mcp"].as_str().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
-        .args(["token", "--user", "alice", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (mut client, _) = changeflow::mcp_client::McpClient::connect(&mcp, &token)
-        .await
-        .unwrap();
+    let dev = common::DevProcess::start(
+        dir.0.join("changeflow"),
+        &[
+            ("CHANGEFLOW_OTLP_ENDPOINT", otlp.as_str()),
+            ("CHANGEFLOW_LOG_FORMAT", "json"),
+        ],
+        &log,
+    )
+    .await;
+    let mut client = dev.client("alice").await;
     let arguments = json!({
         "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
         "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},

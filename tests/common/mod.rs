@@ -311,3 +311,82 @@ pub fn assert_ecs_line(line: &str, service: &str) {
         }
     }
 }
+
+/// A `changeflow dev` child process (stderr to `log`), stopped with SIGTERM when dropped, and
+/// what a client needs to reach it.
+pub struct DevProcess {
+    child: Child,
+    pub data: PathBuf,
+    pub mcp: String,
+}
+
+impl DevProcess {
+    /// Starts `changeflow dev` in `data` with extra environment variables and waits until its
+    /// `endpoints.json` says where it is.
+    pub async fn start(data: PathBuf, envs: &[(&str, &str)], log: &std::path::Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(["dev", "--data-dir"])
+            .arg(&data)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let endpoints_file = data.join("endpoints.json");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !endpoints_file.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "endpoints.json never appeared; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let endpoints: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
+        let mcp = endpoints["mcp"].as_str().unwrap().to_string();
+        DevProcess { child, data, mcp }
+    }
+
+    /// A development access token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(["token", "--user", user, "--data-dir"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// An MCP client of the whole front door as `user`.
+    pub async fn client(&self, user: &str) -> changeflow::mcp_client::McpClient {
+        changeflow::mcp_client::McpClient::connect(&self.mcp, &self.token(user))
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// SIGTERM, then SIGKILL if it has not stopped after 20 s.
+    pub fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -591,15 +591,11 @@ impl TemplateDeployment {
             false,
         )
         .await?;
-        let failing: Vec<String> = pre
-            .iter()
-            .filter(|c| !c.passed)
-            .map(DeviceCheck::summary)
-            .collect();
-        if !failing.is_empty() {
+        let unready = failing(&pre);
+        if !unready.is_empty() {
             return Err(Interruption::Failed(format!(
                 "pre-change check failed, nothing was deployed: {}",
-                failing.join("; ")
+                unready.join("; ")
             )));
         }
         let baseline: BTreeMap<String, String> = pre
@@ -688,11 +684,7 @@ impl TemplateDeployment {
             false,
         )
         .await?;
-        let failing: Vec<String> = post
-            .iter()
-            .filter(|c| !c.passed)
-            .map(DeviceCheck::summary)
-            .collect();
+        let failing = failing(&post);
         if failing.is_empty() {
             return Ok(());
         }
@@ -1079,6 +1071,15 @@ impl Deployed {
             Deployed::Backout => "submit back-out",
         }
     }
+}
+
+/// What each device that failed its checks failed.
+fn failing(checks: &[DeviceCheck]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(DeviceCheck::summary)
+        .collect()
 }
 
 /// Devices about to be deployed to, as `PENDING`.
