@@ -33,6 +33,10 @@ grants := {
 		"changes": {"read", "write"},
 		"approvals": {"read", "write"},
 	},
+	"auditors": {
+		"changes": {"read"},
+		"audit": {"read"},
+	},
 	"developers": {
 		"github": {"read", "write", "execute"},
 		"rest-api-proxy": {"read", "write", "execute"},

@@ -170,6 +170,28 @@ test_engineers_and_the_service_desk_run_show_commands if {
 	not authz.allow with input as show_commands(carol)
 }
 
+erin := {"subject": "erin", "groups": ["auditors"], "amr": ["pwd", "mfa"], "client_id": "c"}
+
+call(identity, resource, action, tool) := {
+	"identity": identity,
+	"resource": resource,
+	"action": action,
+	"tool": {"name": tool, "arguments": {}},
+	"context": {},
+}
+
+test_auditors_read_changes_and_the_audit_log_and_nothing_else if {
+	authz.allow with input as call(erin, "audit", "read", "search_audit")
+	authz.allow with input as call(erin, "audit", "read", "verify_audit_chain")
+	authz.allow with input as call(erin, "changes", "read", "get_change_history")
+	not authz.allow with input as deploy(erin, ["sj-access-01"])
+	not authz.allow with input as call(erin, "changes", "write", "cancel_change")
+	not authz.allow with input as decide(erin, "approve_change", "alice")
+	not authz.allow with input as call(erin, "catalyst-center", "read", "run_show_commands")
+	not authz.allow with input as call(alice, "audit", "read", "search_audit")
+	not authz.allow with input as call(carol, "audit", "read", "search_audit")
+}
+
 test_decision_always_has_a_reason if {
 	d := authz.decision with input as {"identity": {"subject": "x", "groups": [], "amr": []}, "resource": "servicenow", "action": "read", "tool": {"name": "t", "arguments": {}}}
 	d.allow == false

@@ -310,6 +310,7 @@ impl From<AuditListArgs> for changeflow_engine::audit::AuditFilter {
             since: args.since,
             until: args.until,
             limit: args.limit,
+            ..Default::default()
         }
     }
 }

@@ -229,7 +229,9 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "cancel_change",
             "approve_change",
             "reject_change",
-            "list_pending_approvals"
+            "list_pending_approvals",
+            "search_audit",
+            "verify_audit_chain"
         ]
     );
     assert!(
@@ -1774,6 +1776,88 @@ async fn governance_rules_refuse_at_the_door_before_any_ticket() {
         "no ticket was opened"
     );
     assert_eq!(h.sims.stats.deploy_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_search_and_verify_the_audit_log_and_nothing_more() {
+    let h = Harness::start(HarnessOptions::default()).await;
+    let _worker = h.spawn_worker();
+    let door = front_door(&h).await;
+    let (mut alice, _) = door.client("/mcp", &door.token("alice")).await;
+    let (deployed, _) = call(&mut alice, "deploy_template", ntp_arguments()).await;
+    let change = deployed["structuredContent"]["change_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (mut erin, _) = door.client("/mcp/audit", &door.token("erin")).await;
+    let (found, _) = call(
+        &mut erin,
+        "search_audit",
+        json!({"change_id": change, "tool": "deploy_template"}),
+    )
+    .await;
+    let records = found["structuredContent"]["records"].as_array().unwrap();
+    assert!(!records.is_empty(), "{found}");
+    assert!(
+        records.iter().all(|r| r["subject"] == "alice"
+            && r["decision"] == "allow"
+            && r["workflow_id"] == change.as_str()),
+        "{found}"
+    );
+    // Paged: one record a page, the next page follows on.
+    let (first, _) = call(&mut erin, "search_audit", json!({"limit": 1})).await;
+    let next = first["structuredContent"]["next_offset"].as_u64().unwrap();
+    assert_eq!(next, 1, "{first}");
+    let (second, _) = call(
+        &mut erin,
+        "search_audit",
+        json!({"limit": 1, "offset": next}),
+    )
+    .await;
+    assert_eq!(
+        second["structuredContent"]["records"][0]["seq"],
+        first["structuredContent"]["records"][0]["seq"]
+            .as_i64()
+            .unwrap()
+            + 1,
+        "{second}"
+    );
+    let (verdict, _) = call(&mut erin, "verify_audit_chain", json!({})).await;
+    let verdict = &verdict["structuredContent"];
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert_eq!(verdict["head"].as_str().unwrap().len(), 64, "{verdict}");
+
+    // Changes read-only; nothing else.
+    let (mut erin_everywhere, _) = door.client("/mcp", &door.token("erin")).await;
+    let (history, _) = call(
+        &mut erin_everywhere,
+        "get_change_history",
+        json!({"change_id": change}),
+    )
+    .await;
+    assert!(
+        history["structuredContent"]["timeline"].is_array(),
+        "{history}"
+    );
+    for (tool, arguments) in [
+        ("deploy_template", ntp_arguments()),
+        ("cancel_change", json!({"change_id": change})),
+        ("approve_change", json!({"change_id": change})),
+        ("list_devices", json!({})),
+    ] {
+        let (refused, _) = call(&mut erin_everywhere, tool, arguments).await;
+        assert_eq!(refused["isError"], true, "{tool}: {refused}");
+    }
+    let (not_alice, _) = call(&mut alice, "search_audit", json!({})).await;
+    assert_eq!(not_alice["isError"], true, "{not_alice}");
+    assert!(
+        not_alice["structuredContent"]["missing_permission"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("read on audit"),
+        "{not_alice}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,7 @@ pub const DEV_USERS: &[(&str, &str, &[&str], bool)] = &[
     ("bob", "Bob Servicedesk", &["service-desk"], false),
     ("carol", "Carol Approver", &["change-approvers"], true),
     ("dave", "Dave Developer", &["developers"], false),
+    ("erin", "Erin Auditor", &["auditors"], true),
     ("admin", "System Administrator", &["admin"], true),
 ];
 

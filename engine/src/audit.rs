@@ -90,13 +90,19 @@ pub struct AuditFilter {
     /// RFC 3339 bounds, inclusive.
     pub since: Option<String>,
     pub until: Option<String>,
+    /// `allow`, `deny` or `none`.
+    pub decision: Option<String>,
     pub limit: Option<i64>,
+    /// Records to skip (paging, with `limit`).
+    pub offset: Option<i64>,
 }
 
 /// The result of checking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
     pub records: u64,
+    /// The last record's hash: the chain's head, to anchor elsewhere.
+    pub head: String,
     /// The first record where the chain breaks, with what is wrong there.
     pub first_broken: Option<BrokenLink>,
 }
@@ -441,11 +447,15 @@ impl AuditStore {
         condition("subject =", &filter.subject, str::to_string);
         condition("tool =", &filter.tool, str::to_string);
         condition("workflow_id =", &filter.workflow_id, str::to_string);
+        condition("decision =", &filter.decision, str::to_string);
         condition("recorded_at >=", &filter.since, normalise_time);
         condition("recorded_at <=", &filter.until, normalise_time);
         sql.push_str(" ORDER BY seq");
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {}", limit.max(0)));
+            if let Some(offset) = filter.offset {
+                sql.push_str(&format!(" OFFSET {}", offset.max(0)));
+            }
         }
         let mut query = sqlx::query(&sql);
         for value in &binds {
@@ -473,10 +483,14 @@ fn is_contention(db: &dyn sqlx::error::DatabaseError) -> bool {
 
 /// Verifies a chain given in `seq` order.
 pub fn check_chain(records: &[AuditRecord]) -> ChainReport {
+    let head = records
+        .last()
+        .map_or_else(|| GENESIS_HASH.to_string(), |r| r.hash.clone());
     let mut expected_prev = GENESIS_HASH.to_string();
     for (index, record) in records.iter().enumerate() {
         let broken = |problem: String| ChainReport {
             records: records.len() as u64,
+            head: head.clone(),
             first_broken: Some(BrokenLink {
                 seq: record.seq,
                 problem,
@@ -501,6 +515,7 @@ pub fn check_chain(records: &[AuditRecord]) -> ChainReport {
     }
     ChainReport {
         records: records.len() as u64,
+        head,
         first_broken: None,
     }
 }

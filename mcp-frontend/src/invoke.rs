@@ -611,6 +611,20 @@ impl FrontDoor {
                     Err(DecideError::Temporal(why)) => Outcome::Failed(why),
                 })
             }
+            Call::SearchAudit(args) => {
+                note("", "read").await?;
+                Ok(match crate::audit_tools::search(&self.audit, &args).await {
+                    Ok(page) => Outcome::done(page),
+                    Err(e) => Outcome::Failed(e),
+                })
+            }
+            Call::VerifyAudit => {
+                note("", "read").await?;
+                Ok(match self.audit.verify().await {
+                    Ok(report) => Outcome::done(crate::audit_tools::ChainVerdict::from(report)),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                })
+            }
             Call::Pending(limit) => {
                 note("", "read").await?;
                 let filter = ChangeFilter {

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod audit_tools;
 pub mod auth;
 pub mod changes;
 #[cfg(feature = "fixtures")]

@@ -16,7 +16,13 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 /// The MCP servers, each also served alone at `/mcp/{server}`.
-pub const SERVERS: [&str; 4] = ["catalyst-center", "servicenow", "changes", "approvals"];
+pub const SERVERS: [&str; 5] = [
+    "catalyst-center",
+    "servicenow",
+    "changes",
+    "approvals",
+    "audit",
+];
 
 /// What a parsed call runs.
 #[derive(Debug)]
@@ -33,6 +39,10 @@ pub enum Call {
     Decide(Verdict, ChangeId, Option<String>),
     /// The changes awaiting the caller's decision.
     Pending(u32),
+    /// Search the audit store.
+    SearchAudit(crate::audit_tools::SearchAudit),
+    /// Check the audit store's hash chain.
+    VerifyAudit,
     /// Run a conformance fixture with these arguments (test profile only).
     #[cfg(feature = "fixtures")]
     Fixture(Value),
@@ -299,6 +309,7 @@ const CATALYST: &str = "catalyst-center";
 const SERVICENOW: &str = "servicenow";
 const CHANGES: &str = "changes";
 const APPROVALS: &str = "approvals";
+const AUDIT: &str = "audit";
 
 pub const TOOLS: &[ToolSpec] = &[
     tool!(CATALYST, "deploy_template", "Deploy a configuration template", Effect::Execute,
@@ -355,6 +366,12 @@ pub const TOOLS: &[ToolSpec] = &[
     tool!(APPROVALS, "list_pending_approvals", "List changes awaiting your approval", Effect::Read,
         PendingApprovals => |a| Call::Pending(a.limit), ChangeList,
         "Changes waiting for your decision, newest first."),
+    tool!(AUDIT, "search_audit", "Search the audit log", Effect::Read,
+        crate::audit_tools::SearchAudit => Call::SearchAudit, crate::audit_tools::AuditPage,
+        "Audit records (who called which tool, the policy decision and its revision, the workflow, the outcome) by subject, tool, decision, change and time range, oldest first, a page at a time, each with its place in the hash chain."),
+    tool!(AUDIT, "verify_audit_chain", "Verify the audit chain", Effect::Read,
+        crate::audit_tools::VerifyAuditChain => |_| Call::VerifyAudit, crate::audit_tools::ChainVerdict,
+        "Check every audit record's hash and its link to the one before: whether the chain is intact, where it first breaks, and the head hash to anchor elsewhere."),
 ];
 
 /// The tool task requests are judged as: reading a task is reading the change's status,
