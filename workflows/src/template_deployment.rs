@@ -640,21 +640,8 @@ impl TemplateDeployment {
             .cloned()
             .collect();
         if canceled {
-            return match Self::back_out(
-                ctx,
-                validated,
-                verification,
-                &changed,
-                "canceled by request".into(),
-                &baseline,
-            )
-            .await
-            {
-                Err(Interruption::BackedOut { report, .. }) => Err(Interruption::Canceled(Some(
-                    format!("The deployment was backed out. Per device: {report}"),
-                ))),
-                other => other,
-            };
+            return Self::back_out_canceled(ctx, validated, verification, &changed, &baseline)
+                .await;
         }
         if let Some(reason) = deployment_failure(&snapshot) {
             let deployment = snapshot.deployment_id.as_deref().unwrap_or("unknown");
@@ -674,6 +661,7 @@ impl TemplateDeployment {
             ChangeStep::Verifying,
             "checking the devices after the change",
         );
+        // Detached: a cancellation now still finds the devices changed, and backs them out.
         let post = Self::check(
             ctx,
             CheckPhase::PostChange,
@@ -681,9 +669,13 @@ impl TemplateDeployment {
             plan,
             validated,
             baseline.clone(),
-            false,
+            true,
         )
         .await?;
+        if ctx.cancellation_token().is_cancelled() {
+            return Self::back_out_canceled(ctx, validated, verification, &changed, &baseline)
+                .await;
+        }
         let failing = failing(&post);
         if failing.is_empty() {
             return Ok(());
@@ -697,6 +689,36 @@ impl TemplateDeployment {
             &baseline,
         )
         .await
+    }
+
+    /// A change canceled once its deployment ran: backed out, and canceled if that worked.
+    async fn back_out_canceled(
+        ctx: &mut WorkflowContext<Self>,
+        validated: &ValidatedDeployment,
+        verification: &Verification,
+        changed: &[DeviceRef],
+        baseline: &BTreeMap<String, String>,
+    ) -> Result<(), Interruption> {
+        if changed.is_empty() {
+            return Err(Interruption::Canceled(Some(
+                "No device was changed, so nothing was backed out.".into(),
+            )));
+        }
+        let undone = Self::back_out(
+            ctx,
+            validated,
+            verification,
+            changed,
+            "canceled by request".into(),
+            baseline,
+        )
+        .await;
+        match undone {
+            Err(Interruption::BackedOut { report, .. }) => Err(Interruption::Canceled(Some(
+                format!("The deployment was backed out. Per device: {report}"),
+            ))),
+            other => other,
+        }
     }
 
     /// Undoes the change on the devices it changed (never on the others), then checks them
