@@ -52,23 +52,25 @@ pub fn events(
             "verdict": decision.verdict, "comment": decision.comment, "at": decision.at}),
         );
     }
-    let seen = before.map_or(0, |b| b.checks.len());
-    for check in now.checks.iter().skip(seen) {
+    let seen = before.map_or(0, |b| b.verified.checks.len());
+    for check in now.verified.checks.iter().skip(seen) {
         out.push(json!({"event": "check", "change_id": change_id, "device": check.device,
             "phase": check.phase.as_str(), "passed": check.passed,
             "failures": check.failures.iter().map(|f| format!("{} ({})", f.rule, f.detail)).collect::<Vec<_>>()}));
     }
-    if let Some(backout) = &now.backout
-        && before.is_none_or(|b| b.backout.is_none())
+    if let Some(backout) = &now.verified.backout
+        && before.is_none_or(|b| b.verified.backout.is_none())
     {
         out.push(
             json!({"event": "backout", "change_id": change_id, "reason": backout.reason,
             "devices": backout.devices.iter().map(|d| d.device.clone()).collect::<Vec<_>>()}),
         );
     }
-    if !now.needs_attention.is_empty() && before.is_none_or(|b| b.needs_attention.is_empty()) {
+    if !now.verified.needs_attention.is_empty()
+        && before.is_none_or(|b| b.verified.needs_attention.is_empty())
+    {
         out.push(json!({"event": "needs_attention", "change_id": change_id,
-            "devices": now.needs_attention}));
+            "devices": now.verified.needs_attention}));
     }
     out
 }

@@ -392,7 +392,7 @@ async fn cancelling_a_change_mid_deployment_backs_it_out_and_cancels_the_ticket(
     );
     let progress = changes::progress(&h.client, &id).await.unwrap();
     assert_eq!(progress.step, ChangeStep::Canceled);
-    assert!(progress.backout.is_some(), "{progress:?}");
+    assert!(progress.verified.backout.is_some(), "{progress:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,8 +427,8 @@ async fn no_credential_appears_in_workflow_history_or_worker_logs() {
     // Device checks ran, and their outputs stayed out of history: only hashes of snapshots
     // kept in the worker's snapshot directory.
     let progress = changes::progress(&h.client, &id).await.unwrap();
-    assert_eq!(progress.checks.len(), 2, "{progress:?}");
-    for check in &progress.checks {
+    assert_eq!(progress.verified.checks.len(), 2, "{progress:?}");
+    for check in &progress.verified.checks {
         assert!(history.contains(&check.snapshot), "{}", check.snapshot);
         let file = h
             .snapshot_dir()

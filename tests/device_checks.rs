@@ -55,6 +55,7 @@ fn carries_change(h: &Harness, device: &str) -> bool {
 
 fn checks_of(result: &ChangeResult, phase: CheckPhase) -> Vec<(String, bool)> {
     result
+        .verified
         .checks
         .iter()
         .filter(|c| c.phase == phase)
@@ -88,16 +89,17 @@ async fn a_verified_change_proves_its_lines_reached_the_running_config() {
         }
     }
     // The pre- and post-change snapshots are different evidence, each stored once.
-    let pre = &result.checks[0].snapshot;
+    let pre = &result.verified.checks[0].snapshot;
     let post = result
+        .verified
         .checks
         .iter()
-        .find(|c| c.phase == CheckPhase::PostChange && c.device == result.checks[0].device)
+        .find(|c| c.phase == CheckPhase::PostChange && c.device == result.verified.checks[0].device)
         .unwrap();
     assert_ne!(pre, &post.snapshot);
     let stored = std::fs::read_dir(h.snapshot_dir()).unwrap().count();
     assert_eq!(stored, 4, "one snapshot per device and phase");
-    assert!(result.backout.is_none());
+    assert!(result.verified.backout.is_none());
     assert_eq!(h.sims.stats.deploy_requests(), 1);
 }
 
@@ -119,6 +121,7 @@ async fn an_unhealthy_device_backs_the_change_out_and_the_ticket_says_so() {
         "{reason}"
     );
     let post = result
+        .verified
         .checks
         .iter()
         .find(|c| c.phase == CheckPhase::PostChange && c.device == "sj-access-02")
@@ -132,7 +135,7 @@ async fn an_unhealthy_device_backs_the_change_out_and_the_ticket_says_so() {
         post.failures[0].lines
     );
     // Both devices carried the change, so both were backed out and checked again.
-    let backout = result.backout.clone().expect("a back-out");
+    let backout = result.verified.backout.clone().expect("a back-out");
     let mut undone: Vec<&str> = backout.devices.iter().map(|d| d.device.as_str()).collect();
     undone.sort();
     assert_eq!(undone, ["sj-access-01", "sj-access-02"]);
@@ -204,7 +207,7 @@ async fn a_partial_deployment_failure_backs_out_only_the_devices_that_changed() 
     )
     .await;
     assert_eq!(result.outcome, ChangeOutcome::Failed, "{result:?}");
-    let backout = result.backout.clone().expect("a back-out");
+    let backout = result.verified.backout.clone().expect("a back-out");
     let mut undone: Vec<&str> = backout.devices.iter().map(|d| d.device.as_str()).collect();
     undone.sort();
     assert_eq!(
@@ -239,7 +242,7 @@ async fn a_failed_back_out_ends_backout_failed_and_names_the_devices() {
     )
     .await;
     assert_eq!(result.outcome, ChangeOutcome::BackoutFailed, "{result:?}");
-    assert_eq!(result.needs_attention, ["sj-access-01"]);
+    assert_eq!(result.verified.needs_attention, ["sj-access-01"]);
     assert!(
         result
             .failure_reason
@@ -265,7 +268,7 @@ async fn a_failed_back_out_ends_backout_failed_and_names_the_devices() {
     );
     let progress = changes::progress(&h.client, &id).await.unwrap();
     assert_eq!(progress.step, ChangeStep::BackoutFailed);
-    assert_eq!(progress.needs_attention, ["sj-access-01"]);
+    assert_eq!(progress.verified.needs_attention, ["sj-access-01"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +284,11 @@ async fn a_worker_killed_during_back_out_does_not_back_out_twice() {
     let mut first = h.spawn_worker();
     let id = h.start_change(ntp_change(&["sj-access-01"])).await;
     h.wait_for_progress(&id, LONG, |p| {
-        p.step == ChangeStep::BackingOut && p.backout.as_ref().is_some_and(|b| b.task_id.is_some())
+        p.step == ChangeStep::BackingOut
+            && p.verified
+                .backout
+                .as_ref()
+                .is_some_and(|b| b.task_id.is_some())
     })
     .await;
     first.kill();
@@ -315,6 +322,7 @@ async fn a_device_failing_its_pre_check_stops_the_change_before_anything_is_depl
         "{reason}"
     );
     let pre = result
+        .verified
         .checks
         .iter()
         .find(|c| c.device == "lon-access-01")

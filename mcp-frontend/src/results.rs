@@ -2,8 +2,7 @@
 //! output schemas. Absent values are left out rather than sent as `null`.
 
 use changeflow_workflows::{
-    BackoutProgress, ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DeviceCheck,
-    DeviceStatus, Verdict,
+    ChangeOutcome, ChangeProgress, ChangeResult, ChangeStep, DeviceStatus, Verdict, Verified,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -84,15 +83,9 @@ pub struct DeployResult {
     /// RFC 3339
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end: Option<String>,
-    /// Its device checks (pre-change, post-change, post-back-out), with verdicts
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<DeviceCheck>,
-    /// Its back-out, if it was backed out
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backout: Option<BackoutProgress>,
-    /// Devices a failed back-out left needing hands (status backout_failed)
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub needs_attention: Vec<String>,
+    /// Its device checks and back-out (devices needing hands when backout_failed)
+    #[serde(flatten)]
+    pub verified: Verified,
 }
 
 impl DeployResult {
@@ -111,9 +104,7 @@ impl DeployResult {
             waiting_since: None,
             window_start: None,
             window_end: None,
-            checks: result.checks.clone(),
-            backout: result.backout.clone(),
-            needs_attention: result.needs_attention.clone(),
+            verified: result.verified.clone(),
         }
     }
 
@@ -132,9 +123,7 @@ impl DeployResult {
             waiting_since: progress.waiting_since.clone(),
             window_start: progress.window_start.clone(),
             window_end: progress.window_end.clone(),
-            checks: Vec::new(),
-            backout: None,
-            needs_attention: Vec::new(),
+            verified: Verified::default(),
         }
     }
 }

@@ -233,7 +233,7 @@ impl TemplateDeployment {
                 ),
             ),
             Err(Interruption::BackoutFailed { reason, report }) => {
-                let devices = ctx.state(|s| s.progress.needs_attention.join(", "));
+                let devices = ctx.state(|s| s.progress.verified.needs_attention.join(", "));
                 (
                     CloseCode::Unsuccessful,
                     format!(
@@ -740,7 +740,7 @@ impl TemplateDeployment {
         }
         let names: Vec<String> = changed.iter().map(|d| d.hostname.clone()).collect();
         let Some(plan) = verification.backout.clone() else {
-            ctx.state_mut(|s| s.progress.needs_attention = names.clone());
+            ctx.state_mut(|s| s.progress.verified.needs_attention = names.clone());
             return Err(Interruption::BackoutFailed {
                 report: format!(
                     "{} carry the change: the request named no back-out and the template declares no inverse",
@@ -755,7 +755,7 @@ impl TemplateDeployment {
             &format!("backing out on {}: {reason}", names.join(", ")),
         );
         ctx.state_mut(|s| {
-            s.progress.backout = Some(BackoutProgress {
+            s.progress.verified.backout = Some(BackoutProgress {
                 reason: reason.clone(),
                 template_id: plan.template_id.clone(),
                 task_id: None,
@@ -844,7 +844,7 @@ impl TemplateDeployment {
         }
         attention.sort();
         attention.dedup();
-        ctx.state_mut(|s| s.progress.needs_attention = attention);
+        ctx.state_mut(|s| s.progress.verified.needs_attention = attention);
         Err(Interruption::BackoutFailed { reason, report })
     }
 
@@ -871,7 +871,7 @@ impl TemplateDeployment {
                 s.progress.devices = pending;
             }
             Deployed::Backout => {
-                if let Some(b) = s.progress.backout.as_mut() {
+                if let Some(b) = s.progress.verified.backout.as_mut() {
                     b.task_id = Some(task.task_id.clone());
                     b.devices = pending;
                 }
@@ -892,6 +892,7 @@ impl TemplateDeployment {
                 Deployed::Change => s.progress.devices.clone(),
                 Deployed::Backout => s
                     .progress
+                    .verified
                     .backout
                     .as_ref()
                     .map(|b| b.devices.clone())
@@ -943,7 +944,7 @@ impl TemplateDeployment {
         let checks = ctx
             .execute_activity(ChangeActivities::check_devices, input, options)
             .await?;
-        ctx.state_mut(|s| s.progress.checks.extend(checks.iter().cloned()));
+        ctx.state_mut(|s| s.progress.verified.checks.extend(checks.iter().cloned()));
         Ok(checks)
     }
 
@@ -1142,7 +1143,7 @@ fn record_snapshot(
     ctx.state_mut(|s| {
         let p = &mut s.progress;
         if let Deployed::Backout = which {
-            if let Some(b) = p.backout.as_mut() {
+            if let Some(b) = p.verified.backout.as_mut() {
                 b.deployment_id = snapshot.deployment_id.clone().or(b.deployment_id.take());
                 b.devices = snapshot.devices.clone();
                 let done = b.devices.iter().filter(|d| d.is_final()).count();
@@ -1209,9 +1210,7 @@ fn result(
         deployment_id: s.progress.deployment_id.clone(),
         devices: s.progress.devices.clone(),
         failure_reason,
-        checks: s.progress.checks.clone(),
-        backout: s.progress.backout.clone(),
-        needs_attention: s.progress.needs_attention.clone(),
+        verified: s.progress.verified.clone(),
     })
 }
 

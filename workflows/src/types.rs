@@ -400,7 +400,16 @@ pub struct ChangeProgress {
     /// The change holding a device it waits for, while it is `waiting_for_device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<crate::device_lock::LockHolder>,
-    /// The device checks so far (pre-change, post-change, post-back-out), with verdicts.
+    /// Its device checks and back-out so far.
+    #[serde(flatten)]
+    pub verified: Verified,
+}
+
+/// What a change's device checks and back-out came to: in its progress, its result and the
+/// deploy tool's result alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+pub struct Verified {
+    /// The device checks (pre-change, post-change, post-back-out), with verdicts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<DeviceCheck>,
     /// The back-out, once one started.
@@ -483,15 +492,9 @@ pub struct ChangeResult {
     /// Why the change failed, was rejected or was canceled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
-    /// Its device checks, with verdicts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<DeviceCheck>,
-    /// Its back-out, if it was backed out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backout: Option<BackoutProgress>,
-    /// Devices a failed back-out left needing hands.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub needs_attention: Vec<String>,
+    /// Its device checks and back-out.
+    #[serde(flatten)]
+    pub verified: Verified,
 }
 
 /// Which operation, with its arguments.
