@@ -190,6 +190,8 @@ pub struct AuditStore {
     pool: AnyPool,
     /// Serialises appends from this process; other processes are handled by retrying.
     append_lock: Mutex<()>,
+    /// Policy revisions this process knows are stored.
+    kept_revisions: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AuditStore {
@@ -232,6 +234,7 @@ impl AuditStore {
         Ok(Self {
             pool,
             append_lock: Mutex::new(()),
+            kept_revisions: Default::default(),
         })
     }
 
@@ -279,6 +282,62 @@ impl AuditStore {
             ),
         };
         self.append_with(entry, Some(history)).await
+    }
+
+    /// Whether this process has already kept this policy revision's text (or it is empty).
+    pub fn kept_policy_revision(&self, revision: &str) -> bool {
+        revision.is_empty()
+            || self
+                .kept_revisions
+                .lock()
+                .expect("revisions")
+                .contains(revision)
+    }
+
+    /// Keeps the text of a policy revision (once; idempotent across processes), so the rules
+    /// behind every recorded decision stay readable after the policy changes.
+    pub async fn keep_policy_revision(
+        &self,
+        revision: &str,
+        files: &[(String, String)],
+    ) -> Result<(), AuditError> {
+        if self.kept_policy_revision(revision) {
+            return Ok(());
+        }
+        let sources: serde_json::Map<String, serde_json::Value> = files
+            .iter()
+            .map(|(name, text)| (name.clone(), serde_json::Value::String(text.clone())))
+            .collect();
+        sqlx::query(
+            "INSERT INTO policy_revisions (revision, sources, first_seen) VALUES ($1, $2, $3) \
+             ON CONFLICT (revision) DO NOTHING",
+        )
+        .bind(revision)
+        .bind(serde_json::Value::Object(sources).to_string())
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        self.kept_revisions
+            .lock()
+            .expect("revisions")
+            .insert(revision.to_string());
+        Ok(())
+    }
+
+    /// The files (name → text) of a policy revision, if it was kept.
+    pub async fn policy_revision(
+        &self,
+        revision: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, AuditError> {
+        let row = sqlx::query("SELECT sources FROM policy_revisions WHERE revision = $1")
+            .bind(revision)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get(0)?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| AuditError::Corrupt(format!("policy revision {revision}: {e}")))
     }
 
     /// Whether this run of a workflow is archived.

@@ -81,6 +81,8 @@ pub enum PolicyError {
 struct Loaded {
     engine: regorus::Engine,
     revision: String,
+    /// The files of this revision: (name, text).
+    files: Vec<(String, String)>,
 }
 
 /// The loaded policy set; cheap to share behind an `Arc`.
@@ -110,6 +112,13 @@ impl PolicyEngine {
     /// The revision currently deciding.
     pub fn revision(&self) -> String {
         self.current().lock().expect("policy lock").revision.clone()
+    }
+
+    /// The revision currently deciding and its files' texts, (name, text) in name order.
+    pub fn sources(&self) -> (String, Vec<(String, String)>) {
+        let current = self.current();
+        let loaded = current.lock().expect("policy lock");
+        (loaded.revision.clone(), loaded.files.clone())
     }
 
     fn current(&self) -> Arc<Mutex<Loaded>> {
@@ -303,5 +312,6 @@ fn compile(dir: &Path, limit: Duration) -> Result<Loaded, PolicyError> {
     Ok(Loaded {
         engine,
         revision: revision_of(&files),
+        files,
     })
 }

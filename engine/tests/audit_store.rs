@@ -292,7 +292,8 @@ async fn run_concurrency(db: &Database) {
 }
 
 /// Archiving a history: once per run (a second archive of the same run changes nothing), with
-/// an audit record carrying its hash; read back intact; an altered archive is refused.
+/// an audit record carrying its hash; read back intact; an altered archive is refused. Policy
+/// revisions' texts are kept once.
 async fn run_archive(db: &Database) {
     use changeflow_engine::audit::ArchivedHistory;
     let store = AuditStore::open(&db.url).await.unwrap();
@@ -332,7 +333,18 @@ async fn run_archive(db: &Database) {
     let err = store.archived("change-1").await.unwrap_err().to_string();
     assert!(err.contains("does not match its SHA-256"), "{err}");
     pool.close().await;
-    drop(store);
+    // Policy revisions: kept once, read back; another process's copy is left alone.
+    let files = vec![("authz.rego".to_string(), "package x".to_string())];
+    store.keep_policy_revision("rev-1", &files).await.unwrap();
+    let other = AuditStore::open(&db.url).await.unwrap();
+    other
+        .keep_policy_revision("rev-1", &[("authz.rego".into(), "changed".into())])
+        .await
+        .unwrap();
+    let kept = store.policy_revision("rev-1").await.unwrap().unwrap();
+    assert_eq!(kept["authz.rego"], "package x");
+    assert_eq!(store.policy_revision("rev-2").await.unwrap(), None);
+    drop((store, other));
     db.drop_database().await;
 }
 

@@ -301,6 +301,16 @@ impl FrontDoor {
                 .unwrap_or_default()
                 .to_string(),
         };
+        // The rules behind the decision stay readable: the revision's text is kept once.
+        if !self.audit.kept_policy_revision(decision.2) {
+            let (current, files) = self.policy.sources();
+            if current == decision.2
+                && let Err(e) = self.audit.keep_policy_revision(&current, &files).await
+            {
+                tracing::error!(error = %e, "audit store unavailable");
+                return Err(AuditUnavailable);
+            }
+        }
         let appended = {
             use tracing::Instrument as _;
             let span = tracing::info_span!("audit append", changeflow.outcome = outcome);

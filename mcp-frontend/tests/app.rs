@@ -345,6 +345,18 @@ async fn a_policy_denial_is_audited_and_starts_nothing() {
     assert_eq!(records[0].entry.decision, "deny");
     assert_eq!(records[0].entry.outcome, "denied");
     assert!(f.workflows.starts().is_empty());
+    // The rules behind the decision stay readable under the revision the record names.
+    let kept = f
+        .audit
+        .policy_revision(&records[0].entry.policy_revision)
+        .await
+        .unwrap()
+        .expect("the deciding revision's text is kept");
+    assert!(
+        kept["authz.rego"].contains("package changeflow.authz"),
+        "{kept:?}"
+    );
+    assert!(kept.contains_key("governance.rego"), "{kept:?}");
 }
 
 #[tokio::test]
