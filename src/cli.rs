@@ -217,8 +217,8 @@ pub(crate) struct ReplayArgs {
     /// The change (its workflow id) whose history to fetch from Temporal (--temporal-address,
     /// or the running `changeflow dev` of --data-dir), or else from the audit store's archive.
     pub(crate) change_id: Option<String>,
-    /// Replay a history file instead: protobuf (History), or JSON as `temporal workflow show
-    /// --output json` or the Temporal Web UI's download writes it.
+    /// Replay a history file instead: protobuf (History), proto-JSON as `temporal workflow
+    /// show --output json` writes it, or the Rust SDK's history JSON.
     #[arg(long)]
     pub(crate) file: Option<PathBuf>,
     /// Also write the history, as proto-JSON, to this file.
