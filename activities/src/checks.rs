@@ -3,7 +3,7 @@
 //! a content-addressed `SnapshotStore` outside workflow history, and the verification rules
 //! (`changeflow_workflows::verification::Rule`) evaluated against them.
 
-use crate::catalyst::{CatalystClient, CommandOutput, CommandStatus, DeviceOutputs};
+use crate::catalyst::{CatalystClient, CommandStatus, DeviceOutputs};
 use crate::http::DownstreamError;
 use changeflow_workflows::verification::{INTERFACES, RUNNING_CONFIG, Rule, RuleFailure};
 use changeflow_workflows::{CheckPhase, DeviceRef};
@@ -315,34 +315,33 @@ fn check(rule: &Rule, now: &Snapshot, expected: &Expectations) -> Result<(), Rul
     }
 }
 
-/// A snapshot of `device` from Command Runner's answers.
-pub fn snapshot(
-    change_id: &str,
-    phase: CheckPhase,
-    device: &str,
-    captured_at: String,
-    outputs: DeviceOutputs,
-) -> Snapshot {
-    Snapshot {
-        change_id: change_id.to_string(),
-        phase,
-        device: device.to_string(),
-        captured_at,
-        outputs,
-    }
-}
-
-/// An output as Command Runner would file it (tests and callers building snapshots by hand).
-pub fn answered(text: &str) -> CommandOutput {
-    CommandOutput {
-        status: CommandStatus::Success,
-        text: text.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalyst::CommandOutput;
+
+    fn answered(text: &str) -> CommandOutput {
+        CommandOutput {
+            status: CommandStatus::Success,
+            text: text.to_string(),
+        }
+    }
+
+    fn snapshot(
+        change_id: &str,
+        phase: CheckPhase,
+        device: &str,
+        captured_at: String,
+        outputs: DeviceOutputs,
+    ) -> Snapshot {
+        Snapshot {
+            change_id: change_id.to_string(),
+            phase,
+            device: device.to_string(),
+            captured_at,
+            outputs,
+        }
+    }
 
     const INTERFACES_UP: &str = "Port         Name               Status       Vlan       Duplex  Speed Type\nGi1/0/1      uplink             connected    trunk      a-full a-1000 10/100/1000BaseTX\nGi1/0/2      peer               connected    trunk      a-full a-1000 10/100/1000BaseTX\nGi1/0/3                         notconnect   1            auto   auto 10/100/1000BaseTX\n";
 

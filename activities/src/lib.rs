@@ -232,13 +232,13 @@ impl DownstreamActivities {
             .unwrap_or_default();
         let mut verdicts = Vec::new();
         for device in &check.devices {
-            let snapshot = checks::snapshot(
-                &check.change_id,
-                check.phase,
-                &device.hostname,
-                captured_at.clone(),
-                outputs.remove(&device.hostname).unwrap_or_default(),
-            );
+            let snapshot = checks::Snapshot {
+                change_id: check.change_id.clone(),
+                phase: check.phase,
+                device: device.hostname.clone(),
+                captured_at: captured_at.clone(),
+                outputs: outputs.remove(&device.hostname).unwrap_or_default(),
+            };
             let reference = self.snapshots.put(&snapshot)?;
             let baseline = match check.baseline.get(&device.hostname) {
                 Some(reference) => Some(self.snapshots.get(reference)?),

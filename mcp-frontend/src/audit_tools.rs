@@ -72,13 +72,8 @@ impl Arguments for SearchAudit {
             return Err(format!("offset must be at most {MAX_OFFSET}"));
         }
         for (field, bound) in [("since", &self.since), ("until", &self.until)] {
-            if let Some(text) = bound
-                && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                    .is_err()
-            {
-                return Err(format!(
-                    "{field} must be an RFC 3339 time, e.g. 2026-11-26T08:00:00Z"
-                ));
+            if let Some(text) = bound {
+                crate::changes::rfc3339_bound(field, text)?;
             }
         }
         Ok(())

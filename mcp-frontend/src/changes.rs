@@ -584,7 +584,7 @@ fn default_limit() -> u32 {
 }
 
 /// An RFC 3339 time in the one form visibility queries get.
-fn rfc3339_bound(field: &str, text: &str) -> Result<String, String> {
+pub(crate) fn rfc3339_bound(field: &str, text: &str) -> Result<String, String> {
     let rfc3339 = &time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::parse(text, rfc3339)
         .ok()
