@@ -36,6 +36,8 @@ pub struct TaskState {
     pub is_error: bool,
     pub failure_reason: Option<String>,
     pub deployment_id: Option<String>,
+    /// The task's `progress` text (a Command Runner task's names its file).
+    pub progress: String,
 }
 
 fn text(value: &Value, field: &str) -> String {
@@ -308,6 +310,7 @@ impl CatalystClient {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             deployment_id: DEPLOYMENT_ID.captures(progress).map(|c| c[1].to_string()),
+            progress: progress.to_string(),
         })
     }
 
@@ -394,24 +397,18 @@ impl CatalystClient {
             .to_string();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(COMMAND_TIMEOUT_SECS + 30);
         let file_id = loop {
-            let body = self
-                .get(&format!("/dna/intent/api/v1/task/{task_id}"), &[])
-                .await?;
-            let task = &body["response"];
-            if task["isError"].as_bool() == Some(true) {
+            let task = self.task(&task_id).await?;
+            if task.is_error {
                 return Err(DownstreamError::Unavailable {
                     system: SYSTEM,
                     status: 200,
                     message: format!(
                         "Command Runner task failed: {}",
-                        task["failureReason"].as_str().unwrap_or("no reason given")
+                        task.failure_reason.as_deref().unwrap_or("no reason given")
                     ),
                 });
             }
-            let progress: Value = task["progress"]
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(Value::Null);
+            let progress: Value = serde_json::from_str(&task.progress).unwrap_or(Value::Null);
             if let Some(file) = progress["fileId"].as_str() {
                 break file.to_string();
             }
