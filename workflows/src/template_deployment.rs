@@ -147,8 +147,7 @@ impl TemplateDeployment {
         };
         // Not cancellable: a ticket opened while a cancellation raced it must be known to be
         // closed. A cancellation then takes effect at the next step, which closes it.
-        let mut open_options = call_options("open ticket");
-        open_options.cancellation_token = Some(WorkflowCancellationToken::new());
+        let open_options = detach(call_options("open ticket"), true);
         let ticket = match ctx
             .execute_activity(
                 ChangeActivities::open_change_ticket,
@@ -860,8 +859,7 @@ impl TemplateDeployment {
         let pending = pending(&submit.devices);
         // Not cancellable: a deployment submitted while a cancellation raced it must be known,
         // so that it can be followed and backed out.
-        let mut options = call_options(which.summary());
-        options.cancellation_token = Some(WorkflowCancellationToken::new());
+        let options = detach(call_options(which.summary()), true);
         let task = ctx
             .execute_activity(ChangeActivities::submit_deployment, submit, options)
             .await?;
@@ -902,10 +900,7 @@ impl TemplateDeployment {
                 task_id: task_id.clone(),
                 known,
             };
-            let mut options = await_options();
-            if detached {
-                options.cancellation_token = Some(WorkflowCancellationToken::new());
-            }
+            let options = detach(await_options(), detached);
             let snapshot = ctx
                 .execute_activity(ChangeActivities::await_deployment, wait, options)
                 .await?;
@@ -937,10 +932,7 @@ impl TemplateDeployment {
             parameters: validated.parameters.clone(),
             baseline,
         };
-        let mut options = call_options(&format!("{} check", phase.as_str()));
-        if detached {
-            options.cancellation_token = Some(WorkflowCancellationToken::new());
-        }
+        let options = detach(call_options(&format!("{} check", phase.as_str())), detached);
         let checks = ctx
             .execute_activity(ChangeActivities::check_devices, input, options)
             .await?;
@@ -1072,8 +1064,7 @@ impl TemplateDeployment {
             started_at: ctx.state(|s| s.started_at),
         };
         // Detached from workflow cancellation: closing the ticket is the cleanup itself.
-        let mut options = call_options("close ticket");
-        options.cancellation_token = Some(WorkflowCancellationToken::new());
+        let options = detach(call_options("close ticket"), true);
         ctx.execute_activity(ChangeActivities::close_change_ticket, close, options)
             .await?;
         Ok(())
@@ -1263,6 +1254,15 @@ fn retry_policy() -> RetryPolicy {
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(30))
         .build()
+}
+
+/// With `detached`, the activity is not cancelled when the workflow is (cleanup, and steps
+/// whose effect must be known).
+fn detach(mut options: ActivityOptions, detached: bool) -> ActivityOptions {
+    if detached {
+        options.cancellation_token = Some(WorkflowCancellationToken::new());
+    }
+    options
 }
 
 /// Ordinary calls: retried with backoff for up to ten minutes; non-retryable errors stop at once.
