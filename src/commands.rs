@@ -253,9 +253,25 @@ pub(crate) async fn watch(
 
 /// The development stack's Temporal Web UI, when one is running.
 fn web_ui_of(g: &GlobalArgs) -> Option<String> {
-    let text = std::fs::read_to_string(g.data_dir.join("endpoints.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value["temporal_ui"].as_str().map(str::to_string)
+    let (_, endpoints) = running_stack(g).ok()?;
+    endpoints["temporal_ui"].as_str().map(str::to_string)
+}
+
+/// The running development stack's `endpoints.json` in the data directory: its path and
+/// contents.
+pub(crate) fn running_stack(
+    g: &GlobalArgs,
+) -> anyhow::Result<(std::path::PathBuf, serde_json::Value)> {
+    let path = g.data_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no development stack is running with data dir {}: start `changeflow dev` first",
+            g.data_dir.display()
+        )
+    })?;
+    let endpoints =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok((path, endpoints))
 }
 
 /// A change's history from Temporal.
@@ -274,18 +290,11 @@ fn temporal_address_of(g: &GlobalArgs) -> anyhow::Result<String> {
     if let Some(address) = &g.temporal_address {
         return Ok(address.clone());
     }
-    let endpoints = g.data_dir.join("endpoints.json");
-    let text = std::fs::read_to_string(&endpoints).with_context(|| {
-        format!(
-            "no --temporal-address and no running `changeflow dev` ({} is missing)",
-            endpoints.display()
-        )
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text)?;
-    value["temporal"]
+    let (path, endpoints) = running_stack(g).context("no --temporal-address")?;
+    endpoints["temporal"]
         .as_str()
         .map(str::to_string)
-        .with_context(|| format!("{} names no temporal address", endpoints.display()))
+        .with_context(|| format!("{} names no temporal address", path.display()))
 }
 
 pub(crate) fn policy(args: PolicyArgs) -> anyhow::Result<std::process::ExitCode> {

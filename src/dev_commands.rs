@@ -293,15 +293,7 @@ pub(crate) async fn simulate(g: &GlobalArgs, args: SimulateArgs) -> anyhow::Resu
 }
 
 pub(crate) async fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
-    let path = g.data_dir.join("endpoints.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "no development stack is running with data dir {}: start `changeflow dev` first",
-            g.data_dir.display()
-        )
-    })?;
-    let endpoints: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let (path, endpoints) = crate::commands::running_stack(g)?;
     let field = |name: &str| {
         endpoints[name]
             .as_str()
