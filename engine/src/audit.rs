@@ -16,7 +16,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 const APPEND_ATTEMPTS: u32 = 10;
 
 /// What an audit record says, before it is placed in the chain.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// The verified caller (OIDC subject).
     pub subject: String,
@@ -42,7 +42,7 @@ pub struct AuditEntry {
 }
 
 /// A record as stored: the entry, its place in the chain, and the chain hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     pub recorded_at: String,

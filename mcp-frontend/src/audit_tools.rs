@@ -91,56 +91,10 @@ impl Arguments for VerifyAuditChain {
     }
 }
 
-/// One audit record, with its place in the hash chain.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct AuditRecordView {
-    pub seq: i64,
-    /// RFC 3339
-    pub recorded_at: String,
-    pub subject: String,
-    pub client: String,
-    pub server: String,
-    pub tool: String,
-    /// SHA-256 of the canonical arguments (of the history, for archive records)
-    pub arguments_hash: String,
-    pub decision: String,
-    pub reason: String,
-    pub policy_revision: String,
-    pub workflow_id: String,
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub note: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-impl From<AuditRecord> for AuditRecordView {
-    fn from(r: AuditRecord) -> Self {
-        let e = r.entry;
-        AuditRecordView {
-            seq: r.seq,
-            recorded_at: r.recorded_at,
-            subject: e.subject,
-            client: e.client,
-            server: e.server,
-            tool: e.tool,
-            arguments_hash: e.arguments_hash,
-            decision: e.decision,
-            reason: e.reason,
-            policy_revision: e.policy_revision,
-            workflow_id: e.workflow_id,
-            outcome: e.outcome,
-            note: e.note,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-        }
-    }
-}
-
 /// Result of `search_audit`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct AuditPage {
-    pub records: Vec<AuditRecordView>,
+    pub records: Vec<AuditRecord>,
     /// The `offset` of the next page, when there may be one
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<u32>,
@@ -194,6 +148,6 @@ pub async fn search(audit: &AuditStore, args: &SearchAudit) -> Result<AuditPage,
     let full = records.len() == args.limit as usize;
     Ok(AuditPage {
         next_offset: full.then(|| args.offset + args.limit),
-        records: records.into_iter().map(AuditRecordView::from).collect(),
+        records,
     })
 }
