@@ -136,7 +136,7 @@ async fn approvals_follow_the_contract_through_pysnc() {
                 ("PEOPLE_PASSWORD", &creds.servicenow_people_password),
                 ("CA_FILE", ca.to_str().unwrap()),
             ],
-            8,
+            9,
         )
     })
     .await

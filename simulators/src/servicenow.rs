@@ -55,6 +55,8 @@ pub struct JournalEntry {
     pub field: String,
     pub author: String,
     pub value: String,
+    /// "YYYY-MM-DD HH:MM:SS" UTC.
+    pub created_on: String,
 }
 
 /// One stored record: its string fields and its journal.
@@ -551,8 +553,9 @@ fn base_url(headers: &HeaderMap, tls: bool) -> String {
 /// Which tables exist, and whether they take writes.
 fn check_table(table: &str, write: bool) -> Result<(), Response> {
     match (table, write) {
-        ("change_request" | "sysapproval_approver", _) | ("sys_user", false) => Ok(()),
-        ("sys_user", true) => Err(error(
+        ("change_request" | "sysapproval_approver", _)
+        | ("sys_user" | "sys_journal_field", false) => Ok(()),
+        ("sys_user" | "sys_journal_field", true) => Err(error(
             StatusCode::FORBIDDEN,
             "Operation Failed",
             Some("ACL Exception Insert Failed due to security constraints"),
@@ -563,6 +566,46 @@ fn check_table(table: &str, write: bool) -> Result<(), Response> {
             Some(&format!("Invalid table {table}")),
         )),
     }
+}
+
+/// `sys_journal_field`, read-only: one record per journal entry (work note or comment) of a
+/// change request or an approval record, as ServiceNow keeps them: `element_id` (the record's
+/// sys_id), `element` (the field), `name` (the table), `value`, `sys_created_on`,
+/// `sys_created_by`.
+fn journal_records(tables: &Tables) -> BTreeMap<String, Record> {
+    let mut journal = BTreeMap::new();
+    let sources = [
+        ("change_request", &tables.change_request),
+        ("sysapproval_approver", &tables.sysapproval_approver),
+    ];
+    for (table_name, records) in sources {
+        for (sys_id, record) in records {
+            for (index, entry) in record.journal.iter().enumerate() {
+                let id = format!("{}{index:08x}", &sys_id[..sys_id.len().min(24)]);
+                let fields = [
+                    ("sys_id", id.as_str()),
+                    ("element_id", sys_id.as_str()),
+                    ("element", entry.field.as_str()),
+                    ("name", table_name),
+                    ("value", entry.value.as_str()),
+                    ("sys_created_on", entry.created_on.as_str()),
+                    ("sys_created_by", entry.author.as_str()),
+                ];
+                let fields = fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                journal.insert(
+                    id.clone(),
+                    Record {
+                        fields,
+                        journal: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    journal
 }
 
 fn table<'a>(tables: &'a mut Tables, name: &str) -> &'a mut BTreeMap<String, Record> {
@@ -606,7 +649,13 @@ async fn list_records(State(sn): State<Arc<ServiceNow>>, read: TableRequest) -> 
     };
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
-    let records = table(&mut tables, &table_name);
+    let journal;
+    let records: &BTreeMap<String, Record> = if table_name == "sys_journal_field" {
+        journal = journal_records(&tables);
+        &journal
+    } else {
+        table(&mut tables, &table_name)
+    };
     let mut matching: Vec<&Record> = records.values().filter(|r| query.matches(r)).collect();
     query.sort(&mut matching);
     let total = matching.len();
@@ -667,7 +716,14 @@ fn pagination_links(
 async fn get_record(State(sn): State<Arc<ServiceNow>>, read: TableRequest) -> Response {
     let mut tables = sn.tables.lock().expect("tables");
     let users = tables.sys_user.clone();
-    let Some(record) = table(&mut tables, &read.table).get(&read.sys_id) else {
+    let journal;
+    let records: &BTreeMap<String, Record> = if read.table == "sys_journal_field" {
+        journal = journal_records(&tables);
+        &journal
+    } else {
+        table(&mut tables, &read.table)
+    };
+    let Some(record) = records.get(&read.sys_id) else {
         return not_found();
     };
     let renderer = read.params.renderer(read.base_url, &users);
@@ -762,6 +818,7 @@ fn apply_fields(
                     field: name,
                     author: author.to_string(),
                     value,
+                    created_on: now_text(),
                 });
             }
             continue;

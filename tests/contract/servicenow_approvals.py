@@ -6,7 +6,7 @@ PEOPLE_PASSWORD (every seeded person's) and CA_FILE set.
 import os
 
 from pysnc import ServiceNowClient
-from pysnc.exceptions import RoleException, UpdateException
+from pysnc.exceptions import InsertException, RoleException, UpdateException
 
 url = os.environ["SERVICENOW_URL"]
 ca = os.environ["CA_FILE"]
@@ -97,6 +97,25 @@ assert change(integration, normal).get_value("approval") == "approved"
 move(integration, normal, "-2")
 assert change(integration, normal).get_value("state") == "-2"
 print("ok: the approver approves, the rollup is approved, Scheduled follows")
+
+journal = integration.GlideRecord("sys_journal_field")
+journal.add_query("element_id", carols)
+journal.query()
+entries = []
+while journal.next():
+    entries.append((journal.get_value("element"), journal.get_value("name"),
+                    journal.get_value("value"), journal.get_value("sys_created_by")))
+assert entries == [("comments", "sysapproval_approver", "looks good", "carol")], entries
+try:
+    note = integration.GlideRecord("sys_journal_field")
+    note.initialize()
+    note.element_id = carols
+    note.value = "forged"
+    note.insert()
+    raise AssertionError("a journal entry was written directly")
+except (InsertException, RoleException, UpdateException):
+    pass
+print("ok: sys_journal_field keeps the approver's comment, with its author, and is read-only")
 
 own = open_change("carol")
 move(integration, own, "-4")
