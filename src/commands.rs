@@ -46,6 +46,8 @@ pub(crate) fn credential_provider(
         settings.mount = args.vault_mount.clone();
         settings.servicenow_path = args.vault_servicenow_path.clone();
         settings.catalyst_path = args.vault_catalyst_path.clone();
+        settings.transit_mount = args.vault_transit_mount.clone();
+        settings.evidence_key = args.evidence_key.clone();
         settings.cache_ttl = Duration::from_secs(args.vault_cache_seconds);
         return Ok(Arc::new(VaultCredentials::new(settings)?));
     }
@@ -151,11 +153,8 @@ pub(crate) async fn audit(
     g: &GlobalArgs,
     args: AuditArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use changeflow_engine::audit::{AuditFilter, AuditStore};
-    let store = match &args.database_url {
-        Some(url) => AuditStore::open(url).await?,
-        None => AuditStore::open_in(&g.data_dir).await?,
-    };
+    use changeflow_engine::audit::AuditFilter;
+    let store = open_audit(g, args.database_url.as_deref()).await?;
     match args.command {
         AuditCommand::Verify => {
             let report = store.verify().await?;
@@ -197,10 +196,7 @@ pub(crate) async fn replay(
         (None, Some(id)) => match from_temporal(g, id).await {
             Ok(history) => history,
             Err(unavailable) => {
-                let audit = match &args.audit_database_url {
-                    Some(url) => changeflow_engine::audit::AuditStore::open(url).await?,
-                    None => changeflow_engine::audit::AuditStore::open_in(&g.data_dir).await?,
-                };
+                let audit = open_audit(g, args.audit_database_url.as_deref()).await?;
                 let archived = audit.archived(id).await?.with_context(|| {
                     format!("{unavailable:#}; and the audit store has no archived history of {id}")
                 })?;
@@ -274,6 +270,17 @@ pub(crate) fn running_stack(
     Ok((path, endpoints))
 }
 
+/// The audit store named on the command line, or the data directory's.
+pub(crate) async fn open_audit(
+    g: &GlobalArgs,
+    url: Option<&str>,
+) -> anyhow::Result<changeflow_engine::audit::AuditStore> {
+    Ok(match url {
+        Some(url) => changeflow_engine::audit::AuditStore::open(url).await?,
+        None => changeflow_engine::audit::AuditStore::open_in(&g.data_dir).await?,
+    })
+}
+
 /// A change's history from Temporal.
 async fn from_temporal(
     g: &GlobalArgs,
@@ -282,11 +289,11 @@ async fn from_temporal(
     let address = temporal_address_of(g)?;
     let client =
         changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-replay").await?;
-    changeflow::replay::fetch(&client, id).await
+    Ok(changeflow_mcp_frontend::changes::fetch_history(&client, id).await?)
 }
 
 /// Temporal's address: --temporal-address, else the running development stack's.
-fn temporal_address_of(g: &GlobalArgs) -> anyhow::Result<String> {
+pub(crate) fn temporal_address_of(g: &GlobalArgs) -> anyhow::Result<String> {
     if let Some(address) = &g.temporal_address {
         return Ok(address.clone());
     }
@@ -353,6 +360,9 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         approval_poll_secs: args.approval_poll_secs,
         archive_every: std::time::Duration::from_secs(args.archive_interval_secs),
         archive_reads: args.archive_reads,
+        snapshot_dir: args
+            .snapshot_dir
+            .unwrap_or_else(|| g.data_dir.join("snapshots")),
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

@@ -59,6 +59,8 @@ pub struct FrontDoorOptions {
     /// reads are archived too (writes and changes always are).
     pub archive_every: Duration,
     pub archive_reads: bool,
+    /// The workers' snapshot directory, for evidence bundles.
+    pub snapshot_dir: PathBuf,
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -196,6 +198,10 @@ pub async fn start(
         idempotency_window: options.idempotency_window,
         approval_poll_secs: options.approval_poll_secs,
         verification,
+        evidence: changeflow_mcp_frontend::evidence::EvidenceSources {
+            histories: Some(Arc::new(crate::replay::BinaryHistories)),
+            snapshot_dir: Some(options.snapshot_dir),
+        },
     });
     Ok(serve(
         listener,
@@ -280,6 +286,7 @@ pub async fn start_conformance_profile(
         idempotency_window: changeflow_mcp_frontend::invoke::DEFAULT_IDEMPOTENCY_WINDOW,
         approval_poll_secs: changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS,
         verification: Default::default(),
+        evidence: Default::default(),
     });
     Ok(serve(listener, front, url, Background(vec![policy_watch])))
 }

@@ -6,12 +6,14 @@ mod commands;
 mod config;
 #[cfg(feature = "dev")]
 mod dev_commands;
+mod evidence_commands;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command, LogFormat};
 use commands::*;
 #[cfg(feature = "dev")]
 use dev_commands::*;
+use evidence_commands::evidence;
 
 fn main() -> std::process::ExitCode {
     let (argv, loaded) = match config::apply(&Cli::command(), std::env::args_os().collect()) {
@@ -86,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(args) => audit(&g, args).await,
         Command::Policy(args) => policy(args),
         Command::Replay(args) => replay(&g, args).await,
+        Command::Evidence(args) => evidence(&g, args).await,
         Command::Watch(args) => watch(&g, args).await,
         Command::Serve(args) => success(serve(&g, args).await),
         #[cfg(feature = "dev")]

@@ -235,13 +235,52 @@ fn event_names(event: &HistoryEvent) -> Vec<String> {
     }
 }
 
-/// A change's history as Temporal has it.
-pub async fn fetch(client: &temporalio_client::Client, id: &str) -> anyhow::Result<History> {
-    let handle = client.get_workflow_handle::<changeflow_workflows::TemplateDeployment>(id);
-    let events = handle
-        .fetch_history(Default::default())
-        .into_events()
-        .await
-        .with_context(|| format!("fetching the history of {id} from Temporal"))?;
-    Ok(History { events })
+/// This binary's history tools for evidence bundles: proto-JSON both ways, and replay on a
+/// thread of its own (the replay worker is not `Send`, and a request handler must be).
+pub struct BinaryHistories;
+
+#[async_trait::async_trait]
+impl changeflow_mcp_frontend::evidence::Histories for BinaryHistories {
+    fn to_proto_json(&self, history: &[u8]) -> Result<Vec<u8>, String> {
+        let history = History::decode(history).map_err(|e| e.to_string())?;
+        to_proto_json(&history).map_err(|e| format!("{e:#}"))
+    }
+
+    fn to_protobuf(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        decode(bytes)
+            .map(|h| h.encode_to_vec())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    async fn replay(
+        &self,
+        history: Vec<u8>,
+    ) -> Result<changeflow_mcp_frontend::evidence::ReplayVerdict, String> {
+        let history = History::decode(history.as_slice()).map_err(|e| e.to_string())?;
+        let (send, receive) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let verdict = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| {
+                    tokio::task::LocalSet::new()
+                        .block_on(&runtime, replay(history))
+                        .map_err(|e| format!("{e:#}"))
+                });
+            let _ = send.send(verdict);
+        });
+        let verdict = receive
+            .await
+            .map_err(|_| "the replay thread died".to_string())??;
+        Ok(changeflow_mcp_frontend::evidence::ReplayVerdict {
+            deterministic: matches!(verdict, Verdict::Deterministic { .. }),
+            events: match &verdict {
+                Verdict::Deterministic { events } | Verdict::Nondeterministic { events, .. } => {
+                    *events
+                }
+            },
+            verdict: verdict.to_string(),
+        })
+    }
 }

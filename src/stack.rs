@@ -124,6 +124,7 @@ impl Stack {
                 approval_poll_secs: 5,
                 archive_every: Duration::from_secs(2),
                 archive_reads: false,
+                snapshot_dir: options.data_dir.join("snapshots"),
             },
             "127.0.0.1:0",
             None,
@@ -216,8 +217,9 @@ impl Stack {
     }
 }
 
-/// Writes the simulators' credentials where the worker reads them and returns an AppRole
-/// (role id, secret id) allowed to read them.
+/// Writes the simulators' credentials where the worker reads them, creates the evidence
+/// signing key in Transit, and returns an AppRole (role id, secret id) allowed to read the
+/// credentials and sign with the key.
 async fn seed_vault(
     vault: &EmbeddedVault,
     dev: &DevCredentials,
@@ -252,5 +254,16 @@ async fn seed_vault(
         &catalyst,
     )
     .await?;
-    Ok(admin::provision_approle(&address, &root, "changeflow-worker", "changeflow/", "1h").await?)
+    use changeflow_credentials::vault::{DEFAULT_EVIDENCE_KEY, DEFAULT_TRANSIT_MOUNT};
+    admin::create_evidence_key(&address, &root, DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)
+        .await?;
+    Ok(admin::provision_approle(
+        &address,
+        &root,
+        "changeflow-worker",
+        "changeflow/",
+        Some((DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)),
+        "1h",
+    )
+    .await?)
 }

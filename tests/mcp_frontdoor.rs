@@ -69,6 +69,10 @@ async fn front_door_with(
         verification: Arc::new(
             changeflow::front_door::verification_catalog(std::path::Path::new("policy")).unwrap(),
         ),
+        evidence: changeflow_mcp_frontend::evidence::EvidenceSources {
+            histories: Some(Arc::new(changeflow::replay::BinaryHistories)),
+            snapshot_dir: Some(h.snapshot_dir()),
+        },
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {
@@ -231,7 +235,8 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "reject_change",
             "list_pending_approvals",
             "search_audit",
-            "verify_audit_chain"
+            "verify_audit_chain",
+            "get_change_evidence"
         ]
     );
     assert!(
@@ -1827,6 +1832,106 @@ async fn auditors_search_and_verify_the_audit_log_and_nothing_more() {
     let verdict = &verdict["structuredContent"];
     assert_eq!(verdict["intact"], true, "{verdict}");
     assert_eq!(verdict["head"].as_str().unwrap().len(), 64, "{verdict}");
+
+    // The change's evidence: built, but unsigned (this worker has no Vault), and saying so.
+    let (evidence, _) = call(
+        &mut erin,
+        "get_change_evidence",
+        json!({"change_id": change}),
+    )
+    .await;
+    let overview = &evidence["structuredContent"];
+    assert_eq!(overview["signed"], false, "{evidence}");
+    let manifest = &overview["manifest"];
+    assert_eq!(manifest["change_id"], change.as_str(), "{evidence}");
+    assert_eq!(manifest["exported_by"], "erin", "{evidence}");
+    assert_eq!(manifest["replay"]["deterministic"], true, "{evidence}");
+    assert!(
+        manifest["omissions"].as_array().unwrap().iter().any(|o| o
+            .as_str()
+            .unwrap()
+            .contains("evidence signing needs Vault's Transit")),
+        "{evidence}"
+    );
+    let paths: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "history/history.pb",
+        "history/history.json",
+        "audit/records.jsonl",
+        "audit/chain-segment.jsonl",
+        "servicenow/ticket.json",
+        "checks/verdicts.json",
+        "summary.md",
+    ] {
+        assert!(paths.contains(&expected), "{expected} in {paths:?}");
+    }
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("snapshots/sha256") || p.starts_with("snapshots/")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("policy/")),
+        "the deciding policy's text: {paths:?}"
+    );
+    let summary = overview["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("| Requested by | `alice` |") && summary.contains("**succeeded**"),
+        "{summary}"
+    );
+    // The bundle itself over REST, for erin only.
+    let download = door
+        .http
+        .get(format!(
+            "{}{}",
+            door.url,
+            overview["download"].as_str().unwrap()
+        ))
+        .bearer_auth(door.token("erin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-type"], "application/gzip");
+    let archive = download.bytes().await.unwrap();
+    let bundle_path = h.dir.0.join("rest-evidence.tar.gz");
+    std::fs::write(&bundle_path, &archive).unwrap();
+    let bundle = changeflow_mcp_frontend::evidence::Bundle::read(&bundle_path).unwrap();
+    let report = changeflow_mcp_frontend::evidence::verify(
+        &bundle,
+        None,
+        Some(&changeflow::replay::BinaryHistories),
+    )
+    .await;
+    assert!(report.problems.is_empty(), "{report:?}");
+    let refused = door
+        .http
+        .get(format!("{}/api/v1/changes/{change}/evidence", door.url))
+        .bearer_auth(door.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let (alice_evidence, _) = call(
+        &mut alice,
+        "get_change_evidence",
+        json!({"change_id": change}),
+    )
+    .await;
+    assert_eq!(alice_evidence["isError"], true, "{alice_evidence}");
+    let (unknown, _) = call(
+        &mut erin,
+        "get_change_evidence",
+        json!({"change_id": "change-that-never-was"}),
+    )
+    .await;
+    assert_eq!(unknown["isError"], true, "{unknown}");
 
     // Changes read-only; nothing else.
     let (mut erin_everywhere, _) = door.client("/mcp", &door.token("erin")).await;

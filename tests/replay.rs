@@ -195,11 +195,11 @@ async fn record_replay_fixtures() {
     changes::result(&h.client, &id).await.unwrap();
     write(
         "change-standard-succeeded",
-        replay::fetch(&h.client, &id).await.unwrap(),
+        changes::fetch_history(&h.client, &id).await.unwrap(),
     );
     write(
         "device-lock",
-        replay::fetch(&h.client, "device-lock-sj-access-01")
+        changes::fetch_history(&h.client, "device-lock-sj-access-01")
             .await
             .unwrap(),
     );
@@ -221,7 +221,7 @@ async fn record_replay_fixtures() {
     .unwrap();
     write(
         "operation-list-devices",
-        replay::fetch(&h.client, read).await.unwrap(),
+        changes::fetch_history(&h.client, read).await.unwrap(),
     );
 
     // A normal change approved through the update, and one rejected.
@@ -252,7 +252,7 @@ async fn record_replay_fixtures() {
         .await
         .unwrap();
         changes::result(&h.client, &id).await.unwrap();
-        write(name, replay::fetch(&h.client, &id).await.unwrap());
+        write(name, changes::fetch_history(&h.client, &id).await.unwrap());
     }
 
     // Canceled during its deployment (and backed out).
@@ -273,7 +273,7 @@ async fn record_replay_fixtures() {
     let _ = changes::result(&slow.client, &id).await;
     write(
         "change-canceled-backed-out",
-        replay::fetch(&slow.client, &id).await.unwrap(),
+        changes::fetch_history(&slow.client, &id).await.unwrap(),
     );
 
     // Failed and backed out; failed and its back-out failed.
@@ -303,7 +303,7 @@ async fn record_replay_fixtures() {
             .start_change(ntp_change(&["sj-access-01", "lon-access-01"]))
             .await;
         changes::result(&h.client, &id).await.unwrap();
-        write(name, replay::fetch(&h.client, &id).await.unwrap());
+        write(name, changes::fetch_history(&h.client, &id).await.unwrap());
     }
 }
 
@@ -408,5 +408,44 @@ async fn the_archive_outlives_temporal_data_loss() {
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // A fresh stack on the same data directory (a new, empty Temporal; fresh simulators):
+    // the change's evidence still comes out of the archive, signed, and verifies.
+    let _ = std::fs::remove_file(data.join("endpoints.json"));
+    let _dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev-again.log")).await;
+    let changeflow = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {said}");
+        said
+    };
+    let bundle = dir.0.join("after-loss.tar.gz");
+    let key = dir.0.join("key.pem");
+    let exported = changeflow(&["evidence", &change, "--output", bundle.to_str().unwrap()]);
+    assert!(
+        exported.contains("not included: ServiceNow ticket"),
+        "the simulators forgot the ticket, and the bundle says so: {exported}"
+    );
+    changeflow(&["evidence", "public-key", "--output", key.to_str().unwrap()]);
+    let verified = changeflow(&[
+        "evidence",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        verified.contains("the history matches its archive") && verified.contains("deterministic"),
+        "{verified}"
     );
 }

@@ -129,6 +129,7 @@ async fn approle_login_reads_only_what_its_policy_grants() {
         &root,
         "changeflow-worker",
         "changeflow/",
+        None,
         "1h",
     )
     .await
@@ -181,9 +182,16 @@ async fn approle_login_reads_only_what_its_policy_grants() {
 async fn short_lived_tokens_are_renewed_before_they_expire() {
     let f = seeded_vault().await;
     let root = f.vault.root_token().expose().to_string();
-    admin::provision_approle(&f.vault.address(), &root, "reader", "changeflow/", "1h")
-        .await
-        .unwrap();
+    admin::provision_approle(
+        &f.vault.address(),
+        &root,
+        "reader",
+        "changeflow/",
+        None,
+        "1h",
+    )
+    .await
+    .unwrap();
     let token = admin::create_token(&f.vault.address(), &root, &["reader"], "3s")
         .await
         .unwrap();
@@ -258,4 +266,68 @@ async fn a_secret_missing_a_field_names_the_field_not_the_values() {
         err,
         "credential store: secret changeflow/catalyst-center has no 'password' field"
     );
+}
+
+#[tokio::test]
+async fn the_evidence_key_signs_in_transit_only_for_a_role_granted_it() {
+    use base64::Engine as _;
+    use changeflow_credentials::vault::{DEFAULT_EVIDENCE_KEY, DEFAULT_TRANSIT_MOUNT};
+    let f = seeded_vault().await;
+    let root = f.vault.root_token().expose().to_string();
+    let address = f.vault.address();
+    admin::create_evidence_key(&address, &root, DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)
+        .await
+        .unwrap();
+    // A second start keeps the key.
+    admin::create_evidence_key(&address, &root, DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)
+        .await
+        .unwrap();
+    let approle = |role: &'static str, signing| {
+        let (address, root) = (address.clone(), root.clone());
+        async move {
+            let (role_id, secret_id) =
+                admin::provision_approle(&address, &root, role, "changeflow/", signing, "1h")
+                    .await
+                    .unwrap();
+            VaultCredentials::new(VaultSettings::new(
+                address,
+                VaultAuth::AppRole {
+                    mount: "approle".into(),
+                    role_id,
+                    secret_id,
+                },
+            ))
+            .unwrap()
+        }
+    };
+    let signer = approle(
+        "signer",
+        Some((DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)),
+    )
+    .await;
+    let message = [42u8; 32];
+    let signed = signer.sign_evidence(&message).await.unwrap();
+    assert_eq!(
+        (signed.key.as_str(), signed.version),
+        (DEFAULT_EVIDENCE_KEY, 1)
+    );
+    let key = signer.evidence_key(None).await.unwrap();
+    assert_eq!(key.version, 1);
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(&key.public_key)
+        .unwrap();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&signed.signature)
+        .unwrap();
+    let ed25519 =
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public);
+    ed25519.verify(&message, &signature).unwrap();
+    assert!(ed25519.verify(&[0u8; 32], &signature).is_err());
+    let missing = signer.evidence_key(Some(7)).await.unwrap_err();
+    assert!(missing.to_string().contains("no version 7"), "{missing}");
+
+    // A role that may only read credentials cannot sign, and it is not worth retrying.
+    let reader = approle("reader-only", None).await;
+    let refused = reader.sign_evidence(&message).await.unwrap_err();
+    assert!(matches!(refused, CredentialError::Refused(_)), "{refused}");
 }

@@ -42,6 +42,8 @@ pub struct DownstreamActivities {
     catalyst: CatalystClient,
     poll_interval: Duration,
     snapshots: checks::SnapshotStore,
+    /// Signs evidence with the key Vault keeps (`sign_evidence`).
+    signer: Arc<dyn CredentialProvider>,
 }
 
 /// Changes that ended, by `type` and `outcome` (counted when their ticket is closed).
@@ -82,8 +84,9 @@ impl DownstreamActivities {
                     http,
                     catalyst::authorize,
                 ),
-                credentials,
+                credentials.clone(),
             ),
+            signer: credentials,
             poll_interval: config.poll_interval,
             snapshots: checks::SnapshotStore::new(&config.snapshot_dir),
         })

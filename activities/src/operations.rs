@@ -36,6 +36,8 @@ fn change_request(record: &ChangeRecord) -> ChangeRequest {
         close_notes: text_of("close_notes"),
         opened_at: text_of("opened_at"),
         updated_at: text_of("sys_updated_on"),
+        journal: Vec::new(),
+        approvals: Vec::new(),
     }
 }
 
@@ -143,10 +145,42 @@ impl DownstreamActivities {
             }
             Operation::PreviewTemplate(args) => value(self.preview(args).await?),
             Operation::RunShowCommands(args) => value(self.show_commands(args).await?),
-            Operation::GetChangeRequest(args) => value(
-                self.describe_one(self.change_by_number(&args.number).await?)
-                    .await?,
-            ),
+            Operation::GetChangeRequest(args) => {
+                let record = self.change_by_number(&args.number).await?;
+                let sys_id = field(&record, "sys_id").to_string();
+                let mut described = self.describe_one(record).await?;
+                if args.details {
+                    described.journal = self.journal(&sys_id).await?;
+                    for approval in self.servicenow.approvals(&sys_id).await? {
+                        described.approvals.push(ApprovalRecord {
+                            comments: self.journal(&approval.sys_id).await?,
+                            approver: approval.approver,
+                            state: approval.state,
+                            created_at: approval.created_on,
+                            updated_at: approval.updated_on,
+                        });
+                    }
+                }
+                value(described)
+            }
+            Operation::SignEvidence(args) => {
+                let digest = hex::decode(&args.manifest_sha256)
+                    .map_err(|e| DownstreamError::Invalid(format!("manifest_sha256: {e}")))?;
+                let signed = self.signer.sign_evidence(&digest).await?;
+                value(EvidenceSignature {
+                    key: signed.key,
+                    key_version: signed.version,
+                    signature: signed.signature,
+                })
+            }
+            Operation::GetEvidenceKey(args) => {
+                let key = self.signer.evidence_key(args.version).await?;
+                value(EvidenceKey {
+                    key: key.key,
+                    key_version: key.version,
+                    public_key: key.public_key,
+                })
+            }
             Operation::ListChangeRequests(args) => {
                 let mut terms = Vec::new();
                 if let Some(state) = args.state {
@@ -211,6 +245,22 @@ impl DownstreamActivities {
                 value(self.describe_one(closed).await?)
             }
         }
+    }
+
+    /// A record's journal entries (work notes, comments), oldest first.
+    async fn journal(&self, sys_id: &str) -> Result<Vec<JournalEntry>, DownstreamError> {
+        Ok(self
+            .servicenow
+            .journal(sys_id)
+            .await?
+            .iter()
+            .map(|entry| JournalEntry {
+                field: field(entry, "element").to_string(),
+                author: field(entry, "sys_created_by").to_string(),
+                created_at: field(entry, "sys_created_on").to_string(),
+                text: field(entry, "value").to_string(),
+            })
+            .collect())
     }
 
     /// Change requests as tools return them, with the requester's user name.

@@ -75,6 +75,9 @@ pub struct Approval {
     pub approver: String,
     /// requested, approved, rejected, cancelled, ...
     pub state: String,
+    /// ServiceNow's times ("YYYY-MM-DD HH:MM:SS" UTC): created, and last changed.
+    pub created_on: String,
+    pub updated_on: String,
 }
 
 /// A state's code.
@@ -341,9 +344,18 @@ impl ServiceNowClient {
                 sys_id: field(&record, "sys_id").to_string(),
                 approver: name,
                 state: field(&record, "state").to_string(),
+                created_on: field(&record, "sys_created_on").to_string(),
+                updated_on: field(&record, "sys_updated_on").to_string(),
             });
         }
         Ok(approvals)
+    }
+
+    /// A record's journal entries (`sys_journal_field`: work notes and comments), oldest
+    /// first.
+    pub async fn journal(&self, sys_id: &str) -> Result<Vec<ChangeRecord>, DownstreamError> {
+        let query = format!("element_id={sys_id}^ORDERBYsys_created_on");
+        self.query_table("sys_journal_field", &query, 1000).await
     }
 
     /// The change's decision once its approval rollup is decided: the decisive approver (the

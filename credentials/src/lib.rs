@@ -64,12 +64,44 @@ pub enum CredentialError {
     Refused(String),
 }
 
-/// Where activities get credentials at the moment of use.
+/// A signature made with the evidence key, which never leaves Vault (Transit, ed25519).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceSignature {
+    /// The Transit key's name and the version that signed.
+    pub key: String,
+    pub version: u64,
+    /// The raw 64-byte Ed25519 signature, base64.
+    pub signature: String,
+}
+
+/// The public half of a version of the evidence key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceKey {
+    pub key: String,
+    pub version: u64,
+    /// The raw 32-byte Ed25519 public key, base64.
+    pub public_key: String,
+}
+
+/// Where activities get credentials at the moment of use, and the signing key that vouches
+/// for evidence bundles.
 #[async_trait]
 pub trait CredentialProvider: Send + Sync {
     async fn servicenow(&self) -> Result<ServiceNowCredentials, CredentialError>;
     async fn catalyst(&self) -> Result<CatalystCredentials, CredentialError>;
+    /// Signs `message` with the evidence key (Vault's Transit engine signs; the private key
+    /// never leaves it). Only a Vault-backed provider can.
+    async fn sign_evidence(&self, _message: &[u8]) -> Result<EvidenceSignature, CredentialError> {
+        Err(CredentialError::Refused(NO_TRANSIT.into()))
+    }
+    /// The evidence key's public half: `version`, or the latest.
+    async fn evidence_key(&self, _version: Option<u64>) -> Result<EvidenceKey, CredentialError> {
+        Err(CredentialError::Refused(NO_TRANSIT.into()))
+    }
 }
+
+const NO_TRANSIT: &str = "evidence signing needs Vault's Transit engine: this worker has no Vault \
+     (--vault-address)";
 
 /// Credentials taken from configuration (environment) at start.
 #[derive(Debug, Clone, Default)]

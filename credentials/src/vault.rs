@@ -4,7 +4,8 @@
 //! carries a secret value: they name paths and fields only.
 
 use crate::{
-    CatalystCredentials, CredentialError, CredentialProvider, Secret, ServiceNowCredentials,
+    CatalystCredentials, CredentialError, CredentialProvider, EvidenceKey, EvidenceSignature,
+    Secret, ServiceNowCredentials,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,9 @@ pub struct VaultSettings {
     pub mount: String,
     pub servicenow_path: String,
     pub catalyst_path: String,
+    /// Transit mount and the name of the ed25519 key that signs evidence bundles.
+    pub transit_mount: String,
+    pub evidence_key: String,
     /// How long a read secret is reused before Vault is asked again.
     pub cache_ttl: Duration,
     pub request_timeout: Duration,
@@ -47,11 +51,17 @@ impl VaultSettings {
             mount: "secret".into(),
             servicenow_path: "changeflow/servicenow".into(),
             catalyst_path: "changeflow/catalyst-center".into(),
+            transit_mount: DEFAULT_TRANSIT_MOUNT.into(),
+            evidence_key: DEFAULT_EVIDENCE_KEY.into(),
             cache_ttl: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
         }
     }
 }
+
+/// Where the evidence key lives by default.
+pub const DEFAULT_TRANSIT_MOUNT: &str = "transit";
+pub const DEFAULT_EVIDENCE_KEY: &str = "changeflow-evidence";
 
 struct Session {
     client: Arc<VaultClient>,
@@ -261,6 +271,79 @@ impl CredentialProvider for VaultCredentials {
             password: Secret::new(field(&s, path, "password")?),
         })
     }
+
+    async fn sign_evidence(&self, message: &[u8]) -> Result<EvidenceSignature, CredentialError> {
+        use base64::Engine as _;
+        let (mount, key) = (&self.settings.transit_mount, &self.settings.evidence_key);
+        let client = self.client().await?;
+        let started = Instant::now();
+        let signed = vaultrs::transit::data::sign(
+            client.as_ref(),
+            mount,
+            key,
+            &base64::engine::general_purpose::STANDARD.encode(message),
+            None,
+        )
+        .await;
+        observe("sign", started, signed.is_ok());
+        let signed = signed.map_err(|e| classify(e, &format!("signing with {mount}/{key}")))?;
+        // "vault:v<version>:<base64 signature>"
+        let malformed = || {
+            CredentialError::Refused(format!(
+                "Transit answered a signature of an unexpected form from {mount}/{key}"
+            ))
+        };
+        let mut parts = signed.signature.splitn(3, ':');
+        let (Some("vault"), Some(version), Some(signature)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let version = version
+            .strip_prefix('v')
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(malformed)?;
+        Ok(EvidenceSignature {
+            key: key.clone(),
+            version,
+            signature: signature.to_string(),
+        })
+    }
+
+    async fn evidence_key(&self, version: Option<u64>) -> Result<EvidenceKey, CredentialError> {
+        use vaultrs::api::transit::responses::ReadKeyData;
+        let (mount, key) = (&self.settings.transit_mount, &self.settings.evidence_key);
+        let client = self.client().await?;
+        let started = Instant::now();
+        let read = vaultrs::transit::key::read(client.as_ref(), mount, key).await;
+        observe("read_key", started, read.is_ok());
+        let read = read.map_err(|e| classify(e, &format!("reading key {mount}/{key}")))?;
+        let ReadKeyData::Asymmetric(versions) = read.keys else {
+            return Err(CredentialError::Refused(format!(
+                "{mount}/{key} is not an asymmetric key (create it with type=ed25519)"
+            )));
+        };
+        let mut versions: Vec<(u64, String)> = versions
+            .into_iter()
+            .filter_map(|(v, entry)| Some((v.parse().ok()?, entry.public_key)))
+            .collect();
+        versions.sort();
+        let found = match version {
+            Some(wanted) => versions.into_iter().find(|(v, _)| *v == wanted),
+            None => versions.pop(),
+        };
+        let (version, public_key) = found.ok_or_else(|| {
+            CredentialError::Refused(format!(
+                "{mount}/{key} has no version {}",
+                version.map_or_else(|| "at all".to_string(), |v| v.to_string())
+            ))
+        })?;
+        Ok(EvidenceKey {
+            key: key.clone(),
+            version,
+            public_key,
+        })
+    }
 }
 
 /// Administrative helpers for the embedded dev server and tests (root token).
@@ -291,18 +374,44 @@ pub mod admin {
         Ok(())
     }
 
-    /// Enables AppRole, grants read on `secret/data/<prefix>*`, and returns (role_id, secret_id).
+    /// Enables the Transit engine at `mount` (if it is not already) and creates the ed25519
+    /// evidence key `key` there (kept if it exists).
+    pub async fn create_evidence_key(
+        address: &str,
+        token: &str,
+        mount: &str,
+        key: &str,
+    ) -> Result<(), CredentialError> {
+        let client = client(address, token)?;
+        // Already enabled (a second start) is fine.
+        let _ = vaultrs::sys::mount::enable(&client, mount, "transit", None).await;
+        let mut options = vaultrs::api::transit::requests::CreateKeyRequest::builder();
+        options.key_type(vaultrs::api::transit::KeyType::Ed25519);
+        vaultrs::transit::key::create(&client, mount, key, Some(&mut options))
+            .await
+            .map_err(|e| classify(e, &format!("creating key {mount}/{key}")))
+    }
+
+    /// Enables AppRole, grants read on `secret/data/<prefix>*` (and, with `signing`, signing
+    /// with that Transit key and reading its public half), and returns (role_id, secret_id).
     pub async fn provision_approle(
         address: &str,
         token: &str,
         role: &str,
         prefix: &str,
+        signing: Option<(&str, &str)>,
         token_ttl: &str,
     ) -> Result<(String, Secret), CredentialError> {
         let client = client(address, token)?;
         // Already enabled (a second call) is fine.
         let _ = vaultrs::sys::auth::enable(&client, "approle", "approle", None).await;
-        let policy = format!("path \"secret/data/{prefix}*\" {{ capabilities = [\"read\"] }}");
+        let mut policy = format!("path \"secret/data/{prefix}*\" {{ capabilities = [\"read\"] }}");
+        if let Some((mount, key)) = signing {
+            policy.push_str(&format!(
+                "\npath \"{mount}/sign/{key}\" {{ capabilities = [\"update\"] }}\n\
+                 path \"{mount}/keys/{key}\" {{ capabilities = [\"read\"] }}"
+            ));
+        }
         vaultrs::sys::policy::set(&client, role, &policy)
             .await
             .map_err(|e| classify(e, "writing policy"))?;

@@ -524,6 +524,15 @@ impl AuditStore {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// The records from `first_seq` to the end of the chain, in order (a chain segment).
+    pub async fn segment(&self, first_seq: i64) -> Result<Vec<AuditRecord>, AuditError> {
+        let rows = sqlx::query("SELECT * FROM audit_records WHERE seq >= $1 ORDER BY seq")
+            .bind(first_seq)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
     /// Checks the whole chain and reports the first broken link.
     pub async fn verify(&self) -> Result<ChainReport, AuditError> {
         let rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq")
@@ -542,10 +551,17 @@ fn is_contention(db: &dyn sqlx::error::DatabaseError) -> bool {
 
 /// Verifies a chain given in `seq` order.
 pub fn check_chain(records: &[AuditRecord]) -> ChainReport {
+    check_segment(records, 1, GENESIS_HASH)
+}
+
+/// Verifies a stretch of the chain given in `seq` order that starts at `first_seq`, whose first
+/// record must follow `first_prev` (an evidence bundle's chain segment, which starts where the
+/// change's first record is).
+pub fn check_segment(records: &[AuditRecord], first_seq: i64, first_prev: &str) -> ChainReport {
     let head = records
         .last()
-        .map_or_else(|| GENESIS_HASH.to_string(), |r| r.hash.clone());
-    let mut expected_prev = GENESIS_HASH.to_string();
+        .map_or_else(|| first_prev.to_string(), |r| r.hash.clone());
+    let mut expected_prev = first_prev.to_string();
     for (index, record) in records.iter().enumerate() {
         let broken = |problem: String| ChainReport {
             records: records.len() as u64,
@@ -555,7 +571,7 @@ pub fn check_chain(records: &[AuditRecord]) -> ChainReport {
                 problem,
             }),
         };
-        let expected_seq = index as i64 + 1;
+        let expected_seq = first_seq + index as i64;
         if record.seq != expected_seq {
             return broken(format!(
                 "expected record {expected_seq} here: a record is missing or out of place"

@@ -275,7 +275,8 @@ fn read_policies(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
     Ok(files)
 }
 
-fn revision_of(files: &[(String, String)]) -> String {
+/// A policy revision: a content hash of its files, (name, text) in name order.
+pub fn revision_of(files: &[(String, String)]) -> String {
     let mut hash = Sha256::new();
     for (name, text) in files {
         hash.update(name.as_bytes());

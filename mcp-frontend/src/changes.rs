@@ -331,6 +331,20 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
 
 /// The step timeline of one change, from its Temporal history: when it started, each
 /// activity's scheduling, attempts and result, and how it ended.
+/// A workflow's whole history as Temporal has it (its latest run).
+pub async fn fetch_history(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<temporalio_common::protos::temporal::api::history::v1::History, ChangeError> {
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
+    let events = handle
+        .fetch_history(Default::default())
+        .into_events()
+        .await
+        .map_err(|e| ChangeError::Temporal(format!("history of {workflow_id}: {e}")))?;
+    Ok(temporalio_common::protos::temporal::api::history::v1::History { events })
+}
+
 pub async fn history(
     client: &Client,
     workflow_id: &str,
@@ -450,7 +464,8 @@ fn verdicts(checks: &[DeviceCheck]) -> String {
     format!("{phase}: {}", each.join("; "))
 }
 
-fn rfc3339(seconds: i64, nanos: i32) -> String {
+/// A protobuf time as RFC 3339 (UTC, milliseconds).
+pub(crate) fn rfc3339(seconds: i64, nanos: i32) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

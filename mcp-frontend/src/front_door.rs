@@ -39,6 +39,9 @@ pub struct FrontDoor {
     /// The verification catalog (`verification.toml` in the policy directory): what each
     /// change checks and how it is backed out, resolved into its workflow input.
     pub verification: Arc<changeflow_workflows::verification::Catalog>,
+    /// What evidence bundles are built from besides Temporal and the audit store (history
+    /// replay, the workers' snapshot directory).
+    pub evidence: crate::evidence::EvidenceSources,
 }
 
 /// Which set of tools a front door serves.

@@ -635,6 +635,28 @@ impl FrontDoor {
                     Err(e) => Outcome::Failed(e.to_string()),
                 })
             }
+            Call::Evidence(change) => {
+                let id = change.change_id;
+                // Audited first: the bundle then holds the record of its own export.
+                note(&id, "exported").await?;
+                Ok(
+                    match crate::evidence::collect(
+                        self.temporal.as_ref(),
+                        &self.audit,
+                        &self.evidence,
+                        &id,
+                        &identity.subject,
+                    )
+                    .await
+                    {
+                        Ok(bundle) => Outcome::Evidence(Box::new(bundle)),
+                        Err(crate::evidence::EvidenceError::NotFound(_)) => {
+                            Outcome::NotFound(format!("no change '{id}'"))
+                        }
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    },
+                )
+            }
             Call::Pending(limit) => {
                 note("", "read").await?;
                 let filter = ChangeFilter {

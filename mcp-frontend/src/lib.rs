@@ -8,6 +8,7 @@ pub mod archive;
 pub mod audit_tools;
 pub mod auth;
 pub mod changes;
+pub mod evidence;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod front_door;

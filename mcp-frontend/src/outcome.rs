@@ -75,13 +75,16 @@ pub enum Outcome {
     Conflict(String),
     /// The workflow could not be started or did not complete.
     Failed(String),
+    /// A change's evidence bundle: its overview as the tool's result, or the bundle itself
+    /// where the protocol can carry a file (REST's download).
+    Evidence(Box<crate::evidence::Bundle>),
 }
 
 impl Outcome {
     /// One word for logs and metrics.
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Done(_) => "completed",
+            Outcome::Done(_) | Outcome::Evidence(_) => "completed",
             Outcome::ChangeFailed(_) => "failed",
             Outcome::Tool(ToolResult::Structured { is_error, .. })
             | Outcome::Tool(ToolResult::Text { is_error, .. }) => {
@@ -108,6 +111,7 @@ impl Outcome {
             Outcome::Done(value) | Outcome::ChangeFailed(value) => {
                 value["change_id"].as_str().map(str::to_string)
             }
+            Outcome::Evidence(bundle) => Some(bundle.change_id.clone()),
             _ => None,
         }
     }

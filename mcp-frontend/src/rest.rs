@@ -84,6 +84,7 @@ pub fn router(front: Arc<FrontDoor>) -> Router {
         .route("/api/v1/mcp/{server}/tools", get(list_tools))
         .route("/api/v1/mcp/{server}/tools/{tool}", post(call_tool))
         .route("/api/v1/changes/{id}", get(change_status))
+        .route("/api/v1/changes/{id}/evidence", get(change_evidence))
         .with_state(front)
 }
 
@@ -167,18 +168,26 @@ async fn change_status(
     Extension(identity): Extension<VerifiedIdentity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let spec = spec("changes", "get_change_status")?;
-    respond(
-        front
-            .invoke(
-                &identity,
-                spec,
-                json!({"change_id": id}),
-                Wait::ForResult,
-                |_, _| {},
-            )
-            .await,
-    )
+    respond(on_change(&front, &identity, ("changes", "get_change_status"), &id).await?)
+}
+
+/// Calls a tool whose one argument is the change named in the path.
+async fn on_change(
+    front: &FrontDoor,
+    identity: &VerifiedIdentity,
+    (server, tool): (&str, &str),
+    id: &str,
+) -> Result<Result<Outcome, AuditUnavailable>, ApiError> {
+    let spec = spec(server, tool)?;
+    Ok(front
+        .invoke(
+            identity,
+            spec,
+            json!({"change_id": id}),
+            Wait::ForResult,
+            |_, _| {},
+        )
+        .await)
 }
 
 fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiError> {
@@ -215,7 +224,36 @@ fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiEr
         Outcome::Failed(message) => Err(ApiError::Unavailable(format!(
             "{message}; retrying with the same arguments is safe"
         ))),
+        Outcome::Evidence(bundle) => bundle
+            .overview_value()
+            .map(|overview| (StatusCode::OK, Json(overview)).into_response())
+            .map_err(ApiError::Unavailable),
     }
+}
+
+/// `GET /api/v1/changes/{id}/evidence`: the change's evidence bundle as a tar.gz download,
+/// authorized and audited as `get_change_evidence`.
+async fn change_evidence(
+    State(front): State<Arc<FrontDoor>>,
+    Extension(identity): Extension<VerifiedIdentity>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let outcome = on_change(&front, &identity, ("audit", "get_change_evidence"), &id).await?;
+    let Ok(Outcome::Evidence(bundle)) = outcome else {
+        return respond(outcome);
+    };
+    let archive = bundle.tar_gz().map_err(ApiError::Unavailable)?;
+    let disposition = format!("attachment; filename=\"{}.tar.gz\"", bundle.name());
+    let mut response = (StatusCode::OK, archive).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/gzip"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
 }
 
 /// The error answers every authenticated operation can give, plus `extra`.
@@ -309,6 +347,12 @@ pub async fn openapi(State(front): State<Arc<FrontDoor>>) -> Json<Value> {
     paths.insert(
         "/api/v1/changes/{id}".into(),
         json!({"get": {"operationId": "change_status", "summary": "A change's status", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": changeflow_workflows::limits::ID_PATTERN}}], "responses": responses}}),
+    );
+    let mut responses = error_responses(&[("404", "no such change")]);
+    responses.insert("200".into(), json!({"description": "the evidence bundle (tar.gz): manifest.json, summary.md, signature.json, the history, audit records, policy texts, the ticket, check snapshots", "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}));
+    paths.insert(
+        "/api/v1/changes/{id}/evidence".into(),
+        json!({"get": {"operationId": "change_evidence", "summary": "A change's evidence bundle", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": changeflow_workflows::limits::ID_PATTERN}}], "responses": responses}}),
     );
     Json(json!({
         "openapi": "3.1.0",

@@ -277,6 +277,10 @@ impl ServerHandler for ChangeflowMcp {
                 tool_error(message).into()
             }
             Outcome::Started { change_id } => CallToolResult::structured(json!({"change_id": change_id})).into(),
+            Outcome::Evidence(bundle) => match bundle.overview_value() {
+                Ok(overview) => CallToolResult::structured(overview).into(),
+                Err(message) => tool_error(message).into(),
+            },
         })
     }
 

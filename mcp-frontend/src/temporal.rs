@@ -50,6 +50,8 @@ pub trait Workflows: Send + Sync {
     async fn running_in_step(&self, step: ChangeStep) -> Option<u64>;
     /// A change's step timeline.
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError>;
+    /// A workflow's whole history, protobuf `History` bytes (evidence, replay).
+    async fn fetch_history(&self, id: &str) -> Result<Vec<u8>, ChangeError>;
     /// Changes matching a filter, newest first.
     async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError>;
     /// A workflow seen as an MCP task.
@@ -115,6 +117,13 @@ impl Workflows for TemporalWorkflows {
 
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError> {
         changes::history(&self.client, id).await
+    }
+
+    async fn fetch_history(&self, id: &str) -> Result<Vec<u8>, ChangeError> {
+        use prost::Message as _;
+        Ok(changes::fetch_history(&self.client, id)
+            .await?
+            .encode_to_vec())
     }
 
     async fn decide(

@@ -43,6 +43,8 @@ pub enum Call {
     SearchAudit(crate::audit_tools::SearchAudit),
     /// Check the audit store's hash chain.
     VerifyAudit,
+    /// Build a change's evidence bundle.
+    Evidence(ChangeId),
     /// Run a conformance fixture with these arguments (test profile only).
     #[cfg(feature = "fixtures")]
     Fixture(Value),
@@ -372,6 +374,9 @@ pub const TOOLS: &[ToolSpec] = &[
     tool!(AUDIT, "verify_audit_chain", "Verify the audit chain", Effect::Read,
         crate::audit_tools::VerifyAuditChain => |_| Call::VerifyAudit, crate::audit_tools::ChainVerdict,
         "Check every audit record's hash and its link to the one before: whether the chain is intact, where it first breaks, and the head hash to anchor elsewhere."),
+    tool!(AUDIT, "get_change_evidence", "Get a change's evidence", Effect::Read,
+        ChangeId => Call::Evidence, crate::evidence::EvidenceOverview,
+        "Build the evidence bundle of one change (its workflow history and replay verdict, every audit record naming it with the hash-chain segment to the head, the policy texts that decided, the ServiceNow ticket with journal and approvals, device check snapshots and verdicts), signed with the evidence key in Vault. Returns the bundle's summary and manifest; the bundle itself (tar.gz) downloads from `download` over REST with the same token, and `changeflow evidence verify` checks it offline."),
 ];
 
 /// The tool task requests are judged as: reading a task is reading the change's status,

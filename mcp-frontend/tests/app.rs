@@ -81,6 +81,9 @@ impl Workflows for Recorded {
     async fn history(&self, id: &str) -> Result<Vec<TimelineEntry>, ChangeError> {
         Err(ChangeError::Temporal(format!("no workflow {id}")))
     }
+    async fn fetch_history(&self, id: &str) -> Result<Vec<u8>, ChangeError> {
+        Err(ChangeError::Temporal(format!("no workflow {id}")))
+    }
     async fn list(&self, _filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError> {
         Ok(Vec::new())
     }
@@ -201,6 +204,7 @@ async fn fixture_with(audit_url: Option<&str>) -> Fixture {
             ))
             .unwrap(),
         ),
+        evidence: Default::default(),
     });
     Fixture {
         front,

@@ -364,11 +364,54 @@ pub struct GetChangeRequest {
     /// Change request number, e.g. CHG0030001
     #[schemars(regex(pattern = ID_PATTERN))]
     pub number: String,
+    /// Also its journal (work notes and comments, with author and time) and its approval
+    /// records (approver, decision, when, comments)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub details: bool,
 }
 
 impl Arguments for GetChangeRequest {
     fn validate(&self) -> Result<(), String> {
         limits::id("number", &self.number)
+    }
+}
+
+/// Sign an evidence bundle's manifest with the evidence key (not a tool: `changeflow
+/// evidence` and the front door's evidence export ask for it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignEvidence {
+    /// The SHA-256 of `manifest.json`, hex: what is signed (its 32 bytes), so the manifest
+    /// itself stays out of history.
+    pub manifest_sha256: String,
+}
+
+impl Arguments for SignEvidence {
+    fn validate(&self) -> Result<(), String> {
+        let hex = &self.manifest_sha256;
+        if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            Ok(())
+        } else {
+            Err("manifest_sha256 must be 64 hex digits".into())
+        }
+    }
+}
+
+/// The evidence key's public half (not a tool: `changeflow evidence public-key`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEvidenceKey {
+    /// A key version; the latest when absent
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl Arguments for GetEvidenceKey {
+    fn validate(&self) -> Result<(), String> {
+        match self.version {
+            Some(0) => Err("version starts at 1".into()),
+            _ => Ok(()),
+        }
     }
 }
 

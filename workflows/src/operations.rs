@@ -6,8 +6,9 @@
 
 use crate::activities::ChangeActivities;
 pub use crate::arguments::{
-    AddWorkNote, CloseChangeRequest, CloseCode, CreateChangeRequest, GetChangeRequest, GetTemplate,
-    ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate, RunShowCommands,
+    AddWorkNote, CloseChangeRequest, CloseCode, CreateChangeRequest, GetChangeRequest,
+    GetEvidenceKey, GetTemplate, ListChangeRequests, ListDevices, ListTemplates, PreviewTemplate,
+    RunShowCommands, SignEvidence,
 };
 use crate::failure::{FailureType, root_application_failure};
 pub use crate::types::{Operation, OperationRequest};

@@ -115,6 +115,57 @@ pub struct ChangeRequest {
     pub close_notes: String,
     pub opened_at: String,
     pub updated_at: String,
+    /// Work notes and comments, oldest first (asked for with `details`)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<JournalEntry>,
+    /// Its approval records (asked for with `details`)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
+}
+
+/// One journal entry of a ticket or an approval record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JournalEntry {
+    /// work_notes or comments
+    pub field: String,
+    /// Who wrote it (user name)
+    pub author: String,
+    /// When ("YYYY-MM-DD HH:MM:SS" UTC, as ServiceNow writes times)
+    pub created_at: String,
+    pub text: String,
+}
+
+/// An approval record: who was asked, what they decided and when, and their comments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalRecord {
+    /// The approver's user name
+    pub approver: String,
+    /// requested, approved, rejected, cancelled, ...
+    pub state: String,
+    pub created_at: String,
+    /// When the record last changed (the decision, once made)
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<JournalEntry>,
+}
+
+/// Result of the `sign_evidence` operation: an Ed25519 signature made in Vault's Transit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceSignature {
+    /// The Transit key and the version that signed
+    pub key: String,
+    pub key_version: u64,
+    /// The raw 64-byte signature, base64
+    pub signature: String,
+}
+
+/// Result of the `get_evidence_key` operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceKey {
+    pub key: String,
+    pub key_version: u64,
+    /// The raw 32-byte Ed25519 public key, base64
+    pub public_key: String,
 }
 
 /// Result of `list_change_requests`.

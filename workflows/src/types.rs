@@ -511,6 +511,8 @@ pub enum Operation {
     AddWorkNote(AddWorkNote),
     CloseChangeRequest(CloseChangeRequest),
     RunShowCommands(RunShowCommands),
+    SignEvidence(SignEvidence),
+    GetEvidenceKey(GetEvidenceKey),
 }
 
 impl Operation {
@@ -527,6 +529,8 @@ impl Operation {
             Operation::AddWorkNote(a) => a.validate(),
             Operation::CloseChangeRequest(a) => a.validate(),
             Operation::RunShowCommands(a) => a.validate(),
+            Operation::SignEvidence(a) => a.validate(),
+            Operation::GetEvidenceKey(a) => a.validate(),
         }
     }
 
