@@ -26,19 +26,31 @@ fn history_descriptor() -> anyhow::Result<MessageDescriptor> {
         .context("no temporal.api.history.v1.History in the descriptor set")
 }
 
-/// Reads a history file: protobuf, proto-JSON or the SDK's JSON.
+/// Reads a history file: protobuf, proto-JSON (`temporal workflow show --output json`; the
+/// Web UI's download, encoded or with decoded payloads, or a bare list of its events; the HTTP
+/// API's `{"history": ...}`, payload shorthand included) or the SDK's JSON.
 pub fn decode(bytes: &[u8]) -> anyhow::Result<History> {
     let json = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{');
+        .is_some_and(|b| matches!(b, b'{' | b'['));
     if !json {
         return History::decode(bytes).context("not a protobuf History");
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).context("not JSON (nor a protobuf History)")?;
+    let descriptor = history_descriptor()?;
+    let mut history = match value {
+        serde_json::Value::Array(events) => serde_json::json!({ "events": events }),
+        serde_json::Value::Object(mut wrapper) if wrapper.contains_key("history") => {
+            wrapper.remove("history").unwrap_or_default()
+        }
+        other => other,
+    };
+    normalize(&mut history, &descriptor);
     let proto_json = DynamicMessage::deserialize_with_options(
-        history_descriptor()?,
-        &mut deserializer,
+        descriptor,
+        history,
         &prost_reflect::DeserializeOptions::new().deny_unknown_fields(false),
     );
     match proto_json {
@@ -48,6 +60,129 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<History> {
             anyhow::anyhow!("neither proto-JSON nor the SDK's history JSON: {proto_error}")
         }),
     }
+}
+
+/// Rewrites the JSON forms Temporal's tools show people into canonical proto-JSON, guided by
+/// the message descriptors: a `Payloads` given as a list of values (the HTTP API's payload
+/// shorthand), and a `Payload` given as its value, or with decoded metadata and data (the Web
+/// UI's "decoded" download), become `{metadata: {...base64}, data: base64}`; enum values in
+/// the short PascalCase form (`WorkflowExecutionStarted`) become their full names.
+fn normalize(value: &mut serde_json::Value, message: &MessageDescriptor) {
+    use serde_json::Value;
+    match message.full_name() {
+        "temporal.api.common.v1.Payloads" => {
+            if let Value::Array(items) = value {
+                *value = serde_json::json!({ "payloads": std::mem::take(items) });
+            }
+            if let Some(Value::Array(items)) = value.get_mut("payloads") {
+                items.iter_mut().for_each(normalize_payload);
+            }
+            return;
+        }
+        "temporal.api.common.v1.Payload" => return normalize_payload(value),
+        _ => {}
+    }
+    let Value::Object(fields) = value else {
+        return;
+    };
+    for (key, field_value) in fields.iter_mut() {
+        let Some(field) = message
+            .get_field_by_json_name(key)
+            .or_else(|| message.get_field_by_name(key))
+        else {
+            continue;
+        };
+        let kind = if field.is_map() {
+            match field.kind() {
+                prost_reflect::Kind::Message(entry) => entry.map_entry_value_field().kind(),
+                other => other,
+            }
+        } else {
+            field.kind()
+        };
+        let mut apply = |v: &mut Value| match &kind {
+            prost_reflect::Kind::Message(inner) => normalize(v, inner),
+            prost_reflect::Kind::Enum(e) => normalize_enum(v, e),
+            _ => {}
+        };
+        match field_value {
+            Value::Array(items) if field.is_list() => items.iter_mut().for_each(&mut apply),
+            Value::Object(entries) if field.is_map() => entries.values_mut().for_each(&mut apply),
+            single => apply(single),
+        }
+    }
+}
+
+fn normalize_enum(value: &mut serde_json::Value, descriptor: &prost_reflect::EnumDescriptor) {
+    let Some(text) = value.as_str() else { return };
+    if descriptor.get_value_by_name(text).is_some() {
+        return;
+    }
+    // EVENT_TYPE_WORKFLOW_EXECUTION_STARTED (of EventType) is shown as WorkflowExecutionStarted.
+    let pascal = |name: &str| -> String {
+        name.split('_')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_string() + &chars.as_str().to_ascii_lowercase()
+                })
+            })
+            .collect()
+    };
+    let full = descriptor
+        .values()
+        .find(|v| pascal(v.name()).strip_prefix(descriptor.name()) == Some(text));
+    if let Some(full) = full {
+        *value = serde_json::Value::String(full.name().to_string());
+    }
+}
+
+fn normalize_payload(value: &mut serde_json::Value) {
+    use base64::Engine as _;
+    use serde_json::Value;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let is_base64 = |v: &Value| v.as_str().is_some_and(|s| base64.decode(s).is_ok());
+    let encoded = match &*value {
+        Value::Object(fields)
+            if fields
+                .keys()
+                .all(|k| matches!(k.as_str(), "metadata" | "data" | "externalPayloads"))
+                && fields.contains_key("metadata") =>
+        {
+            let metadata_encoded = fields["metadata"]
+                .as_object()
+                .is_some_and(|m| m.values().all(is_base64));
+            let data_encoded = fields.get("data").is_none_or(is_base64);
+            if metadata_encoded && data_encoded {
+                return;
+            }
+            // The Web UI's decoded download: metadata as text, data as its JSON value.
+            let metadata: serde_json::Map<String, Value> = fields["metadata"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let text = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    (k, Value::String(base64.encode(text)))
+                })
+                .collect();
+            let data = fields.get("data").cloned().unwrap_or(Value::Null);
+            serde_json::json!({
+                "metadata": metadata,
+                "data": base64.encode(serde_json::to_vec(&data).unwrap_or_default()),
+            })
+        }
+        // The HTTP API's shorthand: the payload is its JSON value.
+        shorthand => serde_json::json!({
+            "metadata": {"encoding": base64.encode("json/plain")},
+            "data": base64.encode(serde_json::to_vec(shorthand).unwrap_or_default()),
+        }),
+    };
+    *value = encoded;
 }
 
 /// A history as proto-JSON, the format `temporal workflow show --output json` writes.

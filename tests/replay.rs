@@ -55,6 +55,30 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
     }
 }
 
+/// Temporal's tools also show enum values in short form (`WorkflowExecutionStarted` for
+/// `EVENT_TYPE_WORKFLOW_EXECUTION_STARTED`, `Normal` for `TASK_QUEUE_KIND_NORMAL`): the same
+/// history either way.
+#[test]
+fn enum_values_in_short_form_read_as_the_same_history() {
+    let path = fixtures().join("change-normal-approved.json");
+    let canonical = std::fs::read_to_string(&path).unwrap();
+    let short = canonical
+        .replace(
+            "\"EVENT_TYPE_WORKFLOW_EXECUTION_STARTED\"",
+            "\"WorkflowExecutionStarted\"",
+        )
+        .replace(
+            "\"EVENT_TYPE_ACTIVITY_TASK_SCHEDULED\"",
+            "\"ActivityTaskScheduled\"",
+        )
+        .replace("\"TASK_QUEUE_KIND_NORMAL\"", "\"Normal\"");
+    assert_ne!(short, canonical);
+    assert_eq!(
+        replay::decode(short.as_bytes()).unwrap(),
+        replay::decode(canonical.as_bytes()).unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_altered_history_is_reported_nondeterministic_with_its_event() {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
@@ -162,7 +186,45 @@ async fn the_cli_replays_a_live_change_and_a_temporal_cli_export() {
     );
     let cli_export = h.dir.0.join("temporal-cli.json");
     std::fs::write(&cli_export, &out.stdout).unwrap();
-    for file in [&cli_export, &exported] {
+
+    // The Web UI's download: `{"events": [...]}` of what the UI's own API returns, as is
+    // ("encoded") or with every payload decoded (metadata as text, data as JSON), and the
+    // UI API's answer itself.
+    let ui_api = reqwest::get(format!(
+        "{}/api/v1/namespaces/default/workflows/{id}/history",
+        h.temporal.ui_url()
+    ))
+    .await
+    .unwrap()
+    .json::<serde_json::Value>()
+    .await
+    .unwrap();
+    let events = ui_api["history"]["events"].clone();
+    assert!(events.as_array().is_some_and(|e| e.len() > 10), "{ui_api}");
+    let mut decoded = events.clone();
+    decode_payloads(&mut decoded);
+    assert!(
+        decoded.to_string().contains("\"encoding\":\"json/plain\""),
+        "the decoded download has readable payloads"
+    );
+    let mut web_ui = Vec::new();
+    for (name, content) in [
+        (
+            "web-ui-encoded.json",
+            serde_json::json!({ "events": events }),
+        ),
+        (
+            "web-ui-decoded.json",
+            serde_json::json!({ "events": decoded }),
+        ),
+        ("web-ui-api.json", ui_api.clone()),
+        ("web-ui-bare.json", events.clone()),
+    ] {
+        let path = h.dir.0.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(&content).unwrap()).unwrap();
+        web_ui.push(path);
+    }
+    for file in web_ui.iter().chain([&cli_export, &exported]) {
         let (code, stdout, stderr) = changeflow(&["replay", "--file", file.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{}: {stdout}{stderr}", file.display());
         assert!(stdout.contains("deterministic"), "{stdout}");
@@ -174,6 +236,30 @@ async fn the_cli_replays_a_live_change_and_a_temporal_cli_export() {
     let (code, _, stderr) = changeflow(&["replay", "--file", junk.to_str().unwrap()]);
     assert_ne!(code, Some(0));
     assert!(stderr.contains("reading a history from"), "{stderr}");
+}
+
+/// What the Web UI's "decoded" download does to each payload: metadata values from base64 to
+/// text, data from base64 to the JSON it holds.
+fn decode_payloads(value: &mut serde_json::Value) {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    match value {
+        serde_json::Value::Object(fields)
+            if fields.contains_key("metadata") && fields.contains_key("data") =>
+        {
+            if let Some(metadata) = fields["metadata"].as_object_mut() {
+                for v in metadata.values_mut() {
+                    let bytes = base64.decode(v.as_str().unwrap()).unwrap();
+                    *v = serde_json::Value::String(String::from_utf8(bytes).unwrap());
+                }
+            }
+            let data = base64.decode(fields["data"].as_str().unwrap()).unwrap();
+            fields.insert("data".into(), serde_json::from_slice(&data).unwrap());
+        }
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(decode_payloads),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(decode_payloads),
+        _ => {}
+    }
 }
 
 /// Records the fixtures: `make replay-fixtures`. Each scenario runs against a real Temporal
