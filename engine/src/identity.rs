@@ -13,6 +13,7 @@ use openidconnect::core::{
 use openidconnect::{IssuerUrl, JsonWebKey};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::RwLock;
 
@@ -103,7 +104,15 @@ pub struct TokenVerifier {
     config: VerifierConfig,
     http: reqwest::Client,
     keys: RwLock<Keys>,
+    /// Tokens whose signature and claims were verified, by their exact text, with their
+    /// `nbf`: a client's next calls with the same token cost a lookup, and the token's times
+    /// are checked again on every use. Emptied when the key set is fetched again (a key that
+    /// was withdrawn vouches for nothing more) and when it reaches `VERIFIED_TOKENS`.
+    verified: std::sync::Mutex<HashMap<String, (VerifiedIdentity, Option<u64>)>>,
 }
+
+/// How many verified tokens are remembered at most.
+const VERIFIED_TOKENS: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -189,6 +198,7 @@ impl TokenVerifier {
                 fetched_at: Instant::now(),
                 jwks_url,
             }),
+            verified: Default::default(),
         }
     }
 
@@ -214,6 +224,30 @@ impl TokenVerifier {
 
     /// Validates a bearer token and returns who it names.
     pub async fn verify(&self, token: &str) -> Result<VerifiedIdentity, TokenError> {
+        let known = self
+            .verified
+            .lock()
+            .expect("verified tokens")
+            .get(token)
+            .cloned();
+        if let Some((identity, not_before)) = known {
+            self.check_times(identity.expires_at, not_before)?;
+            return Ok(identity);
+        }
+        let (identity, not_before) = self.verify_signed(token).await?;
+        let mut verified = self.verified.lock().expect("verified tokens");
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), (identity.clone(), not_before));
+        Ok(identity)
+    }
+
+    /// Verifies a token's signature and claims; who it names and its `nbf`.
+    async fn verify_signed(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedIdentity, Option<u64>), TokenError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -265,17 +299,31 @@ impl TokenVerifier {
                 })?;
             keys.set = set;
             keys.fetched_at = Instant::now();
+            self.verified.lock().expect("verified tokens").clear();
             tracing::info!(issuer = %self.config.issuer, "refreshed signing keys");
         }
         find_key(&keys.set, kid).ok_or(TokenError::UnknownKey)
     }
 
-    fn check_claims(&self, claims: &Value) -> Result<VerifiedIdentity, TokenError> {
+    /// A token's `exp` has not passed and its `nbf` has come (with the configured leeway).
+    fn check_times(&self, exp: u64, nbf: Option<u64>) -> Result<(), TokenError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let leeway = self.config.leeway.as_secs();
+        if exp + leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = nbf
+            && nbf > now + leeway
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn check_claims(&self, claims: &Value) -> Result<(VerifiedIdentity, Option<u64>), TokenError> {
         let iss = claims["iss"]
             .as_str()
             .ok_or(TokenError::MissingClaim("iss"))?;
@@ -296,14 +344,8 @@ impl TokenVerifier {
         let exp = claims["exp"]
             .as_u64()
             .ok_or(TokenError::MissingClaim("exp"))?;
-        if exp + leeway <= now {
-            return Err(TokenError::Expired);
-        }
-        if let Some(nbf) = claims["nbf"].as_u64()
-            && nbf > now + leeway
-        {
-            return Err(TokenError::NotYetValid);
-        }
+        let nbf = claims["nbf"].as_u64();
+        self.check_times(exp, nbf)?;
         let subject = claims["sub"]
             .as_str()
             .filter(|s| !s.is_empty())
@@ -319,7 +361,7 @@ impl TokenVerifier {
             }
         };
         let text = |name: &str| claims[name].as_str().map(str::to_string);
-        Ok(VerifiedIdentity {
+        let identity = VerifiedIdentity {
             subject: subject.to_string(),
             name: text("name"),
             email: text("email"),
@@ -327,7 +369,8 @@ impl TokenVerifier {
             amr: strings(&claims["amr"]),
             client_id: text("client_id").or_else(|| text("azp")),
             expires_at: exp,
-        })
+        };
+        Ok((identity, nbf))
     }
 }
 

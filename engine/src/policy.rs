@@ -79,17 +79,72 @@ pub enum PolicyError {
 }
 
 struct Loaded {
+    /// The policy as the interpreter holds it (its Rego unit tests run there).
     engine: regorus::Engine,
+    /// The decision rule compiled for regorus' virtual machine, which decides about ten times
+    /// faster than the interpreter (`policy_decides_the_same_on_the_vm_as_in_the_interpreter`).
+    compiled: regorus::CompiledPolicy,
+    program: Arc<regorus::rvm::program::Program>,
+    /// Machines ready to decide: a call takes one (or makes one) and gives it back, so calls
+    /// decide in parallel and never wait for each other.
+    pool: Mutex<Vec<regorus::rvm::vm::RegoVM>>,
+    limit: Duration,
     revision: String,
     /// The files of this revision: (name, text).
     files: Vec<(String, String)>,
+}
+
+/// Instructions one decision may run: far beyond any real policy, so that the time limit is
+/// what stops a runaway one.
+const MAX_INSTRUCTIONS: usize = 1 << 40;
+
+/// How many idle machines a revision keeps.
+const POOLED_MACHINES: usize = 64;
+
+impl Loaded {
+    fn machine(&self) -> Result<regorus::rvm::vm::RegoVM, String> {
+        let mut vm = regorus::rvm::vm::RegoVM::new_with_policy(self.compiled.clone());
+        vm.load_program(self.program.clone());
+        vm.set_data(regorus::Value::new_object())
+            .map_err(|e| e.to_string())?;
+        // The time limit stops a runaway policy; the machine's own instruction budget (25,000
+        // by default) would refuse a legitimate decision on a large change.
+        vm.set_execution_timer_config(Some(timer(self.limit)));
+        vm.set_max_instructions(MAX_INSTRUCTIONS);
+        Ok(vm)
+    }
+
+    /// The decision rule's value for `input`.
+    fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, String> {
+        let taken = self.pool.lock().expect("policy pool").pop();
+        let mut vm = match taken {
+            Some(vm) => vm,
+            None => self.machine()?,
+        };
+        vm.set_input(input);
+        let value = vm
+            .execute_entry_point_by_name(DECISION_RULE)
+            .map_err(|e| e.to_string());
+        let mut pool = self.pool.lock().expect("policy pool");
+        if pool.len() < POOLED_MACHINES {
+            pool.push(vm);
+        }
+        value
+    }
+}
+
+fn timer(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(64).expect("non-zero"),
+    }
 }
 
 /// The loaded policy set; cheap to share behind an `Arc`.
 pub struct PolicyEngine {
     dir: PathBuf,
     limit: Duration,
-    loaded: Mutex<Arc<Mutex<Loaded>>>,
+    loaded: Mutex<Arc<Loaded>>,
 }
 
 impl PolicyEngine {
@@ -105,23 +160,22 @@ impl PolicyEngine {
         Ok(Self {
             dir,
             limit,
-            loaded: Mutex::new(Arc::new(Mutex::new(loaded))),
+            loaded: Mutex::new(Arc::new(loaded)),
         })
     }
 
     /// The revision currently deciding.
     pub fn revision(&self) -> String {
-        self.current().lock().expect("policy lock").revision.clone()
+        self.current().revision.clone()
     }
 
     /// The revision currently deciding and its files' texts, (name, text) in name order.
     pub fn sources(&self) -> (String, Vec<(String, String)>) {
-        let current = self.current();
-        let loaded = current.lock().expect("policy lock");
+        let loaded = self.current();
         (loaded.revision.clone(), loaded.files.clone())
     }
 
-    fn current(&self) -> Arc<Mutex<Loaded>> {
+    fn current(&self) -> Arc<Loaded> {
         self.loaded.lock().expect("policy lock").clone()
     }
 
@@ -134,7 +188,7 @@ impl PolicyEngine {
         }
         let loaded = compile(&self.dir, self.limit)?;
         let revision = loaded.revision.clone();
-        *self.loaded.lock().expect("policy lock") = Arc::new(Mutex::new(loaded));
+        *self.loaded.lock().expect("policy lock") = Arc::new(loaded);
         tracing::info!(%revision, "policy reloaded");
         Ok(Some(revision))
     }
@@ -159,59 +213,47 @@ impl PolicyEngine {
 
     /// Decides; never fails: every problem is a deny with the problem as the reason.
     pub fn decide(&self, input: &PolicyInput) -> PolicyDecision {
-        let current = self.current();
-        let mut loaded = current.lock().expect("policy lock");
+        let loaded = self.current();
         let revision = loaded.revision.clone();
         let deny = |reason: String| PolicyDecision {
             allow: false,
             reason,
             revision: revision.clone(),
         };
-        let input_json = match serde_json::to_string(input) {
-            Ok(json) => json,
+        let input = match serde_json::to_value(input) {
+            Ok(input) => regorus::Value::from(input),
             Err(e) => return deny(format!("policy input could not be encoded: {e}")),
         };
-        if let Err(e) = loaded.engine.set_input_json(&input_json) {
-            return deny(format!("policy input rejected: {e}"));
-        }
-        let value = match loaded.engine.eval_rule(DECISION_RULE.to_string()) {
+        let value = match loaded.evaluate(input) {
             Ok(value) => value,
             Err(e) => return deny(format!("policy evaluation failed: {e}")),
         };
-        let decision: serde_json::Value = match value
-            .to_json_str()
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-        {
-            Some(decision) => decision,
-            None => return deny("policy returned no decision".into()),
-        };
-        let reason = decision["reason"]
-            .as_str()
-            .unwrap_or("policy gave no reason")
-            .to_string();
-        match decision["allow"].as_bool() {
-            Some(true) => PolicyDecision {
+        let field = |name: &str| &value[&regorus::Value::from(name)];
+        let reason = field("reason")
+            .as_string()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| "policy gave no reason".to_string());
+        match field("allow").as_bool() {
+            Ok(true) => PolicyDecision {
                 allow: true,
                 reason,
                 revision,
             },
-            Some(false) => deny(reason),
-            None => deny("policy returned no decision".into()),
+            Ok(false) => deny(reason),
+            Err(_) => deny("policy returned no decision".into()),
         }
     }
 
     /// Runs every `test_*` rule of every `*_test` package; returns (rule, passed, detail).
     pub fn run_rego_tests(&self) -> Vec<(String, bool, String)> {
-        let current = self.current();
-        let mut loaded = current.lock().expect("policy lock");
-        let packages = loaded.engine.get_packages().unwrap_or_default();
+        let mut engine = self.current().engine.clone();
+        let packages = engine.get_packages().unwrap_or_default();
         let mut results = Vec::new();
         for package in packages.iter().filter(|p| p.ends_with("_test")) {
-            let rules: Vec<String> = rule_names(&loaded.engine, package);
+            let rules: Vec<String> = rule_names(&engine, package);
             for rule in rules {
                 let path = format!("{package}.{rule}");
-                let outcome = loaded.engine.eval_rule(path.clone());
+                let outcome = engine.eval_rule(path.clone());
                 let (passed, detail) = match outcome {
                     Ok(v) => (v == regorus::Value::from(true), format!("{v}")),
                     Err(e) => (false, e.to_string()),
@@ -290,10 +332,7 @@ pub fn revision_of(files: &[(String, String)]) -> String {
 fn compile(dir: &Path, limit: Duration) -> Result<Loaded, PolicyError> {
     let files = read_policies(dir)?;
     let mut engine = regorus::Engine::new();
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-        limit,
-        check_interval: NonZeroU32::new(64).expect("non-zero"),
-    });
+    engine.set_execution_timer_config(timer(limit));
     for (name, text) in &files {
         engine
             .add_policy(name.clone(), text.clone())
@@ -310,9 +349,156 @@ fn compile(dir: &Path, limit: Duration) -> Result<Loaded, PolicyError> {
             file: "(all)".into(),
             message: e.to_string(),
         })?;
-    Ok(Loaded {
+    let compiled = engine
+        .clone()
+        .compile_with_entrypoint(&DECISION_RULE.into())
+        .map_err(|e| PolicyError::Invalid {
+            file: "(all)".into(),
+            message: e.to_string(),
+        })?;
+    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+        &compiled,
+        &[DECISION_RULE],
+    )
+    .map_err(|e| PolicyError::Invalid {
+        file: "(all)".into(),
+        message: e.to_string(),
+    })?;
+    let loaded = Loaded {
         engine,
+        compiled,
+        program,
+        pool: Mutex::new(Vec::new()),
+        limit,
         revision: revision_of(&files),
         files,
-    })
+    };
+    // The machine must decide too (an empty input), before this revision replaces the last.
+    loaded
+        .evaluate(regorus::Value::new_object())
+        .map_err(|message| PolicyError::Invalid {
+            file: "(all)".into(),
+            message,
+        })?;
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Every combination of caller, tool, arguments and facts below decides the same on the
+    /// virtual machine as in the interpreter, reasons included.
+    #[test]
+    fn policy_decides_the_same_on_the_vm_as_in_the_interpreter() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy");
+        let loaded = compile(&dir, DEFAULT_EVALUATION_LIMIT).unwrap();
+        let callers = [
+            ("alice", vec!["network-engineers"], vec!["pwd", "mfa"]),
+            ("alice", vec!["network-engineers"], vec!["pwd"]),
+            ("bob", vec!["service-desk"], vec!["pwd"]),
+            ("carol", vec!["change-approvers"], vec!["pwd", "mfa"]),
+            ("dave", vec!["developers"], vec!["pwd"]),
+            ("erin", vec!["auditors"], vec!["pwd", "mfa"]),
+            ("root", vec!["admin", "auditors"], vec!["mfa"]),
+            ("nobody", vec![], vec![]),
+        ];
+        let ntp = "4b45b32b-3c7b-5f23-b5d2-0cff8e17d75f";
+        let calls = [
+            (
+                "catalyst-center",
+                "read",
+                "list_devices",
+                json!({"hostname": "sj-access-01"}),
+            ),
+            ("audit", "read", "search_audit", json!({})),
+            (
+                "approvals",
+                "write",
+                "approve_change",
+                json!({"change_id": "c"}),
+            ),
+            (
+                "servicenow",
+                "write",
+                "create_change_request",
+                json!({"short_description": "x"}),
+            ),
+            (
+                "catalyst-center",
+                "execute",
+                "deploy_template",
+                json!({"template_id": ntp, "devices": ["sj-access-01"], "change_type": "standard"}),
+            ),
+            (
+                "catalyst-center",
+                "execute",
+                "deploy_template",
+                json!({"template_id": "other", "devices": ["lab-1"], "change_type": "standard"}),
+            ),
+            (
+                "catalyst-center",
+                "execute",
+                "deploy_template",
+                json!({"template_id": ntp, "devices": ["sj-core-01"], "change_type": "normal",
+                       "approval_timeout": "800h"}),
+            ),
+            (
+                "catalyst-center",
+                "execute",
+                "deploy_template",
+                json!({"template_id": ntp, "devices": ["sj-core-01"], "change_type": "normal",
+                       "window_start": "2026-11-27T18:00:00Z", "window_end": "2026-11-27T19:00:00Z"}),
+            ),
+        ];
+        let facts = [
+            (None, None),
+            (
+                Some(json!({"requested_by": "carol", "backout": null})),
+                None,
+            ),
+            (
+                Some(json!({"backout": {"template_id": "inverse"}})),
+                Some(vec![
+                    json!({"hostname": "sj-core-01", "role": "CORE", "family": "Switches"}),
+                ]),
+            ),
+        ];
+        let mut compared = 0;
+        for (subject, groups, amr) in &callers {
+            for (resource, action, tool, arguments) in &calls {
+                for (change, devices) in &facts {
+                    for time in [1_795_600_800u64, 1_795_514_400] {
+                        let input = json!(PolicyInput {
+                            identity: PolicyIdentity {
+                                subject: subject.to_string(),
+                                groups: groups.iter().map(|g| g.to_string()).collect(),
+                                amr: amr.iter().map(|a| a.to_string()).collect(),
+                                client_id: "test".into(),
+                            },
+                            resource: resource.to_string(),
+                            action: action.to_string(),
+                            tool: PolicyTool {
+                                name: tool.to_string(),
+                                arguments: arguments.clone(),
+                            },
+                            context: json!({"time": time, "client": "test"}),
+                            change: change.clone(),
+                            devices: devices.clone(),
+                        });
+                        let on_vm = loaded
+                            .evaluate(regorus::Value::from(input.clone()))
+                            .unwrap();
+                        let mut interpreter = loaded.engine.clone();
+                        interpreter.set_input(regorus::Value::from(input.clone()));
+                        let interpreted = interpreter.eval_rule(DECISION_RULE.into()).unwrap();
+                        assert_eq!(on_vm, interpreted, "{input}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 8 * 8 * 3 * 2);
+    }
 }

@@ -263,3 +263,39 @@ async fn discovery_refuses_an_issuer_that_names_another() {
         Err(TokenError::ProviderUnavailable(_))
     ));
 }
+
+/// A token verified once is remembered, but its times are checked on every use: it stops
+/// verifying the moment it expires, and a tampered copy is verified (and refused) afresh.
+#[tokio::test]
+async fn a_remembered_token_still_expires_and_a_tampered_copy_is_not_remembered() {
+    let dir = std::env::temp_dir().join(format!("cf-idp-{}", uuid::Uuid::new_v4().simple()));
+    let running = dev_issuer::start(&dir, 0).await.unwrap();
+    let mut config = VerifierConfig::new(running.url(), "changeflow");
+    config.leeway = Duration::ZERO;
+    let verifier = TokenVerifier::discover(config, reqwest::Client::new())
+        .await
+        .unwrap();
+    let f = Fixture {
+        running,
+        verifier,
+        dir,
+    };
+    let token = f
+        .running
+        .issuer
+        .sign(&header(&f), &with(claims(&f), json!({"exp": now() + 2})));
+    assert_eq!(f.verifier.verify(&token).await.unwrap().subject, "alice");
+    assert_eq!(f.verifier.verify(&token).await.unwrap().subject, "alice");
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(matches!(
+        f.verifier.verify(&tampered).await,
+        Err(TokenError::Signature | TokenError::Malformed(_))
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(matches!(
+        f.verifier.verify(&token).await,
+        Err(TokenError::Expired)
+    ));
+}

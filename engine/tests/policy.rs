@@ -243,7 +243,8 @@ fn anything_but_a_well_formed_allow_is_a_deny() {
         (
             "evaluation error",
             "package changeflow.authz\ndecision := {\"allow\": true, \"reason\": x} if { x := to_number(input.identity.subject) }\n",
-            "evaluation failed",
+            // A builtin's error leaves the decision undefined (as OPA does, not strict).
+            "evaluation failed|no decision",
         ),
         (
             "execution limit",
@@ -265,7 +266,7 @@ fn anything_but_a_well_formed_allow_is_a_deny() {
         ));
         assert!(!decision.allow, "{name} must deny");
         assert!(
-            decision.reason.contains(expected),
+            expected.split('|').any(|e| decision.reason.contains(e)),
             "{name}: {}",
             decision.reason
         );
