@@ -201,6 +201,12 @@ pub(crate) struct ServeArgs {
     /// bundles; default <data dir>/snapshots. A snapshot it cannot read is listed as left out.
     #[arg(long, env = "CHANGEFLOW_SNAPSHOT_DIR")]
     pub(crate) snapshot_dir: Option<PathBuf>,
+    /// Workflow calls (change starts, quick operations, decisions, evidence exports) this front
+    /// door runs at once; past it a call is refused at once, retryable (REST 503 with
+    /// Retry-After, an MCP tool error saying so) instead of waiting in line. Status queries,
+    /// listings and tools/list keep answering.
+    #[arg(long, env = "CHANGEFLOW_MAX_IN_FLIGHT", default_value_t = changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub(crate) max_in_flight: usize,
     /// On SIGTERM or Ctrl-C: seconds to let requests in flight finish before the process exits
     /// (no new connections are accepted meanwhile).
     #[arg(long, env = "CHANGEFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]

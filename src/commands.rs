@@ -363,6 +363,7 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         snapshot_dir: args
             .snapshot_dir
             .unwrap_or_else(|| g.data_dir.join("snapshots")),
+        max_in_flight: args.max_in_flight,
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

@@ -61,6 +61,8 @@ pub struct FrontDoorOptions {
     pub archive_reads: bool,
     /// The workers' snapshot directory, for evidence bundles.
     pub snapshot_dir: PathBuf,
+    /// Workflow calls running at once before calls are refused (retryable).
+    pub max_in_flight: usize,
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -202,6 +204,7 @@ pub async fn start(
             histories: Some(Arc::new(crate::replay::BinaryHistories)),
             snapshot_dir: Some(options.snapshot_dir),
         },
+        in_flight: changeflow_mcp_frontend::front_door::InFlight::new(options.max_in_flight),
     });
     Ok(serve(
         listener,
@@ -287,6 +290,7 @@ pub async fn start_conformance_profile(
         approval_poll_secs: changeflow_workflows::DEFAULT_APPROVAL_POLL_SECS,
         verification: Default::default(),
         evidence: Default::default(),
+        in_flight: Default::default(),
     });
     Ok(serve(listener, front, url, Background(vec![policy_watch])))
 }

@@ -125,6 +125,7 @@ impl Stack {
                 archive_every: Duration::from_secs(2),
                 archive_reads: false,
                 snapshot_dir: options.data_dir.join("snapshots"),
+                max_in_flight: changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT,
             },
             "127.0.0.1:0",
             None,

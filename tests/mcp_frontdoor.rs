@@ -73,6 +73,7 @@ async fn front_door_with(
             histories: Some(Arc::new(changeflow::replay::BinaryHistories)),
             snapshot_dir: Some(h.snapshot_dir()),
         },
+        in_flight: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {

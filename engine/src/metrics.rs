@@ -27,6 +27,12 @@ pub const HTTP_SECONDS: &str = "changeflow_http_request_duration_seconds";
 /// Temporal visibility when the front door's `/metrics` is scraped.
 pub const CHANGES_IN_PROGRESS: &str = "changeflow_changes_in_progress";
 
+/// Tool calls running a workflow right now, on this front door (starts and quick operations).
+pub const WORKFLOW_CALLS_IN_FLIGHT: &str = "changeflow_workflow_calls_in_flight";
+/// Calls refused at once because this front door had `--max-in-flight` workflow calls
+/// running, by `server` and `tool`.
+pub const CALLS_SHED: &str = "changeflow_calls_shed_total";
+
 /// Latency buckets in seconds: from a cached token check to a long change.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -42,6 +42,57 @@ pub struct FrontDoor {
     /// What evidence bundles are built from besides Temporal and the audit store (history
     /// replay, the workers' snapshot directory).
     pub evidence: crate::evidence::EvidenceSources,
+    /// How many workflow calls may run at once; past it calls are refused, retryable.
+    pub in_flight: InFlight,
+}
+
+/// The bound on workflow calls in flight (starts, quick operations, decisions, evidence):
+/// past it a call is refused at once rather than queued behind the others. Queries,
+/// listings and `tools/list` do not count and keep answering.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+/// Workflow calls one front door runs at once by default. The embedded Temporal dev server
+/// answers about 150-250 starts a second on two cores, and 50 concurrent reads already took
+/// seconds each there: calls past this many would only wait in line.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// A slot for one workflow call, given back when dropped.
+pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!(changeflow_engine::metrics::WORKFLOW_CALLS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> Self {
+        InFlight {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot, or `None` when every one is taken.
+    pub fn try_slot(&self) -> Option<Slot> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        metrics::gauge!(changeflow_engine::metrics::WORKFLOW_CALLS_IN_FLIGHT).increment(1.0);
+        Some(Slot(permit))
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight::new(DEFAULT_MAX_IN_FLIGHT)
+    }
 }
 
 /// Which set of tools a front door serves.

@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// What an overloaded front door asks callers to wait before retrying.
+pub const RETRY_AFTER_OVERLOAD_SECS: u64 = 1;
+
 /// By default, calls with the same caller, tool and arguments within ten minutes reuse one
 /// workflow (see `FrontDoor::idempotency_window`).
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
@@ -403,6 +406,22 @@ impl FrontDoor {
                 return Ok(Outcome::Invalid(problem));
             }
         };
+        // Past the bound on workflow calls, refuse at once (before policy and audit: a refusal
+        // that changes nothing costs nothing) rather than queue behind the calls running.
+        let slot = if call.runs_workflow() {
+            match self.in_flight.try_slot() {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!(m::CALLS_SHED, "server" => spec.server, "tool" => spec.name)
+                        .increment(1);
+                    return Ok(Outcome::Overloaded {
+                        retry_after_secs: RETRY_AFTER_OVERLOAD_SECS,
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let facts = self.facts(&call).await;
         let mut decision = self.decide(identity, spec, &arguments, facts);
         // Without an audit record nothing happens: a store that cannot take one now refuses
@@ -560,6 +579,8 @@ impl FrontDoor {
                     return Ok(Outcome::Failed(e.to_string()));
                 }
                 note(&id, "started").await?;
+                // Started: following the change is queries, which do not count.
+                drop(slot);
                 if wait == Wait::UntilStarted {
                     return Ok(Outcome::Started { change_id: id });
                 }

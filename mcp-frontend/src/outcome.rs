@@ -75,6 +75,9 @@ pub enum Outcome {
     Conflict(String),
     /// The workflow could not be started or did not complete.
     Failed(String),
+    /// Refused at once: this front door has as many workflow calls running as it takes.
+    /// Nothing was started; the same call later will be taken.
+    Overloaded { retry_after_secs: u64 },
     /// A change's evidence bundle: its overview as the tool's result, or the bundle itself
     /// where the protocol can carry a file (REST's download).
     Evidence(Box<crate::evidence::Bundle>),
@@ -101,6 +104,7 @@ impl Outcome {
             Outcome::NotFound(_) => "not found",
             Outcome::Conflict(_) => "conflict",
             Outcome::Failed(_) => "failed",
+            Outcome::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -123,6 +127,14 @@ impl Outcome {
             Err(e) => Outcome::Failed(format!("unserialisable result: {e}")),
         }
     }
+}
+
+/// What an overloaded front door says, whatever the protocol.
+pub fn overloaded_message(retry_after_secs: u64) -> String {
+    format!(
+        "changeflow is temporarily overloaded: too many calls are running; nothing was done, \
+         retry in {retry_after_secs} s"
+    )
 }
 
 /// The audit store failed; nothing was done.

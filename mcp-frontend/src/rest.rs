@@ -35,6 +35,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many calls running on this front door; retry after the seconds given.
+    #[error("{}", crate::outcome::overloaded_message(*.0))]
+    Overloaded(u64),
 }
 
 /// What a 503 asks a client to wait before retrying, in seconds.
@@ -66,13 +69,22 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "unavailable", "message": self.to_string(), "retryable": true}),
             ),
+            ApiError::Overloaded(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "overloaded", "message": self.to_string(), "retryable": true}),
+            ),
+        };
+        let retry_after = match &self {
+            ApiError::Overloaded(secs) => secs.to_string(),
+            _ => RETRY_AFTER_SECS.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after)
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
         }
         response
     }
@@ -224,6 +236,7 @@ fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiEr
         Outcome::Failed(message) => Err(ApiError::Unavailable(format!(
             "{message}; retrying with the same arguments is safe"
         ))),
+        Outcome::Overloaded { retry_after_secs } => Err(ApiError::Overloaded(retry_after_secs)),
         Outcome::Evidence(bundle) => bundle
             .overview_value()
             .map(|overview| (StatusCode::OK, Json(overview)).into_response())

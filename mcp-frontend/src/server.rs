@@ -277,6 +277,13 @@ impl ServerHandler for ChangeflowMcp {
                 tool_error(message).into()
             }
             Outcome::Started { change_id } => CallToolResult::structured(json!({"change_id": change_id})).into(),
+            Outcome::Overloaded { retry_after_secs } => CallToolResult::structured_error(json!({
+                "error": "overloaded",
+                "message": crate::outcome::overloaded_message(retry_after_secs),
+                "retryable": true,
+                "retry_after_secs": retry_after_secs,
+            }))
+            .into(),
             Outcome::Evidence(bundle) => match bundle.overview_value() {
                 Ok(overview) => CallToolResult::structured(overview).into(),
                 Err(message) => tool_error(message).into(),

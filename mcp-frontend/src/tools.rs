@@ -50,6 +50,24 @@ pub enum Call {
     Fixture(Value),
 }
 
+impl Call {
+    /// Whether the call runs a workflow (a start, a quick operation, a decision, an evidence
+    /// export): those count against `FrontDoor::in_flight`; reads of status, history, lists
+    /// and the audit store do not.
+    pub fn runs_workflow(&self) -> bool {
+        match self {
+            Call::Deploy(_) | Call::Operation(_) | Call::Decide(..) | Call::Evidence(_) => true,
+            #[cfg(feature = "fixtures")]
+            Call::Fixture(_) => true,
+            Call::Change(..)
+            | Call::List(_)
+            | Call::Pending(_)
+            | Call::SearchAudit(_)
+            | Call::VerifyAudit => false,
+        }
+    }
+}
+
 /// What a change tool does with the change it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeAction {

@@ -32,6 +32,8 @@ struct Recorded {
     starts: Mutex<Vec<(String, String)>>,
     /// Temporal is down.
     down: std::sync::atomic::AtomicBool,
+    /// Quick operations wait while a test holds this for writing (slow workflows).
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl Recorded {
@@ -58,6 +60,7 @@ impl Workflows for Recorded {
         request: OperationRequest,
     ) -> Result<Value, OperationFailure> {
         self.note("operation", id);
+        let _open = self.gate.read().await;
         Ok(json!({"operation": serde_json::to_value(&request.operation).unwrap()["operation"]}))
     }
     async fn reachable(&self) -> bool {
@@ -159,11 +162,16 @@ const ISSUER: &str = "https://idp.invalid";
 const AUDIENCE: &str = "changeflow";
 
 async fn fixture() -> Fixture {
-    fixture_with(None).await
+    fixture_with(
+        None,
+        changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT,
+    )
+    .await
 }
 
-/// The fixture, with its audit store at `audit_url` (SQLite in its directory by default).
-async fn fixture_with(audit_url: Option<&str>) -> Fixture {
+/// The fixture, with its audit store at `audit_url` (SQLite in its directory by default) and
+/// at most `in_flight` workflow calls at once.
+async fn fixture_with(audit_url: Option<&str>, in_flight: usize) -> Fixture {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "cf-app-{}-{}",
@@ -205,6 +213,7 @@ async fn fixture_with(audit_url: Option<&str>) -> Fixture {
             .unwrap(),
         ),
         evidence: Default::default(),
+        in_flight: changeflow_mcp_frontend::front_door::InFlight::new(in_flight),
     });
     Fixture {
         front,
@@ -732,7 +741,11 @@ async fn an_unreachable_audit_store_refuses_calls_retryably_and_service_resumes(
     as_admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
     let mut url = url::Url::parse(&admin_url).unwrap();
     url.set_path(&name);
-    let f = fixture_with(Some(url.as_str())).await;
+    let f = fixture_with(
+        Some(url.as_str()),
+        changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT,
+    )
+    .await;
     let call = || f.tool("admin", "list_devices", json!({}));
     assert_eq!(call().await.0, StatusCode::OK);
     let started = f.workflows.starts().len();
@@ -787,4 +800,131 @@ async fn an_unreachable_audit_store_refuses_calls_retryably_and_service_resumes(
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     )
     .await;
+}
+
+/// Past its bound on workflow calls the front door refuses at once, retryably, over REST and
+/// MCP; status, listings and tools/list keep answering; nothing refused was started; and once
+/// the calls in flight end, calls are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_bound_the_front_door_sheds_calls_and_recovers_by_itself() {
+    let f = Arc::new(fixture_with(None, 3).await);
+    let hold = f.workflows.gate.write().await;
+    let mut running = Vec::new();
+    for n in 0..3 {
+        let f = f.clone();
+        running.push(tokio::spawn(async move {
+            f.tool(
+                "alice",
+                "list_devices",
+                json!({"hostname": format!("sj-access-0{n}")}),
+            )
+            .await
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.workflows.starts().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // REST: 503, Retry-After, retryable, fast.
+    let started = std::time::Instant::now();
+    let request = f.post(
+        "/api/v1/mcp/catalyst-center/tools/list_devices",
+        Some(&f.token("alice")),
+        json!({"arguments": {}}),
+    );
+    let (status, headers, body) = f.send(request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert_eq!(body["error"], "overloaded", "{body}");
+    assert_eq!(body["retryable"], true, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once"
+    );
+    // A change start is refused the same way.
+    let (status, body) = f
+        .tool(
+            "alice",
+            "deploy_template",
+            json!({"template_id": "t", "devices": ["lab-1"], "change_type": "normal"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // MCP (stateless era): a tool error saying so, retryable.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "list_devices", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}});
+    let mut mcp = f.post("/mcp", Some(&f.token("alice")), call);
+    for (name, value) in [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "list_devices"),
+    ] {
+        mcp.headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    let response = app(f.front.clone()).oneshot(mcp).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    // The answer is JSON, or the last `data:` event of a stream.
+    let answer: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|v| v.get("result").is_some())
+            .unwrap_or_else(|| panic!("no result in {text}"))
+    });
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert_eq!(
+        result["structuredContent"]["error"], "overloaded",
+        "{answer}"
+    );
+    assert_eq!(result["structuredContent"]["retryable"], true, "{answer}");
+
+    // Queries and listings keep answering.
+    let (status, _) = f
+        .tool(
+            "alice",
+            "get_change_status",
+            json!({"change_id": "change-x"}),
+        )
+        .await;
+    assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let listing = Request::get("/api/v1/mcp/catalyst-center/tools")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", f.token("alice")),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.send(listing).await.0, StatusCode::OK);
+    assert_eq!(f.workflows.starts().len(), 3, "nothing refused was started");
+    let shed = changeflow_engine::metrics::prometheus().render();
+    assert!(
+        shed.contains(
+            "changeflow_calls_shed_total{server=\"catalyst-center\",tool=\"list_devices\"}"
+        ),
+        "{shed}"
+    );
+
+    // The calls in flight finish; the next call is taken.
+    drop(hold);
+    for call in running {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = f.tool("alice", "list_devices", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(f.workflows.starts().len(), 4);
 }
