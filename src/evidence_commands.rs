@@ -45,6 +45,16 @@ async fn export(g: &GlobalArgs, args: EvidenceArgs) -> anyhow::Result<ExitCode> 
         anyhow::bail!("name a change and --output");
     };
     changeflow_workflows::limits::id("change id", &id).map_err(anyhow::Error::msg)?;
+    // Never mix a bundle into another one, nor overwrite one.
+    let occupied = match std::fs::read_dir(&output) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => output.exists(),
+    };
+    anyhow::ensure!(
+        !occupied,
+        "{} already exists: name a new directory or .tar.gz file",
+        output.display()
+    );
     let audit = open_audit(g, args.audit_database_url.as_deref()).await?;
     let workflows = workflows(g).await?;
     let subject = cli_subject();

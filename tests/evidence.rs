@@ -144,6 +144,12 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
         "{}",
         text(&out)
     );
+    let again = changeflow(
+        &data,
+        &["evidence", &change, "--output", bundle.to_str().unwrap()],
+    );
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
     let archive = dir.0.join("bundle.tar.gz");
     let out = changeflow(
         &data,
