@@ -16,7 +16,8 @@ use std::time::Duration;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext, WorkflowResult,
+    WorkflowTermination,
 };
 
 #[workflow]
@@ -33,14 +34,25 @@ impl DownstreamOperation {
         if let Err(reason) = request.operation.validate() {
             return Err(FailureType::InvalidRequest.terminate(format!("invalid request: {reason}")));
         }
-        match ctx
-            .execute_activity(
+        // Since this patch the call is a local activity: one workflow task and a marker in
+        // history instead of scheduling, starting and completing an activity (two round trips
+        // to Temporal). Histories recorded before it replay the activity.
+        let outcome = if ctx.patched(LOCAL_OPERATION) {
+            ctx.execute_local_activity(
+                ChangeActivities::perform_operation,
+                request,
+                local_operation_options(),
+            )
+            .await
+        } else {
+            ctx.execute_activity(
                 ChangeActivities::perform_operation,
                 request,
                 operation_options(),
             )
             .await
-        {
+        };
+        match outcome {
             Ok(value) => Ok(value),
             Err(ActivityExecutionError::Cancelled(_)) => Err(WorkflowTermination::cancelled()),
             Err(err) => Err(root_application_failure(&err)),
@@ -48,19 +60,35 @@ impl DownstreamOperation {
     }
 }
 
+/// The patch that made quick operations local activities.
+pub const LOCAL_OPERATION: &str = "local-operation";
+
 /// Quick calls: a transient outage is retried for a minute; then the caller hears about it.
+fn operation_retries() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(250))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(5))
+        .build()
+}
+
+/// The same bounds for the local activity.
+fn local_operation_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .schedule_to_close_timeout(Duration::from_secs(60))
+        .start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(operation_retries())
+        .summary("downstream operation".to_string())
+        .build()
+}
+
+/// Before `LOCAL_OPERATION`: an ordinary activity.
 fn operation_options() -> ActivityOptions {
     ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
         schedule_to_close: Duration::from_secs(60),
         start_to_close: Duration::from_secs(30),
     })
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_millis(250))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(5))
-            .build(),
-    )
+    .retry_policy(operation_retries())
     .summary("downstream operation".to_string())
     .build()
 }
