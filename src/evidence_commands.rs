@@ -161,12 +161,9 @@ async fn verify_bundle(args: EvidenceVerifyArgs) -> anyhow::Result<ExitCode> {
 
 async fn public_key(g: &GlobalArgs, args: EvidenceKeyArgs) -> anyhow::Result<ExitCode> {
     let workflows = workflows(g).await?;
-    let id = format!(
-        "read-evidence-key-{}",
-        &canonical_hash(&serde_json::json!([
-            cli_subject(),
-            changeflow_engine::audit::format_time(std::time::SystemTime::now())
-        ]))[..32]
+    let id = changeflow_mcp_frontend::changes::fresh_id(
+        "read-evidence-key",
+        &serde_json::json!([cli_subject()]),
     );
     let value = workflows
         .run_operation(

@@ -65,12 +65,7 @@ fn mint(issuer: &DevIssuer) -> String {
 
 fn input(identity: &VerifiedIdentity) -> PolicyInput {
     PolicyInput {
-        identity: PolicyIdentity {
-            subject: identity.subject.clone(),
-            groups: identity.groups.clone(),
-            amr: identity.amr.clone(),
-            client_id: identity.client_id.clone().unwrap_or_default(),
-        },
+        identity: PolicyIdentity::from(identity),
         resource: "catalyst-center".into(),
         action: "read".into(),
         tool: PolicyTool {

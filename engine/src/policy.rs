@@ -27,6 +27,17 @@ pub struct PolicyIdentity {
     pub client_id: String,
 }
 
+impl From<&crate::identity::VerifiedIdentity> for PolicyIdentity {
+    fn from(identity: &crate::identity::VerifiedIdentity) -> Self {
+        PolicyIdentity {
+            subject: identity.subject.clone(),
+            groups: identity.groups.clone(),
+            amr: identity.amr.clone(),
+            client_id: identity.client_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// Everything a policy decides on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyInput {

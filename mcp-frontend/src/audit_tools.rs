@@ -36,7 +36,7 @@ pub struct SearchAudit {
     #[schemars(extend("format" = "date-time"))]
     pub until: Option<String>,
     /// Records per page
-    #[serde(default = "default_limit")]
+    #[serde(default = "crate::changes::default_limit")]
     #[schemars(range(min = 1, max = limits::MAX_LIST_LIMIT))]
     pub limit: u32,
     /// Records to skip: the previous page's `next_offset`
@@ -57,10 +57,6 @@ pub enum AuditDecision {
 
 /// The largest `offset` a page may start at.
 pub const MAX_OFFSET: u32 = 1_000_000_000;
-
-fn default_limit() -> u32 {
-    limits::DEFAULT_LIST_LIMIT
-}
 
 impl Arguments for SearchAudit {
     fn validate(&self) -> Result<(), String> {

@@ -331,6 +331,20 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
 
 /// The step timeline of one change, from its Temporal history: when it started, each
 /// activity's scheduling, attempts and result, and how it ended.
+/// A fresh workflow id: `prefix-` and a hash of `scope` (who asks for what), the time and a
+/// per-process sequence, so no two calls share one (reads are never deduplicated).
+pub fn fresh_id(prefix: &str, scope: &serde_json::Value) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let digest =
+        changeflow_engine::audit::canonical_hash(&serde_json::json!([scope, nanos.to_string(), n]));
+    format!("{prefix}-{}", &digest[..32])
+}
+
 /// A workflow's whole history as Temporal has it (its latest run).
 pub async fn fetch_history(
     client: &Client,
@@ -594,7 +608,8 @@ pub enum StatusFilter {
     Step(ChangeStep),
 }
 
-fn default_limit() -> u32 {
+/// A list's length when the caller names none (`list_changes`, `search_audit`, ...).
+pub(crate) fn default_limit() -> u32 {
     limits::DEFAULT_LIST_LIMIT
 }
 

@@ -19,7 +19,6 @@ use changeflow_workflows::{
     ApprovalDecision, ChangeProgress, ChangeStep, DecisionSource, DeploymentRequest, Verdict,
 };
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an overloaded front door asks callers to wait before retrying.
@@ -54,14 +53,7 @@ fn scoped_id(
 
 /// A fresh workflow id for a read: reads are never deduplicated, so each sees current data.
 fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let digest = canonical_hash(&json!([identity.subject, tool, nanos.to_string(), n]));
-    format!("{prefix}-{}", &digest[..32])
+    changes::fresh_id(prefix, &json!([identity.subject, tool]))
 }
 
 /// What policy is told beyond the call itself: the change a tool names (its requester), or
@@ -80,12 +72,7 @@ fn policy_input(
     facts: Facts,
 ) -> PolicyInput {
     PolicyInput {
-        identity: PolicyIdentity {
-            subject: identity.subject.clone(),
-            groups: identity.groups.clone(),
-            amr: identity.amr.clone(),
-            client_id: identity.client_id.clone().unwrap_or_default(),
-        },
+        identity: PolicyIdentity::from(identity),
         resource: spec.server.to_string(),
         action: spec.action.to_string(),
         tool: PolicyTool {

@@ -352,19 +352,7 @@ async fn run(
     prefix: &str,
     change_id: &str,
 ) -> Result<Value, String> {
-    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let digest = changeflow_engine::audit::canonical_hash(&json!([
-        change_id,
-        exported_by,
-        nanos.to_string(),
-        n
-    ]));
-    let workflow_id = format!("{prefix}-{}", &digest[..32]);
+    let workflow_id = crate::changes::fresh_id(prefix, &json!([change_id, exported_by]));
     workflows
         .run_operation(
             &workflow_id,
