@@ -8,6 +8,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY activities activities
+COPY bench bench
 COPY credentials credentials
 COPY devstack devstack
 COPY engine engine

@@ -1,7 +1,7 @@
 # changeflow — the two commands a new user needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo dev test lint tools build production clean replay-fixtures
+.PHONY: demo dev test lint tools build production clean replay-fixtures bench
 
 ## demo: install what is missing, build, and run one sample change end to end
 demo: tools build
@@ -37,6 +37,14 @@ production: tools
 	done
 	./target/debug/changeflow --help | grep -q 'serve'
 	@echo "production build: serve, worker, audit, policy; no development commands, no simulators"
+
+## bench: measure the release build on the embedded stack against its baselines, in one run
+## (about ten minutes on two cores); prints a table and writes bench/results/<date>.md
+bench: tools
+	@./tools/ensure.sh bench
+	$(CARGO) build --release --workspace --bin changeflow --bin changeflow-bench
+	$(CARGO) bench -p changeflow-engine --bench authn_authz -- --warm-up-time 1 --measurement-time 3 > target/bench-authn.txt
+	./target/release/changeflow-bench --authn-report target/bench-authn.txt
 
 ## tools: protoc and the pinned Python tools under .tools/ (idempotent)
 tools:

@@ -205,6 +205,7 @@ pub async fn start(
             snapshot_dir: Some(options.snapshot_dir),
         },
         in_flight: changeflow_mcp_frontend::front_door::InFlight::new(options.max_in_flight),
+        devices: Default::default(),
     });
     Ok(serve(
         listener,
@@ -291,6 +292,7 @@ pub async fn start_conformance_profile(
         verification: Default::default(),
         evidence: Default::default(),
         in_flight: Default::default(),
+        devices: Default::default(),
     });
     Ok(serve(listener, front, url, Background(vec![policy_watch])))
 }

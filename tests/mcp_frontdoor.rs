@@ -74,6 +74,7 @@ async fn front_door_with(
             snapshot_dir: Some(h.snapshot_dir()),
         },
         in_flight: Default::default(),
+        devices: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {

@@ -4,6 +4,7 @@
 #   prometheus          Debian's prometheus (the server and promtool, for the metrics tests)
 #   .tools/venv         pinned Python tools from tools/requirements.txt
 #   .tools/node         pinned Node tools from tools/node (a real OpenID provider for interop tests)
+#   wrk                 Debian's wrk, only with the argument `bench` (the load generator of make bench)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -45,6 +46,14 @@ if ! cmp -s "$root/tools/node/package-lock.json" "$node_dir/package-lock.json" |
   mkdir -p "$node_dir"
   cp "$root/tools/node/package.json" "$root/tools/node/package-lock.json" "$node_dir/"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+if [ "${1:-}" = "bench" ] && ! command -v wrk >/dev/null 2>&1; then
+  echo "tools: installing wrk (Debian), the HTTP load generator of make bench" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
 
 "$venv/bin/temporal" --version >/dev/null

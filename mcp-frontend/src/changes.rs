@@ -53,6 +53,7 @@ pub async fn start(
                 ]))
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .enable_eager_workflow_start(true)
                 .build(),
         )
         .await;
@@ -103,6 +104,9 @@ pub(crate) fn tool_start_options(
         ]))
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        // A worker sharing this client (`changeflow dev`) takes the first workflow task from
+        // the start's answer instead of polling for it; without one this asks for nothing.
+        .enable_eager_workflow_start(true)
         .build()
 }
 

@@ -44,6 +44,40 @@ pub struct FrontDoor {
     pub evidence: crate::evidence::EvidenceSources,
     /// How many workflow calls may run at once; past it calls are refused, retryable.
     pub in_flight: InFlight,
+    /// The device inventory deployments are judged with, read at most once per
+    /// `DEVICE_FACTS_TTL`.
+    pub devices: DeviceInventory,
+}
+
+/// How long the inventory read for policy (each device's role and family) is reused: a burst
+/// of change requests shares one `list_devices` workflow instead of running one each. A role
+/// changed in Catalyst Center counts from the next read on.
+pub const DEVICE_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The device inventory policy judges deployments with, read through a workflow at most once
+/// per `DEVICE_FACTS_TTL`; callers arriving during a read wait for it. A failed read is not
+/// kept.
+#[derive(Default)]
+pub struct DeviceInventory {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<serde_json::Value>>)>>,
+}
+
+impl DeviceInventory {
+    /// The inventory read within the last `DEVICE_FACTS_TTL`, or else what `read` returns now.
+    pub async fn get_or_read<F>(&self, read: F) -> Option<Arc<Vec<serde_json::Value>>>
+    where
+        F: std::future::Future<Output = Option<Vec<serde_json::Value>>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, devices)) = last.as_ref()
+            && at.elapsed() < DEVICE_FACTS_TTL
+        {
+            return Some(devices.clone());
+        }
+        let devices = Arc::new(read.await?);
+        *last = Some((std::time::Instant::now(), devices.clone()));
+        Some(devices)
+    }
 }
 
 /// The bound on workflow calls in flight (starts, quick operations, decisions, evidence):

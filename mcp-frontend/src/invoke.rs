@@ -236,14 +236,16 @@ impl FrontDoor {
             requested_by: identity.subject.clone(),
         };
         let id = fresh_id("read", identity, "list_devices");
-        let listed = match self.temporal.run_operation(&id, request).await {
-            Ok(value) => value,
-            Err(e) => {
-                tracing::warn!(error = ?e, "device facts for policy unavailable; devices count as UNKNOWN");
-                Value::Null
+        let read = async {
+            match self.temporal.run_operation(&id, request).await {
+                Ok(listed) => listed["devices"].as_array().cloned(),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "device facts for policy unavailable; devices count as UNKNOWN");
+                    None
+                }
             }
         };
-        let known = listed["devices"].as_array().cloned().unwrap_or_default();
+        let known = self.devices.get_or_read(read).await.unwrap_or_default();
         names
             .iter()
             .map(|name| {

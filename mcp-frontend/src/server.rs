@@ -17,6 +17,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -30,6 +31,43 @@ impl ChangeflowMcp {
     pub fn new(front: Arc<FrontDoor>, server: Option<&'static str>) -> Self {
         Self { front, server }
     }
+}
+
+/// The tools an endpoint lists (all of a catalog, or one server's), built once: generating
+/// their schemas costs far more than the rest of a `tools/list`.
+fn listed_tools(catalog: &'static [tools::ToolSpec], server: Option<&'static str>) -> Arc<[Tool]> {
+    type Key = (usize, Option<&'static str>);
+    static LISTED: std::sync::LazyLock<std::sync::Mutex<HashMap<Key, Arc<[Tool]>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = (catalog.as_ptr() as usize, server);
+    let mut listed = LISTED.lock().unwrap_or_else(|e| e.into_inner());
+    listed
+        .entry(key)
+        .or_insert_with(|| {
+            catalog
+                .iter()
+                .filter(|t| server.is_none_or(|s| s == t.server))
+                .map(|t| {
+                    let schema = match (t.input_schema)() {
+                        Value::Object(map) => map,
+                        _ => Default::default(),
+                    };
+                    Tool::new(t.name, t.description, Arc::new(schema))
+                        .with_raw_output_schema(Arc::new(match (t.output_schema)() {
+                            Value::Object(map) => map,
+                            _ => Default::default(),
+                        }))
+                        .with_title(t.title)
+                        .with_annotations(
+                            ToolAnnotations::new()
+                                .read_only(t.read_only)
+                                .destructive(t.destructive)
+                                .idempotent(t.idempotent),
+                        )
+                })
+                .collect()
+        })
+        .clone()
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -166,32 +204,9 @@ impl ServerHandler for ChangeflowMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self
-            .front
-            .catalog
-            .tools()
-            .iter()
-            .filter(|t| self.server.is_none_or(|s| s == t.server))
-            .map(|t| {
-                let schema = match (t.input_schema)() {
-                    Value::Object(map) => map,
-                    _ => Default::default(),
-                };
-                Tool::new(t.name, t.description, Arc::new(schema))
-                    .with_raw_output_schema(Arc::new(match (t.output_schema)() {
-                        Value::Object(map) => map,
-                        _ => Default::default(),
-                    }))
-                    .with_title(t.title)
-                    .with_annotations(
-                        ToolAnnotations::new()
-                            .read_only(t.read_only)
-                            .destructive(t.destructive)
-                            .idempotent(t.idempotent),
-                    )
-            })
-            .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(ListToolsResult::with_all_items(
+            listed_tools(self.front.catalog.tools(), self.server).to_vec(),
+        ))
     }
 
     async fn call_tool(
@@ -258,7 +273,7 @@ impl ServerHandler for ChangeflowMcp {
         Ok(match outcome {
             Outcome::Started { change_id } if as_task => {
                 // The workflow exists once started, so tasks/get resolves from here on.
-                let view = self.front.temporal.task(&change_id)
+                let view = self.front.temporal.started_task(&change_id)
                     .await
                     .map_err(lookup_error)?;
                 CreateTaskResult::new(task(&view)).into()

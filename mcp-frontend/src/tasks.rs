@@ -105,6 +105,31 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
     })
 }
 
+/// A task right after the call that started it: a running change is `working`, said from
+/// its description alone (asking a busy worker for its progress could take seconds); one that
+/// already ended (the same call made again) is looked up in full.
+pub async fn view_started(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
+    let handle = client.get_workflow_handle::<UntypedWorkflow>(task_id);
+    let description = handle
+        .describe(Default::default())
+        .await
+        .map_err(|e| match e {
+            WorkflowInteractionError::NotFound(_) => TaskLookupError::NotFound(task_id.to_string()),
+            other => TaskLookupError::Temporal(other.to_string()),
+        })?;
+    let change = Kind::of(description.workflow_type()) == Some(Kind::Change);
+    if !change || description.status() != WorkflowExecutionStatus::Running {
+        return view(client, task_id).await;
+    }
+    let created_at = description.start_time().unwrap_or_else(SystemTime::now);
+    Ok(TaskView {
+        task_id: task_id.to_string(),
+        state: TaskState::Working("started".into()),
+        created_at,
+        updated_at: SystemTime::now(),
+    })
+}
+
 /// The input requests a workflow waits on. Only workflows that ask for input answer this;
 /// no change workflow does yet.
 async fn pending_input(

@@ -56,6 +56,10 @@ pub trait Workflows: Send + Sync {
     async fn list(&self, filter: &ChangeFilter) -> Result<Vec<ChangeSummary>, ChangeError>;
     /// A workflow seen as an MCP task.
     async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError>;
+    /// A task just started by a call (`working` unless it had already ended).
+    async fn started_task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
+        self.task(id).await
+    }
     /// Delivers answers to a task's input requests.
     async fn respond(
         &self,
@@ -148,6 +152,10 @@ impl Workflows for TemporalWorkflows {
 
     async fn task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
         tasks::view(&self.client, id).await
+    }
+
+    async fn started_task(&self, id: &str) -> Result<TaskView, TaskLookupError> {
+        tasks::view_started(&self.client, id).await
     }
 
     async fn respond(

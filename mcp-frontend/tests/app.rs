@@ -61,7 +61,11 @@ impl Workflows for Recorded {
     ) -> Result<Value, OperationFailure> {
         self.note("operation", id);
         let _open = self.gate.read().await;
-        Ok(json!({"operation": serde_json::to_value(&request.operation).unwrap()["operation"]}))
+        let operation = serde_json::to_value(&request.operation).unwrap()["operation"].clone();
+        if operation == "list_devices" {
+            return Ok(json!({"operation": operation, "devices": []}));
+        }
+        Ok(json!({ "operation": operation }))
     }
     async fn reachable(&self) -> bool {
         !self.down.load(std::sync::atomic::Ordering::Relaxed)
@@ -214,6 +218,7 @@ async fn fixture_with(audit_url: Option<&str>, in_flight: usize) -> Fixture {
         ),
         evidence: Default::default(),
         in_flight: changeflow_mcp_frontend::front_door::InFlight::new(in_flight),
+        devices: Default::default(),
     });
     Fixture {
         front,
@@ -443,6 +448,34 @@ async fn an_emergency_justification_lands_in_the_audit_record() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].entry.note, "core uplink flapping since 03:10");
     assert!(f.audit.verify().await.unwrap().first_broken.is_none());
+}
+
+#[tokio::test]
+async fn a_burst_of_change_requests_shares_one_device_inventory_read() {
+    let f = fixture().await;
+    for n in 0..3 {
+        let (status, body) = f
+            .tool(
+                "alice",
+                "deploy_template",
+                json!({
+                    "template_id": "t-1",
+                    "devices": ["sj-core-01"],
+                    "change_type": "emergency",
+                    "justification": "core uplink flapping",
+                    "idempotency_key": format!("burst-{n}"),
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let starts = f.workflows.starts();
+    let count = |what: &str| starts.iter().filter(|(w, _)| w == what).count();
+    assert_eq!(
+        (count("operation"), count("change")),
+        (1, 3),
+        "one inventory read for policy, three changes: {starts:?}"
+    );
 }
 
 #[tokio::test]
