@@ -12,16 +12,8 @@ use temporalio_common::telemetry::metrics::CoreMeter;
 use temporalio_common::telemetry::{
     PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
 };
-use temporalio_sdk::runtime::{PollerBehavior, RuntimeOptions};
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
-
-/// Workflow-task polls a worker keeps open. A quick operation is a new workflow whose single
-/// task comes through the shared (non-sticky) queue, which the SDK's default (five polls, one of
-/// them on that queue) drains one task per round trip; measured with `make bench`.
-const WORKFLOW_TASK_POLLERS: usize = 10;
-/// The share of those polls on the shared queue (the rest wait on this worker's sticky queue,
-/// where the next tasks of the long-running changes it holds in its cache arrive).
-const NONSTICKY_TO_STICKY_POLL_RATIO: f32 = 0.5;
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then drains it. With
 /// `sdk_metrics`, the Temporal SDK's own worker metrics (poll latencies, slots,
@@ -73,8 +65,6 @@ pub async fn run_worker(
     let options = options
         .context("registering workflows")?
         .register_activities(activities)
-        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(WORKFLOW_TASK_POLLERS))
-        .nonsticky_to_sticky_poll_ratio(NONSTICKY_TO_STICKY_POLL_RATIO)
         .build();
     let mut worker = Worker::new(&runtime, client, options).context("creating the worker")?;
     let stop = worker.shutdown_handle();
