@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{
-    Client, UntypedWorkflow, WorkflowExecutionStatus, WorkflowGetResultOptions,
+    Client, UntypedWorkflow, WorkflowExecutionDescription, WorkflowExecutionStatus,
+    WorkflowGetResultOptions,
 };
 use temporalio_common::WorkflowDefinition;
 
@@ -73,16 +74,49 @@ pub enum TaskLookupError {
     Temporal(String),
 }
 
-/// The task's current state, from the workflow's description, progress query and result.
-pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
+/// The workflow behind a task, described by Temporal.
+async fn describe(
+    client: &Client,
+    task_id: &str,
+) -> Result<WorkflowExecutionDescription, TaskLookupError> {
     let handle = client.get_workflow_handle::<UntypedWorkflow>(task_id);
-    let description = handle
+    handle
         .describe(Default::default())
         .await
         .map_err(|e| match e {
             WorkflowInteractionError::NotFound(_) => TaskLookupError::NotFound(task_id.to_string()),
             other => TaskLookupError::Temporal(other.to_string()),
-        })?;
+        })
+}
+
+/// The task's current state, from the workflow's description, progress query and result.
+pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
+    let description = describe(client, task_id).await?;
+    Ok(view_of(client, task_id, &description).await)
+}
+
+/// A task right after the call that started it: a running change is `working`, said from
+/// its description alone (asking a busy worker for its progress could take seconds); anything
+/// else (a fixture, or a change the same call made before that has ended) is looked at in full.
+pub async fn view_started(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
+    let description = describe(client, task_id).await?;
+    let change = Kind::of(description.workflow_type()) == Some(Kind::Change);
+    if !change || description.status() != WorkflowExecutionStatus::Running {
+        return Ok(view_of(client, task_id, &description).await);
+    }
+    Ok(TaskView {
+        task_id: task_id.to_string(),
+        state: TaskState::Working("started".into()),
+        created_at: description.start_time().unwrap_or_else(SystemTime::now),
+        updated_at: SystemTime::now(),
+    })
+}
+
+async fn view_of(
+    client: &Client,
+    task_id: &str,
+    description: &WorkflowExecutionDescription,
+) -> TaskView {
     let kind = Kind::of(description.workflow_type());
     let created_at = description.start_time().unwrap_or_else(SystemTime::now);
     let updated_at = description.close_time().unwrap_or_else(SystemTime::now);
@@ -97,37 +131,12 @@ pub async fn view(client: &Client, task_id: &str) -> Result<TaskView, TaskLookup
         }
         other => TaskState::Failed(format!("the workflow ended as {other:?}").to_lowercase()),
     };
-    Ok(TaskView {
+    TaskView {
         task_id: task_id.to_string(),
         state,
         created_at,
         updated_at,
-    })
-}
-
-/// A task right after the call that started it: a running change is `working`, said from
-/// its description alone (asking a busy worker for its progress could take seconds); one that
-/// already ended (the same call made again) is looked up in full.
-pub async fn view_started(client: &Client, task_id: &str) -> Result<TaskView, TaskLookupError> {
-    let handle = client.get_workflow_handle::<UntypedWorkflow>(task_id);
-    let description = handle
-        .describe(Default::default())
-        .await
-        .map_err(|e| match e {
-            WorkflowInteractionError::NotFound(_) => TaskLookupError::NotFound(task_id.to_string()),
-            other => TaskLookupError::Temporal(other.to_string()),
-        })?;
-    let change = Kind::of(description.workflow_type()) == Some(Kind::Change);
-    if !change || description.status() != WorkflowExecutionStatus::Running {
-        return view(client, task_id).await;
     }
-    let created_at = description.start_time().unwrap_or_else(SystemTime::now);
-    Ok(TaskView {
-        task_id: task_id.to_string(),
-        state: TaskState::Working("started".into()),
-        created_at,
-        updated_at: SystemTime::now(),
-    })
 }
 
 /// The input requests a workflow waits on. Only workflows that ask for input answer this;
