@@ -333,8 +333,6 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
     }
 }
 
-/// The step timeline of one change, from its Temporal history: when it started, each
-/// activity's scheduling, attempts and result, and how it ended.
 /// A fresh workflow id: `prefix-` and a hash of `scope` (who asks for what), the time and a
 /// per-process sequence, so no two calls share one (reads are never deduplicated).
 pub fn fresh_id(prefix: &str, scope: &serde_json::Value) -> String {
@@ -363,6 +361,8 @@ pub async fn fetch_history(
     Ok(temporalio_common::protos::temporal::api::history::v1::History { events })
 }
 
+/// The step timeline of one change, from its Temporal history: when it started, each
+/// activity's scheduling, attempts and result, and how it ended.
 pub async fn history(
     client: &Client,
     workflow_id: &str,
