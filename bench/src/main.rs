@@ -588,6 +588,16 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The reads target at 50 clients: half the raw start rate, p99 within a second.
+fn read_target(load: &Load, raw_starts: f64) -> String {
+    let met = raw_starts > 0.0 && load.rate() / raw_starts >= 0.5 && load.p99_ms <= 1000.0;
+    format!(
+        "≥ 0.5× raw starts ({}), p99 ≤ 1 s: {}",
+        ratio(load.rate(), raw_starts),
+        verdict(met)
+    )
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
@@ -671,20 +681,12 @@ impl Report {
     }
 
     fn starts(&mut self, raw: &Load, rest: &Load, mcp: &Load) {
-        let fmt = |l: &Load| {
-            format!(
-                "{:.0}/s (p50 {:.0} ms, p99 {:.0} ms)",
-                l.rate(),
-                l.p50_ms,
-                l.p99_ms
-            )
-        };
         for (label, load) in [("REST 202", rest), ("MCP task", mcp)] {
             let met = raw.rate() > 0.0 && load.rate() / raw.rate() >= 0.9;
             self.row(
                 &format!("starts, {label}, 50 in flight"),
-                fmt(load),
-                format!("raw SDK {}", fmt(raw)),
+                load.brief(),
+                format!("raw SDK {}", raw.brief()),
                 ratio(load.rate(), raw.rate()),
                 format!("≥ 0.9×: {}", verdict(met)),
             );
@@ -695,31 +697,18 @@ impl Report {
         self.detail(&format!("{tool} ×{clients}, changeflow"), ours);
         self.detail(&format!("{tool} ×{clients}, seed-style peer"), peer);
         self.detail(&format!("{tool} ×{clients}, simulator direct"), sim);
-        let fmt = |l: &Load| {
-            format!(
-                "{:.0}/s (p50 {:.0} ms, p99 {:.0} ms)",
-                l.rate(),
-                l.p50_ms,
-                l.p99_ms
-            )
-        };
         let target = if clients == 50 {
-            let met = raw > 0.0 && ours.rate() / raw >= 0.5 && ours.p99_ms <= 1000.0;
-            format!(
-                "≥ 0.5× raw starts ({}), p99 ≤ 1 s: {}",
-                ratio(ours.rate(), raw),
-                verdict(met)
-            )
+            read_target(ours, raw)
         } else {
             format!("{} of raw starts", ratio(ours.rate(), raw))
         };
         self.row(
             &format!("{tool}, {clients} client(s), errors {}", ours.errors),
-            fmt(ours),
+            ours.brief(),
             format!(
                 "seed-style peer {}; simulator direct {}",
-                fmt(peer),
-                fmt(sim)
+                peer.brief(),
+                sim.brief()
             ),
             format!("{} of peer", ratio(ours.rate(), peer.rate())),
             target,
@@ -731,25 +720,15 @@ impl Report {
             &format!("{tool} ×50, changeflow dev (worker in process, eager start)"),
             load,
         );
-        let met = raw > 0.0 && load.rate() / raw >= 0.5 && load.p99_ms <= 1000.0;
         self.row(
             &format!(
                 "{tool}, 50 clients, `changeflow dev` front door (eager start), errors {}",
                 load.errors
             ),
-            format!(
-                "{:.0}/s (p50 {:.0} ms, p99 {:.0} ms)",
-                load.rate(),
-                load.p50_ms,
-                load.p99_ms
-            ),
+            load.brief(),
             "—".into(),
             "—".into(),
-            format!(
-                "≥ 0.5× raw starts ({}), p99 ≤ 1 s: {}",
-                ratio(load.rate(), raw),
-                verdict(met)
-            ),
+            read_target(load, raw),
         );
     }
 

@@ -126,6 +126,16 @@ impl Load {
             0.0
         }
     }
+
+    /// Rate and latency in one cell: `42/s (p50 635 ms, p99 4429 ms)`.
+    pub fn brief(&self) -> String {
+        format!(
+            "{:.0}/s (p50 {:.0} ms, p99 {:.0} ms)",
+            self.rate(),
+            self.p50_ms,
+            self.p99_ms
+        )
+    }
 }
 
 /// One wrk run (`bench/wrk/call.lua` sorts the answers), configured through the environment.
