@@ -85,7 +85,7 @@ pub(crate) enum Command {
 RFC 9728 metadata at /.well-known/oauth-protected-resource. Every request needs a bearer token from the \
 configured OpenID provider; every tool call is authorized by the policy and written to the audit store."
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     #[cfg(feature = "dev")]
     /// Test only: serve the MCP conformance suite's fixture tools without authentication (loopback only).
     #[command(
@@ -207,6 +207,29 @@ pub(crate) struct ServeArgs {
     /// listings and tools/list keep answering.
     #[arg(long, env = "CHANGEFLOW_MAX_IN_FLIGHT", default_value_t = changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub(crate) max_in_flight: usize,
+    /// The web view's OpenID client id: set it to serve the web view under /ui/ (sign-in with
+    /// the authorization code flow and PKCE at --oidc-issuer, redirect URI
+    /// <public-url>/ui/callback). A confidential client's secret comes from
+    /// CHANGEFLOW_UI_CLIENT_SECRET; without one the client is public.
+    #[arg(long, env = "CHANGEFLOW_UI_CLIENT_ID")]
+    pub(crate) ui_client_id: Option<String>,
+    /// (secret: environment only)
+    #[arg(
+        long,
+        env = "CHANGEFLOW_UI_CLIENT_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) ui_client_secret: Option<String>,
+    /// Scopes the web view asks for besides openid; repeat or comma-separate.
+    #[arg(long = "ui-scope", env = "CHANGEFLOW_UI_SCOPES", value_delimiter = ',', default_values = ["profile", "email"])]
+    pub(crate) ui_scopes: Vec<String>,
+    /// Temporal's Web UI base URL, for the web view's link to a change's run.
+    #[arg(long, env = "CHANGEFLOW_TEMPORAL_UI_URL")]
+    pub(crate) temporal_ui_url: Option<String>,
+    /// ServiceNow's base URL, for the web view's link to a change's ticket.
+    #[arg(long, env = "CHANGEFLOW_SERVICENOW_UI_URL")]
+    pub(crate) servicenow_ui_url: Option<String>,
     /// On SIGTERM or Ctrl-C: seconds to let requests in flight finish before the process exits
     /// (no new connections are accepted meanwhile).
     #[arg(long, env = "CHANGEFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -602,8 +625,8 @@ pub(crate) fn is_secret(id: &str) -> bool {
     SECRET_ARGS.contains(&id)
 }
 
-/// The ids of `SecretArgs`' arguments.
-const SECRET_ARGS: [&str; 9] = [
+/// The ids of `SecretArgs`' arguments, and the web view's client secret.
+const SECRET_ARGS: [&str; 10] = [
     "vault_token",
     "vault_role_id",
     "vault_secret_id",
@@ -613,6 +636,7 @@ const SECRET_ARGS: [&str; 9] = [
     "servicenow_client_secret",
     "catalyst_username",
     "catalyst_password",
+    "ui_client_secret",
 ];
 
 /// Refuses secrets given as flags: they are taken from the environment only.

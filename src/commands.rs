@@ -364,6 +364,18 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
             .snapshot_dir
             .unwrap_or_else(|| g.data_dir.join("snapshots")),
         max_in_flight: args.max_in_flight,
+        web: args
+            .ui_client_id
+            .map(|client_id| changeflow::front_door::WebOptions {
+                client_id,
+                client_secret: args.ui_client_secret.filter(|s| !s.is_empty()),
+                scopes: args.ui_scopes,
+                links: changeflow_mcp_frontend::ui::Links {
+                    temporal_ui: args.temporal_ui_url,
+                    temporal_namespace: g.namespace.clone(),
+                    servicenow: args.servicenow_ui_url,
+                },
+            }),
     };
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(

@@ -248,6 +248,7 @@ pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
         "  MCP             {}  (token: changeflow token --user alice)",
         e.mcp
     );
+    eprintln!("  Web view        {}  (sign in as any demo user)", e.ui);
     eprintln!("  OpenID provider {}", e.oidc_issuer);
     eprintln!("  OpenBao         {}", e.vault);
     eprintln!("Endpoints and development credentials: {}", path.display());

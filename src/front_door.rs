@@ -63,6 +63,33 @@ pub struct FrontDoorOptions {
     pub snapshot_dir: PathBuf,
     /// Workflow calls running at once before calls are refused (retryable).
     pub max_in_flight: usize,
+    /// The web view under `/ui/`, when its OpenID client is configured.
+    pub web: Option<WebOptions>,
+}
+
+/// The web view's OpenID client and where it links to.
+pub struct WebOptions {
+    pub client_id: String,
+    /// A confidential client's secret; none for a public client (PKCE alone).
+    pub client_secret: Option<String>,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    pub links: changeflow_mcp_frontend::ui::Links,
+}
+
+/// The web view for a front door served at `url`, signing people in at `issuer`.
+fn web_view(options: WebOptions, issuer: &str, url: &str) -> changeflow_mcp_frontend::ui::WebView {
+    let login = changeflow_engine::login::OidcLogin::new(
+        changeflow_engine::login::LoginConfig {
+            issuer: issuer.to_string(),
+            client_id: options.client_id,
+            client_secret: options.client_secret,
+            redirect_uri: format!("{url}/ui/callback"),
+            scopes: options.scopes,
+        },
+        reqwest::Client::new(),
+    );
+    changeflow_mcp_frontend::ui::WebView::new(login, options.links, url.starts_with("https://"))
 }
 
 /// Browser origins accepted by default: loopback on any port.
@@ -206,6 +233,9 @@ pub async fn start(
         },
         in_flight: changeflow_mcp_frontend::front_door::InFlight::new(options.max_in_flight),
         devices: Default::default(),
+        web: options
+            .web
+            .map(|web| Arc::new(web_view(web, &options.oidc_issuer, &url))),
     });
     Ok(serve(
         listener,
@@ -293,6 +323,7 @@ pub async fn start_conformance_profile(
         evidence: Default::default(),
         in_flight: Default::default(),
         devices: Default::default(),
+        web: None,
     });
     Ok(serve(listener, front, url, Background(vec![policy_watch])))
 }

@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Replay(args) => replay(&g, args).await,
         Command::Evidence(args) => evidence(&g, args).await,
         Command::Watch(args) => watch(&g, args).await,
-        Command::Serve(args) => success(serve(&g, args).await),
+        Command::Serve(args) => success(serve(&g, *args).await),
         #[cfg(feature = "dev")]
         Command::ConformanceServer(args) => success(conformance_server(&g, args).await),
         #[cfg(feature = "dev")]

@@ -66,6 +66,8 @@ pub struct Endpoints {
     pub mcp: String,
     /// The REST proxy's base URL (`/api/v1`; OpenAPI at `<rest>/openapi.json`).
     pub rest: String,
+    /// The web view (sign in with a demo user at the development OpenID provider).
+    pub ui: String,
     /// The development OpenID provider and what `changeflow token` needs to use it.
     pub oidc_issuer: String,
     pub oidc_audience: String,
@@ -126,6 +128,16 @@ impl Stack {
                 archive_reads: false,
                 snapshot_dir: options.data_dir.join("snapshots"),
                 max_in_flight: changeflow_mcp_frontend::front_door::DEFAULT_MAX_IN_FLIGHT,
+                web: Some(crate::front_door::WebOptions {
+                    client_id: changeflow_devstack::dev_issuer::DEV_UI_CLIENT_ID.to_string(),
+                    client_secret: None,
+                    scopes: vec!["profile".into(), "email".into()],
+                    links: changeflow_mcp_frontend::ui::Links {
+                        temporal_ui: embedded_temporal.as_ref().map(|t| t.ui_url()),
+                        temporal_namespace: options.namespace.clone(),
+                        servicenow: Some(simulators.servicenow_url.clone()),
+                    },
+                }),
             },
             "127.0.0.1:0",
             None,
@@ -201,6 +213,7 @@ impl Stack {
             vault_token: self.vault.root_token().expose().to_string(),
             mcp: self.front_door.mcp_url(),
             rest: format!("{}/api/v1", self.front_door.url),
+            ui: format!("{}/ui/", self.front_door.url),
             oidc_issuer: self.dev_issuer.url().to_string(),
             oidc_audience: changeflow_devstack::dev_issuer::DEV_AUDIENCE.to_string(),
             dev_client_id: changeflow_devstack::dev_issuer::DEV_CLIENT_ID.to_string(),

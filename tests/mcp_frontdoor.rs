@@ -75,6 +75,7 @@ async fn front_door_with(
         },
         in_flight: Default::default(),
         devices: Default::default(),
+        web: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(changeflow_mcp_frontend::run(listener, front, async {

@@ -2,8 +2,10 @@
 # Installs what building and running changeflow needs and is missing; safe to run again.
 #   protoc              Debian's protobuf-compiler (the Temporal SDK compiles its protos)
 #   prometheus          Debian's prometheus (the server and promtool, for the metrics tests)
+#   chromium            Debian's chromium (driven by playwright-core in the web view's tests)
 #   .tools/venv         pinned Python tools from tools/requirements.txt
-#   .tools/node         pinned Node tools from tools/node (a real OpenID provider for interop tests)
+#   .tools/node         pinned Node tools from tools/node (a real OpenID provider for interop tests,
+#                       the MCP Inspector and conformance suite, playwright-core and axe-core)
 #   wrk                 Debian's wrk, only with the argument `bench` (the load generator of make bench)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +24,14 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "tools: installing Chromium (Debian chromium, the web view's browser tests)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 venv="$root/.tools/venv"

@@ -119,7 +119,7 @@ const VERIFIED_TOKENS: usize = 4096;
 pub struct FetchError(String);
 
 /// `openidconnect`'s HTTP hook, served by our reqwest client.
-async fn fetch(
+pub(crate) async fn fetch(
     http: reqwest::Client,
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, FetchError> {

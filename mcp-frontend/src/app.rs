@@ -38,6 +38,10 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ));
+    let mut open = Router::new();
+    if let (Catalog::Production, Some(web)) = (front.catalog, &front.web) {
+        open = crate::ui::router(front.clone(), web.clone());
+    }
     Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -52,6 +56,7 @@ pub fn app(front: Arc<FrontDoor>) -> Router {
         .route("/metrics", get(health::front_door_metrics))
         .route("/readyz", get(health::readyz))
         .with_state(front)
+        .merge(open)
         .merge(mcp)
         .layer(axum::middleware::from_fn(count_http))
 }

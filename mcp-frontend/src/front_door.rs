@@ -47,6 +47,8 @@ pub struct FrontDoor {
     /// The device inventory deployments are judged with, read at most once per
     /// `DEVICE_FACTS_TTL`.
     pub devices: DeviceInventory,
+    /// The web view under `/ui/`, when configured (it needs OpenID Connect sign-in).
+    pub web: Option<Arc<crate::ui::WebView>>,
 }
 
 /// How long the inventory read for policy (each device's role and family) is reused: a burst

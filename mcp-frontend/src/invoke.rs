@@ -182,6 +182,22 @@ impl FrontDoor {
         }
     }
 
+    /// Whether policy would allow `identity` this call, with the facts a real call would get:
+    /// for showing a control, never instead of the call's own decision (not audited, not
+    /// counted).
+    pub async fn permits(&self, identity: &VerifiedIdentity, tool: &str, arguments: Value) -> bool {
+        let Some(spec) = tools::find(None, tool) else {
+            return false;
+        };
+        let Ok(call) = (spec.parse)(arguments.clone()) else {
+            return false;
+        };
+        let facts = self.facts(&call).await;
+        self.policy
+            .decide(&policy_input(identity, spec, &arguments, facts))
+            .allow
+    }
+
     /// The policy's decision on a call, counted and timed.
     fn decide(
         &self,

@@ -1,7 +1,7 @@
 //! The MCP front door: Streamable HTTP (rmcp) inside an axum app. Every request is
 //! authenticated (OIDC bearer token); every tool call is authorized by policy, audited, and
 //! served by starting or reading a Temporal workflow. It never calls ServiceNow, Catalyst Center
-//! or Vault itself.
+//! or Vault itself. People use the same tools through the web view under `/ui/` (`ui`).
 
 pub mod app;
 pub mod archive;
@@ -21,6 +21,7 @@ pub mod server;
 pub mod tasks;
 pub mod temporal;
 pub mod tools;
+pub mod ui;
 
 pub use app::{MAX_BODY_BYTES, app, run};
 pub use front_door::{Authentication, Catalog, FrontDoor};

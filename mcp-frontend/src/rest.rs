@@ -255,7 +255,12 @@ async fn change_evidence(
     let Ok(Outcome::Evidence(bundle)) = outcome else {
         return respond(outcome);
     };
-    let archive = bundle.tar_gz().map_err(ApiError::Unavailable)?;
+    bundle_download(&bundle).map_err(ApiError::Unavailable)
+}
+
+/// An evidence bundle as a tar.gz attachment (the REST proxy's and the web view's download).
+pub(crate) fn bundle_download(bundle: &crate::evidence::Bundle) -> Result<Response, String> {
+    let archive = bundle.tar_gz()?;
     let disposition = format!("attachment; filename=\"{}.tar.gz\"", bundle.name());
     let mut response = (StatusCode::OK, archive).into_response();
     let headers = response.headers_mut();

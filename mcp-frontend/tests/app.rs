@@ -219,6 +219,7 @@ async fn fixture_with(audit_url: Option<&str>, in_flight: usize) -> Fixture {
         evidence: Default::default(),
         in_flight: changeflow_mcp_frontend::front_door::InFlight::new(in_flight),
         devices: Default::default(),
+        web: None,
     });
     Fixture {
         front,
