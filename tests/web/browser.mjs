@@ -75,6 +75,16 @@ const headers = (await alice.page.request.get(new URL('/ui/', ui).href)).headers
 assert.match(headers['content-security-policy'], /script-src 'self'/);
 assert.doesNotMatch(headers['content-security-policy'], /unsafe-inline/);
 await axe(alice.page, 'changes page');
+// The list filters, and a second page keeps a filtered list open to watch it move.
+await alice.page.selectOption('select[name=status]', 'awaiting_approval');
+await alice.page.fill('input[name=requested_by]', 'bob');
+await alice.page.click('form.filters button');
+assert.match(await alice.page.textContent('#rows'), /No changes match/);
+const list = await alice.context.newPage();
+await list.goto(new URL('/ui/?device=sj-access-01&requested_by=alice', ui).href);
+const row = (id) => list.locator(`tr[data-change="${id}"] .status`);
+assert.match(await row(APPROVE).textContent(), /awaiting approval/);
+await list.evaluate(() => { window.__notReloaded = true; });
 await alice.page.goto(new URL(`/ui/changes/${APPROVE}`, ui).href);
 await alice.page.waitForSelector('#step');
 assert.match(await alice.page.textContent('#step'), /awaiting approval/);
@@ -121,6 +131,9 @@ assert.ok((await alice.page.locator('#timeline li').count()) > timelineBefore, '
 assert.match(await alice.page.textContent('#decisions'), /carol/);
 await alice.page.screenshot({ path: SCREENSHOT, fullPage: true });
 log(`ok: alice's page followed the change live: ${steps.join(' → ')}`);
+await list.waitForFunction((id) => /completed/.test(document.querySelector(`tr[data-change="${id}"] .status`)?.textContent ?? ''), APPROVE, { timeout: LONG });
+assert.equal(await list.evaluate(() => window.__notReloaded), true);
+log('ok: the filtered list showed the change completing without a reload');
 
 // 5. bob (service desk) sees the change but cannot cancel, not even by hand.
 const bob = await person();
