@@ -42,6 +42,7 @@ pub async fn start(
 ) -> Result<(), ChangeError> {
     request.validate().map_err(ChangeError::Invalid)?;
     let (requester, devices) = (request.requested_by.clone(), request.change.devices.clone());
+    let memo = listing_memo(&request.change);
     let started = client
         .start_workflow(
             TemplateDeployment::run,
@@ -51,6 +52,7 @@ pub async fn start(
                     search::REQUESTER.value_set(requester),
                     search::DEVICES.value_set(devices),
                 ]))
+                .memo(memo)
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                 .enable_eager_workflow_start(true)
@@ -61,6 +63,29 @@ pub async fn start(
         Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
         Err(e) => Err(ChangeError::Temporal(e.to_string())),
     }
+}
+
+/// What a list shows of a change besides its search attributes (its template, type and
+/// window): a memo, returned with each listed workflow and never indexed or queried.
+fn listing_memo(
+    change: &changeflow_workflows::arguments::DeployTemplate,
+) -> temporalio_common::MemoValues {
+    let mut memo = temporalio_common::MemoValues::new();
+    memo.insert(memo::TEMPLATE, change.template_id.clone());
+    memo.insert(memo::CHANGE_TYPE, change.change_type.as_str().to_string());
+    if let (Some(start), Some(end)) = (&change.window_start, &change.window_end) {
+        memo.insert(memo::WINDOW_START, start.clone());
+        memo.insert(memo::WINDOW_END, end.clone());
+    }
+    memo
+}
+
+/// The memo's keys.
+mod memo {
+    pub const TEMPLATE: &str = "template_id";
+    pub const CHANGE_TYPE: &str = "change_type";
+    pub const WINDOW_START: &str = "window_start";
+    pub const WINDOW_END: &str = "window_end";
 }
 
 /// Why a quick operation produced no result.
@@ -691,6 +716,8 @@ pub async fn list(
     while let Some(execution) = stream.next().await {
         let execution = execution.map_err(|e| ChangeError::Temporal(e.to_string()))?;
         let attributes = execution.search_attributes();
+        let memo = execution.memo();
+        let noted = |key: &str| memo.get::<String>(key).ok().flatten();
         let time = |t: Option<std::time::SystemTime>| {
             t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| rfc3339(d.as_secs() as i64, d.subsec_nanos() as i32))
@@ -702,6 +729,10 @@ pub async fn list(
             requested_by: attributes.get(&search::REQUESTER),
             ticket_number: attributes.get(&search::TICKET),
             devices: attributes.get(&search::DEVICES).unwrap_or_default(),
+            template_id: noted(memo::TEMPLATE),
+            change_type: noted(memo::CHANGE_TYPE),
+            window_start: noted(memo::WINDOW_START),
+            window_end: noted(memo::WINDOW_END),
             started_at: time(execution.start_time()),
             closed_at: time(execution.close_time()),
         });

@@ -161,6 +161,16 @@ pub struct ChangeSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket_number: Option<String>,
     pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// normal, standard or emergency
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    /// Its window (RFC 3339), when it has one
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
     /// RFC 3339
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,

@@ -84,6 +84,7 @@ const list = await alice.context.newPage();
 await list.goto(new URL('/ui/?device=sj-access-01&requested_by=alice', ui).href);
 const row = (id) => list.locator(`tr[data-change="${id}"] .status`);
 assert.match(await row(APPROVE).textContent(), /awaiting approval/);
+assert.match(await list.locator(`tr[data-change="${APPROVE}"]`).textContent(), /\(normal\)/, 'the row names the template and change type');
 await list.evaluate(() => { window.__notReloaded = true; });
 await alice.page.goto(new URL(`/ui/changes/${APPROVE}`, ui).href);
 await alice.page.waitForSelector('#step');
