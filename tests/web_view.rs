@@ -376,7 +376,7 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
 
     // The provider's code grant: PKCE verifier, single use, bound to client and redirect.
     let code = param(
-        &picked().await.unwrap().headers()["location"]
+        picked().await.unwrap().headers()["location"]
             .to_str()
             .unwrap(),
         "code",
@@ -413,7 +413,7 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
         "{body}"
     );
     let code = param(
-        &picked().await.unwrap().headers()["location"]
+        picked().await.unwrap().headers()["location"]
             .to_str()
             .unwrap(),
         "code",
