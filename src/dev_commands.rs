@@ -240,6 +240,10 @@ pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
         "  Catalyst Center {}  (user {})",
         e.catalyst_center, e.credentials.catalyst_username
     );
+    eprintln!(
+        "  GitHub          {}/api/v3  (tokens per user in endpoints.json)",
+        e.github
+    );
     if let Some(ca) = &e.ca_file {
         eprintln!("  CA certificate  {}", ca.display());
     }
@@ -280,13 +284,15 @@ pub(crate) async fn simulate(g: &GlobalArgs, args: SimulateArgs) -> anyhow::Resu
     let endpoints = serde_json::json!({
         "servicenow": sims.servicenow_url,
         "catalyst_center": sims.catalyst_url,
+        "github": sims.github_url,
+        "github_tokens": sims.github.tokens(),
         "ca_file": sims.ca_file,
         "credentials": sims.credentials,
     });
     println!("{}", serde_json::to_string_pretty(&endpoints)?);
     eprintln!(
-        "Simulators running (ServiceNow {}, Catalyst Center {}). Press Ctrl-C to stop.",
-        sims.servicenow_url, sims.catalyst_url
+        "Simulators running (ServiceNow {}, Catalyst Center {}, GitHub {}). Press Ctrl-C to stop.",
+        sims.servicenow_url, sims.catalyst_url, sims.github_url
     );
     stop_requested().await;
     sims.shutdown();

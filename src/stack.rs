@@ -57,6 +57,9 @@ pub struct Endpoints {
     pub task_queue: String,
     pub servicenow: String,
     pub catalyst_center: String,
+    /// The GitHub simulator (REST v3, also under `/api/v3`) and each user's development token.
+    pub github: String,
+    pub github_tokens: std::collections::BTreeMap<String, String>,
     pub ca_file: Option<PathBuf>,
     pub credentials: DevCredentials,
     /// The OpenBao dev server holding those credentials, and its root token (development only).
@@ -207,6 +210,8 @@ impl Stack {
             task_queue: self.task_queue.clone(),
             servicenow: self.simulators.servicenow_url.clone(),
             catalyst_center: self.simulators.catalyst_url.clone(),
+            github: self.simulators.github_url.clone(),
+            github_tokens: self.simulators.github.tokens(),
             ca_file: self.simulators.ca_file.clone(),
             credentials: self.simulators.credentials.clone(),
             vault: self.vault.address(),

@@ -1,4 +1,4 @@
-//! Contract tests: the vendors' own Python clients (`dnacentersdk`, `pysnc`) run their normal
+//! Contract tests: the vendors' own Python clients (`dnacentersdk`, `pysnc`, PyGithub) run their normal
 //! calls against the simulators over HTTPS with the generated CA. Needs `make tools`.
 
 mod common;
@@ -148,4 +148,35 @@ async fn approvals_follow_the_contract_through_pysnc() {
         .expect("carol's comment is in her record's journal");
     assert_eq!(commented.get("state"), "approved");
     assert_eq!(commented.journal[0].author, "carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pygithub_works_against_the_github_simulator() {
+    let dir = TempDir::new("changeflow-contract-github");
+    let sims = simulators(&dir).await;
+    let ca = sims.ca_file.clone().unwrap();
+    let url = sims.github_url.clone();
+    let (dave, alice) = (
+        sims.github.token("dave").unwrap(),
+        sims.github.token("alice").unwrap(),
+    );
+    tokio::task::spawn_blocking(move || {
+        run_script(
+            "github_pygithub.py",
+            &[
+                ("GITHUB_URL", &url),
+                ("CA_FILE", ca.to_str().unwrap()),
+                ("DAVE_TOKEN", &dave),
+                ("ALICE_TOKEN", &alice),
+            ],
+            9,
+        )
+    })
+    .await
+    .unwrap();
+    let requests = sims
+        .stats
+        .github_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests > 60, "the simulator counted {requests} requests");
 }

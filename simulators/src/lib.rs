@@ -1,6 +1,6 @@
-//! Faithful ServiceNow and Catalyst Center simulators, served over real HTTP(S) for changeflow's
+//! Faithful ServiceNow, Catalyst Center and GitHub simulators, served over real HTTP(S) for changeflow's
 //! demo and tests. They honour the contracts in `../shared/contracts/` closely enough that the
-//! vendors' own Python clients (`pysnc`, `dnacentersdk`) work against them unchanged.
+//! vendors' own Python clients (`pysnc`, `dnacentersdk`, PyGithub) work against them unchanged.
 
 #![recursion_limit = "256"]
 // Handlers answer with axum `Response`s, errors included; boxing them would only add noise to
@@ -11,6 +11,7 @@ pub mod catalyst;
 pub mod credentials;
 pub mod device_cli;
 pub mod faults;
+pub mod github;
 pub mod seed;
 pub mod servicenow;
 pub mod tls;
@@ -38,6 +39,7 @@ pub struct SimulatorOptions {
     /// Listen addresses; port 0 picks a free port.
     pub servicenow_addr: SocketAddr,
     pub catalyst_addr: SocketAddr,
+    pub github_addr: SocketAddr,
     /// How long a template deployment takes from submission to the last device.
     pub deploy_duration: Duration,
     /// Lifetime of Catalyst Center tokens (one hour on the real product).
@@ -54,6 +56,7 @@ impl SimulatorOptions {
             tls: true,
             servicenow_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             catalyst_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            github_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             deploy_duration: Duration::from_secs(6),
             catalyst_token_ttl: Duration::from_secs(3600),
             credentials: DevCredentials::default(),
@@ -67,6 +70,7 @@ impl SimulatorOptions {
 pub struct Stats {
     pub servicenow_requests: AtomicU64,
     pub catalyst_requests: AtomicU64,
+    pub github_requests: AtomicU64,
     pub change_requests_created: AtomicU64,
     pub deploy_requests: AtomicU64,
     pub faults_injected: AtomicU64,
@@ -110,6 +114,8 @@ pub enum SimulatorError {
 pub struct RunningSimulators {
     pub servicenow_url: String,
     pub catalyst_url: String,
+    /// GitHub's REST API (also under `/api/v3`).
+    pub github_url: String,
     /// The CA certificate clients must trust, when serving TLS.
     pub ca_file: Option<PathBuf>,
     pub credentials: DevCredentials,
@@ -117,6 +123,7 @@ pub struct RunningSimulators {
     pub faults: Faults,
     pub servicenow: Arc<servicenow::ServiceNow>,
     pub catalyst: Arc<catalyst::CatalystCenter>,
+    pub github: Arc<github::GitHub>,
     handles: Vec<axum_server::Handle<SocketAddr>>,
 }
 
@@ -151,6 +158,7 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
         options.catalyst_token_ttl,
         options.deploy_duration,
     );
+    let gh = github::GitHub::new(seed::GITHUB_USERS, faults.clone(), stats.clone());
     let admin = admin_router(stats.clone(), faults.clone());
     let identity = if options.tls {
         Some(tls::server_identity(&options.data_dir)?)
@@ -162,6 +170,9 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
         .merge(admin.clone())
         .layer(Extension(tls_flag));
     let cc_app = catalyst::router(cc.clone())
+        .merge(admin.clone())
+        .layer(Extension(tls_flag));
+    let gh_app = github::router(gh.clone())
         .merge(admin)
         .layer(Extension(tls_flag));
 
@@ -180,15 +191,18 @@ pub async fn start(options: SimulatorOptions) -> Result<RunningSimulators, Simul
         &mut handles,
     )
     .await?;
+    let github_url = serve(gh_app, options.github_addr, identity.as_ref(), &mut handles).await?;
     Ok(RunningSimulators {
         servicenow_url,
         catalyst_url,
+        github_url,
         ca_file: identity.map(|i| i.ca_file),
         credentials: options.credentials,
         stats,
         faults,
         servicenow: sn,
         catalyst: cc,
+        github: gh,
         handles,
     })
 }

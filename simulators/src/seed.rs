@@ -353,3 +353,47 @@ pub fn device_json(index: usize) -> Value {
         "managedAtleastOnce": true,
     })
 }
+
+/// GitHub users: (login, name). The people of the dev identities, the integration's service
+/// account and the organisation that owns the templates repository.
+pub const GITHUB_USERS: &[(&str, &str)] = &[
+    ("alice", "Alice Network"),
+    ("bob", "Bob Servicedesk"),
+    ("carol", "Carol Approver"),
+    ("dave", "Dave Developer"),
+    ("erin", "Erin Auditor"),
+    ("admin", "System Administrator"),
+    ("changeflow", "changeflow integration"),
+    ("netops", "Network Operations"),
+];
+
+/// The organisation repository of network templates.
+pub const TEMPLATES_REPOSITORY: &str = "netops/templates";
+
+/// Seeds `netops/templates`: a README and the Velocity templates Catalyst Center also has,
+/// committed by the organisation.
+pub fn github(github: &crate::github::GitHub) {
+    let template = |name: &str| {
+        TEMPLATES
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.content.as_bytes())
+            .unwrap_or_default()
+    };
+    github.create_repo(
+        TEMPLATES_REPOSITORY,
+        "Network configuration templates, reviewed in pull requests",
+        "netops",
+        &[
+            (
+                "README.md",
+                b"# Network templates\n\nVelocity templates deployed through changeflow. Change them in a pull request; a change deploys a reviewed commit of the default branch.\n",
+            ),
+            ("ntp/ntp-servers.vtl", template("NTP Servers")),
+            ("ntp/ntp-servers-removal.vtl", template("NTP Servers Removal")),
+            ("snmp/snmp-community.vtl", template("SNMP Community")),
+            ("banner/motd.j2", template("Login Banner")),
+            ("vlan/access-vlan.vtl", template("Access VLAN")),
+        ],
+    );
+}

@@ -102,9 +102,8 @@ pub fn router(front: Arc<FrontDoor>, web: Arc<WebView>) -> Router {
         .route("/ui/approvals", get(approvals_page))
         .route("/ui/changes/{id}", get(change_page))
         .route("/ui/changes/{id}/events", get(change_events))
-        .route("/ui/changes/{id}/approve", post(approve))
-        .route("/ui/changes/{id}/reject", post(reject))
         .route("/ui/changes/{id}/cancel", post(cancel))
+        .route("/ui/changes/{id}/{decision}", post(decide))
         .route("/ui/changes/{id}/evidence", get(evidence))
         .route("/ui/login", get(login))
         .route("/ui/callback", get(callback))
@@ -200,27 +199,11 @@ impl IntoResponse for UiError {
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    minijinja::HtmlEscape(text).to_string()
 }
 
 fn url_escape(text: &str) -> String {
-    url_encode(text.as_bytes())
-}
-
-fn url_encode(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (*b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// A signed-in person: their verified identity and session.
@@ -677,35 +660,26 @@ fn back_to(id: &str) -> Response {
     Redirect::to(&format!("/ui/changes/{}", url_escape(id))).into_response()
 }
 
-async fn approve(
+/// `POST /ui/changes/{id}/approve` or `/reject`: `approve_change` or `reject_change` (whose
+/// own check refuses a rejection without a comment).
+async fn decide(
     State(ui): State<Ui>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    Path((id, decision)): Path<(String, String)>,
     Form(form): Form<DecisionForm>,
 ) -> Result<Response, UiError> {
     viewer.check_csrf(form.csrf.as_deref())?;
+    let tool = match decision.as_str() {
+        "approve" => "approve_change",
+        "reject" => "reject_change",
+        other => return Err(UiError::NotFound(format!("no decision '{other}'"))),
+    };
     let mut arguments = json!({"change_id": id});
-    if !form.comment.trim().is_empty() {
-        arguments["comment"] = json!(form.comment.trim());
+    let comment = form.comment.trim();
+    if !comment.is_empty() || tool == "reject_change" {
+        arguments["comment"] = json!(comment);
     }
-    call(&ui, &viewer, "approve_change", arguments).await?;
-    Ok(back_to(&id))
-}
-
-async fn reject(
-    State(ui): State<Ui>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Form(form): Form<DecisionForm>,
-) -> Result<Response, UiError> {
-    viewer.check_csrf(form.csrf.as_deref())?;
-    call(
-        &ui,
-        &viewer,
-        "reject_change",
-        json!({"change_id": id, "comment": form.comment.trim()}),
-    )
-    .await?;
+    call(&ui, &viewer, tool, arguments).await?;
     Ok(back_to(&id))
 }
 
