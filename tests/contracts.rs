@@ -169,7 +169,7 @@ async fn pygithub_works_against_the_github_simulator() {
                 ("DAVE_TOKEN", &dave),
                 ("ALICE_TOKEN", &alice),
             ],
-            9,
+            10,
         )
     })
     .await

@@ -117,7 +117,13 @@ assert commit_sha in [c.sha for c in touching], [c.sha for c in touching]
 assert all("ntp/ntp-servers.vtl" in [f.filename for f in c.files] for c in touching if len(c.parents) == 1)
 single = repo.get_commit(commit_sha)
 assert single.stats.total >= 2 and single.files[0].filename == "ntp/ntp-servers.vtl"
-ok("list commits touching a path; one commit with files and stats")
+small = client(os.environ["DAVE_TOKEN"], per_page=1).get_repo("netops/templates")
+assert [c.sha for c in small.get_commits(path="ntp/ntp-servers.vtl")] == [c.sha for c in touching]
+status, data = status_of(lambda: repo.get_commit("f" * 40))
+assert status == 422 and "No commit found" in data["message"], data
+status, data = status_of(lambda: repo.get_contents("README.md", ref="no-such-branch"))
+assert status == 404 and "No commit found for the ref" in data["message"], data
+ok("list commits touching a path (also a page at a time); one commit with files and stats; unknown refs")
 
 # Pagination: a long list, totalCount, every page.
 for i in range(41):
@@ -144,3 +150,13 @@ except RateLimitExceededException as e:
     assert e.status == 403
 requests.put(f"{BASE}/_simulator/github/rate_limit", json={"limit": 5000, "window_secs": 3600}, verify=CA)
 ok("rate-limit headers; an exhausted limit is RateLimitExceededException (403)")
+
+# A 429 with Retry-After from the simulator's fault injection: GithubException(429).
+requests.put(f"{BASE}/_simulator/faults", json={"rate_limit_rate": 1.0, "retry_after_secs": 1}, verify=CA)
+try:
+    status, data = status_of(lambda: client(os.environ["DAVE_TOKEN"], retry=None).get_repo("netops/templates").name)
+    assert status == 429 and "secondary rate limit" in data["message"], (status, data)
+finally:
+    requests.put(f"{BASE}/_simulator/faults", json={}, verify=CA)
+assert dave.get_repo("netops/templates").name == "templates"
+ok("a 429 with Retry-After is GithubException(429), and service resumes")
