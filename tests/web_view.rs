@@ -365,6 +365,68 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(session.contains(attribute), "{session}");
     }
+    let session = session.split(';').next().unwrap().to_string();
+    // Signed in: a live stream runs until the session ends; signing out ends it.
+    let page = http
+        .get(format!("{ui}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's CSRF token")
+        .to_string();
+    let mut stream = http
+        .get(format!("{ui}/events"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let wrong_csrf = http
+        .post(format!("{ui}/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_csrf.status(),
+        403,
+        "sign-out needs the CSRF token too"
+    );
+    let signed_out = http
+        .post(format!("{ui}/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 303);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "signing out ends the session's streams");
+    let after = http
+        .get(format!("{ui}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 303, "the ended session is gone");
     // The same state again (a replayed callback) is refused.
     let replayed = http
         .get(&callback)

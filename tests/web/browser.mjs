@@ -116,6 +116,7 @@ const timelineBefore = await alice.page.locator('#timeline li').count();
 // 3. carol: the change awaits her decision; she approves it with a comment.
 const carol = await person();
 await signIn(carol.page, 'carol', '/ui/approvals');
+await axe(carol.page, 'approvals page');
 await carol.page.click(`#pending a[href="/ui/changes/${APPROVE}"]`);
 await carol.page.fill('#approve-comment', 'checked in the browser, go');
 await carol.page.click('#approve');

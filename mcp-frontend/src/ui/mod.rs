@@ -224,22 +224,29 @@ impl FromRequestParts<Ui> for Viewer {
             .unwrap_or_else(|| "/ui/".into());
         let sign_in = || UiError::SignIn(next.clone());
         let session_id = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(sign_in)?;
-        let session = ui.web.sessions.get(&session_id).ok_or_else(sign_in)?;
-        let crate::front_door::Authentication::Bearer(verifier) = &ui.front.authentication else {
-            return Err(UiError::Unavailable(
-                "the web view needs OpenID Connect".into(),
-            ));
+        let (session, identity) = ui.signed_in(&session_id).await.ok_or_else(sign_in)?;
+        Ok(Viewer {
+            identity,
+            session_id,
+            csrf: session.csrf,
+        })
+    }
+}
+
+impl Ui {
+    /// A live session and who it is, its access token verified again (expiry included); a
+    /// session whose token no longer verifies is ended.
+    async fn signed_in(&self, session_id: &str) -> Option<(session::Session, VerifiedIdentity)> {
+        let session = self.web.sessions.get(session_id)?;
+        let crate::front_door::Authentication::Bearer(verifier) = &self.front.authentication else {
+            return None;
         };
         match verifier.verify(&session.access_token).await {
-            Ok(identity) => Ok(Viewer {
-                identity,
-                session_id,
-                csrf: session.csrf,
-            }),
+            Ok(identity) => Some((session, identity)),
             Err(e) => {
                 tracing::info!(error = %e, "web session's token no longer valid; signing in again");
-                ui.web.sessions.end(&session_id);
-                Err(sign_in())
+                self.web.sessions.end(session_id);
+                None
             }
         }
     }
@@ -405,7 +412,14 @@ async fn changes_events(
             })
         }
     };
-    Ok(stream(ui, viewer.session_id, &query.seen, render))
+    let permission = ("list_changes", query.arguments());
+    Ok(stream(
+        ui,
+        viewer.session_id,
+        permission,
+        &query.seen,
+        render,
+    ))
 }
 
 async fn approvals_page(State(ui): State<Ui>, viewer: Viewer) -> Result<Html<String>, UiError> {
@@ -517,6 +531,7 @@ async fn change_events(
     Query(query): Query<SeenQuery>,
 ) -> Result<Response, UiError> {
     call(&ui, &viewer, "get_change_history", json!({"change_id": id})).await?;
+    let id_for_policy = id.clone();
     let viewer = Arc::new(viewer);
     let session_id = viewer.session_id.clone();
     let render = move |ui: Ui| {
@@ -538,7 +553,8 @@ async fn change_events(
             })
         }
     };
-    Ok(stream(ui, session_id, &query.seen, render))
+    let permission = ("get_change_history", json!({"change_id": id_for_policy}));
+    Ok(stream(ui, session_id, permission, &query.seen, render))
 }
 
 /// Fragments of a page by element id, and whether nothing more will change.
@@ -565,9 +581,17 @@ fn seen(regions: &[(&str, &str)]) -> String {
 
 /// An SSE stream sending each region whose HTML changed since the last event, or since what
 /// the page showed (`seen`), as `regions`: `[{id, html}]`; `end` once `render` says nothing
-/// more will change; stopping when the session ends. A failed render is retried at the next
-/// tick.
-fn stream<F, Fut>(ui: Ui, session_id: String, seen: &str, render: F) -> Response
+/// more will change. Before each look the session's token is verified again and policy asked
+/// again (`permission`: the tool and arguments the stream was opened as); the stream stops
+/// when the session ended, its token expired or policy no longer allows it. A failed render
+/// is retried at the next tick.
+fn stream<F, Fut>(
+    ui: Ui,
+    session_id: String,
+    permission: (&'static str, Value),
+    seen: &str,
+    render: F,
+) -> Response
 where
     F: Fn(Ui) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Regions, String>> + Send,
@@ -575,6 +599,7 @@ where
     struct State<F> {
         ui: Ui,
         session_id: String,
+        permission: (&'static str, Value),
         render: F,
         sent: std::collections::HashMap<String, String>,
         first: bool,
@@ -583,6 +608,7 @@ where
     let state = State {
         ui,
         session_id,
+        permission,
         render,
         sent: seen
             .split(',')
@@ -601,8 +627,13 @@ where
                 tokio::time::sleep(STREAM_EVERY).await;
             }
             s.first = false;
-            // A session that ended (signed out) ends its streams.
-            s.ui.web.sessions.get(&s.session_id)?;
+            // A session that ended (signed out, token expired) ends its streams, and so does
+            // a policy that no longer allows what the stream shows.
+            let (_, identity) = s.ui.signed_in(&s.session_id).await?;
+            let (tool, arguments) = &s.permission;
+            if !s.ui.front.permits(&identity, tool, arguments.clone()).await {
+                return None;
+            }
             let regions = match (s.render)(s.ui.clone()).await {
                 Ok(regions) => regions,
                 Err(e) => {
