@@ -206,6 +206,9 @@ fn dev_publishes_its_endpoints_and_stops_everything_it_started() {
         "catalyst_center",
         "ca_file",
         "credentials",
+        "ui",
+        "github",
+        "github_tokens",
     ] {
         assert!(
             !endpoints[key].is_null(),
@@ -747,6 +750,7 @@ fn a_configuration_file_sets_options_under_flags_and_environment_and_refuses_sec
             "[worker]\nservicenow-password = \"hunter2\"\n",
             "is a secret",
         ),
+        ("[serve]\nui-client-secret = \"hunter2\"\n", "is a secret"),
         ("colour = \"blue\"\n", "unknown option colour"),
         ("[deploy]\nfast = true\n", "unknown section [deploy]"),
     ] {
