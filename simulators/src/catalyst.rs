@@ -7,7 +7,8 @@
 use crate::Stats;
 use crate::credentials::DevCredentials;
 use crate::faults::{Faults, InjectedFault};
-use crate::seed::{self, SEED_EPOCH_MS, SeedTemplate};
+use crate::seed;
+use crate::templates::{self, Body, Template};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Shared state of one Catalyst Center simulator.
 pub struct CatalystCenter {
-    credentials: DevCredentials,
+    pub(crate) credentials: DevCredentials,
     faults: Faults,
     stats: Arc<Stats>,
     token_ttl: Duration,
@@ -33,6 +34,10 @@ pub struct CatalystCenter {
     command_tasks: Mutex<HashMap<String, (i64, String)>>,
     /// Files Command Runner produced, by file id.
     files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Projects and templates (seeded; the authoring calls change them).
+    pub(crate) templates: Mutex<templates::Store>,
+    /// Authoring tasks (project and template writes), by task id: their task record.
+    pub(crate) authoring_tasks: Mutex<HashMap<String, Value>>,
 }
 
 /// One template deployment and its task. Device progress is derived from elapsed time, so it is
@@ -75,6 +80,8 @@ impl CatalystCenter {
             deployments: Mutex::new(Vec::new()),
             command_tasks: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            templates: Mutex::new(templates::Store::seeded()),
+            authoring_tasks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -146,7 +153,23 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
     let intent = Router::new()
         .route(
             "/dna/intent/api/v1/template-programmer/project",
-            get(projects_v1),
+            get(projects_v1).post(templates::create_project),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/project/{id}/template",
+            post(templates::create_template),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/template/version",
+            post(templates::version_template),
+        )
+        .route(
+            "/dna/intent/api/v1/template-programmer/template/version/{id}",
+            get(templates::versions_of),
+        )
+        .route(
+            "/dna/intent/api/v1/templates/{id}/versions/commit",
+            post(templates::commit_version),
         )
         .route(
             "/dna/intent/api/v2/template-programmer/project",
@@ -154,7 +177,7 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
         )
         .route(
             "/dna/intent/api/v1/template-programmer/template",
-            get(templates),
+            get(template_list).put(templates::update_template),
         )
         .route(
             "/dna/intent/api/v1/template-programmer/template/{id}",
@@ -162,7 +185,7 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
         )
         .route(
             "/dna/intent/api/v1/templates/{id}/versions",
-            get(template_versions),
+            get(templates::template_versions),
         )
         .route(
             "/dna/intent/api/v1/template-programmer/template/preview",
@@ -201,7 +224,7 @@ pub(crate) fn router(state: Arc<CatalystCenter>) -> Router {
 }
 
 /// `{"response": {errorCode, message, detail}, "version": "1.0"}`.
-fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response {
     let body = json!({"response": {"errorCode": code, "message": message, "detail": detail}, "version": "1.0"});
     (status, Json(body)).into_response()
 }
@@ -212,7 +235,7 @@ fn business_error(description: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-fn envelope(response: Value) -> Response {
+pub(crate) fn envelope(response: Value) -> Response {
     Json(json!({"response": response, "version": "1.0"})).into_response()
 }
 
@@ -318,132 +341,45 @@ fn epoch_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn epoch_ms() -> i64 {
+pub(crate) fn epoch_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn template_summary(t: &SeedTemplate) -> Value {
-    let id = seed::id("template", t.name);
-    json!({
-        "name": t.name,
-        "projectName": t.project,
-        "projectId": seed::id("project", t.project),
-        "templateId": id,
-        "composite": false,
-        "versionsInfo": [{
-            "id": seed::id("template-version", t.name),
-            "author": "admin",
-            "description": t.description,
-            "version": "1",
-            "versionComment": "Initial version",
-            "versionTime": SEED_EPOCH_MS,
-        }],
-    })
-}
-
-fn template_detail_json(t: &SeedTemplate) -> Value {
-    let params: Vec<Value> = t
-        .params
-        .iter()
-        .enumerate()
-        .map(|(order, (name, data_type, required, default))| {
-            json!({
-                "id": seed::id("param", &format!("{}/{name}", t.name)),
-                "parameterName": name,
-                "dataType": data_type,
-                "defaultValue": if default.is_empty() { Value::Null } else { json!(default) },
-                "description": null,
-                "required": required,
-                "notParam": false,
-                "paramArray": false,
-                "displayName": null,
-                "instructionText": null,
-                "group": null,
-                "order": order + 1,
-                "customOrder": 0,
-                "key": null,
-                "provider": null,
-                "binding": "",
-                "selection": null,
-                "range": [],
-                "minLength": 0,
-                "maxLength": 0,
-            })
-        })
-        .collect();
-    json!({
-        "id": seed::id("template", t.name),
-        "name": t.name,
-        "projectName": t.project,
-        "projectId": seed::id("project", t.project),
-        "description": t.description,
-        "templateContent": t.content,
-        "language": t.language,
-        "templateParams": params,
-        "rollbackTemplateParams": [],
-        "rollbackTemplateContent": "",
-        "deviceTypes": [{"productFamily": "Switches and Hubs"}, {"productFamily": "Routers"}],
-        "softwareType": "IOS-XE",
-        "softwareVariant": "XE",
-        "composite": false,
-        "containingTemplates": [],
-        "customParamsOrder": false,
-        "version": "1",
-        "author": "admin",
-        "createTime": SEED_EPOCH_MS,
-        "lastUpdateTime": SEED_EPOCH_MS,
-        "latestVersionTime": SEED_EPOCH_MS,
-        "parentTemplateId": seed::id("template", t.name),
-        "failurePolicy": null,
-        "tags": [],
-        "validationErrors": {"templateErrors": [], "rollbackTemplateErrors": [], "templateId": seed::id("template", t.name), "templateVersion": null},
-        "documentDatabase": false,
-    })
-}
-
-fn project_json(name: &str, description: &str) -> Value {
-    let templates: Vec<Value> = seed::TEMPLATES
-        .iter()
-        .filter(|t| t.project == name)
-        .map(|t| json!({"name": t.name, "id": seed::id("template", t.name), "composite": false, "language": t.language}))
-        .collect();
-    json!({
-        "id": seed::id("project", name),
-        "name": name,
-        "description": description,
-        "createTime": SEED_EPOCH_MS,
-        "lastUpdateTime": SEED_EPOCH_MS,
-        "tags": [],
-        "templates": templates,
-        "isDeletable": true,
-    })
-}
-
-async fn projects_v1(Query(query): Query<Vec<(String, String)>>) -> Response {
+async fn projects_v1(
+    State(cc): State<Arc<CatalystCenter>>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let name = param(&query, "name");
-    let projects: Vec<Value> = seed::PROJECTS
+    let store = cc.templates.lock().expect("templates");
+    let projects: Vec<Value> = store
+        .projects
         .iter()
-        .filter(|(n, _)| name.is_none_or(|wanted| wanted == *n))
-        .map(|(n, d)| project_json(n, d))
+        .filter(|p| name.is_none_or(|wanted| wanted == p.name))
+        .map(|p| templates::project_json(&store, p))
         .collect();
     Json(projects).into_response()
 }
 
-async fn projects_v2(Query(query): Query<Vec<(String, String)>>) -> Response {
+async fn projects_v2(
+    State(cc): State<Arc<CatalystCenter>>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let name = param(&query, "name");
     let (offset, limit) = match paging(&query) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let projects: Vec<Value> = seed::PROJECTS
+    let store = cc.templates.lock().expect("templates");
+    let projects: Vec<Value> = store
+        .projects
         .iter()
-        .filter(|(n, _)| name.is_none_or(|wanted| wanted == *n))
+        .filter(|p| name.is_none_or(|wanted| wanted == p.name))
         .skip(offset - 1)
         .take(limit)
-        .map(|(n, d)| project_json(n, d))
+        .map(|p| templates::project_json(&store, p))
         .collect();
     envelope(json!(projects))
 }
@@ -499,14 +435,23 @@ fn paging(query: &[(String, String)]) -> Result<(usize, usize), Response> {
     Ok((offset, limit))
 }
 
-async fn templates(Query(query): Query<Vec<(String, String)>>) -> Response {
+async fn template_list(
+    State(cc): State<Arc<CatalystCenter>>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let project_id = param(&query, "projectId");
     let project_names = params(&query, "projectNames");
-    let mut list: Vec<Value> = seed::TEMPLATES
+    let store = cc.templates.lock().expect("templates");
+    let mut list: Vec<Value> = store
+        .templates
         .iter()
-        .filter(|t| project_id.is_none_or(|p| p == seed::id("project", t.project)))
-        .filter(|t| project_names.is_empty() || project_names.contains(&t.project))
-        .map(template_summary)
+        .filter(|t| project_id.is_none_or(|p| p == t.project_id))
+        .filter(|t| project_names.is_empty() || project_names.contains(&t.project.as_str()))
+        .filter(|t| {
+            param(&query, "unCommitted").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                || !t.versions.is_empty()
+        })
+        .map(templates::summary_json)
         .collect();
     if param(&query, "sortOrder") == Some("des") {
         list.reverse();
@@ -514,35 +459,38 @@ async fn templates(Query(query): Query<Vec<(String, String)>>) -> Response {
     Json(list).into_response()
 }
 
-fn find_template(id: &str) -> Option<&'static SeedTemplate> {
-    seed::TEMPLATES
-        .iter()
-        .find(|t| seed::id("template", t.name) == id)
-}
-
-async fn template_detail(Path(id): Path<String>) -> Response {
-    match find_template(&id) {
-        Some(t) => Json(template_detail_json(t)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NCTP10404",
-            "Template not found",
-            &format!("Template with id {id} does not exist"),
-        ),
+impl CatalystCenter {
+    /// A template by id, as it stands now.
+    fn template(&self, id: &str) -> Option<Template> {
+        self.templates
+            .lock()
+            .expect("templates")
+            .template(id)
+            .cloned()
     }
 }
 
-async fn template_versions(Path(id): Path<String>) -> Response {
-    match find_template(&id) {
-        Some(t) => envelope(
-            json!([{"templateId": id, "versionId": seed::id("template-version", t.name), "version": "1"}]),
-        ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NCTP10404",
-            "Template not found",
-            &format!("Template with id {id} does not exist"),
-        ),
+fn template_not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NCTP10404",
+        "Template not found",
+        &format!("Template with id {id} does not exist"),
+    )
+}
+
+async fn template_detail(
+    State(cc): State<Arc<CatalystCenter>>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    match cc.template(&id) {
+        Some(t) => {
+            let latest =
+                param(&query, "latestVersion").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            Json(templates::detail_json(&t, latest)).into_response()
+        }
+        None => template_not_found(&id),
     }
 }
 
@@ -554,16 +502,16 @@ static MAC_ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new
 });
 
 /// Checks parameters against the template's declared types; returns the problems found.
-pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Vec<String> {
+pub fn validate_params(t: &Body, values: &BTreeMap<String, String>) -> Vec<String> {
     let mut problems = Vec::new();
-    for (name, data_type, required, default) in t.params {
-        match values.get(*name) {
+    for (name, data_type, required, default) in &t.params {
+        match values.get(name) {
             None if *required && default.is_empty() => {
                 problems.push(format!("Missing required parameter '{name}'"))
             }
             None => {}
             Some(value) => {
-                let ok = match *data_type {
+                let ok = match data_type.as_str() {
                     "INTEGER" => value.trim().parse::<i64>().is_ok(),
                     "IPADDRESS" => value.trim().parse::<std::net::IpAddr>().is_ok(),
                     "MACADDRESS" => MAC_ADDRESS.is_match(value.trim()),
@@ -586,22 +534,26 @@ pub fn validate_params(t: &SeedTemplate, values: &BTreeMap<String, String>) -> V
 }
 
 /// Renders a template the way its language does (Velocity `$x`/`${x}`, Jinja `{{ x }}`).
-pub fn render(t: &SeedTemplate, values: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn render(
+    language: &str,
+    t: &Body,
+    values: &BTreeMap<String, String>,
+) -> Result<String, String> {
     let mut all: BTreeMap<String, String> = t
         .params
         .iter()
         .filter(|(_, _, _, d)| !d.is_empty())
-        .map(|(n, _, _, d)| (n.to_string(), d.to_string()))
+        .map(|(n, _, _, d)| (n.clone(), d.clone()))
         .collect();
     all.extend(values.clone());
-    if t.language == "JINJA" {
+    if language == "JINJA" {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.render_str(t.content, &all).map_err(|e| e.to_string())
+        env.render_str(&t.content, &all).map_err(|e| e.to_string())
     } else {
         let variable = regex::Regex::new(r"\$\{(\w+)\}|\$(\w+)").expect("velocity regex");
         let mut missing = None;
-        let rendered = variable.replace_all(t.content, |c: &regex::Captures| {
+        let rendered = variable.replace_all(&t.content, |c: &regex::Captures| {
             let name = c
                 .get(1)
                 .or(c.get(2))
@@ -637,25 +589,25 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-async fn preview(body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn preview(
+    State(cc): State<Arc<CatalystCenter>>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Ok(Json(body)) = body else {
         return business_error("Request body is not valid JSON");
     };
     let Some(id) = body.get("templateId").and_then(Value::as_str) else {
         return business_error("templateId is required");
     };
-    let Some(t) = find_template(id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NCTP10404",
-            "Template not found",
-            &format!("Template with id {id} does not exist"),
-        );
+    let Some(t) = cc.template(id) else {
+        return template_not_found(id);
     };
+    // The latest committed version (a template not yet committed previews its draft).
+    let version = t.committed().unwrap_or(&t.draft);
     let values = string_map(body.get("params"));
-    let mut problems = validate_params(t, &values);
+    let mut problems = validate_params(version, &values);
     let cli = if problems.is_empty() {
-        render(t, &values).unwrap_or_else(|e| {
+        render(&t.language, version, &values).unwrap_or_else(|e| {
             problems.push(e);
             String::new()
         })
@@ -735,8 +687,15 @@ async fn deploy(
     let Some(template_id) = body.get("templateId").and_then(Value::as_str) else {
         return business_error("templateId is required");
     };
-    let Some(t) = find_template(template_id) else {
+    let Some(t) = cc.template(template_id) else {
         return business_error(&format!("Template with id {template_id} does not exist"));
+    };
+    // Catalyst Center deploys committed templates only: the latest committed version.
+    let Some(version) = t.committed() else {
+        return business_error(&format!(
+            "Template {} has no committed version; commit it before deploying",
+            t.name
+        ));
     };
     let Some(target_info) = body
         .get("targetInfo")
@@ -770,12 +729,12 @@ async fn deploy(
         } else if failing.as_deref() == Some(hostname.as_str()) {
             Some("Configuration push failed: % Invalid input detected at '^' marker.".to_string())
         } else {
-            validate_params(t, &params)
+            validate_params(version, &params)
                 .into_iter()
                 .next()
                 .map(|problem| format!("Template provisioning failed: {problem}"))
         };
-        let rendered = render(t, &params).unwrap_or_default();
+        let rendered = render(&t.language, version, &params).unwrap_or_default();
         targets.push(Target {
             device,
             failure,
@@ -785,8 +744,8 @@ async fn deploy(
     let deployment = Deployment {
         task_id: uuid::Uuid::new_v4().to_string(),
         deployment_id: uuid::Uuid::new_v4().to_string(),
-        template_name: t.name.to_string(),
-        project_name: t.project.to_string(),
+        template_name: t.name.clone(),
+        project_name: t.project.clone(),
         started: Instant::now(),
         started_ms: epoch_ms(),
         targets,
@@ -868,6 +827,9 @@ impl Deployment {
 }
 
 async fn task(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> Response {
+    if let Some(task) = cc.authoring_task_json(&id) {
+        return envelope(task);
+    }
     if let Some((started_ms, file_id)) = cc.command_tasks.lock().expect("tasks").get(&id).cloned() {
         return envelope(json!({
             "id": id,
@@ -1045,8 +1007,12 @@ async fn file(State(cc): State<Arc<CatalystCenter>>, Path(id): Path<String>) -> 
 mod tests {
     use super::*;
 
-    fn template(name: &str) -> &'static SeedTemplate {
-        seed::TEMPLATES.iter().find(|t| t.name == name).unwrap()
+    fn template(name: &str) -> Template {
+        templates::Store::seeded()
+            .templates
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap()
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -1061,13 +1027,13 @@ mod tests {
         let ntp = template("NTP Servers");
         assert!(
             validate_params(
-                ntp,
+                &ntp.draft,
                 &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")])
             )
             .is_empty()
         );
         let problems = validate_params(
-            ntp,
+            &ntp.draft,
             &values(&[("ntp_primary", "not-an-ip"), ("extra", "x")]),
         );
         assert_eq!(problems.len(), 3, "{problems:?}");
@@ -1080,7 +1046,7 @@ mod tests {
         );
         let vlan = template("Access VLAN");
         let problems = validate_params(
-            vlan,
+            &vlan.draft,
             &values(&[
                 ("vlan_id", "ten"),
                 ("vlan_name", "x"),
@@ -1096,7 +1062,8 @@ mod tests {
     #[test]
     fn velocity_and_jinja_render_with_defaults() {
         let ntp = render(
-            template("NTP Servers"),
+            "VELOCITY",
+            &template("NTP Servers").draft,
             &values(&[("ntp_primary", "10.0.0.1"), ("ntp_secondary", "10.0.0.2")]),
         )
         .unwrap();
@@ -1105,7 +1072,8 @@ mod tests {
             "ntp server 10.0.0.1 prefer\nntp server 10.0.0.2\nclock timezone UTC 0\n"
         );
         let vlan = render(
-            template("Access VLAN"),
+            "JINJA",
+            &template("Access VLAN").draft,
             &values(&[
                 ("vlan_id", "20"),
                 ("vlan_name", "voice"),
@@ -1114,7 +1082,7 @@ mod tests {
         )
         .unwrap();
         assert!(vlan.starts_with("vlan 20\n name voice\n"));
-        assert!(render(template("Login Banner"), &BTreeMap::new()).is_err());
+        assert!(render("JINJA", &template("Login Banner").draft, &BTreeMap::new()).is_err());
     }
 
     #[test]

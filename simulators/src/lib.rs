@@ -14,6 +14,7 @@ pub mod faults;
 pub mod github;
 pub mod seed;
 pub mod servicenow;
+pub mod templates;
 pub mod tls;
 
 pub use credentials::DevCredentials;
