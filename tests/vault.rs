@@ -192,15 +192,17 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
     )
     .await
     .unwrap();
-    let token = admin::create_token(&f.vault.address(), &root, &["reader"], "3s")
+    // Six seconds: Vault reports TTLs in whole seconds, so a shorter one leaves too little
+    // margin on a loaded machine (with three, the remaining TTL was read as 0 once).
+    let token = admin::create_token(&f.vault.address(), &root, &["reader"], "6s")
         .await
         .unwrap();
     let provider = VaultCredentials::new(settings(&f, VaultAuth::Token(token.clone()))).unwrap();
     assert!(provider.catalyst().await.is_ok());
     // Past two thirds of the TTL, the next use renews; past the original TTL it still works.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tokio::time::sleep(Duration::from_millis(4300)).await;
     assert!(provider.catalyst().await.is_ok());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         provider.catalyst().await.is_ok(),
         "the token outlived its first TTL because it was renewed"
