@@ -1,8 +1,9 @@
 //! The NOC web view under `/ui/`: changes live, a change's timeline, approvals, cancel and
 //! evidence, for people signed in with OpenID Connect. Every page and action is a tool call
 //! through `FrontDoor::invoke` (the same identity, policy and audit as MCP and REST); the live
-//! updates are server-sent events whose stream is authorized and audited once when it opens
-//! and ends with the session. Pages are rendered on the server (minijinja, templates compiled
+//! updates are server-sent events whose stream is authorized and audited once when it opens,
+//! checks the session's token and the policy again before each look, and ends with the
+//! session. Pages are rendered on the server (minijinja, templates compiled
 //! into the binary); the one script, served from here, applies the streamed fragments. Nothing
 //! is loaded from anywhere else, and the Content-Security-Policy says so.
 
@@ -10,6 +11,7 @@ mod session;
 
 use crate::front_door::FrontDoor;
 use crate::outcome::{AuditUnavailable, Outcome, Wait};
+use crate::results::ChangeHistory;
 use crate::tools;
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, Request, State};
@@ -234,14 +236,22 @@ impl FromRequestParts<Ui> for Viewer {
 }
 
 impl Ui {
+    /// The token verifier sessions are checked with (the web view is served only with OpenID
+    /// Connect).
+    fn verifier(&self) -> Result<&changeflow_engine::identity::TokenVerifier, UiError> {
+        match &self.front.authentication {
+            crate::front_door::Authentication::Bearer(verifier) => Ok(verifier),
+            _ => Err(UiError::Unavailable(
+                "the web view needs OpenID Connect".into(),
+            )),
+        }
+    }
+
     /// A live session and who it is, its access token verified again (expiry included); a
     /// session whose token no longer verifies is ended.
     async fn signed_in(&self, session_id: &str) -> Option<(session::Session, VerifiedIdentity)> {
         let session = self.web.sessions.get(session_id)?;
-        let crate::front_door::Authentication::Bearer(verifier) = &self.front.authentication else {
-            return None;
-        };
-        match verifier.verify(&session.access_token).await {
+        match self.verifier().ok()?.verify(&session.access_token).await {
             Ok(identity) => Some((session, identity)),
             Err(e) => {
                 tracing::info!(error = %e, "web session's token no longer valid; signing in again");
@@ -306,58 +316,61 @@ struct ListQuery {
     device: String,
     #[serde(default)]
     ticket_number: String,
-    /// What the page already shows (see `Seen`).
+    /// What the page already shows (see `seen`).
     #[serde(default)]
     seen: String,
 }
 
-/// The statuses the filter offers: workflow states and the steps a person watches for.
-const STATUSES: &[&str] = &[
-    "running",
-    "awaiting_approval",
-    "scheduled",
-    "waiting_for_device",
-    "deploying",
-    "verifying",
-    "backing_out",
-    "completed",
-    "failed",
-    "backed_out",
-    "rejected",
-    "canceled",
-    "backout_failed",
-];
+/// The statuses the filter offers, each a `list_changes` status: running changes, and the
+/// steps a person watches for (names from their one definition, `ChangeStep::as_str`).
+fn statuses() -> Vec<&'static str> {
+    use changeflow_workflows::ChangeStep::*;
+    let steps = [
+        AwaitingApproval,
+        Scheduled,
+        WaitingForDevice,
+        Deploying,
+        Verifying,
+        BackingOut,
+        Completed,
+        Failed,
+        Rejected,
+        Canceled,
+        BackoutFailed,
+    ];
+    std::iter::once("running")
+        .chain(steps.iter().map(|s| s.as_str()))
+        .collect()
+}
 
 impl ListQuery {
-    fn arguments(&self) -> Value {
-        let mut arguments = serde_json::Map::new();
-        for (field, value) in [
-            ("status", &self.status),
-            ("requested_by", &self.requested_by),
-            ("device", &self.device),
-            ("ticket_number", &self.ticket_number),
-        ] {
-            let value = value.trim();
-            if !value.is_empty() {
-                arguments.insert(field.into(), json!(value));
-            }
-        }
-        arguments.insert("limit".into(), json!(100));
-        Value::Object(arguments)
-    }
-
-    fn query_string(&self) -> String {
+    /// The filters given, trimmed.
+    fn filters(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("status", &self.status),
             ("requested_by", &self.requested_by),
             ("device", &self.device),
             ("ticket_number", &self.ticket_number),
         ]
-        .iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| format!("{k}={}", url_escape(v.trim())))
-        .collect::<Vec<_>>()
-        .join("&")
+        .into_iter()
+        .map(|(field, value)| (field, value.trim()))
+        .filter(|(_, value)| !value.is_empty())
+    }
+
+    fn arguments(&self) -> Value {
+        let mut arguments: serde_json::Map<String, Value> = self
+            .filters()
+            .map(|(field, value)| (field.to_string(), json!(value)))
+            .collect();
+        arguments.insert("limit".into(), json!(100));
+        Value::Object(arguments)
+    }
+
+    fn query_string(&self) -> String {
+        self.filters()
+            .map(|(field, value)| format!("{field}={}", url_escape(value)))
+            .collect::<Vec<_>>()
+            .join("&")
     }
 }
 
@@ -376,7 +389,7 @@ async fn changes_page(
             "viewer": viewer.context(),
             "rows": rows,
             "filter": {"status": query.status, "requested_by": query.requested_by, "device": query.device, "ticket_number": query.ticket_number},
-            "statuses": STATUSES,
+            "statuses": statuses(),
             "stream": format!("/ui/events?{}&seen={}", query.query_string(), seen(&[("rows", &rows)])),
         }),
     )?;
@@ -433,12 +446,21 @@ async fn approvals_page(State(ui): State<Ui>, viewer: Viewer) -> Result<Html<Str
 
 // ---------------------------------------------------------------- one change
 
-/// What the live regions of a change's page are rendered from.
-async fn change_view(ui: &Ui, viewer: &Viewer, id: &str) -> Result<(Value, bool), String> {
+/// A change's page context and its live regions (`live`, `actions`), from its workflow's
+/// state and step timeline (`history`) and what else the page shows.
+async fn change_regions(
+    ui: &Ui,
+    viewer: &Viewer,
+    history: ChangeHistory,
+) -> Result<(Value, Regions), UiError> {
+    let ChangeHistory {
+        change_id,
+        status,
+        timeline,
+    } = history;
+    let id = change_id.as_str();
     let temporal = &ui.front.temporal;
-    let status = temporal.status(id).await.map_err(|e| e.to_string())?;
     let progress = temporal.progress(id).await;
-    let timeline = temporal.history(id).await.map_err(|e| e.to_string())?;
     let requester = temporal.requester(id).await;
     let running = status == crate::results::ExecutionState::Running;
     let step = progress.as_ref().map(|p| p.step.as_str());
@@ -468,8 +490,7 @@ async fn change_view(ui: &Ui, viewer: &Viewer, id: &str) -> Result<(Value, bool)
         .await;
     let links = &ui.web.links;
     let ticket = progress.as_ref().and_then(|p| p.ticket_number.clone());
-    Ok((
-        json!({
+    let view = json!({
             "change_id": id,
             "status": status,
             "running": running,
@@ -488,9 +509,15 @@ async fn change_view(ui: &Ui, viewer: &Viewer, id: &str) -> Result<(Value, bool)
             "may_cancel": may_cancel,
             "may_export": may_export,
             "viewer": viewer.context(),
-        }),
-        running,
-    ))
+    });
+    let regions = Regions {
+        regions: vec![
+            ("live", ui.web.render("live.html", view.clone())?),
+            ("actions", ui.web.render("actions.html", view.clone())?),
+        ],
+        ended: !running,
+    };
+    Ok((view, regions))
 }
 
 async fn change_page(
@@ -498,21 +525,24 @@ async fn change_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Html<String>, UiError> {
-    // Authorized and audited as reading the change's history.
-    call(&ui, &viewer, "get_change_history", json!({"change_id": id})).await?;
-    let (view, _) = change_view(&ui, &viewer, &id)
-        .await
-        .map_err(UiError::Unavailable)?;
-    let live = ui.web.render("live.html", view.clone())?;
-    let actions = ui.web.render("actions.html", view.clone())?;
-    let mut context = view;
-    context["live"] = json!(live);
-    context["actions"] = json!(actions);
+    // Authorized and audited as reading the change's history, which the page then shows.
+    let history = call(&ui, &viewer, "get_change_history", json!({"change_id": id})).await?;
+    let history: ChangeHistory = serde_json::from_value(history)
+        .map_err(|e| UiError::Unavailable(format!("a change's history: {e}")))?;
+    let (mut context, regions) = change_regions(&ui, &viewer, history).await?;
+    let shown: Vec<(&str, &str)> = regions
+        .regions
+        .iter()
+        .map(|(region, html)| (*region, html.as_str()))
+        .collect();
     context["stream"] = json!(format!(
         "/ui/changes/{}/events?seen={}",
         url_escape(&id),
-        seen(&[("live", &live), ("actions", &actions)])
+        seen(&shown)
     ));
+    for (region, html) in &regions.regions {
+        context[*region] = json!(html);
+    }
     Ok(Html(ui.web.render("change.html", context)?))
 }
 
@@ -538,19 +568,16 @@ async fn change_events(
         let viewer = viewer.clone();
         let id = id.clone();
         async move {
-            let (view, running) = change_view(&ui, &viewer, &id).await?;
-            let live = ui
-                .web
-                .render("live.html", view.clone())
+            let temporal = &ui.front.temporal;
+            let history = ChangeHistory {
+                status: temporal.status(&id).await.map_err(|e| e.to_string())?,
+                timeline: temporal.history(&id).await.map_err(|e| e.to_string())?,
+                change_id: id,
+            };
+            let (_, regions) = change_regions(&ui, &viewer, history)
+                .await
                 .map_err(|e| format!("{e:?}"))?;
-            let actions = ui
-                .web
-                .render("actions.html", view)
-                .map_err(|e| format!("{e:?}"))?;
-            Ok(Regions {
-                regions: vec![("live", live), ("actions", actions)],
-                ended: !running,
-            })
+            Ok(regions)
         }
     };
     let permission = ("get_change_history", json!({"change_id": id_for_policy}));
@@ -786,15 +813,13 @@ async fn login(State(ui): State<Ui>, Query(query): Query<LoginQuery>) -> Result<
         .begin(state, pending, local_next(query.next.as_deref()));
     let mut response = Redirect::to(&url).into_response();
     // Lax: it must come back with the provider's top-level redirect to the callback.
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(
-        LOGIN_COOKIE,
-        &browser,
+    set_cookie(
+        &mut response,
+        (LOGIN_COOKIE, &browser),
         "Lax",
         ui.web.secure,
         Some(600),
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    );
     Ok(response)
 }
 
@@ -833,12 +858,8 @@ async fn callback(
         .finish(&code, pending)
         .await
         .map_err(|e| UiError::Denied(e.to_string()))?;
-    let crate::front_door::Authentication::Bearer(verifier) = &ui.front.authentication else {
-        return Err(UiError::Unavailable(
-            "the web view needs OpenID Connect".into(),
-        ));
-    };
-    let identity = verifier
+    let identity = ui
+        .verifier()?
         .verify(&signed_in.access_token)
         .await
         .map_err(|e| UiError::Denied(format!("the access token was refused: {e}")))?;
@@ -857,15 +878,15 @@ async fn callback(
         next = html_escape(&next),
     );
     let mut response = Html(body).into_response();
-    let cookies = [
-        set_cookie(SESSION_COOKIE, &session, "Strict", ui.web.secure, None),
-        set_cookie(LOGIN_COOKIE, "", "Lax", ui.web.secure, Some(0)),
-    ];
-    for value in cookies {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
+    let secure = ui.web.secure;
+    set_cookie(
+        &mut response,
+        (SESSION_COOKIE, &session),
+        "Strict",
+        secure,
+        None,
+    );
+    set_cookie(&mut response, (LOGIN_COOKIE, ""), "Lax", secure, Some(0));
     Ok(response)
 }
 
@@ -882,15 +903,13 @@ async fn logout(
     viewer.check_csrf(form.csrf.as_deref())?;
     ui.web.sessions.end(&viewer.session_id);
     let mut response = Redirect::to("/ui/signed-out").into_response();
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(
-        SESSION_COOKIE,
-        "",
+    set_cookie(
+        &mut response,
+        (SESSION_COOKIE, ""),
         "Strict",
         ui.web.secure,
         Some(0),
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    );
     Ok(response)
 }
 
@@ -913,4 +932,18 @@ async fn style() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("assets/app.css"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn every_status_the_filter_offers_is_one_list_changes_takes() {
+        for status in super::statuses() {
+            let filter =
+                serde_json::from_value::<crate::changes::ChangeFilter>(json!({"status": status}));
+            assert!(filter.is_ok(), "{status}: {filter:?}");
+        }
+    }
 }

@@ -131,14 +131,14 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// A `Set-Cookie` value scoped to `/ui`.
+/// Adds a `Set-Cookie` scoped to `/ui` to `response`.
 pub fn set_cookie(
-    name: &str,
-    value: &str,
+    response: &mut axum::response::Response,
+    (name, value): (&str, &str),
     same_site: &str,
     secure: bool,
     max_age: Option<u64>,
-) -> String {
+) {
     let mut text = format!("{name}={value}; Path=/ui; HttpOnly; SameSite={same_site}");
     if secure {
         text.push_str("; Secure");
@@ -146,5 +146,10 @@ pub fn set_cookie(
     if let Some(age) = max_age {
         text.push_str(&format!("; Max-Age={age}"));
     }
-    text
+    // Names and values are ours (hex tokens or empty), so the header is always valid.
+    if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, value);
+    }
 }
