@@ -322,19 +322,25 @@ impl CatalystCenter {
     }
 }
 
-type Posted = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+/// A write's JSON body; anything else is refused in Catalyst Center's envelope.
+pub struct Posted(Value);
 
-fn json_body(body: Posted) -> Result<Value, Response> {
-    body.map(|Json(v)| v)
-        .map_err(|_| invalid("Request body is not valid JSON"))
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        Json::<Value>::from_request(request, state)
+            .await
+            .map(|Json(body)| Posted(body))
+            .map_err(|_| invalid("Request body is not valid JSON"))
+    }
 }
 
 /// `POST /template-programmer/project`: `{name*, description}`.
-pub async fn create_project(State(cc): State<Arc<CatalystCenter>>, body: Posted) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+pub async fn create_project(
+    State(cc): State<Arc<CatalystCenter>>,
+    Posted(body): Posted,
+) -> Response {
     let Some(name) = body["name"].as_str().filter(|n| !n.trim().is_empty()) else {
         return invalid("name is required");
     };
@@ -384,12 +390,8 @@ fn required_fields(body: &Value) -> Result<(), Response> {
 pub async fn create_template(
     State(cc): State<Arc<CatalystCenter>>,
     Path(project_id): Path<String>,
-    body: Posted,
+    Posted(body): Posted,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     if let Err(r) = required_fields(&body) {
         return r;
     }
@@ -450,11 +452,10 @@ pub async fn create_template(
 }
 
 /// `PUT /template-programmer/template`: the create body plus `id`; overwrites the draft.
-pub async fn update_template(State(cc): State<Arc<CatalystCenter>>, body: Posted) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+pub async fn update_template(
+    State(cc): State<Arc<CatalystCenter>>,
+    Posted(body): Posted,
+) -> Response {
     let Some(id) = body["id"].as_str().map(str::to_string) else {
         return invalid("id is required");
     };
@@ -513,11 +514,10 @@ impl CatalystCenter {
 }
 
 /// `POST /template-programmer/template/version`: `{templateId*, comments}`.
-pub async fn version_template(State(cc): State<Arc<CatalystCenter>>, body: Posted) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+pub async fn version_template(
+    State(cc): State<Arc<CatalystCenter>>,
+    Posted(body): Posted,
+) -> Response {
     let Some(id) = body["templateId"].as_str() else {
         return invalid("templateId is required");
     };
@@ -528,12 +528,8 @@ pub async fn version_template(State(cc): State<Arc<CatalystCenter>>, body: Poste
 pub async fn commit_version(
     State(cc): State<Arc<CatalystCenter>>,
     Path(id): Path<String>,
-    body: Posted,
+    Posted(body): Posted,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let note = body["commitNote"].as_str().unwrap_or_default();
     if note.chars().count() > 255 {
         return invalid("commitNote must be at most 255 characters");
