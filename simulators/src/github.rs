@@ -133,14 +133,14 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// GitHub's timestamps: `2026-11-27T15:00:00Z`.
 fn rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
         .and_then(|t| {
-            t.format(&time::format_description::well_known::Iso8601::DATE_TIME_OFFSET)
+            t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .map(|s| s.replace(".000000000", "").replace("+00:00", "Z"))
         .unwrap_or_default()
 }
 
@@ -798,14 +798,10 @@ impl Repo {
             let files = self.pull_files(b, pull);
             let additions: u64 = files.iter().filter_map(|f| f["additions"].as_u64()).sum();
             let deletions: u64 = files.iter().filter_map(|f| f["deletions"].as_u64()).sum();
+            // The commits on head since the merge base (which head reaches).
             let commits = self
                 .merge_base(&base_sha, &head_sha)
-                .map(|mb| {
-                    self.history(&head_sha)
-                        .iter()
-                        .filter(|c| !self.is_ancestor(&c.sha, &mb))
-                        .count()
-                })
+                .map(|mb| self.history(&head_sha).len() - self.history(&mb).len())
                 .unwrap_or(0);
             let extra = json!({
                 "merged": pull.merged_at.is_some(), "mergeable": mergeable, "mergeable_state": state,
@@ -2046,6 +2042,11 @@ mod tests {
         files.insert("d/e/f".into(), blob_sha(b"x"));
         files.insert("d.txt".into(), blob_sha(b"y"));
         assert_eq!(tree_sha(&files), "a5d30651c31b30141be94c6aed35bb7f3418f75e");
+    }
+
+    #[test]
+    fn timestamps_are_githubs() {
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]
