@@ -71,24 +71,7 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
     let data = dir.0.join("changeflow");
     let dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
     let mut alice = dev.client("alice").await;
-    let requested = alice
-        .call_tool(
-            "deploy_template",
-            json!({
-                "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
-                "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
-                "devices": ["sj-access-01"],
-                "change_type": "normal",
-                "short_description": "NTP for the evidence test",
-            }),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    let change = requested["structuredContent"]["change_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{requested}"))
-        .to_string();
+    let change = common::request_ntp_change(&mut alice, "NTP for the evidence test").await;
     let mut carol = dev.client("carol").await;
     let approved = carol
         .call_tool(

@@ -7,38 +7,11 @@
 
 mod common;
 
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/node")
-}
-
-/// Alice requests a normal change through MCP; it waits for approval.
-async fn request_change(alice: &mut changeflow::mcp_client::McpClient, what: &str) -> String {
-    let requested = alice
-        .call_tool(
-            "deploy_template",
-            json!({
-                "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
-                "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
-                "devices": ["sj-access-01"],
-                "change_type": "normal",
-                "short_description": what,
-            }),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        requested["structuredContent"]["status"], "awaiting_approval",
-        "{requested}"
-    );
-    requested["structuredContent"]["change_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,8 +33,8 @@ async fn noc_engineers_approvers_and_auditors_use_the_web_view_in_a_real_browser
     let endpoints: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
     let mut alice = dev.client("alice").await;
-    let approve = request_change(&mut alice, "NTP, approved in the browser").await;
-    let cancel = request_change(&mut alice, "NTP, canceled in the browser").await;
+    let approve = common::request_ntp_change(&mut alice, "NTP, approved in the browser").await;
+    let cancel = common::request_ntp_change(&mut alice, "NTP, canceled in the browser").await;
 
     // The script runs next to node_modules so its imports resolve.
     let script = node.join(format!("web-{}.mjs", uuid::Uuid::new_v4().simple()));
@@ -330,11 +303,10 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
     );
     assert_eq!(param(&callback, "state").as_deref(), Some(state.as_str()));
 
+    // A GET carrying a cookie, as a browser sends it.
+    let get_as = |url: &str, cookie: &str| http.get(url).header("cookie", cookie).send();
     // A callback the view did not begin, or from another browser, makes no session.
-    let unknown = http
-        .get(format!("{ui}/callback?code=x&state=forged"))
-        .header("cookie", &binding)
-        .send()
+    let unknown = get_as(&format!("{ui}/callback?code=x&state=forged"), &binding)
         .await
         .unwrap();
     assert_eq!(unknown.status(), 400);
@@ -346,12 +318,7 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
     let other_browser = http.get(&callback).send().await.unwrap();
     assert_eq!(other_browser.status(), 400, "no binding cookie");
     // The right browser signs in: a Strict, HttpOnly session cookie scoped to /ui.
-    let signed_in = http
-        .get(&callback)
-        .header("cookie", &binding)
-        .send()
-        .await
-        .unwrap();
+    let signed_in = get_as(&callback, &binding).await.unwrap();
     assert_eq!(
         signed_in.status(),
         200,
@@ -367,10 +334,7 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
     }
     let session = session.split(';').next().unwrap().to_string();
     // Signed in: a live stream runs until the session ends; signing out ends it.
-    let page = http
-        .get(format!("{ui}/"))
-        .header("cookie", &session)
-        .send()
+    let page = get_as(&format!("{ui}/"), &session)
         .await
         .unwrap()
         .text()
@@ -382,12 +346,14 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
         .and_then(|rest| rest.split('"').next())
         .expect("the page's CSRF token")
         .to_string();
-    let mut stream = http
-        .get(format!("{ui}/events"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    // A sign-out with a CSRF token.
+    let sign_out = |csrf: &str| {
+        http.post(format!("{ui}/logout"))
+            .header("cookie", &session)
+            .form(&[("csrf", csrf)])
+            .send()
+    };
+    let mut stream = get_as(&format!("{ui}/events"), &session).await.unwrap();
     assert_eq!(stream.status(), 200);
     assert!(
         stream.headers()["content-type"]
@@ -395,45 +361,23 @@ async fn signing_in_refuses_forged_or_replayed_steps() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let wrong_csrf = http
-        .post(format!("{ui}/logout"))
-        .header("cookie", &session)
-        .form(&[("csrf", "forged")])
-        .send()
-        .await
-        .unwrap();
+    let wrong_csrf = sign_out("forged").await.unwrap();
     assert_eq!(
         wrong_csrf.status(),
         403,
         "sign-out needs the CSRF token too"
     );
-    let signed_out = http
-        .post(format!("{ui}/logout"))
-        .header("cookie", &session)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = sign_out(&csrf).await.unwrap();
     assert_eq!(signed_out.status(), 303);
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "signing out ends the session's streams");
-    let after = http
-        .get(format!("{ui}/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let after = get_as(&format!("{ui}/"), &session).await.unwrap();
     assert_eq!(after.status(), 303, "the ended session is gone");
     // The same state again (a replayed callback) is refused.
-    let replayed = http
-        .get(&callback)
-        .header("cookie", &binding)
-        .send()
-        .await
-        .unwrap();
+    let replayed = get_as(&callback, &binding).await.unwrap();
     assert_eq!(replayed.status(), 400);
 
     // The provider's code grant: PKCE verifier, single use, bound to client and redirect.

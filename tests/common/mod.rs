@@ -385,6 +385,36 @@ impl DevProcess {
     }
 }
 
+/// A normal NTP change on sj-access-01 requested through MCP (as alice, in the tests); its
+/// change id, once it waits for approval.
+pub async fn request_ntp_change(
+    client: &mut changeflow::mcp_client::McpClient,
+    what: &str,
+) -> String {
+    let requested = client
+        .call_tool(
+            "deploy_template",
+            json!({
+                "template_id": changeflow_simulators::seed::id("template", "NTP Servers"),
+                "parameters": {"ntp_primary": "10.255.0.1", "ntp_secondary": "10.255.0.2"},
+                "devices": ["sj-access-01"],
+                "change_type": "normal",
+                "short_description": what,
+            }),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        requested["structuredContent"]["status"], "awaiting_approval",
+        "{requested}"
+    );
+    requested["structuredContent"]["change_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 impl Drop for DevProcess {
     fn drop(&mut self) {
         self.stop();
