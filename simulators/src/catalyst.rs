@@ -470,15 +470,6 @@ impl CatalystCenter {
     }
 }
 
-fn template_not_found(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "NCTP10404",
-        "Template not found",
-        &format!("Template with id {id} does not exist"),
-    )
-}
-
 async fn template_detail(
     State(cc): State<Arc<CatalystCenter>>,
     Path(id): Path<String>,
@@ -490,7 +481,7 @@ async fn template_detail(
                 param(&query, "latestVersion").is_some_and(|v| v.eq_ignore_ascii_case("true"));
             Json(templates::detail_json(&t, latest)).into_response()
         }
-        None => template_not_found(&id),
+        None => templates::not_found(&id),
     }
 }
 
@@ -600,7 +591,7 @@ async fn preview(
         return business_error("templateId is required");
     };
     let Some(t) = cc.template(id) else {
-        return template_not_found(id);
+        return templates::not_found(id);
     };
     // The latest committed version (a template not yet committed previews its draft).
     let version = t.committed().unwrap_or(&t.draft);

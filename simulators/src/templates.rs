@@ -234,7 +234,8 @@ pub fn project_json(store: &Store, p: &Project) -> Value {
     })
 }
 
-fn not_found(id: &str) -> Response {
+/// A template id Catalyst Center does not know, in its envelope.
+pub(crate) fn not_found(id: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "NCTP10404",
