@@ -884,7 +884,12 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TableWrite {
     type Rejection = Response;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        // The body is read before anything is refused: answering without reading it would
+        // leave unread bytes on a kept-alive connection, and clients (pysnc) reusing it fail.
         let (mut parts, body) = request.into_parts();
+        let body = axum::body::Bytes::from_request(axum::extract::Request::new(body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let target = TableRequest::from_parts(&mut parts, true).await?;
         let Some(Caller(caller)) = parts.extensions.get::<Caller>().cloned() else {
             return Err(error(
@@ -893,8 +898,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TableWrite {
                 None,
             ));
         };
-        let request = axum::extract::Request::from_parts(parts, body);
-        let Ok(Json(json)) = Json::<Value>::from_request(request, state).await else {
+        let Ok(json) = serde_json::from_slice::<Value>(&body) else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "Exception while reading request",
