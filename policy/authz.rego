@@ -11,6 +11,11 @@
 #   change:   {requested_by}          (tools naming an existing change: its requester)
 #   devices:  [{hostname, role, family}]  (deploy_template: the devices as Catalyst Center
 #             describes them; role "UNKNOWN" when it could not say)
+#   source:   deploy_template from Git: {repository, path, requested_ref, commit_sha,
+#             default_branch, on_default_branch, pull_request: {number, author, merged_by,
+#             approvers[]}}, or {unresolved: why}
+#   pull_request: merge_pull_request: {number, author, base, default_branch, merged,
+#             approvers[]}, or {unknown: why}
 #
 # The change-governance rules (standard templates, blackouts, approval limits) are in
 # governance.rego, in this same package.
@@ -22,6 +27,7 @@ grants := {
 	"network-engineers": {
 		"catalyst-center": {"read", "write", "execute"},
 		"changes": {"read", "write", "execute"},
+		"github": {"read"},
 	},
 	"service-desk": {
 		"servicenow": {"read", "write", "execute"},
@@ -53,6 +59,35 @@ granting_groups contains group if {
 	some group in input.identity.groups
 	some resource in [input.resource, "*"]
 	input.action in grants[group][resource]
+}
+
+# Network engineers also open and review pull requests on the templates repositories (and
+# nothing else of GitHub's writes).
+template_repositories := {"netops/templates"}
+
+template_review_tools := {"create_pull_request", "pull_request_review_write"}
+
+granting_groups contains "network-engineers" if {
+	"network-engineers" in input.identity.groups
+	input.resource == "github"
+	input.action == "write"
+	input.tool.name in template_review_tools
+	sprintf("%s/%s", [input.tool.arguments.owner, input.tool.arguments.repo]) in template_repositories
+}
+
+# rule: reviewed_merges. A merge into the default branch needs an approving review by someone
+# other than the pull request's author (GitHub's branch protection says the same; this says it
+# before the call, by name). Unknown facts refuse.
+deny_reasons contains sprintf("rule reviewed_merges: pull request #%d into %s needs an approving review by someone other than its author %s", [input.pull_request.number, input.pull_request.base, input.pull_request.author]) if {
+	input.tool.name == "merge_pull_request"
+	input.pull_request.base == input.pull_request.default_branch
+	not input.pull_request.merged
+	count({a | some a in input.pull_request.approvers; a != input.pull_request.author}) == 0
+}
+
+deny_reasons contains sprintf("rule reviewed_merges: the pull request's reviews could not be read (%s)", [input.pull_request.unknown]) if {
+	input.tool.name == "merge_pull_request"
+	input.pull_request.unknown
 }
 
 production_devices contains device if {

@@ -197,3 +197,62 @@ test_decision_always_has_a_reason if {
 	d.allow == false
 	d.reason == "no group of x grants read on servicenow"
 }
+
+dave := {"subject": "dave", "groups": ["developers"], "amr": ["pwd"], "client_id": "c"}
+
+github(identity, tool, action, arguments) := {
+	"identity": identity,
+	"resource": "github",
+	"action": action,
+	"tool": {"name": tool, "arguments": object.union({"owner": "netops", "repo": "templates"}, arguments)},
+	"context": {},
+}
+
+test_developers_use_github_engineers_read_and_open_pull_requests_on_templates if {
+	authz.allow with input as github(dave, "create_or_update_file", "write", {})
+	authz.allow with input as github(alice, "get_file_contents", "read", {})
+	authz.allow with input as github(alice, "create_pull_request", "write", {})
+	authz.allow with input as github(alice, "pull_request_review_write", "write", {})
+	not authz.allow with input as github(alice, "create_pull_request", "write", {"repo": "other"})
+	not authz.allow with input as github(alice, "merge_pull_request", "write", {})
+	not authz.allow with input as github(alice, "create_or_update_file", "write", {})
+	bob := {"subject": "bob", "groups": ["service-desk"], "amr": ["mfa"], "client_id": "c"}
+	not authz.allow with input as github(bob, "get_file_contents", "read", {})
+}
+
+merge(facts) := object.union(github(dave, "merge_pull_request", "write", {"pullNumber": 3}), {"pull_request": facts})
+
+test_merges_into_the_default_branch_need_another_persons_approval if {
+	pr := {"number": 3, "author": "dave", "base": "main", "default_branch": "main", "merged": false}
+	authz.allow with input as merge(object.union(pr, {"approvers": ["alice"]}))
+	unapproved := merge(object.union(pr, {"approvers": []}))
+	not authz.allow with input as unapproved
+	contains(authz.reason, "rule reviewed_merges") with input as unapproved
+	not authz.allow with input as merge(object.union(pr, {"approvers": ["dave"]}))
+	authz.allow with input as merge(object.union(pr, {"base": "feature", "approvers": []}))
+	not authz.allow with input as merge({"unknown": "GitHub unreachable"})
+}
+
+source(facts) := object.union(
+	change({"source": {"repository": "netops/templates", "path": "ntp/ntp-servers.vtl"}}, {"sj-access-01": "ACCESS"}),
+	{"source": facts},
+)
+
+reviewed := {
+	"commit_sha": "c0ffee", "requested_ref": "main", "default_branch": "main", "on_default_branch": true,
+	"pull_request": {"number": 3, "author": "dave", "approvers": ["alice"]},
+}
+
+test_templates_from_git_on_production_devices_must_be_reviewed if {
+	authz.allow with input as source(reviewed)
+	branch := source(object.union(object.remove(reviewed, ["pull_request"]), {"requested_ref": "feature", "on_default_branch": false}))
+	not authz.allow with input as branch
+	contains(authz.reason, "rule reviewed_templates") with input as branch
+	contains(authz.reason, "not the default branch") with input as branch
+	not authz.allow with input as source(object.union(reviewed, {"pull_request": {"number": 3, "author": "dave", "approvers": []}}))
+	not authz.allow with input as source({"unresolved": "no branch"})
+	lab := object.union(change({"source": {"repository": "netops/templates", "path": "ntp/ntp-servers.vtl"}}, {"lab-switch-1": "ACCESS"}), {"source": {"unresolved": "x"}})
+	authz.allow with input as lab
+	standard := object.union(change({"change_type": "standard", "source": {"repository": "netops/templates", "path": "ntp/ntp-servers.vtl"}}, {"sj-access-01": "ACCESS"}), {"source": reviewed})
+	authz.allow with input as standard
+}

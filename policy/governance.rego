@@ -4,12 +4,21 @@
 # here; the rules below read it. Every refusal names its rule.
 package changeflow.authz
 
-# Templates pre-approved for standard changes (no approval), by Catalyst Center template id.
+# Templates pre-approved for standard changes (no approval), by Catalyst Center template id,
+# or for templates from Git by "repository:path" (their text must also be reviewed: see
+# reviewed_templates).
 # rule: standard_templates
 standard_templates := {
 	"4b45b32b-3c7b-5f23-b5d2-0cff8e17d75f": "NTP Servers",
 	"982a9a61-2390-58ef-88b8-a6a7c0b27c3e": "Login Banner",
+	"netops/templates:ntp/ntp-servers.vtl": "NTP Servers (Git)",
 }
+
+# Change types whose templates from Git must be reviewed text when they touch production
+# devices (every device but the lab's, as for MFA in authz.rego): a commit of the default branch, merged through a pull request approved by someone
+# other than its author. Emergency changes are exempt.
+# rule: reviewed_templates
+reviewed_template_change_types := {"normal", "standard"}
 
 # Weekly blackout periods (UTC). Days: 0 Monday ... 6 Sunday. A change is refused when its
 # window (or, without a window, the moment it is requested) overlaps a blackout, one of its
@@ -41,9 +50,40 @@ deploy_arguments := input.tool.arguments if input.tool.name == "deploy_template"
 
 requested_type := object.get(deploy_arguments, "change_type", "normal")
 
-deny_reasons contains sprintf("rule standard_templates: template %s is not pre-approved for standard changes; request a normal change", [deploy_arguments.template_id]) if {
+# The template's name in standard_templates and verification.toml.
+template_key := deploy_arguments.template_id if deploy_arguments.template_id
+
+template_key := sprintf("%s:%s", [deploy_arguments.source.repository, deploy_arguments.source.path]) if deploy_arguments.source
+
+deny_reasons contains sprintf("rule standard_templates: template %s is not pre-approved for standard changes; request a normal change", [template_key]) if {
 	requested_type == "standard"
-	not standard_templates[deploy_arguments.template_id]
+	not standard_templates[template_key]
+}
+
+# Why a template from Git is not reviewed text (several may hold).
+source_problems contains sprintf("its source could not be resolved (%s)", [input.source.unresolved]) if input.source.unresolved
+
+source_problems contains sprintf("ref %s is not the default branch %s (commit %s)", [input.source.requested_ref, input.source.default_branch, input.source.commit_sha]) if {
+	input.source.commit_sha
+	not input.source.on_default_branch
+}
+
+source_problems contains sprintf("commit %s was not merged through a pull request", [input.source.commit_sha]) if {
+	input.source.commit_sha
+	not input.source.pull_request
+}
+
+source_problems contains sprintf("pull request #%d has no approving review by someone other than its author %s", [pr.number, pr.author]) if {
+	pr := input.source.pull_request
+	count({a | some a in pr.approvers; a != pr.author}) == 0
+}
+
+deny_reasons contains sprintf("rule reviewed_templates: a %s change on production devices (%s) deploys a template from Git only from reviewed text, and %s %s: %s", [requested_type, concat(", ", sort(hit)), deploy_arguments.source.repository, deploy_arguments.source.path, concat("; ", sort(source_problems))]) if {
+	deploy_arguments.source
+	requested_type in reviewed_template_change_types
+	hit := production_devices
+	count(hit) > 0
+	count(source_problems) > 0
 }
 
 deny_reasons contains sprintf("rule max_approval_timeout_hours: approval_timeout may be at most %dh", [max_approval_timeout_hours]) if {

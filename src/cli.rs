@@ -526,7 +526,12 @@ pub(crate) struct WorkerArgs {
     /// Catalyst Center URL.
     #[arg(long, env = "CHANGEFLOW_CATALYST_URL")]
     pub(crate) catalyst_url: String,
-    /// Extra CA certificates (PEM) to trust for both systems.
+    /// GitHub's API: https://api.github.com, or GitHub Enterprise's https://HOST/api/v3. Needed
+    /// by the GitHub tools and by changes that deploy a template from Git; calls are made as
+    /// the person who asked, with their token from Vault (--vault-github-path).
+    #[arg(long, env = "CHANGEFLOW_GITHUB_URL")]
+    pub(crate) github_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the downstream systems.
     #[arg(long, env = "CHANGEFLOW_CA_FILE")]
     pub(crate) ca_file: Option<PathBuf>,
     /// Milliseconds between deployment task polls.
@@ -682,6 +687,14 @@ pub(crate) struct VaultArgs {
         default_value = "changeflow/catalyst-center"
     )]
     pub(crate) vault_catalyst_path: String,
+    /// Where each person's GitHub token is: <path>/<user> (field token). GitHub calls are made
+    /// as the person who asked, never with a shared token.
+    #[arg(
+        long,
+        env = "CHANGEFLOW_VAULT_GITHUB_PATH",
+        default_value = changeflow_credentials::vault::DEFAULT_GITHUB_PATH
+    )]
+    pub(crate) vault_github_path: String,
     /// Seconds a secret read from Vault is reused before it is read again.
     #[arg(long, env = "CHANGEFLOW_VAULT_CACHE_SECONDS", default_value_t = 30)]
     pub(crate) vault_cache_seconds: u64,

@@ -46,6 +46,7 @@ pub(crate) fn credential_provider(
         settings.mount = args.vault_mount.clone();
         settings.servicenow_path = args.vault_servicenow_path.clone();
         settings.catalyst_path = args.vault_catalyst_path.clone();
+        settings.github_path = args.vault_github_path.clone();
         settings.transit_mount = args.vault_transit_mount.clone();
         settings.evidence_key = args.evidence_key.clone();
         settings.cache_ttl = Duration::from_secs(args.vault_cache_seconds);
@@ -92,6 +93,7 @@ pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Res
     let downstream = DownstreamConfig {
         servicenow_url: args.servicenow_url,
         catalyst_url: args.catalyst_url,
+        github_url: args.github_url,
         ca_file: args.ca_file,
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
         snapshot_dir: args

@@ -108,7 +108,7 @@ impl Stack {
         let vault = tokio::task::spawn_blocking(move || EmbeddedVault::start(&vault_options))
             .await
             .context("starting the embedded OpenBao server")??;
-        let vault_role = seed_vault(&vault, &simulators.credentials)
+        let vault_role = seed_vault(&vault, &simulators.credentials, simulators.github.tokens())
             .await
             .context("seeding OpenBao")?;
         let dev_issuer = changeflow_devstack::dev_issuer::start(&options.data_dir, 0)
@@ -169,6 +169,7 @@ impl Stack {
         DownstreamConfig {
             servicenow_url: self.simulators.servicenow_url.clone(),
             catalyst_url: self.simulators.catalyst_url.clone(),
+            github_url: Some(self.simulators.github_url.clone()),
             ca_file: self.simulators.ca_file.clone(),
             poll_interval: self.poll_interval,
             snapshot_dir: self.snapshot_dir.clone(),
@@ -242,6 +243,7 @@ impl Stack {
 async fn seed_vault(
     vault: &EmbeddedVault,
     dev: &DevCredentials,
+    github_tokens: BTreeMap<String, String>,
 ) -> anyhow::Result<(String, Secret)> {
     let (address, root) = (vault.address(), vault.root_token().expose().to_string());
     let servicenow = BTreeMap::from([
@@ -273,6 +275,20 @@ async fn seed_vault(
         &catalyst,
     )
     .await?;
+    // Each person's GitHub token, as an administrator would store it.
+    for (user, token) in github_tokens {
+        admin::write_secret(
+            &address,
+            &root,
+            "secret",
+            &format!(
+                "{}/{user}",
+                changeflow_credentials::vault::DEFAULT_GITHUB_PATH
+            ),
+            &BTreeMap::from([("token".to_string(), token)]),
+        )
+        .await?;
+    }
     use changeflow_credentials::vault::{DEFAULT_EVIDENCE_KEY, DEFAULT_TRANSIT_MOUNT};
     admin::create_evidence_key(&address, &root, DEFAULT_TRANSIT_MOUNT, DEFAULT_EVIDENCE_KEY)
         .await?;

@@ -206,7 +206,7 @@ async fn invalid_input_is_rejected_before_any_ticket_is_opened() {
     };
     let cases: Vec<(DeploymentRequest, &str)> = vec![
         (
-            with(|r| r.change.template_id = "00000000-0000-0000-0000-000000000000".into()),
+            with(|r| r.change.template_id = Some("00000000-0000-0000-0000-000000000000".into())),
             "does not exist",
         ),
         (

@@ -38,6 +38,59 @@ pub struct TaskState {
     pub deployment_id: Option<String>,
     /// The task's `progress` text (a Command Runner task's names its file).
     pub progress: String,
+    /// The task's `data` (an authoring task's: the id it created).
+    pub data: String,
+}
+
+/// How long a template-programmer task may take.
+const AUTHORING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A template project: its id and its templates as (name, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: String,
+    pub templates: Vec<(String, String)>,
+}
+
+/// One committed version of a template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersion {
+    pub id: String,
+    pub version: u32,
+    pub comment: String,
+}
+
+/// What a template's draft is set to when it is created or updated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateDraft {
+    pub name: String,
+    /// VELOCITY or JINJA
+    pub language: String,
+    pub content: String,
+    pub description: String,
+}
+
+impl TemplateDraft {
+    /// The create/update body (`id` for an update). The parameters are left for Catalyst
+    /// Center to derive from the content's variables, as it does when a template is saved.
+    fn body(&self, project_id: &str, project_name: &str, id: Option<&str>) -> Value {
+        let mut body = json!({
+            "name": self.name,
+            "projectId": project_id,
+            "projectName": project_name,
+            "language": self.language,
+            "softwareType": "IOS-XE",
+            "deviceTypes": [{"productFamily": "Switches and Hubs"}, {"productFamily": "Routers"}],
+            "templateContent": self.content,
+            "description": self.description,
+            "author": "changeflow",
+            "composite": false,
+        });
+        if let Some(id) = id {
+            body["id"] = json!(id);
+        }
+        body
+    }
 }
 
 fn text(value: &Value, field: &str) -> String {
@@ -311,7 +364,167 @@ impl CatalystClient {
                 .map(str::to_string),
             deployment_id: DEPLOYMENT_ID.captures(progress).map(|c| c[1].to_string()),
             progress: progress.to_string(),
+            data: text(task, "data"),
         })
+    }
+
+    /// A template-programmer write, answered with a task: waits for the task and returns its
+    /// `data` (the id it created). A failed task is a rejection naming its reason.
+    async fn authoring(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<String, DownstreamError> {
+        let answer = self
+            .api
+            .call(|| self.login(), method, path, &[], Some(body))
+            .await?;
+        let task_id = answer["response"]["taskId"]
+            .as_str()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "authoring call without taskId"))?
+            .to_string();
+        let deadline = tokio::time::Instant::now() + AUTHORING_TIMEOUT;
+        loop {
+            let task = self.task(&task_id).await?;
+            if task.is_error {
+                return Err(DownstreamError::Rejected {
+                    system: SYSTEM,
+                    status: 200,
+                    message: task
+                        .failure_reason
+                        .unwrap_or_else(|| format!("template task {task_id} failed")),
+                });
+            }
+            if task.finished {
+                return Ok(task.data);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DownstreamError::Transport {
+                    system: SYSTEM,
+                    message: format!("template task {task_id} did not finish in time"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The project named exactly `name` (the API matches substrings): its id and its
+    /// templates as (name, id).
+    pub async fn project(&self, name: &str) -> Result<Option<Project>, DownstreamError> {
+        let list = self
+            .get(
+                "/dna/intent/api/v1/template-programmer/project",
+                &[("name", name)],
+            )
+            .await?;
+        let list = list
+            .as_array()
+            .ok_or_else(|| DownstreamError::protocol(SYSTEM, "project list is not an array"))?;
+        Ok(list.iter().find(|p| p["name"] == name).map(|p| Project {
+            id: text(p, "id"),
+            templates: p["templates"]
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| (text(t, "name"), text(t, "id")))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Creates a project; returns its id.
+    pub async fn create_project(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<String, DownstreamError> {
+        self.authoring(
+            Method::POST,
+            "/dna/intent/api/v1/template-programmer/project",
+            &json!({"name": name, "description": description}),
+        )
+        .await
+    }
+
+    /// Creates a template in a project (its draft holds `draft`); returns its id.
+    pub async fn create_template(
+        &self,
+        project_id: &str,
+        project_name: &str,
+        draft: &TemplateDraft,
+    ) -> Result<String, DownstreamError> {
+        let body = draft.body(project_id, project_name, None);
+        self.authoring(
+            Method::POST,
+            &format!("/dna/intent/api/v1/template-programmer/project/{project_id}/template"),
+            &body,
+        )
+        .await
+    }
+
+    /// Overwrites a template's draft.
+    pub async fn update_template(
+        &self,
+        template_id: &str,
+        project_id: &str,
+        project_name: &str,
+        draft: &TemplateDraft,
+    ) -> Result<(), DownstreamError> {
+        let body = draft.body(project_id, project_name, Some(template_id));
+        self.authoring(
+            Method::PUT,
+            "/dna/intent/api/v1/template-programmer/template",
+            &body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Commits a template's draft as its next version, with a comment.
+    pub async fn commit_template(
+        &self,
+        template_id: &str,
+        comment: &str,
+    ) -> Result<(), DownstreamError> {
+        self.authoring(
+            Method::POST,
+            "/dna/intent/api/v1/template-programmer/template/version",
+            &json!({"templateId": template_id, "comments": comment}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A template's committed versions, oldest first.
+    pub async fn template_versions(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<TemplateVersion>, DownstreamError> {
+        let list = self
+            .get(
+                &format!("/dna/intent/api/v1/template-programmer/template/version/{template_id}"),
+                &[],
+            )
+            .await?;
+        let mut versions: Vec<TemplateVersion> = list
+            .as_array()
+            .and_then(|l| l.first())
+            .and_then(|t| t["versionsInfo"].as_array())
+            .map(|infos| {
+                infos
+                    .iter()
+                    .map(|v| TemplateVersion {
+                        id: text(v, "id"),
+                        version: text(v, "version").parse().unwrap_or(0),
+                        comment: text(v, "versionComment"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
     }
 
     pub async fn deployment_status(

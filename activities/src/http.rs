@@ -213,6 +213,24 @@ fn error_message(body: &str) -> Option<String> {
             (None, d) => d,
         };
     }
+    // GitHub: {"message", "errors": [strings, or {"message"?, "code", "field"}]}.
+    if let Some(message) = value.get("message").and_then(text) {
+        let details: Vec<String> = value["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                text(e)
+                    .or_else(|| text(&e["message"]))
+                    .or_else(|| Some(format!("{} {}", e["field"].as_str()?, e["code"].as_str()?)))
+            })
+            .collect();
+        return Some(if details.is_empty() {
+            message
+        } else {
+            format!("{message}: {}", details.join("; "))
+        });
+    }
     value
         .get("description")
         .and_then(text)

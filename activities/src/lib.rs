@@ -3,10 +3,12 @@
 
 pub mod catalyst;
 pub mod checks;
+pub mod github;
 pub mod http;
 mod operations;
 pub mod servicenow;
 pub mod session;
+mod template_sync;
 pub mod validation;
 
 use catalyst::{CatalystClient, NetworkDevice};
@@ -28,6 +30,9 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 pub struct DownstreamConfig {
     pub servicenow_url: String,
     pub catalyst_url: String,
+    /// GitHub's API (`https://api.github.com`, or a GitHub Enterprise `https://host/api/v3`);
+    /// without it the GitHub tools and templates from Git say this worker has none.
+    pub github_url: Option<String>,
     /// Extra CA certificates (PEM bundle) to trust, e.g. a corporate CA or the simulators' CA.
     pub ca_file: Option<PathBuf>,
     /// Pause between deployment task polls.
@@ -40,6 +45,7 @@ pub struct DownstreamConfig {
 pub struct DownstreamActivities {
     servicenow: ServiceNowClient,
     catalyst: CatalystClient,
+    github: github::GitHubClient,
     poll_interval: Duration,
     snapshots: checks::SnapshotStore,
     /// Signs evidence with the key Vault keeps (`sign_evidence`).
@@ -63,7 +69,10 @@ impl DownstreamActivities {
         for (name, url) in [
             ("ServiceNow", &config.servicenow_url),
             ("Catalyst Center", &config.catalyst_url),
-        ] {
+        ]
+        .into_iter()
+        .chain(config.github_url.as_ref().map(|url| ("GitHub", url)))
+        {
             url::Url::parse(url)
                 .map_err(|e| DownstreamError::Configuration(format!("{name} URL '{url}': {e}")))?;
         }
@@ -81,9 +90,14 @@ impl DownstreamActivities {
                 Api::new(
                     catalyst::SYSTEM,
                     &config.catalyst_url,
-                    http,
+                    http.clone(),
                     catalyst::authorize,
                 ),
+                credentials.clone(),
+            ),
+            github: github::GitHubClient::new(
+                config.github_url.as_deref(),
+                http,
                 credentials.clone(),
             ),
             signer: credentials,
@@ -97,7 +111,7 @@ impl DownstreamActivities {
         request: DeploymentRequest,
     ) -> Result<ValidatedDeployment, DownstreamError> {
         // The request's shape was checked by the workflow (`DeploymentRequest::validate`).
-        let template = match self.catalyst.template(&request.change.template_id).await {
+        let template = match self.catalyst.template(request.change.template()).await {
             Err(DownstreamError::NotFound { message, .. }) => {
                 return Err(DownstreamError::Invalid(message));
             }
@@ -140,7 +154,7 @@ impl DownstreamActivities {
         let preview = self
             .catalyst
             .preview(
-                &request.change.template_id,
+                request.change.template(),
                 &request.change.parameters,
                 &first.id,
             )
@@ -152,7 +166,7 @@ impl DownstreamActivities {
             )));
         }
         Ok(ValidatedDeployment {
-            template_id: request.change.template_id,
+            template_id: request.change.template().to_string(),
             template_name: template.name,
             project_name: template.project_name,
             parameters: request.change.parameters,
@@ -278,6 +292,29 @@ impl DownstreamActivities {
 
 #[activities]
 impl DownstreamActivities {
+    #[activity(definition = change_activities::ResolveTemplateSource)]
+    pub async fn resolve_template_source(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: changeflow_workflows::github::ResolveTemplateSource,
+    ) -> Result<changeflow_workflows::github::ResolvedSource, ActivityError> {
+        self.github
+            .resolve(&request.requested_by, &request.source)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
+    #[activity(definition = change_activities::SyncTemplate)]
+    pub async fn sync_template(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: changeflow_workflows::github::SyncTemplate,
+    ) -> Result<changeflow_workflows::github::SyncedTemplate, ActivityError> {
+        self.sync(request)
+            .await
+            .map_err(DownstreamError::into_activity_error)
+    }
+
     #[activity(definition = change_activities::ValidateDeployment)]
     pub async fn validate_deployment(
         self: Arc<Self>,

@@ -117,6 +117,8 @@ impl DownstreamActivities {
         correlation_id: &str,
     ) -> Result<Value, DownstreamError> {
         // The arguments' shape was checked by the workflow (`Operation::validate`).
+        // GitHub calls are made as the caller, with their own token.
+        let user = request.requested_by.as_str();
         match request.operation {
             Operation::ListTemplates(args) => {
                 let list = self
@@ -215,6 +217,7 @@ impl DownstreamActivities {
                         change_type: ChangeType::Normal,
                         justification: None,
                         window: None,
+                        work_note: None,
                     })
                     .await?;
                 value(self.describe_one(record).await?)
@@ -231,6 +234,25 @@ impl DownstreamActivities {
                     .await?;
                 value(self.describe_one(updated).await?)
             }
+            Operation::GetFileContents(args) => {
+                value(self.github.file_contents(user, &args).await?)
+            }
+            Operation::ListBranches(args) => value(self.github.branches(user, &args).await?),
+            Operation::CreateBranch(args) => value(self.github.create_branch(user, &args).await?),
+            Operation::ListCommits(args) => value(self.github.commits(user, &args).await?),
+            Operation::GetCommit(args) => value(self.github.commit(user, &args).await?),
+            Operation::CreateOrUpdateFile(args) => value(self.github.put_file(user, &args).await?),
+            Operation::CreatePullRequest(args) => {
+                value(self.github.create_pull(user, &args).await?)
+            }
+            Operation::ListPullRequests(args) => value(self.github.pulls(user, &args).await?),
+            Operation::PullRequestRead(args) => value(self.github.read_pull(user, &args).await?),
+            Operation::PullRequestReviewWrite(args) => {
+                value(self.github.review(user, &args).await?)
+            }
+            Operation::MergePullRequest(args) => value(self.github.merge(user, &args).await?),
+            Operation::GetMergeFacts(args) => value(self.github.merge_facts(user, &args).await?),
+            Operation::ResolveSource(args) => value(self.github.resolve(user, &args.source).await?),
             Operation::CloseChangeRequest(args) => {
                 let record = self.change_by_number(&args.number).await?;
                 let closed = self

@@ -232,9 +232,14 @@ impl ServiceNowClient {
             "correlation_id": ticket.correlation_id,
             "correlation_display": "changeflow",
         });
+        let mut notes = Vec::new();
         if let Some(justification) = &ticket.justification {
             fields["justification"] = json!(justification);
-            fields["work_notes"] = json!(format!("Justification: {justification}"));
+            notes.push(format!("Justification: {justification}"));
+        }
+        notes.extend(ticket.work_note.clone());
+        if !notes.is_empty() {
+            fields["work_notes"] = json!(notes.join("\n\n"));
         }
         if let Some(Window { start, end }) = ticket.window {
             fields["start_date"] = json!(glide_time(start));

@@ -89,6 +89,15 @@ pub struct EvidenceKey {
 pub trait CredentialProvider: Send + Sync {
     async fn servicenow(&self) -> Result<ServiceNowCredentials, CredentialError>;
     async fn catalyst(&self) -> Result<CatalystCredentials, CredentialError>;
+    /// The GitHub token of one person (GitHub calls are made as the person who asked). Only
+    /// a Vault-backed provider keeps them.
+    async fn github(&self, user: &str) -> Result<Secret, CredentialError> {
+        Err(CredentialError::Missing(if user.is_empty() {
+            "GitHub"
+        } else {
+            "per-person GitHub"
+        }))
+    }
     /// Signs `message` with the evidence key (Vault's Transit engine signs; the private key
     /// never leaves it). Only a Vault-backed provider can.
     async fn sign_evidence(&self, _message: &[u8]) -> Result<EvidenceSignature, CredentialError> {

@@ -35,6 +35,8 @@ pub struct VaultSettings {
     pub mount: String,
     pub servicenow_path: String,
     pub catalyst_path: String,
+    /// Where each person's GitHub token is: `<github_path>/<user>`, field `token`.
+    pub github_path: String,
     /// Transit mount and the name of the ed25519 key that signs evidence bundles.
     pub transit_mount: String,
     pub evidence_key: String,
@@ -51,6 +53,7 @@ impl VaultSettings {
             mount: "secret".into(),
             servicenow_path: "changeflow/servicenow".into(),
             catalyst_path: "changeflow/catalyst-center".into(),
+            github_path: DEFAULT_GITHUB_PATH.into(),
             transit_mount: DEFAULT_TRANSIT_MOUNT.into(),
             evidence_key: DEFAULT_EVIDENCE_KEY.into(),
             cache_ttl: Duration::from_secs(30),
@@ -58,6 +61,9 @@ impl VaultSettings {
         }
     }
 }
+
+/// Where people's GitHub tokens live by default (KV v2, one secret per person).
+pub const DEFAULT_GITHUB_PATH: &str = "changeflow/github/users";
 
 /// Where the evidence key lives by default.
 pub const DEFAULT_TRANSIT_MOUNT: &str = "transit";
@@ -270,6 +276,32 @@ impl CredentialProvider for VaultCredentials {
             username: field(&s, path, "username")?,
             password: Secret::new(field(&s, path, "password")?),
         })
+    }
+
+    async fn github(&self, user: &str) -> Result<Secret, CredentialError> {
+        // The user is a verified subject, but it becomes part of a path: nothing but a name.
+        let plain = !user.is_empty()
+            && user.len() <= 128
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+            && !user.starts_with('.');
+        if !plain {
+            return Err(CredentialError::Refused(format!(
+                "no GitHub token can be looked up for user '{user}'"
+            )));
+        }
+        let path = format!("{}/{user}", self.settings.github_path);
+        match self.read(&path).await {
+            Ok(s) => Ok(Secret::new(field(&s, &path, "token")?)),
+            Err(CredentialError::Refused(message)) if message.contains("(404)") => {
+                Err(CredentialError::Refused(format!(
+                    "{user} has no GitHub token in Vault ({}/{path}, field token)",
+                    self.settings.mount
+                )))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     async fn sign_evidence(&self, message: &[u8]) -> Result<EvidenceSignature, CredentialError> {

@@ -75,6 +75,8 @@ fn input(identity: &VerifiedIdentity) -> PolicyInput {
         context: json!({"time": 1_795_000_000u64, "client": identity.client_id}),
         change: None,
         devices: None,
+        source: None,
+        pull_request: None,
     }
 }
 

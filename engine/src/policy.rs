@@ -54,6 +54,14 @@ pub struct PolicyInput {
     /// For `deploy_template`: its devices as Catalyst Center describes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<serde_json::Value>>,
+    /// For `deploy_template` from Git: the source resolved (commit, default branch, the pull
+    /// request that merged it and its approvers), or `{unresolved: why}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Value>,
+    /// For `merge_pull_request`: the pull request (author, base, default branch, approvers),
+    /// or `{unknown: why}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -497,6 +505,8 @@ mod tests {
                             context: json!({"time": time, "client": "test"}),
                             change: change.clone(),
                             devices: devices.clone(),
+                            source: None,
+                            pull_request: None,
                         });
                         let on_vm = loaded
                             .evaluate(regorus::Value::from(input.clone()))

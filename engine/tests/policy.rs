@@ -42,6 +42,8 @@ fn input(
         context: json!({"time": 1795600800, "client": "test"}),
         change: None,
         devices: None,
+        source: None,
+        pull_request: None,
     }
 }
 

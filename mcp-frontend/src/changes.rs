@@ -71,7 +71,7 @@ fn listing_memo(
     change: &changeflow_workflows::arguments::DeployTemplate,
 ) -> temporalio_common::MemoValues {
     let mut memo = temporalio_common::MemoValues::new();
-    memo.insert(memo::TEMPLATE, change.template_id.clone());
+    memo.insert(memo::TEMPLATE, change.template_key());
     memo.insert(memo::CHANGE_TYPE, change.change_type.as_str().to_string());
     if let (Some(start), Some(end)) = (&change.window_start, &change.window_end) {
         memo.insert(memo::WINDOW_START, start.clone());

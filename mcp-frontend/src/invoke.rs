@@ -13,6 +13,9 @@ use changeflow_engine::identity::VerifiedIdentity;
 use changeflow_engine::metrics as m;
 use changeflow_engine::policy::{PolicyIdentity, PolicyInput, PolicyTool};
 use changeflow_workflows::arguments::ListDevices;
+use changeflow_workflows::github::{
+    GetMergeFacts, GitSource, MergePullRequest, ResolveSource, ResolvedSource,
+};
 use changeflow_workflows::limits::MAX_LIST_LIMIT;
 use changeflow_workflows::operations::{Operation, OperationRequest};
 use changeflow_workflows::{
@@ -63,6 +66,8 @@ fn fresh_id(prefix: &str, identity: &VerifiedIdentity, tool: &str) -> String {
 struct Facts {
     change: Option<Value>,
     devices: Option<Vec<Value>>,
+    source: Option<Value>,
+    pull_request: Option<Value>,
 }
 
 fn policy_input(
@@ -82,6 +87,8 @@ fn policy_input(
         context: json!({"time": now_secs(), "client": identity.client_id}),
         change: facts.change,
         devices: facts.devices,
+        source: facts.source,
+        pull_request: facts.pull_request,
     }
 }
 
@@ -106,7 +113,7 @@ impl TaskPermit<'_> {
             .record(
                 &self.identity,
                 ("tasks", self.method),
-                &self.arguments,
+                (&self.arguments, None),
                 ("allow", &self.decision.0, &self.decision.1),
                 task_id,
                 outcome,
@@ -132,7 +139,7 @@ impl FrontDoor {
             self.record(
                 &identity,
                 ("tasks", method),
-                &arguments,
+                (&arguments, None),
                 ("deny", &decision.reason, &decision.revision),
                 task_id,
                 "denied",
@@ -232,10 +239,57 @@ impl FrontDoor {
                     .requester(&change.change_id)
                     .await
                     .map(|requester| json!({"requested_by": requester})),
-                devices: None,
+                ..Facts::default()
             },
             _ => Facts::default(),
         }
+    }
+
+    /// A GitHub read for policy, as the caller, through a `DownstreamOperation` workflow (the
+    /// front door never talks to GitHub itself); the error's text when it fails.
+    async fn github_fact(
+        &self,
+        identity: &VerifiedIdentity,
+        tool: &str,
+        operation: Operation,
+    ) -> Result<Value, String> {
+        let request = OperationRequest {
+            operation,
+            requested_by: identity.subject.clone(),
+        };
+        let id = fresh_id("read", identity, tool);
+        self.temporal
+            .run_operation(&id, request)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The pull request a merge names: author, base, default branch, approvers. When GitHub
+    /// cannot say, `{"unknown": why}`: the merge rule then refuses (fail safe).
+    async fn merge_facts(&self, identity: &VerifiedIdentity, merge: &MergePullRequest) -> Value {
+        let operation = Operation::GetMergeFacts(GetMergeFacts {
+            owner: merge.owner.clone(),
+            repo: merge.repo.clone(),
+            pull_number: merge.pull_number,
+        });
+        self.github_fact(identity, "merge_pull_request", operation)
+            .await
+            .unwrap_or_else(|why| json!({"unknown": why}))
+    }
+
+    /// A deployment's Git source resolved as the caller sees it.
+    async fn source_facts(
+        &self,
+        identity: &VerifiedIdentity,
+        source: &GitSource,
+    ) -> Result<ResolvedSource, String> {
+        let operation = Operation::ResolveSource(ResolveSource {
+            source: source.clone(),
+        });
+        let value = self
+            .github_fact(identity, "deploy_template", operation)
+            .await?;
+        serde_json::from_value(value).map_err(|e| format!("unexpected resolution: {e}"))
     }
 
     /// The devices as Catalyst Center describes them (hostname, role, family), read through a
@@ -287,7 +341,7 @@ impl FrontDoor {
         &self,
         identity: &VerifiedIdentity,
         (server, tool): (&str, &str),
-        arguments: &Value,
+        (arguments, note): (&Value, Option<&str>),
         decision: (&str, &str, &str),
         workflow_id: &str,
         outcome: &str,
@@ -303,9 +357,12 @@ impl FrontDoor {
             policy_revision: decision.2.to_string(),
             workflow_id: workflow_id.to_string(),
             outcome: outcome.to_string(),
-            note: ["justification", "comment"]
-                .iter()
-                .find_map(|field| arguments.get(*field).and_then(Value::as_str))
+            note: note
+                .or_else(|| {
+                    ["justification", "comment"]
+                        .iter()
+                        .find_map(|field| arguments.get(*field).and_then(Value::as_str))
+                })
                 .unwrap_or_default()
                 .to_string(),
         };
@@ -402,7 +459,7 @@ impl FrontDoor {
                 self.record(
                     identity,
                     (spec.server, spec.name),
-                    &arguments,
+                    (&arguments, None),
                     ("none", &problem, ""),
                     "",
                     "invalid",
@@ -429,6 +486,7 @@ impl FrontDoor {
         };
         let facts = self.facts(&call).await;
         let mut decision = self.decide(identity, spec, &arguments, facts);
+        let mut source: Option<ResolvedSource> = None;
         // Without an audit record nothing happens: a store that cannot take one now refuses
         // the call before any workflow is started or read.
         if decision.allow && !self.audit.writable().await {
@@ -445,16 +503,45 @@ impl FrontDoor {
             // rules requiring one.
             let plan = self
                 .verification
-                .plan(&args.template_id, args.backout.as_ref());
+                .plan(&args.template_key(), args.backout.as_ref());
             let backout = plan
                 .backout
                 .map(|b| json!({"template_id": b.template_id, "source": plan.backout_source}));
+            // A template from Git: the commit its ref names now, and the pull request that
+            // merged it (the change is then pinned to that commit).
+            let source_facts = match &args.source {
+                Some(git) => {
+                    let resolved = self.source_facts(identity, git).await;
+                    let fact = match &resolved {
+                        Ok(r) => json!(r),
+                        Err(problem) => json!({"unresolved": problem}),
+                    };
+                    source = resolved.ok();
+                    Some(fact)
+                }
+                None => None,
+            };
             let facts = Facts {
                 change: Some(json!({ "backout": backout })),
                 devices: Some(self.device_facts(identity, &args.devices).await),
+                source: source_facts,
+                ..Facts::default()
             };
             decision = self.decide(identity, spec, &arguments, facts);
         }
+        if decision.allow
+            && let Call::Operation(Operation::MergePullRequest(merge)) = &call
+        {
+            // A merge the caller may make learns the pull request's author and approvals.
+            let facts = Facts {
+                pull_request: Some(self.merge_facts(identity, merge).await),
+                ..Facts::default()
+            };
+            decision = self.decide(identity, spec, &arguments, facts);
+        }
+        let source_note = source
+            .as_ref()
+            .map(|s| format!("template from Git: {}", s.describe()));
         let verdict = if decision.allow { "allow" } else { "deny" };
         let audited = (
             verdict,
@@ -466,7 +553,7 @@ impl FrontDoor {
             self.record(
                 identity,
                 (spec.server, spec.name),
-                &arguments,
+                (&arguments, source_note.as_deref()),
                 audited,
                 workflow_id,
                 outcome,
@@ -576,9 +663,13 @@ impl FrontDoor {
                     .await;
                 let mut request = DeploymentRequest::new(args, identity.subject.clone());
                 request.approval_poll_secs = self.approval_poll_secs;
-                request.verification = self
-                    .verification
-                    .plan(&request.change.template_id, request.change.backout.as_ref());
+                // Pinned: the workflow deploys the commit policy judged, even if the branch
+                // has moved since.
+                request.source_commit = source.as_ref().map(|s| s.commit_sha.clone());
+                request.verification = self.verification.plan(
+                    &request.change.template_key(),
+                    request.change.backout.as_ref(),
+                );
                 if let Err(e) = self.temporal.start_change(&id, request).await {
                     note(&id, "start failed").await?;
                     return Ok(Outcome::Failed(e.to_string()));

@@ -10,18 +10,20 @@ use crate::results::{
 use changeflow_workflows::Arguments;
 use changeflow_workflows::Verdict;
 use changeflow_workflows::arguments::*;
+use changeflow_workflows::github::*;
 use changeflow_workflows::operations::Operation;
 use changeflow_workflows::results::*;
 use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 /// The MCP servers, each also served alone at `/mcp/{server}`.
-pub const SERVERS: [&str; 5] = [
+pub const SERVERS: [&str; 6] = [
     "catalyst-center",
     "servicenow",
     "changes",
     "approvals",
     "audit",
+    "github",
 ];
 
 /// What a parsed call runs.
@@ -330,6 +332,7 @@ const SERVICENOW: &str = "servicenow";
 const CHANGES: &str = "changes";
 const APPROVALS: &str = "approvals";
 const AUDIT: &str = "audit";
+const GITHUB: &str = "github";
 
 pub const TOOLS: &[ToolSpec] = &[
     tool!(CATALYST, "deploy_template", "Deploy a configuration template", Effect::Execute,
@@ -395,6 +398,39 @@ pub const TOOLS: &[ToolSpec] = &[
     tool!(AUDIT, "get_change_evidence", "Get a change's evidence", Effect::Read,
         ChangeId => Call::Evidence, crate::evidence::EvidenceOverview,
         "Build the evidence bundle of one change (its workflow history and replay verdict, every audit record naming it with the hash-chain segment to the head, the policy texts that decided, the ServiceNow ticket with journal and approvals, device check snapshots and verdicts), signed with the evidence key in Vault. Returns the bundle's summary and manifest; the bundle itself (tar.gz) downloads from `download` over REST with the same token, and `changeflow evidence verify` checks it offline."),
+    tool!(GITHUB, "get_file_contents", "Get file or directory contents", Effect::Read,
+        GetFileContents => |a| Call::Operation(Operation::GetFileContents(a)), FileContents,
+        "Get the contents of a file (text and its blob sha) or a directory (its entries) in a GitHub repository, at a branch, tag or commit (the default branch when neither ref nor sha is given)."),
+    tool!(GITHUB, "list_branches", "List branches", Effect::Read,
+        ListBranches => |a| Call::Operation(Operation::ListBranches(a)), BranchList,
+        "List the branches of a GitHub repository with their head commits and protection."),
+    tool!(GITHUB, "create_branch", "Create branch", Effect::Write,
+        CreateBranch => |a| Call::Operation(Operation::CreateBranch(a)), CreatedBranch,
+        "Create a branch in a GitHub repository from another branch (the default branch when from_branch is absent)."),
+    tool!(GITHUB, "list_commits", "List commits", Effect::Read,
+        ListCommits => |a| Call::Operation(Operation::ListCommits(a)), CommitList,
+        "List the commits of a branch, tag or commit, newest first, optionally only those touching a path or by an author."),
+    tool!(GITHUB, "get_commit", "Get commit details", Effect::Read,
+        GetCommit => |a| Call::Operation(Operation::GetCommit(a)), Commit,
+        "One commit: message, author, parents and changed files (with line counts for detail=stats, and patches for detail=full_patch)."),
+    tool!(GITHUB, "create_or_update_file", "Create or update file", Effect::Write,
+        CreateOrUpdateFile => |a| Call::Operation(Operation::CreateOrUpdateFile(a)), FileCommit,
+        "Create or update one file in a branch as one commit; replacing a file needs its current blob sha (get_file_contents). A retried call whose content is already on the branch commits nothing and returns the commit that put it there."),
+    tool!(GITHUB, "create_pull_request", "Open new pull request", Effect::Write,
+        CreatePullRequest => |a| Call::Operation(Operation::CreatePullRequest(a)), PullRequest,
+        "Open a pull request from head into base; if one is already open for the same branches, that one is returned."),
+    tool!(GITHUB, "list_pull_requests", "List pull requests", Effect::Read,
+        ListPullRequests => |a| Call::Operation(Operation::ListPullRequests(a)), PullRequestList,
+        "List pull requests of a repository by state (open, closed, all), head and base branch, newest first."),
+    tool!(GITHUB, "pull_request_read", "Get details for a single pull request", Effect::Read,
+        PullRequestRead => |a| Call::Operation(Operation::PullRequestRead(a)), PullRequestDetails,
+        "Read one pull request: method get (its state, branches and mergeability), get_files (the files it changes, with patches) or get_reviews (its reviews, oldest first)."),
+    tool!(GITHUB, "pull_request_review_write", "Write operations on pull request reviews", Effect::Write,
+        PullRequestReviewWrite => |a| Call::Operation(Operation::PullRequestReviewWrite(a)), Review,
+        "Review a pull request (method create): APPROVE, REQUEST_CHANGES or COMMENT (these two need a body). Nobody can approve their own pull request."),
+    tool!(GITHUB, "merge_pull_request", "Merge pull request", Effect::Write,
+        MergePullRequest => |a| Call::Operation(Operation::MergePullRequest(a)), MergeResult,
+        "Merge a pull request (merge, squash or rebase). Merging into the default branch needs an approving review by someone other than the author."),
 ];
 
 /// The tool task requests are judged as: reading a task is reading the change's status,
@@ -476,7 +512,8 @@ mod tests {
             }
         }
         let deploy = (find(None, "deploy_template").unwrap().input_schema)();
-        assert_eq!(deploy["required"], json!(["template_id", "devices"]));
+        assert_eq!(deploy["required"], json!(["devices"]));
+        assert!(deploy["properties"]["source"]["properties"]["ref"].is_object());
         assert_eq!(deploy["properties"]["devices"]["maxItems"], 100);
         assert_eq!(deploy["properties"]["parameters"]["maxProperties"], 50);
         let list = (find(None, "list_devices").unwrap().input_schema)();

@@ -460,13 +460,24 @@ async fn template_list(
 }
 
 impl CatalystCenter {
-    /// A template by id, as it stands now.
+    /// A template by id, as it stands now; or, by a committed version's id, the template as
+    /// that version left it (Catalyst Center gives every committed version an id of its own,
+    /// which previews and deployments accept).
     fn template(&self, id: &str) -> Option<Template> {
-        self.templates
-            .lock()
-            .expect("templates")
-            .template(id)
-            .cloned()
+        let store = self.templates.lock().expect("templates");
+        if let Some(t) = store.template(id) {
+            return Some(t.clone());
+        }
+        let t = store
+            .templates
+            .iter()
+            .find(|t| t.versions.iter().any(|v| v.id == id))?;
+        let mut pinned = t.clone();
+        let at = pinned.versions.iter().position(|v| v.id == id)?;
+        pinned.versions.truncate(at + 1);
+        pinned.draft = pinned.versions[at].body.clone();
+        pinned.id = id.to_string();
+        Some(pinned)
     }
 }
 

@@ -234,8 +234,10 @@ pub fn governed_change(devices: &[&str], more: serde_json::Value) -> DeploymentR
 pub fn with_catalog(mut request: DeploymentRequest) -> DeploymentRequest {
     let catalog = changeflow::front_door::verification_catalog(std::path::Path::new("policy"))
         .expect("the shipped verification catalog");
-    request.verification =
-        catalog.plan(&request.change.template_id, request.change.backout.as_ref());
+    request.verification = catalog.plan(
+        &request.change.template_key(),
+        request.change.backout.as_ref(),
+    );
     request
 }
 

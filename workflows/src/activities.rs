@@ -11,6 +11,23 @@ pub struct ChangeActivities;
 
 #[activity_definitions]
 impl ChangeActivities {
+    /// Resolves a Git source to the commit it names, with the pull request that merged it.
+    #[activity(name = "resolve_template_source")]
+    pub fn resolve_template_source(
+        request: crate::github::ResolveTemplateSource,
+    ) -> Result<crate::github::ResolvedSource, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Syncs a resolved Git source into Catalyst Center as a committed template version (or
+    /// finds the version an earlier sync of the same commit made).
+    #[activity(name = "sync_template")]
+    pub fn sync_template(
+        request: crate::github::SyncTemplate,
+    ) -> Result<crate::github::SyncedTemplate, ActivityError> {
+        unimplemented!()
+    }
+
     /// Checks template, parameters and devices in Catalyst Center and renders a preview.
     #[activity(name = "validate_deployment")]
     pub fn validate_deployment(

@@ -20,9 +20,15 @@ pub trait Arguments: DeserializeOwned + JsonSchema {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployTemplate {
-    /// Catalyst Center template id
+    /// Catalyst Center template id; or give `source` instead
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = ID_PATTERN))]
-    pub template_id: String,
+    pub template_id: Option<String>,
+    /// The template from Git instead of a Catalyst Center template id: the change pins the
+    /// commit `ref` resolves to, syncs that file into Catalyst Center as a new committed
+    /// version (named after the commit) and deploys that version
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::github::GitSource>,
     #[serde(default)]
     #[schemars(schema_with = "limits::parameters_schema")]
     pub parameters: BTreeMap<String, String>,
@@ -81,7 +87,7 @@ pub struct BackoutPlan {
     pub parameters: Option<BTreeMap<String, String>>,
 }
 
-fn no_additional_properties(schema: &mut schemars::Schema) {
+pub(crate) fn no_additional_properties(schema: &mut schemars::Schema) {
     schema.remove("additionalProperties");
 }
 
@@ -211,11 +217,39 @@ impl DeployTemplate {
     }
 }
 
+impl DeployTemplate {
+    /// The Catalyst Center template it deploys: its `template_id`, or for a Git source the
+    /// version the change synced (empty until then).
+    pub fn template(&self) -> &str {
+        self.template_id.as_deref().unwrap_or_default()
+    }
+
+    /// How verification.toml and governance.rego name its template.
+    pub fn template_key(&self) -> String {
+        match &self.source {
+            Some(source) => source.key(),
+            None => self.template().to_string(),
+        }
+    }
+}
+
 impl Arguments for DeployTemplate {
     /// Everything a deployment must satisfy, whether it comes as a tool's arguments or inside
     /// the workflow's input (`DeploymentRequest`).
     fn validate(&self) -> Result<(), String> {
-        limits::id("template_id", &self.template_id)?;
+        match (&self.template_id, &self.source) {
+            (Some(id), None) => limits::id("template_id", id)?,
+            (None, Some(source)) => source.validate()?,
+            (Some(_), Some(_)) => {
+                return Err("give template_id or source, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "template_id or source is required: the Catalyst Center template, or the Git file, to deploy"
+                        .into(),
+                );
+            }
+        }
         if self.devices.is_empty() || self.devices.len() > limits::MAX_DEVICES {
             return Err(format!(
                 "devices must name 1 to {} devices",

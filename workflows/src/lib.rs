@@ -11,6 +11,7 @@ pub mod failure;
 /// development build), never registered by a production worker.
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod github;
 pub mod limits;
 pub mod operations;
 pub mod results;

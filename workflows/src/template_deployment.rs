@@ -15,6 +15,9 @@ use crate::activities::ChangeActivities;
 use crate::arguments::{ChangeType, CloseCode, TicketState, Window};
 use crate::device_lock::{DeviceLock, LockHolder, LockNews, LockRequest, lock_id};
 use crate::failure::{FailureType, failure_message, failure_type};
+use crate::github::{
+    GitSource, ResolveTemplateSource, ResolvedSource, SyncTemplate, SyncedTemplate,
+};
 use crate::types::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -99,6 +102,25 @@ impl TemplateDeployment {
             s.progress.window_end = window.map(|w| rfc3339(w.end));
         });
 
+        let mut request = request;
+        let source = match &request.change.source {
+            Some(source) => match Self::sync_from_git(
+                ctx,
+                source,
+                request.source_commit.as_deref(),
+                &request.requested_by,
+            )
+            .await
+            {
+                Ok((resolved, synced)) => {
+                    request.change.template_id = Some(synced.version_id.clone());
+                    Some(resolved)
+                }
+                Err(stop) => return Err(stop),
+            },
+            None => None,
+        };
+
         advance(
             ctx,
             ChangeStep::Validating,
@@ -144,6 +166,9 @@ impl TemplateDeployment {
             change_type: request.change.change_type,
             justification: request.change.justification.clone(),
             window,
+            work_note: source
+                .as_ref()
+                .map(|s| format!("Template from Git: {}", s.describe())),
         };
         // Not cancellable: a ticket opened while a cancellation raced it must be known to be
         // closed. A cancellation then takes effect at the next step, which closes it.
@@ -1221,6 +1246,94 @@ fn rfc3339(secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+impl TemplateDeployment {
+    /// A template from Git: its ref resolved to a commit first (the change is pinned to that
+    /// text even if the branch moves), then that file synced into Catalyst Center as a
+    /// committed version, which the change deploys. Both facts go into its progress.
+    async fn sync_from_git(
+        ctx: &mut WorkflowContext<Self>,
+        source: &GitSource,
+        pinned: Option<&str>,
+        requested_by: &str,
+    ) -> Result<(ResolvedSource, SyncedTemplate), WorkflowTermination> {
+        let mut resolving = source.clone();
+        if let Some(commit) = pinned {
+            resolving.reference = Some(commit.to_string());
+        }
+        advance(
+            ctx,
+            ChangeStep::Validating,
+            &format!(
+                "resolving {} {} at {}",
+                source.repository,
+                source.path,
+                source.reference.as_deref().unwrap_or("the default branch")
+            ),
+        );
+        let resolved = ctx
+            .execute_activity(
+                ChangeActivities::resolve_template_source,
+                ResolveTemplateSource {
+                    source: resolving,
+                    requested_by: requested_by.to_string(),
+                },
+                call_options("resolve the Git source"),
+            )
+            .await;
+        let mut resolved = Self::source_step(ctx, resolved)?;
+        // What was asked for, not the commit it was pinned to.
+        resolved.requested_ref = source
+            .reference
+            .clone()
+            .unwrap_or_else(|| resolved.default_branch.clone());
+        ctx.state_mut(|s| s.progress.source = Some(resolved.clone()));
+        advance(
+            ctx,
+            ChangeStep::Validating,
+            &format!(
+                "syncing {} at {} into Catalyst Center",
+                resolved.path, resolved.commit_sha
+            ),
+        );
+        let synced = ctx
+            .execute_activity(
+                ChangeActivities::sync_template,
+                SyncTemplate {
+                    source: resolved.clone(),
+                    requested_by: requested_by.to_string(),
+                },
+                call_options("sync the template into Catalyst Center"),
+            )
+            .await;
+        let synced = Self::source_step(ctx, synced)?;
+        ctx.state_mut(|s| s.progress.template_version = Some(synced.clone()));
+        Ok((resolved, synced))
+    }
+
+    /// A step before the ticket: a wrong request (unknown branch or file) says so, a
+    /// cancellation cancels, anything else fails the change with its error.
+    fn source_step<T>(
+        ctx: &mut WorkflowContext<Self>,
+        outcome: Result<T, ActivityExecutionError>,
+    ) -> Result<T, WorkflowTermination> {
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(ActivityExecutionError::Cancelled(_)) => Err(WorkflowTermination::cancelled()),
+            Err(err)
+                if [FailureType::InvalidRequest, FailureType::NotFound]
+                    .iter()
+                    .any(|t| failure_type(&err).as_deref() == Some(t.as_str())) =>
+            {
+                Err(invalid_request(failure_message(&err)))
+            }
+            Err(err) => {
+                advance(ctx, ChangeStep::Failed, &failure_message(&err));
+                Err(err.into())
+            }
+        }
+    }
 }
 
 fn ticket_description(validated: &ValidatedDeployment) -> String {

@@ -2,6 +2,7 @@
 //! never credentials: everything here is written to Temporal history.
 
 use crate::arguments::*;
+use crate::github;
 pub use crate::verification::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ pub struct DeploymentRequest {
     /// was requested (the defaults, and the request's own back-out, when absent).
     #[serde(default)]
     pub verification: Verification,
+    /// For a template from Git: the commit its ref named when the change was requested (and
+    /// policy judged), which the change deploys even if the branch has moved since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_commit: Option<String>,
 }
 
 /// How often the workflow looks for decisions made in ServiceNow, by default.
@@ -45,6 +50,7 @@ impl DeploymentRequest {
             change,
             requested_by,
             approval_poll_secs: DEFAULT_APPROVAL_POLL_SECS,
+            source_commit: None,
         }
     }
 
@@ -104,6 +110,9 @@ pub struct NewChangeTicket {
     /// The planned window: the ticket's `start_date`/`end_date`.
     #[serde(default)]
     pub window: Option<Window>,
+    /// A work note written when the ticket is opened (where a template from Git came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_note: Option<String>,
 }
 
 /// Input of the ticket-moving activity: walk the change type's state path up to `to`.
@@ -400,6 +409,12 @@ pub struct ChangeProgress {
     /// The change holding a device it waits for, while it is `waiting_for_device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<crate::device_lock::LockHolder>,
+    /// Where its template came from in Git, pinned to a commit (changes deployed from Git).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<github::ResolvedSource>,
+    /// The Catalyst Center template version that Git source was synced to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<github::SyncedTemplate>,
     /// Its device checks and back-out so far.
     #[serde(flatten)]
     pub verified: Verified,
@@ -513,6 +528,21 @@ pub enum Operation {
     RunShowCommands(RunShowCommands),
     SignEvidence(SignEvidence),
     GetEvidenceKey(GetEvidenceKey),
+    GetFileContents(github::GetFileContents),
+    ListBranches(github::ListBranches),
+    CreateBranch(github::CreateBranch),
+    ListCommits(github::ListCommits),
+    GetCommit(github::GetCommit),
+    CreateOrUpdateFile(github::CreateOrUpdateFile),
+    CreatePullRequest(github::CreatePullRequest),
+    ListPullRequests(github::ListPullRequests),
+    PullRequestRead(github::PullRequestRead),
+    PullRequestReviewWrite(github::PullRequestReviewWrite),
+    MergePullRequest(github::MergePullRequest),
+    /// Internal: the facts policy needs before a merge.
+    GetMergeFacts(github::GetMergeFacts),
+    /// Internal: a Git source resolved to its commit, for policy.
+    ResolveSource(github::ResolveSource),
 }
 
 impl Operation {
@@ -531,6 +561,19 @@ impl Operation {
             Operation::RunShowCommands(a) => a.validate(),
             Operation::SignEvidence(a) => a.validate(),
             Operation::GetEvidenceKey(a) => a.validate(),
+            Operation::GetFileContents(a) => a.validate(),
+            Operation::ListBranches(a) => a.validate(),
+            Operation::CreateBranch(a) => a.validate(),
+            Operation::ListCommits(a) => a.validate(),
+            Operation::GetCommit(a) => a.validate(),
+            Operation::CreateOrUpdateFile(a) => a.validate(),
+            Operation::CreatePullRequest(a) => a.validate(),
+            Operation::ListPullRequests(a) => a.validate(),
+            Operation::PullRequestRead(a) => a.validate(),
+            Operation::PullRequestReviewWrite(a) => a.validate(),
+            Operation::MergePullRequest(a) => a.validate(),
+            Operation::GetMergeFacts(a) => a.validate(),
+            Operation::ResolveSource(a) => a.validate(),
         }
     }
 
@@ -574,8 +617,8 @@ mod tests {
             let err = r.validate().unwrap_err();
             assert!(err.contains(expected), "{err} should mention {expected}");
         };
-        check(|r| r.change.template_id = " ".into(), "template_id");
-        check(|r| r.change.template_id = "a/b".into(), "template_id");
+        check(|r| r.change.template_id = Some(" ".into()), "template_id");
+        check(|r| r.change.template_id = Some("a/b".into()), "template_id");
         check(|r| r.change.devices.clear(), "devices");
         check(|r| r.change.devices = vec![String::new()], "each device");
         check(|r| r.requested_by.clear(), "requested_by");

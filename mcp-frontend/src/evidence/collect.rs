@@ -2,6 +2,7 @@
 //! the snapshots, the summary, the manifest and its signature.
 
 use super::*;
+use changeflow_workflows::github::{ResolvedSource, SyncedTemplate};
 
 /// What the history says about the change.
 #[derive(Default)]
@@ -211,6 +212,20 @@ pub async fn collect(
         }
         _ => None,
     };
+    // A template from Git: the commit, pull request and approvers the change resolved.
+    let git = match request.as_ref().and_then(|r| r.change.source.as_ref()) {
+        Some(_) => match workflows.progress(id).await {
+            Some(progress) => progress.source.zip(progress.template_version),
+            None => {
+                omissions.push(
+                    "the Git source's pull request and approvers: the change's progress could not be read"
+                        .into(),
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let mut ticket: Option<ChangeRequest> = None;
     match &ticket_number {
         Some(number) => {
@@ -294,6 +309,7 @@ pub async fn collect(
         exported_at: &exported_at,
         exported_by,
         source: loaded.source,
+        git: git.as_ref(),
     });
     files.insert(SUMMARY.into(), summary.into_bytes());
 
@@ -382,6 +398,7 @@ struct SummaryInput<'a> {
     exported_at: &'a str,
     exported_by: &'a str,
     source: &'a str,
+    git: Option<&'a (ResolvedSource, SyncedTemplate)>,
 }
 
 /// A value's name as it is serialized (`approved`, `post_change`).
@@ -419,7 +436,15 @@ fn summary(s: &SummaryInput) -> String {
         let change = &request.change;
         let _ = writeln!(out, "| Requested by | `{}` |", request.requested_by);
         let _ = writeln!(out, "| Type | {} |", change.change_type.as_str());
-        let _ = writeln!(out, "| Template | `{}` |", change.template_id);
+        let _ = writeln!(out, "| Template | `{}` |", change.template_key());
+        if let Some((git, synced)) = s.git {
+            let _ = writeln!(out, "| Template source | {} |", git.describe());
+            let _ = writeln!(
+                out,
+                "| Catalyst Center version | {} of template `{}` (version id `{}`, comment \"{}\") |",
+                synced.version, synced.template_id, synced.version_id, synced.comment
+            );
+        }
         let parameters: Vec<String> = change
             .parameters
             .iter()
