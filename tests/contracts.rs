@@ -92,7 +92,7 @@ async fn dnacentersdk_runs_command_runner_against_the_simulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnacentersdk_syncs_a_template_as_a_new_committed_version() {
-    let sims = catalyst_script("catalyst_template_authoring.py", 7).await;
+    let sims = catalyst_script("catalyst_template_authoring.py", 8).await;
     assert_eq!(sims.stats.deploy_requests(), 0, "authoring deploys nothing");
 }
 

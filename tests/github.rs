@@ -391,6 +391,21 @@ async fn reviewed_templates_go_from_a_pull_request_to_the_devices() {
         "{records:?}"
     );
     drop(audit);
+    // And the evidence bundle's summary, for the auditor.
+    let mut erin = dev.client("erin").await;
+    let evidence = ok(
+        &mut erin,
+        "get_change_evidence",
+        json!({"change_id": change}),
+    )
+    .await;
+    let summary = evidence["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&merge_sha)
+            && summary.contains(&format!("pull request #{number} approved by alice"))
+            && summary.contains(version["version_id"].as_str().unwrap()),
+        "{summary}"
+    );
 
     // A standard change from the same reviewed commit runs without approval, and reuses the
     // version the first sync made.

@@ -100,6 +100,14 @@ preview = ct.preview_template(templateId=template_id, params={"ntp_primary": "10
 assert preview["cliPreview"] == "ntp server 10.0.0.1 prefer iburst burst\nntp server 10.0.0.2\n", preview
 print("ok: the committed version previews")
 
+# A committed version's own id names that version: its details and preview are version 1's.
+first = [v for v in info if v["version"] == "1"][0]["id"]
+pinned = ct.get_template_details(first, latest_version=True)
+assert pinned["templateContent"] == content_v1 and pinned["version"] == "1", pinned
+preview = ct.preview_template(templateId=first, params={"ntp_primary": "10.0.0.1", "ntp_secondary": "10.0.0.2"})
+assert preview["cliPreview"] == "ntp server 10.0.0.1 prefer iburst\nntp server 10.0.0.2\n", preview
+print("ok: a version id reads and previews that version")
+
 # Refusals: a create lacking a mandatory field, a duplicate name, an unknown template.
 try:
     ct.create_template(project_id=pid, name="no-family", projectName="Git Templates", language="VELOCITY",
