@@ -209,6 +209,43 @@ impl GitHubClient {
         format!("/repos/{owner}/{repo}")
     }
 
+    /// A write to a repository's `path` with a JSON body.
+    async fn write(
+        &self,
+        user: &str,
+        method: Method,
+        (owner, repo): (&str, &str),
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, DownstreamError> {
+        let url = format!("{}/{path}", Self::repo_path(owner, repo));
+        self.call(user, method, &url, &[], Some(body)).await
+    }
+
+    /// The items of one of a repository's lists (`branches`, `commits`, `pulls`, ...).
+    async fn items(
+        &self,
+        user: &str,
+        (owner, repo): (&str, &str),
+        list: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Value>, DownstreamError> {
+        let answer = self
+            .get(
+                user,
+                &format!("{}/{list}", Self::repo_path(owner, repo)),
+                query,
+            )
+            .await?;
+        match answer {
+            Value::Array(items) => Ok(items),
+            _ => Err(DownstreamError::protocol(
+                SYSTEM,
+                format!("{list} is not a list"),
+            )),
+        }
+    }
+
     /// The repository's default branch.
     async fn default_branch(
         &self,
@@ -322,17 +359,11 @@ impl GitHubClient {
         let mut query = Vec::new();
         paging(args.page, args.per_page, &mut query);
         let list = self
-            .get(
-                user,
-                &format!("{}/branches", Self::repo_path(&args.owner, &args.repo)),
-                &query,
-            )
+            .items(user, (&args.owner, &args.repo), "branches", &query)
             .await?;
         Ok(BranchList {
             branches: list
-                .as_array()
-                .into_iter()
-                .flatten()
+                .iter()
                 .map(|b| Branch {
                     name: text(b, "name"),
                     sha: text(&b["commit"], "sha"),
@@ -357,12 +388,12 @@ impl GitHubClient {
         let sha = self.branch_head(user, owner, repo, &from).await?;
         let reference = format!("refs/heads/{}", args.branch);
         let created = self
-            .call(
+            .write(
                 user,
                 Method::POST,
-                &format!("{}/git/refs", Self::repo_path(owner, repo)),
-                &[],
-                Some(&json!({"ref": reference, "sha": sha})),
+                (owner, repo),
+                "git/refs",
+                &json!({"ref": reference, "sha": sha}),
             )
             .await;
         match created {
@@ -400,19 +431,10 @@ impl GitHubClient {
         .collect();
         paging(args.page, args.per_page, &mut query);
         let list = self
-            .get(
-                user,
-                &format!("{}/commits", Self::repo_path(&args.owner, &args.repo)),
-                &query,
-            )
+            .items(user, (&args.owner, &args.repo), "commits", &query)
             .await?;
         Ok(CommitList {
-            commits: list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(commit_summary)
-                .collect(),
+            commits: list.iter().map(commit_summary).collect(),
         })
     }
 
@@ -473,9 +495,10 @@ impl GitHubClient {
         let current = self.file_at(user, owner, repo, path, &args.branch).await?;
         if current.as_ref().is_some_and(|(sha, _)| *sha == wanted) {
             let last = self
-                .get(
+                .items(
                     user,
-                    &format!("{}/commits", Self::repo_path(owner, repo)),
+                    (owner, repo),
+                    "commits",
                     &[
                         ("sha", args.branch.clone()),
                         ("path", path.to_string()),
@@ -483,7 +506,7 @@ impl GitHubClient {
                     ],
                 )
                 .await?;
-            let last = last.as_array().and_then(|l| l.first()).ok_or_else(|| {
+            let last = last.first().ok_or_else(|| {
                 DownstreamError::protocol(SYSTEM, "a file without a commit touching it")
             })?;
             return Ok(FileCommit {
@@ -504,12 +527,12 @@ impl GitHubClient {
             body["sha"] = json!(sha);
         }
         let answer = self
-            .call(
+            .write(
                 user,
                 Method::PUT,
-                &format!("{}/contents/{path}", Self::repo_path(owner, repo)),
-                &[],
-                Some(&body),
+                (owner, repo),
+                &format!("contents/{path}"),
+                &body,
             )
             .await
             .map_err(|err| match err {
@@ -549,13 +572,7 @@ impl GitHubClient {
             body["draft"] = json!(draft);
         }
         let created = self
-            .call(
-                user,
-                Method::POST,
-                &format!("{}/pulls", Self::repo_path(owner, repo)),
-                &[],
-                Some(&body),
-            )
+            .write(user, Method::POST, (owner, repo), "pulls", &body)
             .await;
         match created {
             Ok(pr) => Ok(pull_request(&pr)),
@@ -565,9 +582,10 @@ impl GitHubClient {
                 ..
             }) if message.contains("already exists") => {
                 let open = self
-                    .get(
+                    .items(
                         user,
-                        &format!("{}/pulls", Self::repo_path(owner, repo)),
+                        (owner, repo),
+                        "pulls",
                         &[
                             ("state", "open".into()),
                             ("head", format!("{owner}:{}", args.head)),
@@ -575,8 +593,7 @@ impl GitHubClient {
                         ],
                     )
                     .await?;
-                open.as_array()
-                    .and_then(|l| l.first())
+                open.first()
                     .map(pull_request)
                     .ok_or(DownstreamError::Conflict(format!("GitHub: {message}")))
             }
@@ -603,19 +620,10 @@ impl GitHubClient {
         }
         paging(args.page, args.per_page, &mut query);
         let list = self
-            .get(
-                user,
-                &format!("{}/pulls", Self::repo_path(&args.owner, &args.repo)),
-                &query,
-            )
+            .items(user, (&args.owner, &args.repo), "pulls", &query)
             .await?;
         Ok(PullRequestList {
-            pull_requests: list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(pull_request)
-                .collect(),
+            pull_requests: list.iter().map(pull_request).collect(),
         })
     }
 
@@ -648,13 +656,14 @@ impl GitHubClient {
         let mut query = Vec::new();
         paging(page, per_page.or(Some(100)), &mut query);
         let list = self
-            .get(
+            .items(
                 user,
-                &format!("{}/pulls/{number}/reviews", Self::repo_path(owner, repo)),
+                (owner, repo),
+                &format!("pulls/{number}/reviews"),
                 &query,
             )
             .await?;
-        Ok(list.as_array().into_iter().flatten().map(review).collect())
+        Ok(list.iter().map(review).collect())
     }
 
     pub async fn read_pull(
@@ -676,20 +685,9 @@ impl GitHubClient {
                 let mut query = Vec::new();
                 paging(args.page, args.per_page, &mut query);
                 let files = self
-                    .get(
-                        user,
-                        &format!("{}/pulls/{n}/files", Self::repo_path(owner, repo)),
-                        &query,
-                    )
+                    .items(user, (owner, repo), &format!("pulls/{n}/files"), &query)
                     .await?;
-                details.files = Some(
-                    files
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|f| changed_file(f, true))
-                        .collect(),
-                );
+                details.files = Some(files.iter().map(|f| changed_file(f, true)).collect());
             }
             PullRequestReadMethod::GetReviews => {
                 details.reviews = Some(
@@ -727,12 +725,12 @@ impl GitHubClient {
             return Ok(done);
         }
         let answer = self
-            .call(
+            .write(
                 user,
                 Method::POST,
-                &format!("{}/pulls/{n}/reviews", Self::repo_path(owner, repo)),
-                &[],
-                Some(&json!({"event": args.event.as_str(), "body": body, "commit_id": commit})),
+                (owner, repo),
+                &format!("pulls/{n}/reviews"),
+                &json!({"event": args.event.as_str(), "body": body, "commit_id": commit}),
             )
             .await?;
         Ok(review(&answer))
@@ -765,12 +763,12 @@ impl GitHubClient {
             body["commit_message"] = json!(message);
         }
         let answer = self
-            .call(
+            .write(
                 user,
                 Method::PUT,
-                &format!("{}/pulls/{n}/merge", Self::repo_path(owner, repo)),
-                &[],
-                Some(&body),
+                (owner, repo),
+                &format!("pulls/{n}/merge"),
+                &body,
             )
             .await?;
         Ok(MergeResult {
@@ -835,9 +833,10 @@ impl GitHubClient {
         let mut review = None;
         'pages: for page in 1..=MAX_PULL_PAGES {
             let list = self
-                .get(
+                .items(
                     user,
-                    &format!("{}/pulls", Self::repo_path(owner, repo)),
+                    (owner, repo),
+                    "pulls",
                     &[
                         ("state", "closed".into()),
                         ("base", default_branch.clone()),
@@ -846,9 +845,9 @@ impl GitHubClient {
                     ],
                 )
                 .await?;
-            let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
+            if list.is_empty() {
                 break;
-            };
+            }
             for pr in list.iter().map(pull_request) {
                 if pr.merge_commit_sha.as_deref() == Some(commit_sha.as_str()) {
                     // List items may leave out who merged: the pull request itself says.
