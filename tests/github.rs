@@ -424,3 +424,101 @@ async fn reviewed_templates_go_from_a_pull_request_to_the_devices() {
         version["version_id"]
     );
 }
+
+/// A worker killed after committing the Catalyst Center version but before the sync returned:
+/// the next worker's sync finds the version naming the commit and commits no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_sync_leaves_one_version() {
+    use changeflow_credentials::vault::admin;
+    use changeflow_simulators::faults::FaultConfig;
+    use std::collections::BTreeMap;
+    let h = common::Harness::start(common::HarnessOptions::default()).await;
+    let options = changeflow_devstack::EmbeddedVaultOptions::new(h.dir.0.join("vault"));
+    let vault =
+        tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedVault::start(&options))
+            .await
+            .unwrap()
+            .unwrap();
+    let (address, root) = (vault.address(), vault.root_token().expose().to_string());
+    let creds = &h.sims.credentials;
+    let secrets = [
+        (
+            "changeflow/servicenow".to_string(),
+            BTreeMap::from([
+                ("username".to_string(), creds.servicenow_username.clone()),
+                ("password".to_string(), creds.servicenow_password.clone()),
+                ("client_id".to_string(), creds.servicenow_client_id.clone()),
+                (
+                    "client_secret".to_string(),
+                    creds.servicenow_client_secret.clone(),
+                ),
+            ]),
+        ),
+        (
+            "changeflow/catalyst-center".to_string(),
+            BTreeMap::from([
+                ("username".to_string(), creds.catalyst_username.clone()),
+                ("password".to_string(), creds.catalyst_password.clone()),
+            ]),
+        ),
+        (
+            "changeflow/github/users/alice".to_string(),
+            BTreeMap::from([("token".to_string(), h.sims.github.token("alice").unwrap())]),
+        ),
+    ];
+    for (path, secret) in &secrets {
+        admin::write_secret(&address, &root, "secret", path, secret)
+            .await
+            .unwrap();
+    }
+    let env = [
+        ("CHANGEFLOW_VAULT_ADDR", address.as_str()),
+        ("CHANGEFLOW_VAULT_TOKEN", root.as_str()),
+        ("CHANGEFLOW_GITHUB_URL", h.sims.github_url.as_str()),
+    ];
+    let mut first = h.spawn_worker_with_env(&env);
+    // Every answer slow, so the worker is still waiting for the commit's task or the versions
+    // listing when it dies (the next worker takes over once the attempt times out, in 60 s).
+    h.sims.faults.set(FaultConfig {
+        latency_ms: 1000,
+        ..FaultConfig::default()
+    });
+    let change: changeflow_workflows::arguments::DeployTemplate =
+        serde_json::from_value(deploy(None, "standard", "sj-access-01")).unwrap();
+    let id = h
+        .start_change(changeflow_workflows::DeploymentRequest::new(
+            change,
+            "alice".into(),
+        ))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while h
+        .sims
+        .catalyst
+        .versions_of("ntp/ntp-servers.vtl")
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never committed; worker log:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    h.sims.faults.set(FaultConfig::default());
+    let _second = h.spawn_worker_with_env(&env);
+    let done = h
+        .wait_for_progress(&id, Duration::from_secs(120), |p| {
+            p.step == changeflow_workflows::ChangeStep::Completed
+        })
+        .await;
+    let versions = h.sims.catalyst.versions_of("ntp/ntp-servers.vtl");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let synced = done.template_version.expect("synced");
+    assert!(
+        synced.reused,
+        "the second worker found the version: {synced:?}"
+    );
+    assert!(versions[0].1.contains(&done.source.unwrap().commit_sha));
+}

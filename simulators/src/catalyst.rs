@@ -92,6 +92,18 @@ impl CatalystCenter {
         Some(self.config_of(&device))
     }
 
+    /// The committed versions (number, comment) of the template named `template_name`.
+    pub fn versions_of(&self, template_name: &str) -> Vec<(u32, String)> {
+        self.templates
+            .lock()
+            .expect("templates")
+            .templates
+            .iter()
+            .filter(|t| t.name == template_name)
+            .flat_map(|t| t.versions.iter().map(|v| (v.number, v.comment.clone())))
+            .collect()
+    }
+
     /// How many deployments of the template named `template_name` were submitted.
     pub fn deployments_of(&self, template_name: &str) -> usize {
         self.deployments
