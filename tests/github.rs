@@ -429,53 +429,10 @@ async fn reviewed_templates_go_from_a_pull_request_to_the_devices() {
 /// the next worker's sync finds the version naming the commit and commits no second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_sync_leaves_one_version() {
-    use changeflow_credentials::vault::admin;
     use changeflow_simulators::faults::FaultConfig;
-    use std::collections::BTreeMap;
     let h = common::Harness::start(common::HarnessOptions::default()).await;
-    let options = changeflow_devstack::EmbeddedVaultOptions::new(h.dir.0.join("vault"));
-    let vault =
-        tokio::task::spawn_blocking(move || changeflow_devstack::EmbeddedVault::start(&options))
-            .await
-            .unwrap()
-            .unwrap();
-    let (address, root) = (vault.address(), vault.root_token().expose().to_string());
-    let creds = &h.sims.credentials;
-    let secrets = [
-        (
-            "changeflow/servicenow".to_string(),
-            BTreeMap::from([
-                ("username".to_string(), creds.servicenow_username.clone()),
-                ("password".to_string(), creds.servicenow_password.clone()),
-                ("client_id".to_string(), creds.servicenow_client_id.clone()),
-                (
-                    "client_secret".to_string(),
-                    creds.servicenow_client_secret.clone(),
-                ),
-            ]),
-        ),
-        (
-            "changeflow/catalyst-center".to_string(),
-            BTreeMap::from([
-                ("username".to_string(), creds.catalyst_username.clone()),
-                ("password".to_string(), creds.catalyst_password.clone()),
-            ]),
-        ),
-        (
-            "changeflow/github/users/alice".to_string(),
-            BTreeMap::from([("token".to_string(), h.sims.github.token("alice").unwrap())]),
-        ),
-    ];
-    for (path, secret) in &secrets {
-        admin::write_secret(&address, &root, "secret", path, secret)
-            .await
-            .unwrap();
-    }
-    let env = [
-        ("CHANGEFLOW_VAULT_ADDR", address.as_str()),
-        ("CHANGEFLOW_VAULT_TOKEN", root.as_str()),
-        ("CHANGEFLOW_GITHUB_URL", h.sims.github_url.as_str()),
-    ];
+    let (_vault, env) = h.vault(&["alice"]).await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut first = h.spawn_worker_with_env(&env);
     // Every answer slow, so the worker is still waiting for the commit's task or the versions
     // listing when it dies (the next worker takes over once the attempt times out, in 60 s).

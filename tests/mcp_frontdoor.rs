@@ -239,7 +239,18 @@ async fn a_deploy_runs_as_a_workflow_with_progress_policy_and_audit() {
             "list_pending_approvals",
             "search_audit",
             "verify_audit_chain",
-            "get_change_evidence"
+            "get_change_evidence",
+            "get_file_contents",
+            "list_branches",
+            "create_branch",
+            "list_commits",
+            "get_commit",
+            "create_or_update_file",
+            "create_pull_request",
+            "list_pull_requests",
+            "pull_request_read",
+            "pull_request_review_write",
+            "merge_pull_request",
         ]
     );
     assert!(
@@ -1352,7 +1363,11 @@ async fn a_change_outlives_its_clients_connection_and_is_found_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_proxy_agrees_with_its_openapi_document() {
     let h = Harness::start(HarnessOptions::default()).await;
-    let _worker = h.spawn_worker();
+    // A worker with GitHub (admin's token in OpenBao), so the GitHub tools answer as GitHub
+    // would.
+    let (_vault, env) = h.vault(&["admin"]).await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _worker = h.spawn_worker_with_env(&env);
     let door = front_door(&h).await;
     let token = door.token("admin");
     let schemathesis =
@@ -1633,10 +1648,13 @@ async fn self_approval_is_refused_by_the_change_even_when_policy_allows_it() {
     for name in ["authz.rego", "governance.rego"] {
         let text = std::fs::read_to_string(shipped.join(name)).unwrap();
         let text = text
-            .replace("input.change.requested_by == input.identity.subject", "false")
             .replace(
-                "\"changes\": {\"read\", \"write\", \"execute\"},\n\t},",
-                "\"changes\": {\"read\", \"write\", \"execute\"},\n\t\t\"approvals\": {\"read\", \"write\"},\n\t},",
+                "input.change.requested_by == input.identity.subject",
+                "false",
+            )
+            .replace(
+                "\"github\": {\"read\"},\n\t},",
+                "\"github\": {\"read\"},\n\t\t\"approvals\": {\"read\", \"write\"},\n\t},",
             );
         std::fs::write(policy.join(name), text).unwrap();
     }

@@ -114,6 +114,8 @@ fn each_seed_group_gets_exactly_its_grants() {
             "changes",
             &["read", "write", "execute"],
         ),
+        // And, for templates, opening and reviewing pull requests (authz_test.rego).
+        ("network-engineers", "github", &["read"]),
         ("service-desk", "servicenow", &["read", "write", "execute"]),
         ("service-desk", "catalyst-center", &["read"]),
         ("service-desk", "changes", &["read"]),

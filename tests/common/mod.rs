@@ -139,6 +139,70 @@ impl Harness {
         WorkerProcess { child, log_path }
     }
 
+    /// An embedded OpenBao holding this harness's ServiceNow and Catalyst Center credentials
+    /// and the GitHub tokens of `github_users`, and the environment a worker needs to read
+    /// them from it and to reach the GitHub simulator (for `spawn_worker_with_env`).
+    pub async fn vault(
+        &self,
+        github_users: &[&str],
+    ) -> (changeflow_devstack::EmbeddedVault, Vec<(String, String)>) {
+        use changeflow_credentials::vault::admin;
+        use std::collections::BTreeMap;
+        let options = changeflow_devstack::EmbeddedVaultOptions::new(self.dir.0.join("vault"));
+        let vault = tokio::task::spawn_blocking(move || {
+            changeflow_devstack::EmbeddedVault::start(&options)
+        })
+        .await
+        .unwrap()
+        .expect("embedded OpenBao starts");
+        let (address, root) = (vault.address(), vault.root_token().expose().to_string());
+        let creds = &self.sims.credentials;
+        let mut secrets = vec![
+            (
+                "changeflow/servicenow".to_string(),
+                BTreeMap::from([
+                    ("username".to_string(), creds.servicenow_username.clone()),
+                    ("password".to_string(), creds.servicenow_password.clone()),
+                    ("client_id".to_string(), creds.servicenow_client_id.clone()),
+                    (
+                        "client_secret".to_string(),
+                        creds.servicenow_client_secret.clone(),
+                    ),
+                ]),
+            ),
+            (
+                "changeflow/catalyst-center".to_string(),
+                BTreeMap::from([
+                    ("username".to_string(), creds.catalyst_username.clone()),
+                    ("password".to_string(), creds.catalyst_password.clone()),
+                ]),
+            ),
+        ];
+        for user in github_users {
+            secrets.push((
+                format!("changeflow/github/users/{user}"),
+                BTreeMap::from([(
+                    "token".to_string(),
+                    self.sims.github.token(user).expect("a seeded GitHub user"),
+                )]),
+            ));
+        }
+        for (path, secret) in &secrets {
+            admin::write_secret(&address, &root, "secret", path, secret)
+                .await
+                .unwrap();
+        }
+        let env = vec![
+            ("CHANGEFLOW_VAULT_ADDR".to_string(), address),
+            ("CHANGEFLOW_VAULT_TOKEN".to_string(), root),
+            (
+                "CHANGEFLOW_GITHUB_URL".to_string(),
+                self.sims.github_url.clone(),
+            ),
+        ];
+        (vault, env)
+    }
+
     /// Starts a change on this harness's task queue and returns its workflow id.
     pub async fn start_change(&self, request: DeploymentRequest) -> String {
         let id = format!("change-test-{}", uuid::Uuid::new_v4().simple());

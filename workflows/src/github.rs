@@ -8,60 +8,109 @@ use crate::limits::{self, LONG_TEXT_MAX};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// An owner or repository name.
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,100}$";
-/// A branch name, or another ref GitHub resolves (a tag, a commit SHA, `refs/heads/x`).
-pub const REF_PATTERN: &str = "^[A-Za-z0-9_./-]{1,255}$";
-/// A path inside a repository (no `..` segment; checked by `path`).
-pub const PATH_PATTERN: &str = "^[A-Za-z0-9_. /+@=,-]{0,1024}$";
+/// An owner or repository name: 1-100 of letters, digits, `_`, `.`, `-`, not starting `..`
+/// (nor `.` alone). Each pattern below is exactly what its check function accepts.
+pub const NAME_PATTERN: &str =
+    "^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}|\\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,98})$";
+/// `owner/name`.
+pub const REPOSITORY_PATTERN: &str = "^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}|\\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,98})/(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}|\\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,98})$";
+/// A branch name or commit SHA: `/`-separated segments of letters, digits, `_`, `-` and
+/// single dots, none starting with `.` or `-` or ending with `.`; at most `REF_MAX`.
+pub const REF_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+)*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+)*)*$";
+pub const REF_MAX: usize = 255;
+/// A branch, or `owner:branch`; at most `REF_MAX` in all.
+pub const HEAD_PATTERN: &str = "^(?:(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}|\\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,98}):)?[A-Za-z0-9_][A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+)*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+)*)*$";
+/// A path inside a repository: `/`-separated segments, none `.` or `..` (nor starting `..`);
+/// at most `PATH_MAX`.
+pub const PATH_PATTERN: &str = "^(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*(?:/(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*)*$";
+/// A directory or file, or the root (``, `/`), with an optional leading and trailing `/`.
+pub const ROOT_PATH_PATTERN: &str = "^/?(?:(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*(?:/(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*)*/?)?$";
+/// A template file: a path ending `.vtl` (Velocity) or `.j2` (Jinja).
+pub const TEMPLATE_PATH_PATTERN: &str = "^(?:(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*/)*(?:[A-Za-z0-9_ +@=,-]|\\.[A-Za-z0-9_ +@=,-])[A-Za-z0-9_. +@=,-]*\\.(?:vtl|j2)$";
+pub const PATH_MAX: usize = 1024;
 /// A full commit SHA.
 pub const SHA_PATTERN: &str = "^[0-9a-f]{40}$";
-/// The largest file content a tool writes.
-pub const CONTENT_MAX: usize = 256 * 1024;
+/// The largest file content a tool writes: templates are small, and a call must stay well
+/// within the front door's body limit (256 KiB).
+pub const CONTENT_MAX: usize = 128 * 1024;
 /// Pages hold at most this many items (GitHub's own cap).
 pub const PER_PAGE_MAX: u32 = 100;
+/// The highest page a list is read at.
+pub const PAGE_MAX: u32 = 10_000;
+/// The highest pull request number taken.
+pub const PULL_MAX: u64 = 1_000_000_000;
 const TITLE_MAX: usize = 256;
 
-fn name(field: &str, value: &str) -> Result<(), String> {
-    let ok = (1..=100).contains(&value.len())
+fn name_ok(value: &str) -> bool {
+    let mut chars = value.chars();
+    (1..=100).contains(&value.len())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && value != "."
-        && value != "..";
-    ok.then_some(())
-        .ok_or_else(|| format!("{field} must be 1-100 letters, digits, '_', '.' or '-'"))
+        && (chars.next() != Some('.') || chars.next().is_some_and(|c| c != '.'))
 }
 
-/// Checks a ref or branch name: git's rules that matter here.
-pub fn reference(field: &str, value: &str) -> Result<(), String> {
-    let ok = (1..=255).contains(&value.len())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
-        && !value.starts_with(['/', '-', '.'])
-        && !value.ends_with(['/', '.'])
-        && !value.contains("..")
-        && !value.contains("//")
-        && !value.ends_with(".lock");
-    ok.then_some(()).ok_or_else(|| {
-        format!("{field} must be a branch name or commit SHA (letters, digits, '_', '.', '/', '-'; no '..')")
+fn name(field: &str, value: &str) -> Result<(), String> {
+    name_ok(value).then_some(()).ok_or_else(|| {
+        format!("{field} must be 1-100 letters, digits, '_', '.' or '-', not starting with '..'")
     })
 }
 
-/// Checks a path inside a repository.
-pub fn path(field: &str, value: &str, allow_root: bool) -> Result<(), String> {
-    let trimmed = value.trim_matches('/');
-    let ok = value.len() <= 1024
-        && (allow_root || !trimmed.is_empty())
-        && value
+fn ref_segment_ok(segment: &str) -> bool {
+    segment
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && segment
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_. /+@=,-".contains(c))
-        && !trimmed
-            .split('/')
-            .any(|segment| segment.is_empty() && !trimmed.is_empty() || segment == "..");
-    ok.then_some(())
-        .ok_or_else(|| format!("{field} must be a path inside the repository (no '..' segments)"))
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !segment.contains("..")
+        && !segment.ends_with('.')
+}
+
+/// Checks a ref or branch name (`REF_PATTERN`).
+pub fn reference(field: &str, value: &str) -> Result<(), String> {
+    let ok = value.len() <= REF_MAX && value.split('/').all(ref_segment_ok);
+    ok.then_some(()).ok_or_else(|| {
+        format!(
+            "{field} must be a branch name or commit SHA: '/'-separated parts of letters, digits, '_', '-' and single dots, none starting with '.' or '-' (at most {REF_MAX} characters)"
+        )
+    })
+}
+
+fn path_segment_ok(segment: &str) -> bool {
+    let mut chars = segment.chars();
+    match chars.next() {
+        None => false,
+        Some('.') => chars.next().is_some_and(|c| c != '.') && segment_chars(segment),
+        Some(_) => segment_chars(segment),
+    }
+}
+
+fn segment_chars(segment: &str) -> bool {
+    segment
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_. +@=,-".contains(c))
+}
+
+/// Checks a path inside a repository (`PATH_PATTERN`, or `ROOT_PATH_PATTERN` when the root
+/// is allowed).
+pub fn path(field: &str, value: &str, allow_root: bool) -> Result<(), String> {
+    let ok = value.len() <= PATH_MAX
+        && if allow_root {
+            let inner = value.strip_prefix('/').unwrap_or(value);
+            inner.is_empty()
+                || inner
+                    .strip_suffix('/')
+                    .unwrap_or(inner)
+                    .split('/')
+                    .all(path_segment_ok)
+        } else {
+            value.split('/').all(path_segment_ok)
+        };
+    ok.then_some(()).ok_or_else(|| {
+        format!("{field} must be a path inside the repository: '/'-separated names, none '.' or '..' (at most {PATH_MAX} characters)")
+    })
 }
 
 fn sha(field: &str, value: &str) -> Result<(), String> {
@@ -74,14 +123,22 @@ fn sha(field: &str, value: &str) -> Result<(), String> {
 }
 
 fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(), String> {
-    if page == Some(0) {
-        return Err("page starts at 1".into());
+    if page.is_some_and(|p| !(1..=PAGE_MAX).contains(&p)) {
+        return Err(format!("page must be between 1 and {PAGE_MAX}"));
     }
     match per_page {
         Some(n) if !(1..=PER_PAGE_MAX).contains(&n) => {
             Err(format!("perPage must be between 1 and {PER_PAGE_MAX}"))
         }
         _ => Ok(()),
+    }
+}
+
+fn pull_number(number: u64) -> Result<(), String> {
+    if (1..=PULL_MAX).contains(&number) {
+        Ok(())
+    } else {
+        Err(format!("pullNumber must be between 1 and {PULL_MAX}"))
     }
 }
 
@@ -102,11 +159,11 @@ pub struct GetFileContents {
     pub repo: String,
     /// Path to the file or directory; the root when absent
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PATH_PATTERN))]
+    #[schemars(regex(pattern = ROOT_PATH_PATTERN), length(max = PATH_MAX))]
     pub path: Option<String>,
     /// Branch, tag or `refs/heads/x`; the default branch when absent
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub reference: Option<String>,
     /// Commit SHA; overrides ref
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,7 +194,7 @@ pub struct ListBranches {
     pub repo: String,
     /// Page number, from 1
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PAGE_MAX))]
     pub page: Option<u32>,
     /// Results per page (1-100, default 30)
     #[serde(default, rename = "perPage", skip_serializing_if = "Option::is_none")]
@@ -161,11 +218,11 @@ pub struct CreateBranch {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     /// Name of the new branch
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub branch: String,
     /// Branch to start from; the default branch when absent
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub from_branch: Option<String>,
 }
 
@@ -189,18 +246,18 @@ pub struct ListCommits {
     pub repo: String,
     /// Branch, tag or commit SHA to list from; the default branch when absent
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub sha: Option<String>,
     /// Only commits that touch this path
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = PATH_PATTERN))]
+    #[schemars(regex(pattern = PATH_PATTERN), length(max = PATH_MAX))]
     pub path: Option<String>,
     /// Only commits by this author (login)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PAGE_MAX))]
     pub page: Option<u32>,
     #[serde(default, rename = "perPage", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = PER_PAGE_MAX))]
@@ -245,7 +302,7 @@ pub struct GetCommit {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     /// Commit SHA, branch or tag
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub sha: String,
     #[serde(default)]
     pub detail: CommitDetail,
@@ -267,7 +324,7 @@ pub struct CreateOrUpdateFile {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     /// Path of the file
-    #[schemars(regex(pattern = PATH_PATTERN))]
+    #[schemars(regex(pattern = PATH_PATTERN), length(max = PATH_MAX))]
     pub path: String,
     /// The file's new content (plain text)
     #[schemars(length(max = CONTENT_MAX))]
@@ -276,7 +333,7 @@ pub struct CreateOrUpdateFile {
     #[schemars(length(min = 1, max = LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub message: String,
     /// Branch to commit to
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub branch: String,
     /// Blob SHA of the file being replaced; required when it exists
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,8 +345,8 @@ impl Arguments for CreateOrUpdateFile {
     fn validate(&self) -> Result<(), String> {
         repository(&self.owner, &self.repo)?;
         path("path", &self.path, false)?;
-        if self.content.len() > CONTENT_MAX {
-            return Err(format!("content must be at most {CONTENT_MAX} bytes"));
+        if self.content.chars().count() > CONTENT_MAX {
+            return Err(format!("content must be at most {CONTENT_MAX} characters"));
         }
         limits::text("message", &self.message, LONG_TEXT_MAX)?;
         reference("branch", &self.branch)?;
@@ -308,10 +365,10 @@ pub struct CreatePullRequest {
     #[schemars(length(min = 1, max = TITLE_MAX), regex(pattern = limits::NOT_BLANK))]
     pub title: String,
     /// Branch holding the changes
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub head: String,
     /// Branch to merge into
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub base: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = LONG_TEXT_MAX))]
@@ -367,14 +424,14 @@ pub struct ListPullRequests {
     pub state: PullRequestState,
     /// Only pull requests from this branch (`branch` or `owner:branch`)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^[A-Za-z0-9_./:-]{1,255}$"))]
+    #[schemars(regex(pattern = HEAD_PATTERN), length(max = REF_MAX))]
     pub head: Option<String>,
     /// Only pull requests into this branch
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub base: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PAGE_MAX))]
     pub page: Option<u32>,
     #[serde(default, rename = "perPage", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = PER_PAGE_MAX))]
@@ -385,6 +442,9 @@ impl Arguments for ListPullRequests {
     fn validate(&self) -> Result<(), String> {
         repository(&self.owner, &self.repo)?;
         if let Some(head) = &self.head {
+            if head.len() > REF_MAX {
+                return Err(format!("head must be at most {REF_MAX} characters"));
+            }
             let branch = head.split_once(':').map_or(head.as_str(), |(o, b)| {
                 if name("head owner", o).is_err() {
                     ""
@@ -423,10 +483,10 @@ pub struct PullRequestRead {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     #[serde(rename = "pullNumber")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PULL_MAX))]
     pub pull_number: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PAGE_MAX))]
     pub page: Option<u32>,
     #[serde(default, rename = "perPage", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = PER_PAGE_MAX))]
@@ -436,9 +496,7 @@ pub struct PullRequestRead {
 impl Arguments for PullRequestRead {
     fn validate(&self) -> Result<(), String> {
         repository(&self.owner, &self.repo)?;
-        if self.pull_number == 0 {
-            return Err("pullNumber starts at 1".into());
-        }
+        pull_number(self.pull_number)?;
         paging(self.page, self.per_page)
     }
 }
@@ -488,10 +546,10 @@ pub struct PullRequestReviewWrite {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     #[serde(rename = "pullNumber")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PULL_MAX))]
     pub pull_number: u64,
     pub event: ReviewEvent,
-    /// The review's text; required to request changes or comment
+    /// The review's text; GitHub requires one to request changes or comment
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = LONG_TEXT_MAX))]
     pub body: Option<String>,
@@ -504,17 +562,14 @@ pub struct PullRequestReviewWrite {
 impl Arguments for PullRequestReviewWrite {
     fn validate(&self) -> Result<(), String> {
         repository(&self.owner, &self.repo)?;
-        if self.pull_number == 0 {
-            return Err("pullNumber starts at 1".into());
-        }
-        match (&self.body, self.event) {
-            (Some(body), _) if body.chars().count() > LONG_TEXT_MAX => {
-                return Err(format!("body must be at most {LONG_TEXT_MAX} characters"));
-            }
-            (None, ReviewEvent::RequestChanges | ReviewEvent::Comment) => {
-                return Err("body is required to request changes or comment".into());
-            }
-            _ => {}
+        pull_number(self.pull_number)?;
+        // GitHub itself requires a body to request changes or comment, and says so.
+        if self
+            .body
+            .as_ref()
+            .is_some_and(|body| body.chars().count() > LONG_TEXT_MAX)
+        {
+            return Err(format!("body must be at most {LONG_TEXT_MAX} characters"));
         }
         self.commit_id
             .as_deref()
@@ -551,24 +606,22 @@ pub struct MergePullRequest {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub repo: String,
     #[serde(rename = "pullNumber")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = PULL_MAX))]
     pub pull_number: u64,
     #[serde(default)]
     pub merge_method: MergeMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = TITLE_MAX))]
+    #[schemars(length(min = 1, max = TITLE_MAX), regex(pattern = limits::NOT_BLANK))]
     pub commit_title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = LONG_TEXT_MAX))]
+    #[schemars(length(min = 1, max = LONG_TEXT_MAX), regex(pattern = limits::NOT_BLANK))]
     pub commit_message: Option<String>,
 }
 
 impl Arguments for MergePullRequest {
     fn validate(&self) -> Result<(), String> {
         repository(&self.owner, &self.repo)?;
-        if self.pull_number == 0 {
-            return Err("pullNumber starts at 1".into());
-        }
+        pull_number(self.pull_number)?;
         limits::optional_text("commit_title", self.commit_title.as_deref(), TITLE_MAX)?;
         limits::optional_text(
             "commit_message",
@@ -584,15 +637,15 @@ impl Arguments for MergePullRequest {
 #[schemars(transform = crate::arguments::no_additional_properties)]
 pub struct GitSource {
     /// Repository as owner/name, e.g. netops/templates
-    #[schemars(regex(pattern = "^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"))]
+    #[schemars(regex(pattern = REPOSITORY_PATTERN))]
     pub repository: String,
     /// The template file, e.g. ntp/ntp-servers.vtl (.vtl Velocity, .j2 Jinja)
-    #[schemars(regex(pattern = PATH_PATTERN))]
+    #[schemars(regex(pattern = TEMPLATE_PATH_PATTERN), length(max = PATH_MAX))]
     pub path: String,
     /// Branch or full commit SHA; the default branch when absent. The change pins the commit
     /// it resolves to
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = REF_PATTERN))]
+    #[schemars(regex(pattern = REF_PATTERN), length(max = REF_MAX))]
     pub reference: Option<String>,
 }
 
@@ -618,7 +671,11 @@ impl Arguments for GitSource {
         name("source.repository owner", owner)?;
         name("source.repository name", repo)?;
         path("source.path", &self.path, false)?;
-        if !(self.path.ends_with(".vtl") || self.path.ends_with(".j2")) {
+        let file = self.path.rsplit('/').next().unwrap_or_default();
+        let stem = file
+            .strip_suffix(".vtl")
+            .or_else(|| file.strip_suffix(".j2"));
+        if stem.is_none_or(str::is_empty) {
             return Err("source.path must be a Velocity (.vtl) or Jinja (.j2) template".into());
         }
         self.reference
@@ -914,6 +971,97 @@ impl Arguments for ResolveSource {
 mod tests {
     use super::*;
 
+    /// Each pattern the schemas show accepts exactly what its check accepts (clients and
+    /// schemathesis trust the schema).
+    #[test]
+    fn patterns_and_checks_agree() {
+        let samples = [
+            "",
+            "/",
+            "//",
+            "a",
+            "a/",
+            "/a",
+            "/a/",
+            "a/b",
+            "a//b",
+            ".",
+            "..",
+            "...",
+            ".a",
+            "..a",
+            "a.",
+            "a..b",
+            "a.b",
+            "-a",
+            "a-",
+            "_",
+            "a/.b",
+            "a/../b",
+            "a/./b",
+            "x.vtl",
+            ".vtl",
+            "a/.vtl",
+            "a..vtl",
+            "a/b.j2",
+            "a b/c.vtl",
+            "a:b",
+            "o:main",
+            "..:x",
+            "x:",
+            ":x",
+            "feature/ntp-2",
+            "a.lock",
+            "0",
+            "a+b@c=d,e",
+            "a\\b",
+            "a\nb",
+            "é",
+        ];
+        let ok = |r: Result<(), String>| r.is_ok();
+        type Check<'a> = &'a dyn Fn(&str) -> bool;
+        let checks: [(&str, Check); 7] = [
+            (NAME_PATTERN, &|v| name_ok(v)),
+            (REPOSITORY_PATTERN, &|v| {
+                v.split_once('/')
+                    .is_some_and(|(o, r)| name_ok(o) && name_ok(r))
+            }),
+            (REF_PATTERN, &|v| ok(reference("r", v))),
+            (PATH_PATTERN, &|v| ok(path("p", v, false))),
+            (ROOT_PATH_PATTERN, &|v| ok(path("p", v, true))),
+            (TEMPLATE_PATH_PATTERN, &|v| {
+                ok(GitSource {
+                    repository: "o/r".into(),
+                    path: v.into(),
+                    reference: None,
+                }
+                .validate())
+            }),
+            (HEAD_PATTERN, &|v| {
+                ok(ListPullRequests {
+                    owner: "o".into(),
+                    repo: "r".into(),
+                    state: PullRequestState::Open,
+                    head: Some(v.into()),
+                    base: None,
+                    page: None,
+                    per_page: None,
+                }
+                .validate())
+            }),
+        ];
+        for (pattern, check) in checks {
+            let regex = regex::Regex::new(pattern).unwrap();
+            for sample in samples {
+                assert_eq!(
+                    regex.is_match(sample),
+                    check(sample),
+                    "{pattern} and its check disagree on {sample:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn names_refs_and_paths_are_checked() {
         assert!(reference("ref", "feature/ntp-2").is_ok());
@@ -934,7 +1082,7 @@ mod tests {
             body: None,
             commit_id: None,
         };
-        assert!(review.validate().unwrap_err().contains("body"));
+        assert!(review.validate().is_ok(), "GitHub judges a missing body");
         let source = GitSource {
             repository: "netops/templates".into(),
             path: "README.md".into(),
