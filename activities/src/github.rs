@@ -826,6 +826,8 @@ impl GitHubClient {
                 )
                 .await?;
             found.sha
+        } else if requested == default_branch {
+            default_head.clone()
         } else {
             self.branch_head(user, owner, repo, &requested).await?
         };
