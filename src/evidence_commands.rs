@@ -34,10 +34,7 @@ async fn workflows(g: &GlobalArgs) -> anyhow::Result<TemporalWorkflows> {
     let address = temporal_address_of(g)?;
     let client =
         changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-evidence").await?;
-    Ok(TemporalWorkflows {
-        client,
-        task_queue: g.task_queue.clone(),
-    })
+    Ok(TemporalWorkflows::new(client, g.task_queue.clone()))
 }
 
 async fn export(g: &GlobalArgs, args: EvidenceArgs) -> anyhow::Result<ExitCode> {
@@ -168,12 +165,12 @@ async fn public_key(g: &GlobalArgs, args: EvidenceKeyArgs) -> anyhow::Result<Exi
     let value = workflows
         .run_operation(
             &id,
-            OperationRequest {
-                operation: Operation::GetEvidenceKey(GetEvidenceKey {
+            OperationRequest::new(
+                Operation::GetEvidenceKey(GetEvidenceKey {
                     version: args.version,
                 }),
-                requested_by: cli_subject(),
-            },
+                cli_subject(),
+            ),
         )
         .await
         .map_err(|failure| anyhow::anyhow!("reading the evidence key: {failure:?}"))?;

@@ -217,10 +217,7 @@ pub async fn start(
         catalog: Catalog::Production,
         policy,
         audit,
-        temporal: Arc::new(TemporalWorkflows {
-            client: temporal,
-            task_queue: options.task_queue,
-        }),
+        temporal: Arc::new(TemporalWorkflows::new(temporal, options.task_queue)),
         resource: format!("{url}/mcp"),
         allowed_hosts: options.allowed_hosts,
         allowed_origins: options.allowed_origins,
@@ -310,10 +307,7 @@ pub async fn start_conformance_profile(
         catalog: Catalog::ConformanceFixtures,
         policy,
         audit: Arc::new(AuditStore::open_in(data_dir).await?),
-        temporal: Arc::new(TemporalWorkflows {
-            client: temporal,
-            task_queue: task_queue.to_string(),
-        }),
+        temporal: Arc::new(TemporalWorkflows::new(temporal, task_queue)),
         resource: format!("{url}/mcp"),
         allowed_hosts: loopback_hosts(),
         allowed_origins: loopback_origins(),

@@ -57,10 +57,10 @@ async fn front_door_with(
         catalog: changeflow_mcp_frontend::Catalog::Production,
         policy: Arc::new(policy),
         audit: audit.clone(),
-        temporal: Arc::new(changeflow_mcp_frontend::temporal::TemporalWorkflows {
-            client: h.client.clone(),
-            task_queue: h.task_queue.clone(),
-        }),
+        temporal: Arc::new(changeflow_mcp_frontend::temporal::TemporalWorkflows::new(
+            h.client.clone(),
+            h.task_queue.clone(),
+        )),
         resource: format!("{url}/mcp"),
         allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allowed_origins: vec!["http://127.0.0.1:*".into()],
@@ -1301,7 +1301,7 @@ async fn a_change_outlives_its_clients_connection_and_is_found_again() {
         ..Default::default()
     })
     .await;
-    let _worker = h.spawn_worker();
+    let mut worker = h.spawn_worker();
     let door = front_door(&h).await;
     let alice = door.token("alice");
     let (mut client, _) = door.client("/mcp", &alice).await;
@@ -1355,6 +1355,21 @@ async fn a_change_outlives_its_clients_connection_and_is_found_again() {
         .unwrap();
     assert_eq!(h.ticket(ticket).get("state"), "3", "closed in ServiceNow");
     assert_eq!(h.sims.stats.deploy_requests(), 1);
+
+    // An ended change's progress cannot change: the front door remembers it rather than
+    // asking a worker to replay the history again, so it answers with no worker left.
+    worker.kill();
+    let (remembered, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        call(
+            &mut again,
+            "get_change_status",
+            json!({"change_id": change_id}),
+        ),
+    )
+    .await
+    .expect("an ended change's status needs no worker");
+    assert_eq!(remembered["structuredContent"], status["structuredContent"]);
 }
 
 /// schemathesis (PyPI) generates requests from the REST proxy's own OpenAPI document, valid and

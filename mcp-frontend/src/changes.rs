@@ -306,12 +306,23 @@ pub async fn started_within(client: &Client, workflow_id: &str, window: Duration
 
 /// The execution status of a change, if it exists.
 pub async fn status(client: &Client, workflow_id: &str) -> Result<ExecutionState, ChangeError> {
+    Ok(status_of_run(client, workflow_id).await?.0)
+}
+
+/// A change's execution state and the id of the run it describes.
+pub async fn status_of_run(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<(ExecutionState, String), ChangeError> {
     let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     let description = handle
         .describe(Default::default())
         .await
         .map_err(|e| ChangeError::Temporal(e.to_string()))?;
-    Ok(description.status().into())
+    Ok((
+        description.status().into(),
+        description.run_id().to_string(),
+    ))
 }
 
 /// What a watch ended with.

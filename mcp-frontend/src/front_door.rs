@@ -117,6 +117,12 @@ impl InFlight {
         self.limit
     }
 
+    /// MCP and REST requests worked on at once (`app::take_turns`): room for every workflow
+    /// call and three times as many queries and listings; more wait for a turn.
+    pub fn requests_at_once(&self) -> usize {
+        self.limit.saturating_mul(4)
+    }
+
     /// A slot, or `None` when every one is taken.
     pub fn try_slot(&self) -> Option<Slot> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;

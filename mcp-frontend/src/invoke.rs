@@ -253,10 +253,7 @@ impl FrontDoor {
         tool: &str,
         operation: Operation,
     ) -> Result<Value, String> {
-        let request = OperationRequest {
-            operation,
-            requested_by: identity.subject.clone(),
-        };
+        let request = OperationRequest::new(operation, &identity.subject);
         let id = fresh_id("read", identity, tool);
         self.temporal
             .run_operation(&id, request)
@@ -296,15 +293,15 @@ impl FrontDoor {
     /// `list_devices` workflow; a device it did not describe has role `UNKNOWN`, which the
     /// blackout rules treat as core (fail safe).
     async fn device_facts(&self, identity: &VerifiedIdentity, names: &[String]) -> Vec<Value> {
-        let request = OperationRequest {
-            operation: Operation::ListDevices(ListDevices {
+        let request = OperationRequest::new(
+            Operation::ListDevices(ListDevices {
                 hostname: None,
                 family: None,
                 reachability: None,
                 limit: Some(MAX_LIST_LIMIT),
             }),
-            requested_by: identity.subject.clone(),
-        };
+            &identity.subject,
+        );
         let id = fresh_id("read", identity, "list_devices");
         let read = async {
             match self.temporal.run_operation(&id, request).await {
@@ -622,10 +619,7 @@ impl FrontDoor {
                     )
                     .await
                 };
-                let request = OperationRequest {
-                    operation,
-                    requested_by: identity.subject.clone(),
-                };
+                let request = OperationRequest::new(operation, &identity.subject);
                 let result = self.temporal.run_operation(&id, request).await;
                 note(
                     &id,
@@ -793,7 +787,12 @@ impl FrontDoor {
             }
             Call::Change(action, change) => {
                 let id = change.change_id;
-                let Ok(status) = self.temporal.status(&id).await else {
+                let read = if action == ChangeAction::Status {
+                    self.temporal.status_and_progress(&id).await
+                } else {
+                    self.temporal.status(&id).await.map(|state| (state, None))
+                };
+                let Ok((status, progress)) = read else {
                     note(&id, "not found").await?;
                     return Ok(Outcome::NotFound(format!("no change '{id}'")));
                 };
@@ -827,7 +826,6 @@ impl FrontDoor {
                         Err(e) => Outcome::Failed(e.to_string()),
                     });
                 }
-                let progress = self.temporal.progress(&id).await;
                 Ok(Outcome::done(ChangeStatus::new(&id, status, progress)))
             }
         }

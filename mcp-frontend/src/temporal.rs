@@ -15,7 +15,8 @@ use changeflow_workflows::{
     OperationRequest,
 };
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 use temporalio_client::Client;
 
@@ -34,6 +35,14 @@ pub trait Workflows: Send + Sync {
     async fn status(&self, id: &str) -> Result<ExecutionState, ChangeError>;
     /// A change's progress, once a worker answers.
     async fn progress(&self, id: &str) -> Option<ChangeProgress>;
+    /// A change's execution state and progress (`get_change_status`).
+    async fn status_and_progress(
+        &self,
+        id: &str,
+    ) -> Result<(ExecutionState, Option<ChangeProgress>), ChangeError> {
+        let state = self.status(id).await?;
+        Ok((state, self.progress(id).await))
+    }
     /// Waits for a change's result.
     async fn change_result(&self, id: &str) -> Result<ChangeResult, String>;
     /// Requests a change's cancellation.
@@ -82,6 +91,41 @@ pub trait Workflows: Send + Sync {
 pub struct TemporalWorkflows {
     pub client: Client,
     pub task_queue: String,
+    ended: EndedProgress,
+}
+
+impl TemporalWorkflows {
+    pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
+        Self {
+            client,
+            task_queue: task_queue.into(),
+            ended: EndedProgress::default(),
+        }
+    }
+}
+
+/// The progress of runs that have ended, which cannot change any more: asked once, then
+/// answered from memory. A query on an ended run makes a worker replay its whole history.
+/// Bounded: past `ENDED_PROGRESS_MAX` runs it starts afresh.
+#[derive(Default)]
+struct EndedProgress(Mutex<HashMap<(String, String), ChangeProgress>>);
+
+/// How many ended runs' progress a front door remembers.
+const ENDED_PROGRESS_MAX: usize = 1024;
+
+impl EndedProgress {
+    fn get(&self, key: &(String, String)) -> Option<ChangeProgress> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn keep(&self, key: (String, String), progress: ChangeProgress) {
+        if let Ok(mut runs) = self.0.lock() {
+            if runs.len() >= ENDED_PROGRESS_MAX {
+                runs.clear();
+            }
+            runs.insert(key, progress);
+        }
+    }
 }
 
 #[async_trait]
@@ -108,6 +152,25 @@ impl Workflows for TemporalWorkflows {
 
     async fn progress(&self, id: &str) -> Option<ChangeProgress> {
         changes::progress(&self.client, id).await
+    }
+
+    async fn status_and_progress(
+        &self,
+        id: &str,
+    ) -> Result<(ExecutionState, Option<ChangeProgress>), ChangeError> {
+        let (state, run) = changes::status_of_run(&self.client, id).await?;
+        if state == ExecutionState::Running {
+            return Ok((state, self.progress(id).await));
+        }
+        let key = (id.to_string(), run);
+        if let Some(progress) = self.ended.get(&key) {
+            return Ok((state, Some(progress)));
+        }
+        let progress = self.progress(id).await;
+        if let Some(progress) = &progress {
+            self.ended.keep(key, progress.clone());
+        }
+        Ok((state, progress))
     }
 
     async fn change_result(&self, id: &str) -> Result<ChangeResult, String> {

@@ -36,8 +36,9 @@ impl DownstreamOperation {
         }
         // Since this patch the call is a local activity: one workflow task and a marker in
         // history instead of scheduling, starting and completing an activity (two round trips
-        // to Temporal). Histories recorded before it replay the activity.
-        let outcome = if ctx.patched(LOCAL_OPERATION) {
+        // to Temporal). Histories recorded before it replay the activity. A `lean` input skips
+        // the patch (its marker and search attribute upsert); the input says which path ran.
+        let outcome = if request.lean || ctx.patched(LOCAL_OPERATION) {
             ctx.execute_local_activity(
                 ChangeActivities::perform_operation,
                 request,

@@ -594,6 +594,22 @@ pub struct OperationRequest {
     pub operation: Operation,
     /// The verified caller; becomes `requested_by` and the author of notes.
     pub requested_by: String,
+    /// Run the call as a local activity straight away, with no patch marker (and so no
+    /// `TemporalChangeVersion` search attribute written for every read). Set by every starter
+    /// since; an input without it was started before and replays as it ran then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lean: bool,
+}
+
+impl OperationRequest {
+    /// A request as starters make it now (`lean`).
+    pub fn new(operation: Operation, requested_by: impl Into<String>) -> Self {
+        Self {
+            operation,
+            requested_by: requested_by.into(),
+            lean: true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -370,13 +370,7 @@ async fn run(
 ) -> Result<Value, String> {
     let workflow_id = crate::changes::fresh_id(prefix, &json!([change_id, exported_by]));
     workflows
-        .run_operation(
-            &workflow_id,
-            OperationRequest {
-                operation,
-                requested_by: exported_by.to_string(),
-            },
-        )
+        .run_operation(&workflow_id, OperationRequest::new(operation, exported_by))
         .await
         .map_err(|failure| match failure {
             crate::changes::OperationFailure::NotFound(m)
