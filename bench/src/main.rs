@@ -84,7 +84,6 @@ pub struct Bench {
     pub base: String,
     pub mcp: String,
     pub token: String,
-    pub session: String,
     pub client: temporalio_client::Client,
     pub task_queue: String,
     pub template_id: String,
@@ -111,29 +110,6 @@ impl Bench {
         ];
         lines.extend(extra.iter().cloned());
         lines.join("\n")
-    }
-
-    /// wrk against the front door's /mcp in this bench's session.
-    pub fn mcp_wrk(&self, body: Value, connections: u32, secs: u64) -> Wrk<'_> {
-        Wrk {
-            script: &self.script,
-            url: &self.mcp,
-            connections,
-            secs,
-            env: vec![
-                ("BENCH_BODY", body.to_string()),
-                (
-                    "BENCH_HEADERS",
-                    self.headers(&[
-                        format!(
-                            "MCP-Protocol-Version: {}",
-                            changeflow::mcp_client::PROTOCOL_VERSION
-                        ),
-                        format!("Mcp-Session-Id: {}", self.session),
-                    ]),
-                ),
-            ],
-        }
     }
 }
 
@@ -317,10 +293,6 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     .await?;
 
     let (mut session, _) = changeflow::mcp_client::McpClient::connect(&mcp, &token).await?;
-    let session_id = session
-        .session_id()
-        .context("the front door gave no session id")?
-        .to_string();
     let listed = session.request("tools/list", json!({}), |_| {}).await?;
     let templates = session
         .call_tool("list_templates", json!({}), |_, _| {})
@@ -339,7 +311,6 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
         base,
         mcp: mcp.clone(),
         token: token.clone(),
-        session: session_id,
         client,
         task_queue: field("task_queue"),
         template_id,
@@ -469,23 +440,24 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     Ok(report.finish())
 }
 
+/// `tools/list` and `get_change_status` from 50 clients, each with its own session (one session
+/// shared by every connection would measure rmcp's one-task-per-session queue instead).
 async fn queries(bench: &Bench, warm: &str, secs: u64, report: &mut Report) -> anyhow::Result<()> {
-    let listing = bench
-        .mcp_wrk(rpc("tools/list", json!({})), 50, secs)
-        .run()
-        .await?;
+    let sessions = starts::open_sessions(bench, 50).await?;
+    let listing =
+        starts::over_sessions(bench, rpc("tools/list", json!({})), &sessions, 50, secs).await?;
     eprintln!("bench: tools/list: {}", line(&listing));
-    let status = bench
-        .mcp_wrk(
-            rpc(
-                "tools/call",
-                json!({"name": "get_change_status", "arguments": {"change_id": warm}}),
-            ),
-            50,
-            secs,
-        )
-        .run()
-        .await?;
+    let status = starts::over_sessions(
+        bench,
+        rpc(
+            "tools/call",
+            json!({"name": "get_change_status", "arguments": {"change_id": warm}}),
+        ),
+        &sessions,
+        50,
+        secs,
+    )
+    .await?;
     eprintln!("bench: get_change_status: {}", line(&status));
     report.queries(&listing, &status);
     Ok(())
@@ -513,6 +485,8 @@ async fn clients(
     let (legacy, legacy_peak) = sample_memory(serve, legacy).await;
     let legacy = legacy?;
     eprintln!("bench: {} sessions: {}", args.clients, line(&legacy));
+    let left = starts::close_sessions(bench, &sessions).await;
+    anyhow::ensure!(left == 0, "{left} sessions could not be ended");
     let modern = starts::many_clients(bench, call, None, args.clients, args.clients_secs);
     let (modern, modern_peak) = sample_memory(serve, modern).await;
     let modern = modern?;

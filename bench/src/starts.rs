@@ -294,6 +294,25 @@ pub struct Sessions {
     pub first_error: String,
 }
 
+/// Ends the sessions (`DELETE` with `Mcp-Session-Id`), 50 at a time, so that what follows is
+/// measured without them; how many the front door did not end.
+pub async fn close_sessions(bench: &Bench, sessions: &Sessions) -> usize {
+    let http = reqwest::Client::new();
+    futures::stream::iter(&sessions.ids)
+        .map(|id| {
+            let request = http
+                .delete(&bench.mcp)
+                .bearer_auth(&bench.token)
+                .header("Mcp-Session-Id", id)
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .buffer_unordered(50)
+        .filter(|ended| std::future::ready(!ended))
+        .count()
+        .await
+}
+
 /// Opens `count` 2025-11-25 sessions (initialize, then initialized), 50 at a time.
 pub async fn open_sessions(bench: &Bench, count: u32) -> anyhow::Result<Sessions> {
     let opened: Vec<Result<String, String>> = futures::stream::iter(0..count)
@@ -349,11 +368,24 @@ pub async fn many_clients(
             .run()
             .await;
     };
-    let file = bench.dir.join("sessions.txt");
+    over_sessions(bench, rpc("tools/call", call), sessions, clients, secs).await
+}
+
+/// wrk sending `body` over `connections`, each request in the next of `sessions` (2025-11-25).
+pub async fn over_sessions(
+    bench: &Bench,
+    body: Value,
+    sessions: &Sessions,
+    connections: u32,
+    secs: u64,
+) -> anyhow::Result<Load> {
+    let file = bench
+        .dir
+        .join(format!("sessions-{}.txt", sessions.ids.len()));
     std::fs::write(&file, sessions.ids.join("\n"))?;
     let env = vec![
         ("BENCH_SESSIONS", file.display().to_string()),
-        ("BENCH_BODY", rpc("tools/call", call).to_string()),
+        ("BENCH_BODY", body.to_string()),
         (
             "BENCH_HEADERS",
             bench.headers(&[format!(
@@ -365,7 +397,7 @@ pub async fn many_clients(
     Wrk {
         script: &bench.script,
         url: &bench.mcp,
-        connections: clients,
+        connections,
         secs,
         env,
     }
