@@ -1052,6 +1052,25 @@ async fn a_task_is_its_workflow_and_survives_a_frontend_restart() {
     assert!(running["statusMessage"].is_string(), "{running}");
     assert!(running.get("result").is_none());
 
+    // The same call while the change runs is the same task: its start is refused as a
+    // duplicate, the run is looked up, and it was created when the first call started it.
+    let repeated = client
+        .request("tools/call", call.clone(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(repeated["taskId"], task_id.as_str(), "{repeated}");
+    assert_eq!(repeated["status"], "working", "{repeated}");
+    let at = |task: &Value| {
+        let text = task["createdAt"].as_str().unwrap_or_default().to_string();
+        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("createdAt {text:?}: {e}"))
+    };
+    let (first, again) = (at(&created), at(&repeated));
+    assert!(
+        again <= first && first - again < time::Duration::seconds(5),
+        "the repeat names the first start ({again}), not its own call; the first said {first}"
+    );
+
     // A new front-door instance (nothing shared but Temporal) answers for the same task.
     drop(door);
     let door = front_door(&h).await;

@@ -147,7 +147,14 @@ async fn raw(
                 let id = key.replace("{n}", &format!("{task}-{n}"));
                 let t = Instant::now();
                 match changeflow::changes::start(&client, &task_queue, &id, input.clone()).await {
-                    Ok(()) => latencies.push(t.elapsed()),
+                    Ok(changeflow::changes::Started::New) => latencies.push(t.elapsed()),
+                    // Every id is new: an existing one would be a start not made.
+                    Ok(changeflow::changes::Started::Existing) => {
+                        errors += 1;
+                        if first_error.is_empty() {
+                            first_error = format!("{id} was already used");
+                        }
+                    }
                     Err(e) => {
                         errors += 1;
                         if first_error.is_empty() {

@@ -31,15 +31,24 @@ pub enum ChangeError {
     Temporal(String),
 }
 
+/// What a start did: made a new run, or found the id's change already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// A new run began now.
+    New,
+    /// The id was already used, running or finished: that change, nothing new started.
+    Existing,
+}
+
 /// Starts a `TemplateDeployment` with the given workflow id. An id that was already used,
 /// running or finished, is that change: nothing new starts (idempotent retries never deploy
-/// twice).
+/// twice), and the answer says so.
 pub async fn start(
     client: &Client,
     task_queue: &str,
     workflow_id: &str,
     request: DeploymentRequest,
-) -> Result<(), ChangeError> {
+) -> Result<Started, ChangeError> {
     request.validate().map_err(ChangeError::Invalid)?;
     let (requester, devices) = (request.requested_by.clone(), request.change.devices.clone());
     let memo = listing_memo(&request.change);
@@ -54,13 +63,17 @@ pub async fn start(
                 ]))
                 .memo(memo)
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                // A running change with this id is refused like an ended one, so that a start
+                // that succeeds is known to be new (the SDK does not pass on whether
+                // `UseExisting` found a run) and no description has to be asked for.
+                .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
                 .enable_eager_workflow_start(true)
                 .build(),
         )
         .await;
     match started {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Ok(_) => Ok(Started::New),
+        Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Started::Existing),
         Err(e) => Err(ChangeError::Temporal(e.to_string())),
     }
 }

@@ -51,34 +51,161 @@ pub struct FrontDoor {
     pub web: Option<Arc<crate::ui::WebView>>,
 }
 
-/// How long the inventory read for policy (each device's role and family) is reused: a burst
-/// of change requests shares one `list_devices` workflow instead of running one each. A role
-/// changed in Catalyst Center counts from the next read on.
+/// How long the inventory read for policy (each device's role and family) is reused as it
+/// is: a burst of change requests shares one `list_devices` workflow instead of running one
+/// each. A role changed in Catalyst Center counts from the next read on.
 pub const DEVICE_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The device inventory policy judges deployments with, read through a workflow at most once
-/// per `DEVICE_FACTS_TTL`; callers arriving during a read wait for it. A failed read is not
-/// kept.
+/// How old the inventory may grow while a newer read is under way: past `DEVICE_FACTS_TTL`
+/// calls are judged with the inventory they have and one read refreshes it behind them (on a
+/// busy Temporal that read waits behind the running changes' workflow tasks, seconds that every
+/// deployment request would otherwise wait too); past this age they wait for the read.
+pub const DEVICE_FACTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The device inventory policy judges deployments with, read through a workflow: reused for
+/// `DEVICE_FACTS_TTL`, then refreshed by one read in the background while calls go on with it,
+/// up to `DEVICE_FACTS_MAX_AGE`. The first callers (and any past that age) wait for a read. A
+/// failed read is not kept.
 #[derive(Default)]
 pub struct DeviceInventory {
-    last: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<serde_json::Value>>)>>,
+    state: Arc<tokio::sync::Mutex<Inventory>>,
+}
+
+#[derive(Default)]
+struct Inventory {
+    last: Option<(tokio::time::Instant, Arc<Vec<serde_json::Value>>)>,
+    refreshing: bool,
 }
 
 impl DeviceInventory {
-    /// The inventory read within the last `DEVICE_FACTS_TTL`, or else what `read` returns now.
+    /// The inventory: the last read while it is young enough (starting `read` in the
+    /// background once it is older than `DEVICE_FACTS_TTL`), or else what `read` returns now.
     pub async fn get_or_read<F>(&self, read: F) -> Option<Arc<Vec<serde_json::Value>>>
     where
-        F: std::future::Future<Output = Option<Vec<serde_json::Value>>>,
+        F: std::future::Future<Output = Option<Vec<serde_json::Value>>> + Send + 'static,
     {
-        let mut last = self.last.lock().await;
-        if let Some((at, devices)) = last.as_ref()
-            && at.elapsed() < DEVICE_FACTS_TTL
-        {
-            return Some(devices.clone());
+        let mut state = self.state.lock().await;
+        if let Some((at, devices)) = state.last.clone() {
+            let age = at.elapsed();
+            if age < DEVICE_FACTS_TTL {
+                return Some(devices);
+            }
+            if age < DEVICE_FACTS_MAX_AGE {
+                if !state.refreshing {
+                    state.refreshing = true;
+                    let shared = self.state.clone();
+                    tokio::spawn(async move {
+                        let read = read.await;
+                        let mut state = shared.lock().await;
+                        state.refreshing = false;
+                        if let Some(devices) = read {
+                            state.last = Some((tokio::time::Instant::now(), Arc::new(devices)));
+                        }
+                    });
+                }
+                return Some(devices);
+            }
         }
+        // Nothing young enough to go on with: this caller reads, and the others wait for it.
         let devices = Arc::new(read.await?);
-        *last = Some((std::time::Instant::now(), devices.clone()));
+        state.last = Some((tokio::time::Instant::now(), devices.clone()));
         Some(devices)
+    }
+}
+
+#[cfg(test)]
+mod inventory_tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A read counted in `reads` that answers `devices` once `gate` opens (at once without one).
+    fn read(
+        reads: &Arc<AtomicUsize>,
+        devices: Option<Vec<serde_json::Value>>,
+        gate: Option<Arc<tokio::sync::Notify>>,
+    ) -> impl std::future::Future<Output = Option<Vec<serde_json::Value>>> + Send + 'static {
+        let reads = reads.clone();
+        async move {
+            reads.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            devices
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_inventory_is_used_while_one_read_refreshes_it_and_a_too_old_one_is_waited_for()
+    {
+        let inventory = DeviceInventory::default();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (first, second) = (
+            vec![json!({"hostname": "a"})],
+            vec![json!({"hostname": "b"})],
+        );
+
+        // The first caller reads; a failed read is not kept.
+        assert_eq!(inventory.get_or_read(read(&reads, None, None)).await, None);
+        let got = inventory
+            .get_or_read(read(&reads, Some(first.clone()), None))
+            .await;
+        assert_eq!(got.as_deref(), Some(&first));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+
+        // Young: reused, nothing read.
+        tokio::time::advance(DEVICE_FACTS_TTL / 2).await;
+        let got = inventory
+            .get_or_read(read(&reads, Some(second.clone()), None))
+            .await;
+        assert_eq!(got.as_deref(), Some(&first));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+
+        // Old: answered at once with what it has, while one read (held open) refreshes it.
+        tokio::time::advance(DEVICE_FACTS_TTL).await;
+        let gate = Arc::new(tokio::sync::Notify::new());
+        for _ in 0..3 {
+            let got = inventory
+                .get_or_read(read(&reads, Some(second.clone()), Some(gate.clone())))
+                .await;
+            assert_eq!(got.as_deref(), Some(&first), "not held up by the refresh");
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            3,
+            "one refresh for three callers"
+        );
+        gate.notify_one();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let got = inventory.get_or_read(read(&reads, None, None)).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(&second),
+            "the refresh's answer is used"
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+
+        // A failed refresh keeps the old inventory, until it is too old to go on with.
+        tokio::time::advance(DEVICE_FACTS_TTL).await;
+        let got = inventory.get_or_read(read(&reads, None, None)).await;
+        assert_eq!(got.as_deref(), Some(&second));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
+        tokio::time::advance(DEVICE_FACTS_MAX_AGE).await;
+        let got = inventory
+            .get_or_read(read(&reads, Some(first.clone()), None))
+            .await;
+        assert_eq!(
+            got.as_deref(),
+            Some(&first),
+            "too old: the caller waited for a read"
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 5);
     }
 }
 

@@ -303,8 +303,9 @@ impl FrontDoor {
             &identity.subject,
         );
         let id = fresh_id("read", identity, "list_devices");
-        let read = async {
-            match self.temporal.run_operation(&id, request).await {
+        let temporal = self.temporal.clone();
+        let read = async move {
+            match temporal.run_operation(&id, request).await {
                 Ok(listed) => listed["devices"].as_array().cloned(),
                 Err(e) => {
                     tracing::warn!(error = ?e, "device facts for policy unavailable; devices count as UNKNOWN");
@@ -588,7 +589,10 @@ impl FrontDoor {
                     return Ok(Outcome::Failed(e.to_string()));
                 }
                 if wait == Wait::UntilStarted {
-                    return Ok(Outcome::Started { change_id: id });
+                    return Ok(Outcome::Started {
+                        change_id: id,
+                        new_change: false,
+                    });
                 }
                 let Watched::Done(finished) = changes::watch(
                     self.temporal.fixture_finished(&id),
@@ -664,15 +668,21 @@ impl FrontDoor {
                     &request.change.template_key(),
                     request.change.backout.as_ref(),
                 );
-                if let Err(e) = self.temporal.start_change(&id, request).await {
-                    note(&id, "start failed").await?;
-                    return Ok(Outcome::Failed(e.to_string()));
-                }
+                let started = match self.temporal.start_change(&id, request).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        note(&id, "start failed").await?;
+                        return Ok(Outcome::Failed(e.to_string()));
+                    }
+                };
                 note(&id, "started").await?;
                 // Started: following the change is queries, which do not count.
                 drop(slot);
                 if wait == Wait::UntilStarted {
-                    return Ok(Outcome::Started { change_id: id });
+                    return Ok(Outcome::Started {
+                        change_id: id,
+                        new_change: started == changes::Started::New,
+                    });
                 }
                 let report = |p: &ChangeProgress| on_progress(&id, &Progress::from(p));
                 match crate::temporal::follow(self.temporal.as_ref(), &id, report).await {

@@ -59,8 +59,9 @@ pub enum Outcome {
     Tool(ToolResult),
     /// The call failed at the protocol level (a JSON-RPC error, not a tool error).
     ProtocolError(String),
-    /// A long-running change was started (or found running) and not waited for.
-    Started { change_id: String },
+    /// A long-running change was started (or found running) and not waited for;
+    /// `new_change` when it is a change whose run began with this call (nothing to look up).
+    Started { change_id: String, new_change: bool },
     /// The policy refused: which permission is missing and why.
     Denied {
         missing_permission: String,
@@ -111,7 +112,7 @@ impl Outcome {
     /// The change (or other workflow) the call concerned, when its answer names one.
     pub fn change_id(&self) -> Option<String> {
         match self {
-            Outcome::Started { change_id } => Some(change_id.clone()),
+            Outcome::Started { change_id, .. } => Some(change_id.clone()),
             Outcome::Done(value) | Outcome::ChangeFailed(value) => {
                 value["change_id"].as_str().map(str::to_string)
             }

@@ -207,7 +207,7 @@ fn respond(outcome: Result<Outcome, AuditUnavailable>) -> Result<Response, ApiEr
         Outcome::Done(value) | Outcome::ChangeFailed(value) => {
             Ok((StatusCode::OK, Json(value)).into_response())
         }
-        Outcome::Started { change_id } => {
+        Outcome::Started { change_id, .. } => {
             let status_url = format!("/api/v1/changes/{change_id}");
             let mut response = (
                 StatusCode::ACCEPTED,

@@ -271,11 +271,16 @@ impl ServerHandler for ChangeflowMcp {
             .await
             .map_err(audit_unavailable)?;
         Ok(match outcome {
-            Outcome::Started { change_id } if as_task => {
-                // The workflow exists once started, so tasks/get resolves from here on.
-                let view = self.front.temporal.started_task(&change_id)
-                    .await
-                    .map_err(lookup_error)?;
+            Outcome::Started { change_id, new_change } if as_task => {
+                // The workflow exists once started, so tasks/get resolves from here on. A run
+                // this call began is working now; one it found is looked up.
+                let view = if new_change {
+                    TaskView::started(&change_id, std::time::SystemTime::now())
+                } else {
+                    self.front.temporal.started_task(&change_id)
+                        .await
+                        .map_err(lookup_error)?
+                };
                 CreateTaskResult::new(task(&view)).into()
             }
             Outcome::Done(value) => CallToolResult::structured(value).into(),
@@ -291,7 +296,7 @@ impl ServerHandler for ChangeflowMcp {
             Outcome::NotFound(message) | Outcome::Conflict(message) | Outcome::Failed(message) => {
                 tool_error(message).into()
             }
-            Outcome::Started { change_id } => CallToolResult::structured(json!({"change_id": change_id})).into(),
+            Outcome::Started { change_id, .. } => CallToolResult::structured(json!({"change_id": change_id})).into(),
             Outcome::Overloaded { retry_after_secs } => CallToolResult::structured_error(json!({
                 "error": "overloaded",
                 "message": crate::outcome::overloaded_message(retry_after_secs),

@@ -104,12 +104,22 @@ pub async fn view_started(client: &Client, task_id: &str) -> Result<TaskView, Ta
     if !change || description.status() != WorkflowExecutionStatus::Running {
         return Ok(view_of(client, task_id, &description).await);
     }
-    Ok(TaskView {
-        task_id: task_id.to_string(),
-        state: TaskState::Working("started".into()),
-        created_at: description.start_time().unwrap_or_else(SystemTime::now),
-        updated_at: SystemTime::now(),
-    })
+    Ok(TaskView::started(
+        task_id,
+        description.start_time().unwrap_or_else(SystemTime::now),
+    ))
+}
+
+impl TaskView {
+    /// A running change as its start leaves it: `working`, created at `created_at`.
+    pub fn started(task_id: &str, created_at: SystemTime) -> TaskView {
+        TaskView {
+            task_id: task_id.to_string(),
+            state: TaskState::Working("started".into()),
+            created_at,
+            updated_at: SystemTime::now(),
+        }
+    }
 }
 
 async fn view_of(

@@ -3,7 +3,7 @@
 //! memory, so `app()` and `invoke()` run without a socket or a Temporal server.
 
 use crate::changes::{
-    self, ChangeError, ChangeFilter, DecideError, OperationFailure as Failure, Watched,
+    self, ChangeError, ChangeFilter, DecideError, OperationFailure as Failure, Started, Watched,
 };
 use crate::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use crate::tasks::{self, TaskLookupError, TaskView};
@@ -23,8 +23,13 @@ use temporalio_client::Client;
 /// The workflows behind the tools: start, read, cancel, list.
 #[async_trait]
 pub trait Workflows: Send + Sync {
-    /// Starts a `TemplateDeployment` under `id`; an id already used is that change.
-    async fn start_change(&self, id: &str, request: DeploymentRequest) -> Result<(), ChangeError>;
+    /// Starts a `TemplateDeployment` under `id`; an id already used is that change
+    /// (`Started::Existing`).
+    async fn start_change(
+        &self,
+        id: &str,
+        request: DeploymentRequest,
+    ) -> Result<Started, ChangeError>;
     /// Runs a `DownstreamOperation` under `id` and waits for its result.
     async fn run_operation(&self, id: &str, request: OperationRequest) -> Result<Value, Failure>;
     /// Whether Temporal answers (readiness).
@@ -130,7 +135,11 @@ impl EndedProgress {
 
 #[async_trait]
 impl Workflows for TemporalWorkflows {
-    async fn start_change(&self, id: &str, request: DeploymentRequest) -> Result<(), ChangeError> {
+    async fn start_change(
+        &self,
+        id: &str,
+        request: DeploymentRequest,
+    ) -> Result<Started, ChangeError> {
         changes::start(&self.client, &self.task_queue, id, request).await
     }
 

@@ -9,7 +9,9 @@ use changeflow_devstack::dev_issuer::{DevIssuer, DevTokenRequest};
 use changeflow_engine::audit::{AuditFilter, AuditStore};
 use changeflow_engine::identity::{TokenVerifier, VerifierConfig};
 use changeflow_engine::policy::PolicyEngine;
-use changeflow_mcp_frontend::changes::{ChangeError, ChangeFilter, DecideError, OperationFailure};
+use changeflow_mcp_frontend::changes::{
+    ChangeError, ChangeFilter, DecideError, OperationFailure, Started,
+};
 use changeflow_mcp_frontend::results::{ChangeSummary, ExecutionState, TimelineEntry};
 use changeflow_mcp_frontend::tasks::{TaskLookupError, TaskView};
 use changeflow_mcp_frontend::temporal::Workflows;
@@ -50,9 +52,13 @@ impl Recorded {
 
 #[async_trait]
 impl Workflows for Recorded {
-    async fn start_change(&self, id: &str, _request: DeploymentRequest) -> Result<(), ChangeError> {
+    async fn start_change(
+        &self,
+        id: &str,
+        _request: DeploymentRequest,
+    ) -> Result<Started, ChangeError> {
         self.note("change", id);
-        Ok(())
+        Ok(Started::New)
     }
     async fn run_operation(
         &self,
