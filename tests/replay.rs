@@ -43,7 +43,7 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     names.sort();
-    assert!(names.len() >= 9, "fixtures missing: {names:?}");
+    assert!(names.len() >= 10, "fixtures missing: {names:?}");
     for path in names {
         let history = replay::decode(&std::fs::read(&path).unwrap()).unwrap();
         let verdict = replayed(history).await;
