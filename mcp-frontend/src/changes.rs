@@ -102,15 +102,19 @@ mod memo {
 }
 
 /// Why a quick operation produced no result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperationFailure {
     /// The named ticket, template or device does not exist.
+    #[error("not found: {0}")]
     NotFound(String),
     /// The downstream system refused the request as invalid; nothing was changed.
+    #[error("invalid: {0}")]
     Invalid(String),
     /// The record's state does not allow the request; nothing was changed.
+    #[error("conflict: {0}")]
     Conflict(String),
     /// Anything else: unreachable systems, Temporal errors.
+    #[error("failed: {0}")]
     Failed(String),
 }
 

@@ -258,7 +258,7 @@ impl FrontDoor {
         self.temporal
             .run_operation(&id, request)
             .await
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string())
     }
 
     /// The pull request a merge names: author, base, default branch, approvers. When GitHub
