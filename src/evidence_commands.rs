@@ -173,7 +173,7 @@ async fn public_key(g: &GlobalArgs, args: EvidenceKeyArgs) -> anyhow::Result<Exi
             ),
         )
         .await
-        .map_err(|failure| anyhow::anyhow!("reading the evidence key: {failure:?}"))?;
+        .map_err(|failure| anyhow::anyhow!("reading the evidence key: {failure}"))?;
     let key: EvidenceKey = serde_json::from_value(value)?;
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
