@@ -504,6 +504,44 @@ async fn the_archive_outlives_temporal_data_loss() {
         "reads are not archived by default: {records:?}"
     );
     drop(audit);
+    // The server takes the archiver's visibility query, which lists the change and leaves the
+    // read out (a pass would otherwise list every read ever made, again and again).
+    let endpoints: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
+    let temporal = changeflow_engine::temporal::connect(
+        endpoints["temporal"].as_str().unwrap(),
+        "default",
+        "changeflow-test",
+    )
+    .await
+    .unwrap();
+    let ids = |query: String| {
+        use futures::StreamExt;
+        temporal
+            .list_workflows(query, Default::default())
+            .map(|w| w.unwrap().id().to_string())
+            .collect::<Vec<String>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ids("ExecutionStatus != 'Running'".into())
+        .await
+        .iter()
+        .any(|id| id.starts_with("read-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never showed as closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let policy = changeflow_mcp_frontend::archive::ArchivePolicy { reads: false };
+    let listed = ids(changeflow_mcp_frontend::archive::listing_query(policy, None).unwrap()).await;
+    assert!(listed.contains(&change), "{listed:?}");
+    assert!(
+        listed.iter().all(|id| !id.starts_with("read-")),
+        "{listed:?}"
+    );
+    drop(temporal);
 
     // Temporal loses everything: the replay comes from the archive.
     dev.stop();

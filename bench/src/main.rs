@@ -479,10 +479,16 @@ async fn clients(
 ) -> anyhow::Result<()> {
     let call = json!({"name": "get_change_status", "arguments": {"change_id": warm}});
     let before = serve.memory_mib();
+    // Stateless first: resident memory is not given back, so the era run second would also
+    // show what the first left in the allocator; sessions cost more than stateless requests.
+    let modern = starts::many_clients(bench, call.clone(), None, args.clients, args.clients_secs);
+    let (modern, modern_peak) = sample_memory(serve, modern).await;
+    let modern = modern?;
+    eprintln!("bench: {} stateless: {}", args.clients, line(&modern));
     let sessions = starts::open_sessions(bench, args.clients).await?;
     let legacy = starts::many_clients(
         bench,
-        call.clone(),
+        call,
         Some(&sessions),
         args.clients,
         args.clients_secs,
@@ -492,10 +498,6 @@ async fn clients(
     eprintln!("bench: {} sessions: {}", args.clients, line(&legacy));
     let left = starts::close_sessions(bench, &sessions).await;
     anyhow::ensure!(left == 0, "{left} sessions could not be ended");
-    let modern = starts::many_clients(bench, call, None, args.clients, args.clients_secs);
-    let (modern, modern_peak) = sample_memory(serve, modern).await;
-    let modern = modern?;
-    eprintln!("bench: {} stateless: {}", args.clients, line(&modern));
     let hwm = serve.memory_mib().map(|(_, hwm)| hwm).unwrap_or(0.0);
     report.clients(
         args.clients,

@@ -386,6 +386,10 @@ pub async fn watch<T, P: PartialEq, F: std::future::Future<Output = Option<P>>>(
     }
 }
 
+/// The id prefix of a read's workflow (`read-...`, a fresh id); the archiver leaves these out
+/// unless asked to archive reads.
+pub const READ_PREFIX: &str = "read";
+
 /// A fresh workflow id: `prefix-` and a hash of `scope` (who asks for what), the time and a
 /// per-process sequence, so no two calls share one (reads are never deduplicated).
 pub fn fresh_id(prefix: &str, scope: &serde_json::Value) -> String {

@@ -254,7 +254,7 @@ impl FrontDoor {
         operation: Operation,
     ) -> Result<Value, String> {
         let request = OperationRequest::new(operation, &identity.subject);
-        let id = fresh_id("read", identity, tool);
+        let id = fresh_id(changes::READ_PREFIX, identity, tool);
         self.temporal
             .run_operation(&id, request)
             .await
@@ -302,7 +302,7 @@ impl FrontDoor {
             }),
             &identity.subject,
         );
-        let id = fresh_id("read", identity, "list_devices");
+        let id = fresh_id(changes::READ_PREFIX, identity, "list_devices");
         let temporal = self.temporal.clone();
         let read = async move {
             match temporal.run_operation(&id, request).await {
@@ -612,7 +612,7 @@ impl FrontDoor {
             }
             Call::Operation(operation) => {
                 let id = if spec.read_only {
-                    fresh_id("read", identity, spec.name)
+                    fresh_id(changes::READ_PREFIX, identity, spec.name)
                 } else {
                     self.idempotent_id(
                         "op",
