@@ -838,8 +838,9 @@ Inspector's `--load` driving both changeflow and the seed-style peer (`bench/see
 official Python MCP SDK calling the simulator directly, no workflow, audit or policy). The \
 simulator direct row is wrk on the Catalyst Center simulator's HTTPS API.\n\
 - **1000 clients**: wrk with 1000 connections calling `get_change_status` (a query: no \
-workflow start); in the 2025-11-25 era over 1000 sessions opened first (initialize, \
-initialized), in the 2026-07-28 era stateless. Workflow calls past the front door's \
+workflow start); first in the 2026-07-28 era stateless, then in the 2025-11-25 era over 1000 \
+sessions opened first (initialize, initialized): resident memory is not given back, so the \
+sessions' peak includes what the stateless run left. Workflow calls past the front door's \
 `--max-in-flight` would be refused at once as retryable (\"shed\"), which is not an error.\n\
 - **The ceiling** is the embedded Temporal dev server: one process persisting to SQLite, on \
 the same two cores as everything else. Against an external Temporal \
