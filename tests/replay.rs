@@ -506,10 +506,8 @@ async fn the_archive_outlives_temporal_data_loss() {
     drop(audit);
     // The server takes the archiver's visibility query, which lists the change and leaves the
     // read out (a pass would otherwise list every read ever made, again and again).
-    let endpoints: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
     let temporal = changeflow_engine::temporal::connect(
-        endpoints["temporal"].as_str().unwrap(),
+        dev.endpoints["temporal"].as_str().unwrap(),
         "default",
         "changeflow-test",
     )

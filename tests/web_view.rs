@@ -30,8 +30,7 @@ async fn noc_engineers_approvers_and_auditors_use_the_web_view_in_a_real_browser
     let dir = common::TempDir::new("changeflow-web");
     let data = dir.0.join("changeflow");
     let dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
-    let endpoints: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
+    let endpoints = &dev.endpoints;
     let mut alice = dev.client("alice").await;
     let approve = common::request_ntp_change(&mut alice, "NTP, approved in the browser").await;
     let cancel = common::request_ntp_change(&mut alice, "NTP, canceled in the browser").await;
@@ -120,8 +119,7 @@ async fn the_web_view_signs_in_through_npm_oidc_provider_too() {
     let dir = common::TempDir::new("changeflow-web-oidc");
     let data = dir.0.join("changeflow");
     let dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
-    let endpoints: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
+    let endpoints = &dev.endpoints;
     let field = |name: &str| endpoints[name].as_str().unwrap().to_string();
     let (provider_port, serve_port) = (common::free_port(), common::free_port());
     let front = format!("http://127.0.0.1:{serve_port}");
@@ -230,9 +228,8 @@ fn set_cookies(response: &reqwest::Response) -> Vec<String> {
 async fn signing_in_refuses_forged_or_replayed_steps() {
     let dir = common::TempDir::new("changeflow-web-refusals");
     let data = dir.0.join("changeflow");
-    let _dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
-    let endpoints: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("endpoints.json")).unwrap()).unwrap();
+    let dev = common::DevProcess::start(data.clone(), &[], &dir.0.join("dev.log")).await;
+    let endpoints = &dev.endpoints;
     let ui = endpoints["ui"].as_str().unwrap().trim_end_matches('/');
     let issuer = endpoints["oidc_issuer"].as_str().unwrap();
     let http = reqwest::Client::builder()

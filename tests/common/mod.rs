@@ -384,6 +384,8 @@ pub struct DevProcess {
     child: Child,
     pub data: PathBuf,
     pub mcp: String,
+    /// Its `endpoints.json`.
+    pub endpoints: serde_json::Value,
 }
 
 impl DevProcess {
@@ -412,7 +414,12 @@ impl DevProcess {
         let endpoints: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&endpoints_file).unwrap()).unwrap();
         let mcp = endpoints["mcp"].as_str().unwrap().to_string();
-        DevProcess { child, data, mcp }
+        DevProcess {
+            child,
+            data,
+            mcp,
+            endpoints,
+        }
     }
 
     /// A development access token for `user`.
