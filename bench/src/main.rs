@@ -449,8 +449,11 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
 /// shared by every connection would measure rmcp's one-task-per-session queue instead).
 async fn queries(bench: &Bench, warm: &str, secs: u64, report: &mut Report) -> anyhow::Result<()> {
     let sessions = starts::open_sessions(bench, 50).await?;
+    let list = rpc("tools/list", json!({}));
+    let first = sessions.ids.first().context("no session opened")?;
+    let answer_bytes = starts::answer_bytes(bench, &list, first).await?;
     let listing =
-        starts::over_sessions(bench, rpc("tools/list", json!({})), &sessions, 50, secs).await?;
+        starts::over_sessions(bench, list, &sessions, 50, secs, Some(answer_bytes)).await?;
     eprintln!("bench: tools/list: {}", line(&listing));
     let status = starts::over_sessions(
         bench,
@@ -461,6 +464,7 @@ async fn queries(bench: &Bench, warm: &str, secs: u64, report: &mut Report) -> a
         &sessions,
         50,
         secs,
+        None,
     )
     .await?;
     eprintln!("bench: get_change_status: {}", line(&status));
@@ -837,6 +841,11 @@ round is in the summary.\n\
 Inspector's `--load` driving both changeflow and the seed-style peer (`bench/seed_peer.py`, the \
 official Python MCP SDK calling the simulator directly, no workflow, audit or policy). The \
 simulator direct row is wrk on the Catalyst Center simulator's HTTPS API.\n\
+- **`tools/list`** answers (77 KB each) are not handed to wrk's Lua one by one: copying each \
+into Lua cost wrk more CPU than the front door spent answering, on the same two cores. An \
+answer counts as an error when its HTTP status is one, and the run as all errors unless the \
+bytes read average one whole answer (measured once beforehand) within 1 %. \
+`get_change_status` answers are read one by one.\n\
 - **1000 clients**: wrk with 1000 connections calling `get_change_status` (a query: no \
 workflow start); first in the 2026-07-28 era stateless, then in the 2025-11-25 era over 1000 \
 sessions opened first (initialize, initialized): resident memory is not given back, so the \

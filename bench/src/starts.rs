@@ -375,7 +375,15 @@ pub async fn many_clients(
             .run()
             .await;
     };
-    over_sessions(bench, rpc("tools/call", call), sessions, clients, secs).await
+    over_sessions(
+        bench,
+        rpc("tools/call", call),
+        sessions,
+        clients,
+        secs,
+        None,
+    )
+    .await
 }
 
 /// wrk sending `body` over `connections`, each request in the next of `sessions` (2025-11-25).
@@ -385,12 +393,13 @@ pub async fn over_sessions(
     sessions: &Sessions,
     connections: u32,
     secs: u64,
+    answer_bytes: Option<u64>,
 ) -> anyhow::Result<Load> {
     let file = bench
         .dir
         .join(format!("sessions-{}.txt", sessions.ids.len()));
     std::fs::write(&file, sessions.ids.join("\n"))?;
-    let env = vec![
+    let mut env = vec![
         ("BENCH_SESSIONS", file.display().to_string()),
         ("BENCH_BODY", body.to_string()),
         (
@@ -401,6 +410,9 @@ pub async fn over_sessions(
             )]),
         ),
     ];
+    if let Some(bytes) = answer_bytes {
+        env.push(("BENCH_ANSWER_BYTES", bytes.to_string()));
+    }
     Wrk {
         script: &bench.script,
         url: &bench.mcp,
@@ -410,4 +422,51 @@ pub async fn over_sessions(
     }
     .run()
     .await
+}
+
+/// The size of one whole answer to `body` in `session` as it crosses the wire (status line,
+/// headers, chunked body), for wrk's check of answers it does not hand to Lua one by one
+/// (`BENCH_ANSWER_BYTES`). The answer must be a 200.
+pub async fn answer_bytes(bench: &Bench, body: &Value, session: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(&bench.mcp)?;
+    let host = url.host_str().context("the MCP endpoint has no host")?;
+    let port = url
+        .port_or_known_default()
+        .context("the MCP endpoint has no port")?;
+    let body = body.to_string().replace("{n}", "1-1");
+    let headers = bench.headers(&[
+        format!(
+            "MCP-Protocol-Version: {}",
+            changeflow::mcp_client::PROTOCOL_VERSION
+        ),
+        format!("Mcp-Session-Id: {session}"),
+    ]);
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\n{}\r\nContent-Length: {}\r\n\r\n{body}",
+        url.path(),
+        headers.replace('\n', "\r\n"),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let read = async {
+        while !answer.ends_with(b"\r\n0\r\n\r\n") {
+            let n = stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the front door closed the connection mid-answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .context("no whole answer within 30 s")??;
+    anyhow::ensure!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "the answer is not a 200: {}",
+        String::from_utf8_lossy(&answer[..answer.len().min(300)])
+    );
+    Ok(answer.len() as u64)
 }
