@@ -1389,6 +1389,18 @@ async fn a_change_outlives_its_clients_connection_and_is_found_again() {
     .await
     .expect("an ended change's status needs no worker");
     assert_eq!(remembered["structuredContent"], status["structuredContent"]);
+
+    // A change that never was is named as such (its query fails, and so does the describe).
+    let (unknown, _) = call(
+        &mut again,
+        "get_change_status",
+        json!({"change_id": "change-that-never-was"}),
+    )
+    .await;
+    assert!(
+        tool_error_text(&unknown).contains("no change 'change-that-never-was'"),
+        "{unknown}"
+    );
 }
 
 /// schemathesis (PyPI) generates requests from the REST proxy's own OpenAPI document, valid and

@@ -12,8 +12,9 @@ use futures_util::StreamExt;
 use schemars::JsonSchema;
 use std::time::Duration;
 use temporalio_client::{
-    Client, WorkflowCancelOptions, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+    Client, QueryRejectCondition, WorkflowCancelOptions, WorkflowExecuteUpdateOptions,
+    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowStartOptions,
     errors::{WorkflowGetResultError, WorkflowStartError, WorkflowUpdateError},
 };
 use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
@@ -195,6 +196,20 @@ pub async fn progress(client: &Client, workflow_id: &str) -> Option<ChangeProgre
             (),
             WorkflowQueryOptions::default(),
         )
+        .await
+        .ok()
+}
+
+/// A running change's progress from one query that also tells that it runs: the server
+/// rejects the query of a change that has ended (`QueryRejectCondition::NotOpen`) without
+/// asking a worker. `None` when it ended, does not exist or no worker answered.
+pub async fn open_progress(client: &Client, workflow_id: &str) -> Option<ChangeProgress> {
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
+    let options = WorkflowQueryOptions::builder()
+        .reject_condition(QueryRejectCondition::NotOpen)
+        .build();
+    handle
+        .query(TemplateDeployment::progress, (), options)
         .await
         .ok()
 }

@@ -167,9 +167,15 @@ impl Workflows for TemporalWorkflows {
         &self,
         id: &str,
     ) -> Result<(ExecutionState, Option<ChangeProgress>), ChangeError> {
+        // A running change (what pollers mostly ask about) costs one query; one that ended,
+        // a rejected query and a describe for its run, whose progress is then kept.
+        if let Some(progress) = changes::open_progress(&self.client, id).await {
+            return Ok((ExecutionState::Running, Some(progress)));
+        }
         let (state, run) = changes::status_of_run(&self.client, id).await?;
         if state == ExecutionState::Running {
-            return Ok((state, self.progress(id).await));
+            // The query failed (or the change started again since): no progress to show yet.
+            return Ok((state, None));
         }
         let key = (id.to_string(), run);
         if let Some(progress) = self.ended.get(&key) {
