@@ -402,13 +402,7 @@ pub async fn over_sessions(
     let mut env = vec![
         ("BENCH_SESSIONS", file.display().to_string()),
         ("BENCH_BODY", body.to_string()),
-        (
-            "BENCH_HEADERS",
-            bench.headers(&[format!(
-                "MCP-Protocol-Version: {}",
-                changeflow::mcp_client::PROTOCOL_VERSION
-            )]),
-        ),
+        ("BENCH_HEADERS", session_headers(bench, &[])),
     ];
     if let Some(bytes) = answer_bytes {
         env.push(("BENCH_ANSWER_BYTES", bytes.to_string()));
@@ -424,6 +418,17 @@ pub async fn over_sessions(
     .await
 }
 
+/// The headers of a request in a 2025-11-25 session (the session id aside, which wrk's script
+/// sets per request), with `more`.
+fn session_headers(bench: &Bench, more: &[String]) -> String {
+    let mut extra = vec![format!(
+        "MCP-Protocol-Version: {}",
+        changeflow::mcp_client::PROTOCOL_VERSION
+    )];
+    extra.extend_from_slice(more);
+    bench.headers(&extra)
+}
+
 /// The size of one whole answer to `body` in `session` as it crosses the wire (status line,
 /// headers, chunked body), for wrk's check of answers it does not hand to Lua one by one
 /// (`BENCH_ANSWER_BYTES`). The answer must be a 200.
@@ -435,13 +440,7 @@ pub async fn answer_bytes(bench: &Bench, body: &Value, session: &str) -> anyhow:
         .port_or_known_default()
         .context("the MCP endpoint has no port")?;
     let body = body.to_string().replace("{n}", "1-1");
-    let headers = bench.headers(&[
-        format!(
-            "MCP-Protocol-Version: {}",
-            changeflow::mcp_client::PROTOCOL_VERSION
-        ),
-        format!("Mcp-Session-Id: {session}"),
-    ]);
+    let headers = session_headers(bench, &[format!("Mcp-Session-Id: {session}")]);
     let request = format!(
         "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\n{}\r\nContent-Length: {}\r\n\r\n{body}",
         url.path(),

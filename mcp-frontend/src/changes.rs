@@ -189,25 +189,25 @@ pub async fn run_operation(
 
 /// The change's current progress, or `None` while no worker has answered yet.
 pub async fn progress(client: &Client, workflow_id: &str) -> Option<ChangeProgress> {
-    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
-    handle
-        .query(
-            TemplateDeployment::progress,
-            (),
-            WorkflowQueryOptions::default(),
-        )
-        .await
-        .ok()
+    query_progress(client, workflow_id, WorkflowQueryOptions::default()).await
 }
 
 /// A running change's progress from one query that also tells that it runs: the server
 /// rejects the query of a change that has ended (`QueryRejectCondition::NotOpen`) without
 /// asking a worker. `None` when it ended, does not exist or no worker answered.
 pub async fn open_progress(client: &Client, workflow_id: &str) -> Option<ChangeProgress> {
-    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     let options = WorkflowQueryOptions::builder()
         .reject_condition(QueryRejectCondition::NotOpen)
         .build();
+    query_progress(client, workflow_id, options).await
+}
+
+async fn query_progress(
+    client: &Client,
+    workflow_id: &str,
+    options: WorkflowQueryOptions,
+) -> Option<ChangeProgress> {
+    let handle = client.get_workflow_handle::<TemplateDeployment>(workflow_id);
     handle
         .query(TemplateDeployment::progress, (), options)
         .await
