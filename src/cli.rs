@@ -156,6 +156,10 @@ impl Command {
 }
 
 #[derive(Args)]
+#[command(
+    mut_arg("servicenow_url", |a| a.required_if_eq("in_process_worker", "true")),
+    mut_arg("catalyst_url", |a| a.required_if_eq("in_process_worker", "true"))
+)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CHANGEFLOW_LISTEN", default_value = "127.0.0.1:8080")]
@@ -234,6 +238,18 @@ pub(crate) struct ServeArgs {
     /// (no new connections are accepted meanwhile).
     #[arg(long, env = "CHANGEFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub(crate) shutdown_grace_secs: u64,
+    /// Also run a worker in this process, on the same Temporal connection and task queue, with
+    /// `changeflow worker`'s options (--servicenow-url and --catalyst-url at least). Workflow
+    /// calls then start eagerly: the worker gets the first workflow task in the start's answer
+    /// instead of polling for it, which makes quick reads cheaper for Temporal. Separate
+    /// `changeflow worker` processes may poll the same queue beside it.
+    #[arg(long, env = "CHANGEFLOW_IN_PROCESS_WORKER")]
+    pub(crate) in_process_worker: bool,
+    #[command(
+        flatten,
+        next_help_heading = "In-process worker (with --in-process-worker)"
+    )]
+    pub(crate) worker: DownstreamArgs,
 }
 
 #[cfg(feature = "dev")]
@@ -519,13 +535,34 @@ pub(crate) struct DevArgs {
 }
 
 #[derive(Args)]
+#[command(
+    mut_arg("servicenow_url", |a| a.required(true)),
+    mut_arg("catalyst_url", |a| a.required(true))
+)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) downstream: DownstreamArgs,
+    /// Where device check snapshots (the outputs of pre- and post-change commands) are kept,
+    /// outside workflow history, as evidence; default <data dir>/snapshots. Workers of one
+    /// task queue must share it.
+    #[arg(long, env = "CHANGEFLOW_SNAPSHOT_DIR")]
+    pub(crate) snapshot_dir: Option<PathBuf>,
+    /// Serve `/healthz` and `/readyz` (Temporal reachable) on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, env = "CHANGEFLOW_WORKER_HEALTH_LISTEN")]
+    pub(crate) health_listen: Option<String>,
+}
+
+/// What a worker needs to reach the downstream systems: `changeflow worker`'s options, and
+/// `changeflow serve --in-process-worker`'s. The two URLs are required by the command that
+/// flattens this (always for `worker`; with `--in-process-worker` for `serve`).
+#[derive(Args)]
+pub(crate) struct DownstreamArgs {
     /// ServiceNow instance URL.
     #[arg(long, env = "CHANGEFLOW_SERVICENOW_URL")]
-    pub(crate) servicenow_url: String,
+    pub(crate) servicenow_url: Option<String>,
     /// Catalyst Center URL.
     #[arg(long, env = "CHANGEFLOW_CATALYST_URL")]
-    pub(crate) catalyst_url: String,
+    pub(crate) catalyst_url: Option<String>,
     /// GitHub's API: https://api.github.com, or GitHub Enterprise's https://HOST/api/v3. Needed
     /// by the GitHub tools and by changes that deploy a template from Git; calls are made as
     /// the person who asked, with their token from Vault (--vault-github-path).
@@ -537,17 +574,10 @@ pub(crate) struct WorkerArgs {
     /// Milliseconds between deployment task polls.
     #[arg(long, default_value_t = 1000)]
     pub(crate) poll_interval_ms: u64,
-    /// Where device check snapshots (the outputs of pre- and post-change commands) are kept,
-    /// outside workflow history, as evidence; default <data dir>/snapshots. Workers of one
-    /// task queue must share it.
-    #[arg(long, env = "CHANGEFLOW_SNAPSHOT_DIR")]
-    pub(crate) snapshot_dir: Option<PathBuf>,
-    /// Serve `/healthz` and `/readyz` (Temporal reachable) on this address, e.g. 127.0.0.1:9090.
-    #[arg(long, env = "CHANGEFLOW_WORKER_HEALTH_LISTEN")]
-    pub(crate) health_listen: Option<String>,
     /// Serve the Temporal SDK's own worker metrics (poll latencies, task slots,
     /// schedule-to-start latency; names start with `temporal_`) in Prometheus format on this
-    /// address, e.g. 127.0.0.1:9091. Changeflow's metrics are on --health-listen.
+    /// address, e.g. 127.0.0.1:9091. Changeflow's own metrics are on the worker's
+    /// --health-listen, or on serve's /metrics.
     #[arg(long, env = "CHANGEFLOW_WORKER_SDK_METRICS_LISTEN")]
     pub(crate) sdk_metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]

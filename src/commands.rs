@@ -7,6 +7,7 @@ use changeflow_credentials::vault::{VaultAuth, VaultCredentials, VaultSettings};
 use changeflow_credentials::{
     CatalystCredentials, CredentialProvider, Secret, ServiceNowCredentials, StaticCredentials,
 };
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,18 +89,37 @@ pub(crate) fn credential_provider(
     }))
 }
 
-pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Result<()> {
-    let credentials = credential_provider(&args.vault, args.secrets)?;
-    let downstream = DownstreamConfig {
-        servicenow_url: args.servicenow_url,
-        catalyst_url: args.catalyst_url,
-        github_url: args.github_url,
-        ca_file: args.ca_file,
-        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
-        snapshot_dir: args
-            .snapshot_dir
-            .unwrap_or_else(|| g.data_dir.join("snapshots")),
+/// The downstream systems a worker reaches, from its options.
+fn downstream_config(
+    args: &DownstreamArgs,
+    snapshot_dir: PathBuf,
+) -> anyhow::Result<DownstreamConfig> {
+    let url = |value: &Option<String>, flag: &str| {
+        value
+            .clone()
+            .with_context(|| format!("a worker needs --{flag}"))
     };
+    Ok(DownstreamConfig {
+        servicenow_url: url(&args.servicenow_url, "servicenow-url")?,
+        catalyst_url: url(&args.catalyst_url, "catalyst-url")?,
+        github_url: args.github_url.clone(),
+        ca_file: args.ca_file.clone(),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+        snapshot_dir,
+    })
+}
+
+pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Result<()> {
+    let WorkerArgs {
+        downstream: worker,
+        snapshot_dir,
+        health_listen,
+    } = *args;
+    let downstream = downstream_config(
+        &worker,
+        snapshot_dir.unwrap_or_else(|| g.data_dir.join("snapshots")),
+    )?;
+    let credentials = credential_provider(&worker.vault, worker.secrets)?;
     #[cfg(not(feature = "dev"))]
     let address = g.temporal_address.clone().context(
         "worker needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS): this build has no embedded Temporal",
@@ -122,7 +142,7 @@ pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Res
     };
     let client =
         changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-worker").await?;
-    let health = match &args.health_listen {
+    let health = match &health_listen {
         Some(listen) => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -141,7 +161,7 @@ pub(crate) async fn worker(g: &GlobalArgs, args: Box<WorkerArgs>) -> anyhow::Res
         &g.task_queue,
         &downstream,
         credentials,
-        args.sdk_metrics_listen,
+        worker.sdk_metrics_listen,
         stop_requested(),
     )
     .await;
@@ -335,6 +355,20 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         .temporal_address
         .clone()
         .context("serve needs --temporal-address (CHANGEFLOW_TEMPORAL_ADDRESS); `changeflow dev` runs everything locally")?;
+    let snapshot_dir = args
+        .snapshot_dir
+        .clone()
+        .unwrap_or_else(|| g.data_dir.join("snapshots"));
+    let worker = if args.in_process_worker {
+        let worker = args.worker;
+        Some((
+            downstream_config(&worker, snapshot_dir.clone()).context("--in-process-worker")?,
+            credential_provider(&worker.vault, worker.secrets)?,
+            worker.sdk_metrics_listen,
+        ))
+    } else {
+        None
+    };
     let client =
         changeflow_engine::temporal::connect(&address, &g.namespace, "changeflow-frontend").await?;
     let public_url = args
@@ -362,9 +396,7 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
         approval_poll_secs: args.approval_poll_secs,
         archive_every: std::time::Duration::from_secs(args.archive_interval_secs),
         archive_reads: args.archive_reads,
-        snapshot_dir: args
-            .snapshot_dir
-            .unwrap_or_else(|| g.data_dir.join("snapshots")),
+        snapshot_dir,
         max_in_flight: args.max_in_flight,
         web: args
             .ui_client_id
@@ -379,13 +411,57 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
                 },
             }),
     };
+    // The worker shares the front door's client, so that the SDK hands it the first workflow
+    // task of each start made through that client (eager start).
+    let (stop_worker, worker_stop) = tokio::sync::oneshot::channel::<()>();
+    let mut worker = worker.map(|(downstream, credentials, sdk_metrics)| {
+        let (client, task_queue) = (client.clone(), g.task_queue.clone());
+        tokio::task::spawn_local(async move {
+            let stop = async {
+                let _ = worker_stop.await;
+            };
+            changeflow::worker::run_worker(
+                client,
+                &task_queue,
+                &downstream,
+                credentials,
+                sdk_metrics,
+                stop,
+            )
+            .await
+        })
+    });
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(
-        "MCP front door at {} (metadata at {}/.well-known/oauth-protected-resource)",
+        "MCP front door at {} (metadata at {}/.well-known/oauth-protected-resource){}",
         door.mcp_url(),
-        door.url
+        door.url,
+        if worker.is_some() {
+            format!(", with a worker in process on task queue {}", g.task_queue)
+        } else {
+            String::new()
+        }
     );
-    stop_requested().await;
+    let stopped_by_worker = {
+        let worker_failed = async {
+            match worker.as_mut() {
+                Some(running) => match running.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("the in-process worker stopped"),
+                    Err(e) => e.into(),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop_requested() => None,
+            e = worker_failed => Some(e),
+        }
+    };
+    if let Some(e) = stopped_by_worker {
+        door.shutdown(std::time::Duration::ZERO).await;
+        return Err(e.context("in-process worker"));
+    }
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     tracing::info!(
         grace_secs = args.shutdown_grace_secs,
@@ -398,6 +474,10 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
             grace_secs = args.shutdown_grace_secs,
             "front door stopped with requests still in flight after the grace period (their changes go on in Temporal)"
         );
+    }
+    if let Some(running) = worker {
+        let _ = stop_worker.send(());
+        running.await??;
     }
     Ok(())
 }

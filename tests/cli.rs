@@ -764,3 +764,184 @@ fn a_configuration_file_sets_options_under_flags_and_environment_and_refuses_sec
     assert_eq!(code, Some(2));
     assert!(err.contains("missing.toml"), "{err}");
 }
+
+#[test]
+fn serve_with_an_in_process_worker_runs_calls_with_no_other_worker() {
+    // Asked for without the worker's options: a usage error naming them, before anything is
+    // started. Without --in-process-worker they are not needed.
+    let serve_without_urls = |extra: &[&str]| {
+        changeflow()
+            .args([
+                "serve",
+                "--oidc-issuer",
+                "http://127.0.0.1:9",
+                "--temporal-address",
+                "127.0.0.1:9",
+            ])
+            .args(extra)
+            .env_remove("CHANGEFLOW_SERVICENOW_URL")
+            .env_remove("CHANGEFLOW_CATALYST_URL")
+            .env_remove("CHANGEFLOW_IN_PROCESS_WORKER")
+            .output()
+            .unwrap()
+    };
+    let out = serve_without_urls(&[
+        "--in-process-worker",
+        "--servicenow-url",
+        "https://sn.example",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("required arguments were not provided:\n  --catalyst-url <CATALYST_URL>\n\n"),
+        "only the missing one: {stderr}"
+    );
+    let out = serve_without_urls(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to Temporal at 127.0.0.1:9"),
+        "got past the options: {stderr}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let h = common::Harness::start(common::HarnessOptions::default()).await;
+        let issuer = changeflow_devstack::dev_issuer::start(&h.dir.0.join("idp"), 0)
+            .await
+            .unwrap();
+        let creds = &h.sims.credentials;
+        let serve = |port: u16, extra: &[&str], log: &str| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
+                .args([
+                    "serve",
+                    "--in-process-worker",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--oidc-issuer",
+                    issuer.url(),
+                ])
+                .args([
+                    "--temporal-address",
+                    &h.temporal.address(),
+                    "--task-queue",
+                    &h.task_queue,
+                    "--shutdown-grace-secs",
+                    "2",
+                ])
+                .args([
+                    "--servicenow-url",
+                    &h.sims.servicenow_url,
+                    "--catalyst-url",
+                    &h.sims.catalyst_url,
+                ])
+                .arg("--ca-file")
+                .arg(h.sims.ca_file.as_ref().unwrap())
+                .args(extra)
+                .arg("--data-dir")
+                .arg(&h.dir.0)
+                .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
+                .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
+                .env(
+                    "CHANGEFLOW_SERVICENOW_CLIENT_ID",
+                    &creds.servicenow_client_id,
+                )
+                .env(
+                    "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
+                    &creds.servicenow_client_secret,
+                )
+                .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
+                .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
+                .env("CHANGEFLOW_LOG", "info")
+                .kill_on_drop(true)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(h.dir.0.join(log)).unwrap())
+                .spawn()
+                .unwrap()
+        };
+
+        // The worker cannot start (its metrics address is taken): serve does not go on
+        // without it, it exits 1 saying why.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_at = taken.local_addr().unwrap().to_string();
+        let mut broken = serve(
+            common::free_port(),
+            &["--sdk-metrics-listen", &taken_at],
+            "broken.log",
+        );
+        let status = tokio::time::timeout(Duration::from_secs(30), broken.wait())
+            .await
+            .expect("serve stops when its worker does")
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        let log = std::fs::read_to_string(h.dir.0.join("broken.log")).unwrap();
+        assert!(
+            log.contains("in-process worker")
+                && log.contains(&format!(
+                    "cannot serve the Temporal SDK metrics on {taken_at}"
+                )),
+            "{log}"
+        );
+
+        // No `changeflow worker` polls this task queue: the read is run by serve's own worker.
+        let port = common::free_port();
+        let mut running = serve(port, &[], "serve.log");
+        let token = issuer
+            .issuer
+            .mint(&changeflow_devstack::dev_issuer::DevTokenRequest {
+                user: "alice".into(),
+                audience: format!("http://127.0.0.1:{port}/mcp"),
+                ttl: Duration::from_secs(60),
+                mfa: None,
+            })
+            .unwrap();
+        let read = || {
+            reqwest::Client::new()
+                .post(format!(
+                    "http://127.0.0.1:{port}/api/v1/mcp/catalyst-center/tools/list_devices"
+                ))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"arguments": {}}))
+                .timeout(Duration::from_secs(30))
+                .send()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            match read().await {
+                Ok(answer) => break answer,
+                Err(e) => assert!(Instant::now() < deadline, "serve never answered: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(answer.status(), 200);
+        let body = answer.text().await.unwrap();
+        assert!(
+            body.contains(changeflow_simulators::seed::DEVICES[0].0),
+            "{body}"
+        );
+
+        // SIGTERM: the front door drains, then the worker stops, and serve exits 0.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(running.id().unwrap() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(15), running.wait())
+            .await
+            .expect("serve exits")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        let log = std::fs::read_to_string(h.dir.0.join("serve.log")).unwrap();
+        assert!(
+            log.contains("worker started")
+                && log.contains("front door stopped")
+                && log.contains("worker stopped"),
+            "{log}"
+        );
+        assert!(
+            !log.contains(&creds.catalyst_password),
+            "no secret in the log"
+        );
+    });
+}

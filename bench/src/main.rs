@@ -63,6 +63,13 @@ struct Args {
     only: Vec<Part>,
 }
 
+/// The front doors whose workflow starts are eager (a worker shares their Temporal client).
+#[derive(Clone, Copy)]
+enum Eager {
+    Dev,
+    Serve,
+}
+
 /// The parts of a run.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
@@ -224,58 +231,11 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     let field = |name: &str| endpoints[name].as_str().unwrap_or_default().to_string();
 
     // A front door of its own, so that its memory is the front door's alone.
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let serve_log = dir.join("serve.log");
-    let mut command = Command::new(&changeflow);
-    command
-        .arg("--data-dir")
-        .arg(dir.join("serve"))
-        .args(["--temporal-address", &field("temporal")])
-        .args(["--namespace", &field("namespace")])
-        .args(["--task-queue", &field("task_queue")])
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--oidc-issuer", &field("oidc_issuer")])
-        .arg("--policy-dir")
-        .arg(&args.policy_dir)
-        // Started changes wait for approval; an hour between their looks in ServiceNow keeps
-        // thousands of them from loading the runs that follow.
-        .args(["--approval-poll-secs", "3600"])
-        .env("CHANGEFLOW_LOG", "warn");
-    if let Some(limit) = args.max_in_flight {
-        command.args(["--max-in-flight", &limit.to_string()]);
-    }
-    let serve = Process::spawn("changeflow serve", &mut command, &serve_log)?;
-    let http = reqwest::Client::new();
-    wait_for("changeflow serve", Duration::from_secs(60), || {
-        let probe = http
-            .get(format!("{base}/.well-known/oauth-protected-resource"))
-            .send();
-        async move { probe.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await?;
+    let (serve, base) = start_serve(&changeflow, args, dir, &endpoints, false).await?;
     let mcp = format!("{base}/mcp");
-
-    let token = Command::new(&changeflow)
-        .arg("--data-dir")
-        .arg(&dev_dir)
-        .args(["token", "--user", "alice", "--audience", &mcp])
-        .output()
-        .await?;
-    anyhow::ensure!(
-        token.status.success(),
-        "changeflow token: {}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let token = String::from_utf8(token.stdout)?.trim().to_string();
+    let token = alice_token(&changeflow, &dev_dir, Some(&mcp)).await?;
     // A token for the dev stack's own front door (its default audience).
-    let dev_token = Command::new(&changeflow)
-        .arg("--data-dir")
-        .arg(&dev_dir)
-        .args(["token", "--user", "alice"])
-        .output()
-        .await?;
-    let dev_token = String::from_utf8(dev_token.stdout)?.trim().to_string();
+    let dev_token = alice_token(&changeflow, &dev_dir, None).await?;
 
     // The seed-style peer.
     let peer_port = free_port()?;
@@ -379,6 +339,16 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     } else {
         &[]
     };
+    // A second front door with a worker in its process (`serve --in-process-worker`): its
+    // starts are eager too, as in `changeflow dev`.
+    let serve_worker = if reads.is_empty() {
+        None
+    } else {
+        let (process, base) = start_serve(&changeflow, args, dir, &endpoints, true).await?;
+        let mcp = format!("{base}/mcp");
+        let token = alice_token(&changeflow, &dev_dir, Some(&mcp)).await?;
+        Some((process, mcp, token))
+    };
     for (tool, arguments, path) in reads {
         starts::wait_quiet(Duration::from_secs(120)).await;
         for clients in [1, 10, 50] {
@@ -421,7 +391,20 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
             "bench: {tool} x50 changeflow dev (eager): {}",
             line(&embedded)
         );
-        report.embedded_reads(tool, &embedded, raw.rate());
+        report.eager_reads(tool, Eager::Dev, &embedded, raw.rate());
+        if let Some((_, mcp, token)) = &serve_worker {
+            let load = inspector
+                .load(mcp, Some(token), tool, arguments, 50, args.read_secs)
+                .await?;
+            eprintln!(
+                "bench: {tool} x50 serve --in-process-worker (eager): {}",
+                line(&load)
+            );
+            report.eager_reads(tool, Eager::Serve, &load, raw.rate());
+        }
+    }
+    if let Some((process, _, _)) = serve_worker {
+        process.stop(Duration::from_secs(15)).await;
     }
 
     // 3. No workflow: tools/list and get_change_status.
@@ -443,6 +426,103 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     serve.stop(Duration::from_secs(15)).await;
     dev.stop(Duration::from_secs(30)).await;
     Ok(report.finish())
+}
+
+/// Starts a `changeflow serve` against the dev stack and waits until it answers: the front door
+/// alone, or with a worker in its process reaching the stack's simulators through its Vault.
+/// Returns it and its base URL.
+async fn start_serve(
+    changeflow: &Path,
+    args: &Args,
+    dir: &Path,
+    endpoints: &Value,
+    in_process_worker: bool,
+) -> anyhow::Result<(Process, String)> {
+    let field = |name: &str| endpoints[name].as_str().unwrap_or_default().to_string();
+    let (name, data) = if in_process_worker {
+        ("changeflow serve --in-process-worker", "serve-worker")
+    } else {
+        ("changeflow serve", "serve")
+    };
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(changeflow);
+    command
+        .arg("--data-dir")
+        .arg(dir.join(data))
+        .args(["--temporal-address", &field("temporal")])
+        .args(["--namespace", &field("namespace")])
+        .args(["--task-queue", &field("task_queue")])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--oidc-issuer", &field("oidc_issuer")])
+        .arg("--policy-dir")
+        .arg(&args.policy_dir)
+        // Started changes wait for approval; an hour between their looks in ServiceNow keeps
+        // thousands of them from loading the runs that follow.
+        .args(["--approval-poll-secs", "3600"])
+        .env("CHANGEFLOW_LOG", "warn");
+    if let Some(limit) = args.max_in_flight {
+        command.args(["--max-in-flight", &limit.to_string()]);
+    }
+    if in_process_worker {
+        command
+            .args([
+                "--in-process-worker",
+                "--servicenow-url",
+                &field("servicenow"),
+            ])
+            .args(["--catalyst-url", &field("catalyst_center")])
+            .args(["--vault-address", &field("vault")])
+            .env("CHANGEFLOW_VAULT_TOKEN", field("vault_token"));
+        if let Some(ca) = endpoints["ca_file"].as_str() {
+            command.args(["--ca-file", ca]);
+        }
+    }
+    let log = dir.join(format!("{data}.log"));
+    let mut serve = Process::spawn(name, &mut command, &log)?;
+    let http = reqwest::Client::new();
+    let mut failed = None;
+    wait_for(name, Duration::from_secs(60), || {
+        if let Err(e) = serve.ensure_running(&log) {
+            failed = Some(e);
+            return futures::future::Either::Left(std::future::ready(true));
+        }
+        let probe = http
+            .get(format!("{base}/.well-known/oauth-protected-resource"))
+            .send();
+        futures::future::Either::Right(
+            async move { probe.await.is_ok_and(|r| r.status().is_success()) },
+        )
+    })
+    .await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((serve, base)),
+    }
+}
+
+/// A development token for alice from the dev stack's OpenID provider, for `audience` (default:
+/// the dev stack's own front door).
+async fn alice_token(
+    changeflow: &Path,
+    dev_dir: &Path,
+    audience: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut command = Command::new(changeflow);
+    command
+        .arg("--data-dir")
+        .arg(dev_dir)
+        .args(["token", "--user", "alice"]);
+    if let Some(audience) = audience {
+        command.args(["--audience", audience]);
+    }
+    let out = command.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "changeflow token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 /// `tools/list` and `get_change_status` from 50 clients, each with its own session (one session
@@ -700,16 +780,20 @@ impl Report {
         );
     }
 
-    fn embedded_reads(&mut self, tool: &str, load: &Load, raw: f64) {
-        self.detail(
-            &format!("{tool} ×50, changeflow dev (worker in process, eager start)"),
-            load,
-        );
-        self.row(
-            &format!(
-                "{tool}, 50 clients, `changeflow dev` front door (eager start), errors {}",
-                load.errors
+    fn eager_reads(&mut self, tool: &str, front_door: Eager, load: &Load, raw: f64) {
+        let (detail, summary) = match front_door {
+            Eager::Dev => (
+                "changeflow dev (worker in process, eager start)",
+                "`changeflow dev` front door (eager start)",
             ),
+            Eager::Serve => (
+                "changeflow serve --in-process-worker (eager start)",
+                "`serve --in-process-worker` (eager start)",
+            ),
+        };
+        self.detail(&format!("{tool} ×50, {detail}"), load);
+        self.row(
+            &format!("{tool}, 50 clients, {summary}, errors {}", load.errors),
             load.brief(),
             "—".into(),
             "—".into(),
