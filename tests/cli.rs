@@ -28,6 +28,10 @@ fn every_subcommand_explains_itself() {
         (vec!["audit", "verify", "--help"], "first broken record"),
         (vec!["policy", "test", "--help"], "test_"),
         (vec!["worker", "--help"], "--vault-address"),
+        (
+            vec!["serve", "--help"],
+            "In-process worker (with --in-process-worker)",
+        ),
     ] {
         let out = changeflow().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
