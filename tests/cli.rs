@@ -845,18 +845,7 @@ fn serve_with_an_in_process_worker_runs_calls_with_no_other_worker() {
                 .args(extra)
                 .arg("--data-dir")
                 .arg(&h.dir.0)
-                .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
-                .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
-                .env(
-                    "CHANGEFLOW_SERVICENOW_CLIENT_ID",
-                    &creds.servicenow_client_id,
-                )
-                .env(
-                    "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
-                    &creds.servicenow_client_secret,
-                )
-                .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
-                .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
+                .envs(h.credential_env())
                 .env("CHANGEFLOW_LOG", "info")
                 .kill_on_drop(true)
                 .stdout(Stdio::null())

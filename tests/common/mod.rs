@@ -93,6 +93,37 @@ impl Harness {
         self.dir.0.join("snapshots")
     }
 
+    /// The simulators' credentials as a worker takes them without Vault (environment only).
+    pub fn credential_env(&self) -> [(&'static str, String); 6] {
+        let creds = &self.sims.credentials;
+        [
+            (
+                "CHANGEFLOW_SERVICENOW_USERNAME",
+                creds.servicenow_username.clone(),
+            ),
+            (
+                "CHANGEFLOW_SERVICENOW_PASSWORD",
+                creds.servicenow_password.clone(),
+            ),
+            (
+                "CHANGEFLOW_SERVICENOW_CLIENT_ID",
+                creds.servicenow_client_id.clone(),
+            ),
+            (
+                "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
+                creds.servicenow_client_secret.clone(),
+            ),
+            (
+                "CHANGEFLOW_CATALYST_USERNAME",
+                creds.catalyst_username.clone(),
+            ),
+            (
+                "CHANGEFLOW_CATALYST_PASSWORD",
+                creds.catalyst_password.clone(),
+            ),
+        ]
+    }
+
     /// Starts `changeflow worker` for this harness; its stderr goes to `<dir>/worker-N.log`.
     pub fn spawn_worker(&self) -> WorkerProcess {
         self.spawn_worker_with_env(&[])
@@ -100,7 +131,6 @@ impl Harness {
 
     /// As `spawn_worker`, with some environment variables overridden.
     pub fn spawn_worker_with_env(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
-        let creds = &self.sims.credentials;
         let log_path = self
             .dir
             .0
@@ -117,18 +147,7 @@ impl Harness {
             .args(["--poll-interval-ms", "200"])
             .arg("--snapshot-dir")
             .arg(self.snapshot_dir())
-            .env("CHANGEFLOW_SERVICENOW_USERNAME", &creds.servicenow_username)
-            .env("CHANGEFLOW_SERVICENOW_PASSWORD", &creds.servicenow_password)
-            .env(
-                "CHANGEFLOW_SERVICENOW_CLIENT_ID",
-                &creds.servicenow_client_id,
-            )
-            .env(
-                "CHANGEFLOW_SERVICENOW_CLIENT_SECRET",
-                &creds.servicenow_client_secret,
-            )
-            .env("CHANGEFLOW_CATALYST_USERNAME", &creds.catalyst_username)
-            .env("CHANGEFLOW_CATALYST_PASSWORD", &creds.catalyst_password)
+            .envs(self.credential_env())
             .env("CHANGEFLOW_LOG", "info")
             .envs(overrides.iter().copied())
             .stdin(Stdio::null())
