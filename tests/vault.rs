@@ -333,3 +333,71 @@ async fn the_evidence_key_signs_in_transit_only_for_a_role_granted_it() {
     let refused = reader.sign_evidence(&message).await.unwrap_err();
     assert!(matches!(refused, CredentialError::Refused(_)), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_written_to_a_kv_mount_being_upgraded_waits_for_the_upgrade() {
+    // A KV mount refuses writes while it is upgraded to version 2 ("Upgrading from
+    // non-versioned to versioned data", a 400). The dev server's `secret/` is upgraded like
+    // that just after the server starts, and the dev stack's seeding once failed on it. Here a
+    // version 1 mount holding data is switched to version 2, and written to at once.
+    let f = seeded_vault().await;
+    let (address, root) = (f.vault.address(), f.vault.root_token().expose().to_string());
+    let http = reqwest::Client::new();
+    let send = |request: reqwest::RequestBuilder| async {
+        let answer = request.header("X-Vault-Token", &root).send().await.unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+        answer
+    };
+    send(
+        http.post(format!("{address}/v1/sys/mounts/upgraded"))
+            .json(&serde_json::json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    // Enough data that the upgrade outlasts a few requests.
+    for batch in 0..100 {
+        futures::future::join_all((0..50).map(|n| {
+            send(
+                http.post(format!("{address}/v1/upgraded/old/{batch}/{n}"))
+                    .json(&serde_json::json!({"v": n})),
+            )
+        }))
+        .await;
+    }
+    send(
+        http.post(format!("{address}/v1/sys/mounts/upgraded/tune"))
+            .json(&serde_json::json!({"options": {"version": "2"}})),
+    )
+    .await;
+    let refused_meanwhile = http
+        .post(format!("{address}/v1/upgraded/data/probe"))
+        .header("X-Vault-Token", &root)
+        .json(&serde_json::json!({"data": {"v": 1}}))
+        .send()
+        .await
+        .unwrap();
+    let body = refused_meanwhile.text().await.unwrap();
+    assert!(
+        body.contains("Upgrading from non-versioned to versioned data"),
+        "the upgrade was over before a write: {body}"
+    );
+
+    let value = BTreeMap::from([("token".to_string(), "t-1".to_string())]);
+    admin::write_secret(&address, &root, "upgraded", "team/alice", &value)
+        .await
+        .unwrap();
+    let read: serde_json::Value = send(http.get(format!("{address}/v1/upgraded/data/team/alice")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["data"]["data"]["token"], "t-1", "{read}");
+    // Any other refusal is not waited for.
+    let started = std::time::Instant::now();
+    let refused = admin::write_secret(&address, "not-a-token", "secret", "x", &value).await;
+    assert!(refused.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

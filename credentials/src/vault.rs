@@ -400,11 +400,26 @@ pub mod admin {
         value: &BTreeMap<String, String>,
     ) -> Result<(), CredentialError> {
         let client = client(address, token)?;
-        vaultrs::kv2::set(&client, mount, path, value)
-            .await
-            .map_err(|e| classify(e, &format!("writing {mount}/{path}")))?;
-        Ok(())
+        // A KV mount made at the server's start (the dev server's `secret/`) is upgraded to
+        // version 2 in the background, and refuses writes with a 400 saying so until it is
+        // done: wait for that (seen to take up to a second), and only for that.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match vaultrs::kv2::set(&client, mount, path, value).await {
+                Ok(_) => return Ok(()),
+                Err(ClientError::APIError { code: 400, errors })
+                    if Instant::now() < deadline
+                        && errors.iter().any(|e| e.contains(KV_UPGRADING)) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(classify(e, &format!("writing {mount}/{path}"))),
+            }
+        }
     }
+
+    /// What Vault and OpenBao answer while a KV mount is being upgraded to version 2.
+    const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 
     /// Enables the Transit engine at `mount` (if it is not already) and creates the ed25519
     /// evidence key `key` there (kept if it exists).
