@@ -413,23 +413,14 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
     };
     // The worker shares the front door's client, so that the SDK hands it the first workflow
     // task of each start made through that client (eager start).
-    let (stop_worker, worker_stop) = tokio::sync::oneshot::channel::<()>();
     let mut worker = worker.map(|(downstream, credentials, sdk_metrics)| {
-        let (client, task_queue) = (client.clone(), g.task_queue.clone());
-        tokio::task::spawn_local(async move {
-            let stop = async {
-                let _ = worker_stop.await;
-            };
-            changeflow::worker::run_worker(
-                client,
-                &task_queue,
-                &downstream,
-                credentials,
-                sdk_metrics,
-                stop,
-            )
-            .await
-        })
+        changeflow::worker::LocalWorker::spawn(
+            client.clone(),
+            g.task_queue.clone(),
+            downstream,
+            credentials,
+            sdk_metrics,
+        )
     });
     let door = changeflow::front_door::start(options, &args.listen, public_url, client).await?;
     eprintln!(
@@ -442,21 +433,14 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
             String::new()
         }
     );
-    let stopped_by_worker = {
-        let worker_failed = async {
+    let stopped_by_worker = tokio::select! {
+        _ = stop_requested() => None,
+        e = async {
             match worker.as_mut() {
-                Some(running) => match running.await {
-                    Ok(Err(e)) => e,
-                    Ok(Ok(())) => anyhow::anyhow!("the in-process worker stopped"),
-                    Err(e) => e.into(),
-                },
+                Some(running) => running.failed().await,
                 None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = stop_requested() => None,
-            e = worker_failed => Some(e),
-        }
+        } => Some(e),
     };
     if let Some(e) = stopped_by_worker {
         door.shutdown(std::time::Duration::ZERO).await;
@@ -475,9 +459,9 @@ pub(crate) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()>
             "front door stopped with requests still in flight after the grace period (their changes go on in Temporal)"
         );
     }
-    if let Some(running) = worker {
-        let _ = stop_worker.send(());
-        running.await??;
+    if let Some(mut running) = worker {
+        running.request_stop();
+        running.stopped().await?;
     }
     Ok(())
 }

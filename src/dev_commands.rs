@@ -8,15 +8,11 @@ use changeflow::stack::{Stack, StackOptions};
 use changeflow_simulators::{FaultConfig, seed};
 use std::time::Duration;
 
-/// The embedded stack plus an in-process worker, stopped by sending on the returned channel.
+/// The embedded stack plus an in-process worker.
 pub(crate) async fn start_stack_with_worker(
     g: &GlobalArgs,
     args: &StackArgs,
-) -> anyhow::Result<(
-    Stack,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
+) -> anyhow::Result<(Stack, changeflow::worker::LocalWorker)> {
     let stack = Stack::start(StackOptions {
         data_dir: g.data_dir.clone(),
         temporal_address: g.temporal_address.clone(),
@@ -29,18 +25,14 @@ pub(crate) async fn start_stack_with_worker(
         policy_dir: args.policy_dir.clone(),
     })
     .await?;
-    let (stop_worker, stopped) = tokio::sync::oneshot::channel();
-    let client = stack.client.clone();
-    let task_queue = stack.task_queue.clone();
-    let downstream = stack.downstream();
-    let credentials = stack.credentials()?;
-    let worker = tokio::task::spawn_local(async move {
-        changeflow::worker::run_worker(client, &task_queue, &downstream, credentials, None, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    Ok((stack, stop_worker, worker))
+    let worker = changeflow::worker::LocalWorker::spawn(
+        stack.client.clone(),
+        stack.task_queue.clone(),
+        stack.downstream(),
+        stack.credentials()?,
+        None,
+    );
+    Ok((stack, worker))
 }
 
 pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -48,7 +40,7 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
         "Starting the embedded stack in {} ...",
         g.data_dir.display()
     );
-    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.stack).await?;
+    let (stack, mut worker) = start_stack_with_worker(g, &args.stack).await?;
 
     // Drive the change through the MCP front door, as an assistant would, with a dev token.
     let token =
@@ -106,8 +98,8 @@ pub(crate) async fn demo(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<std::
         outcome = approve_as_carol(&stack, &mut mcp, &result["structuredContent"]).await;
     }
 
-    let _ = stop_worker.send(());
-    if let Ok(Err(e)) = worker.await {
+    worker.request_stop();
+    if let Err(e) = worker.stopped().await {
         tracing::warn!(error = %e, "worker stopped with an error");
     }
     let result = outcome?;
@@ -224,7 +216,7 @@ async fn approve_as_carol(
 }
 
 pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
-    let (stack, stop_worker, worker) = start_stack_with_worker(g, &args.stack).await?;
+    let (stack, mut worker) = start_stack_with_worker(g, &args.stack).await?;
     let path = stack.write_endpoints(&g.data_dir)?;
     let e = stack.endpoints();
     eprintln!("changeflow dev stack is running:");
@@ -259,11 +251,9 @@ pub(crate) async fn dev(g: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
     eprintln!("Press Ctrl-C to stop.");
     tokio::select! {
         _ = stop_requested() => {}
-        result = worker => {
-            return Err(match result { Ok(Err(e)) => e, Ok(Ok(())) => anyhow::anyhow!("worker stopped"), Err(e) => e.into() });
-        }
+        e = worker.failed() => return Err(e),
     }
-    let _ = stop_worker.send(());
+    worker.request_stop();
     let _ = std::fs::remove_file(&path);
     eprintln!("Stopped.");
     Ok(())

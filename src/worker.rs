@@ -80,3 +80,65 @@ pub async fn run_worker(
     }
     Ok(())
 }
+
+/// A worker running beside something else on this thread's `LocalSet` (`demo`, `dev`, and
+/// `serve --in-process-worker`), sharing that process's Temporal client.
+pub struct LocalWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalWorker {
+    /// Starts `run_worker` on the current `LocalSet`.
+    pub fn spawn(
+        client: Client,
+        task_queue: String,
+        downstream: DownstreamConfig,
+        credentials: Arc<dyn CredentialProvider>,
+        sdk_metrics: Option<std::net::SocketAddr>,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let running = tokio::task::spawn_local(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            run_worker(
+                client,
+                &task_queue,
+                &downstream,
+                credentials,
+                sdk_metrics,
+                shutdown,
+            )
+            .await
+        });
+        Self {
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    /// Asks the worker to drain and stop (`stopped` then says how it ended).
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Resolves when the worker has stopped: `Ok` when it drained cleanly.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        match (&mut self.running).await {
+            Ok(ended) => ended,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Resolves only if the worker stops without being asked to, with why: an error even when
+    /// it ended cleanly, because whatever it runs beside goes on without it.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        match self.stopped().await {
+            Ok(()) => anyhow::anyhow!("the worker stopped"),
+            Err(e) => e,
+        }
+    }
+}
