@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
-use std::time::Duration;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, oneshot};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -129,6 +130,12 @@ pub enum AuditError {
     /// Concurrent writers kept taking the same place in the chain.
     #[error("audit store: could not append after {APPEND_ATTEMPTS} attempts")]
     Contended,
+    /// The runtime stopped (the process is ending) before the record's write answered.
+    #[error("audit store: stopped before the record was written")]
+    Stopped,
+    /// The write that carried this record with others failed (each of them gets its error).
+    #[error(transparent)]
+    Batch(Arc<AuditError>),
     /// Stored data does not check out (an archive against its hash).
     #[error("audit store: {0}")]
     Corrupt(String),
@@ -188,16 +195,101 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// The audit store. Cheap to share behind an `Arc`.
 pub struct AuditStore {
     pool: AnyPool,
-    /// Serialises appends from this process; other processes are handled by retrying.
-    append_lock: Mutex<()>,
+    writer: Arc<Writer>,
+    /// One probe at a time: callers that asked before a probe began share its answer.
+    probing: Mutex<()>,
     /// Policy revisions this process knows are stored.
     kept_revisions: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// Group commit: appends queue in `waiting`, and whoever holds `turn` next writes all of them
+/// in one transaction (one fsync), so concurrent callers share a commit instead of queueing
+/// for one each. The write runs in its own task: once `append` is called, its record is
+/// written even if the caller stops waiting. Other processes are handled by retrying.
+struct Writer {
+    pool: AnyPool,
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    turn: Mutex<()>,
+    /// When the latest write or probe that succeeded began: it proves the store writable to
+    /// everyone who asked before then.
+    proven: std::sync::Mutex<Option<Instant>>,
+}
+
+struct Waiting {
+    entry: AuditEntry,
+    answer: oneshot::Sender<Result<AuditRecord, AuditError>>,
+}
+
+/// The most records written in one transaction (well under SQLite's parameter limits).
+const MAX_BATCH: usize = 256;
+
+impl Writer {
+    fn proven_since(&self, asked: Instant) -> bool {
+        self.proven
+            .lock()
+            .expect("proven")
+            .is_some_and(|at| at >= asked)
+    }
+
+    fn prove(&self, began: Instant) {
+        let mut proven = self.proven.lock().expect("proven");
+        if proven.is_none_or(|at| at < began) {
+            *proven = Some(began);
+        }
+    }
+
+    /// Writes what is waiting (if a previous turn has not already), answering each caller.
+    async fn write_waiting(self: Arc<Self>) {
+        let _turn = self.turn.lock().await;
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut waiting = self.waiting.lock().expect("waiting");
+                let take = waiting.len().min(MAX_BATCH);
+                waiting.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let began = Instant::now();
+            let entries: Vec<&AuditEntry> = batch.iter().map(|w| &w.entry).collect();
+            match append_retrying(&self.pool, &entries, None).await {
+                Ok(records) => {
+                    self.prove(began);
+                    for (waiting, record) in batch.into_iter().zip(records) {
+                        let _ = waiting.answer.send(Ok(record));
+                    }
+                }
+                Err(e) => {
+                    let shared = Arc::new(e);
+                    for waiting in batch {
+                        let _ = waiting.answer.send(Err(AuditError::Batch(shared.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl AuditStore {
-    /// Whether a record could be appended now (readiness): a probe row is inserted inside a
-    /// transaction that is rolled back, so nothing is kept and the chain is untouched.
+    /// Whether a record could be appended now (readiness, and before a call starts anything):
+    /// proven by a write or probe that began after the question was asked. A probe row is
+    /// inserted inside a transaction that is rolled back, so nothing is kept and the chain is
+    /// untouched; callers asking at once share one probe.
     pub async fn writable(&self) -> bool {
+        let asked = Instant::now();
+        let _probing = self.probing.lock().await;
+        if self.writer.proven_since(asked) {
+            return true;
+        }
+        let began = Instant::now();
+        let writable = self.probe().await;
+        if writable {
+            self.writer.prove(began);
+        }
+        writable
+    }
+
+    async fn probe(&self) -> bool {
         let Ok(mut transaction) = self.pool.begin().await else {
             return false;
         };
@@ -221,8 +313,12 @@ impl AuditStore {
         } else {
             url.to_string()
         };
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
+            .max_connections(if sqlite { 1 } else { 8 })
+            // A SQLite connection is a file in this process: pinging it before every use is a
+            // round trip to its thread that finds nothing (a PostgreSQL server may have cut it).
+            .test_before_acquire(!sqlite)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|connection, _| {
                 Box::pin(async move {
@@ -249,8 +345,14 @@ impl AuditStore {
             })?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Self {
+            writer: Arc::new(Writer {
+                pool: pool.clone(),
+                waiting: Default::default(),
+                turn: Mutex::new(()),
+                proven: Default::default(),
+            }),
             pool,
-            append_lock: Mutex::new(()),
+            probing: Mutex::new(()),
             kept_revisions: Default::default(),
         })
     }
@@ -264,11 +366,17 @@ impl AuditStore {
         Self::open(&default_url(data_dir)).await
     }
 
-    /// Appends an entry at the end of the chain and returns the stored record.
+    /// Appends an entry at the end of the chain and returns the stored record. Appends made at
+    /// once share a transaction; the record is written even if the caller stops waiting.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
-        self.append_with(entry, None)
-            .await?
-            .ok_or(AuditError::Contended)
+        let (answer, answered) = oneshot::channel();
+        self.writer
+            .waiting
+            .lock()
+            .expect("waiting")
+            .push(Waiting { entry, answer });
+        tokio::spawn(self.writer.clone().write_waiting());
+        answered.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Archives a closed workflow's history with its audit record, in one transaction: the
@@ -298,7 +406,9 @@ impl AuditStore {
                 history.closed_at
             ),
         };
-        self.append_with(entry, Some(history)).await
+        let _turn = self.writer.turn.lock().await;
+        let records = append_retrying(&self.pool, &[&entry], Some(history)).await?;
+        Ok(records.into_iter().next())
     }
 
     /// Whether this process has already kept this policy revision's text (or it is empty).
@@ -409,102 +519,123 @@ impl AuditStore {
                 .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
+}
 
-    async fn append_with(
-        &self,
-        entry: AuditEntry,
-        archive: Option<&ArchivedHistory>,
-    ) -> Result<Option<AuditRecord>, AuditError> {
-        let _guard = self.append_lock.lock().await;
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&entry, archive).await {
-                Err(AuditError::Database(sqlx::Error::Database(db)))
-                    if is_contention(db.as_ref()) =>
-                {
-                    // Another writer took this place in the chain, or holds the SQLite write
-                    // lock: back off briefly, read the new end, and try again.
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                }
-                other => return other,
+/// Appends entries at the end of the chain, retrying when another process took the end first.
+async fn append_retrying(
+    pool: &AnyPool,
+    entries: &[&AuditEntry],
+    archive: Option<&ArchivedHistory>,
+) -> Result<Vec<AuditRecord>, AuditError> {
+    for attempt in 1..=APPEND_ATTEMPTS {
+        match try_append(pool, entries, archive).await {
+            Err(AuditError::Database(sqlx::Error::Database(db))) if is_contention(db.as_ref()) => {
+                // Another writer took this place in the chain, or holds the SQLite write
+                // lock: back off briefly, read the new end, and try again.
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
             }
+            other => return other,
         }
-        Err(AuditError::Contended)
     }
+    Err(AuditError::Contended)
+}
 
-    /// One attempt: read the end of the chain and insert after it, in one transaction (with the
-    /// archived history, if one comes with it; `None` when that run was archived already).
-    async fn try_append(
-        &self,
-        entry: &AuditEntry,
-        archive: Option<&ArchivedHistory>,
-    ) -> Result<Option<AuditRecord>, AuditError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(h) = archive {
-            use base64::Engine as _;
-            let inserted = sqlx::query(
-                "INSERT INTO history_archive (workflow_id, run_id, workflow_type, status, closed_at, \
-                 events, sha256, history, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (workflow_id, run_id) DO NOTHING",
-            )
-            .bind(&h.workflow_id)
-            .bind(&h.run_id)
-            .bind(&h.workflow_type)
-            .bind(&h.status)
-            .bind(&h.closed_at)
-            .bind(h.events)
-            .bind(&h.sha256)
-            .bind(base64::engine::general_purpose::STANDARD.encode(&h.history))
-            .bind(now_rfc3339())
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
+/// One attempt: read the end of the chain and insert the entries after it, in one transaction
+/// (with the archived history, if one comes with it; nothing is written and no record returned
+/// when that run was archived already).
+async fn try_append(
+    pool: &AnyPool,
+    entries: &[&AuditEntry],
+    archive: Option<&ArchivedHistory>,
+) -> Result<Vec<AuditRecord>, AuditError> {
+    let mut tx = pool.begin().await?;
+    if let Some(h) = archive {
+        use base64::Engine as _;
+        let inserted = sqlx::query(
+            "INSERT INTO history_archive (workflow_id, run_id, workflow_type, status, closed_at, \
+             events, sha256, history, archived_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (workflow_id, run_id) DO NOTHING",
+        )
+        .bind(&h.workflow_id)
+        .bind(&h.run_id)
+        .bind(&h.workflow_type)
+        .bind(&h.status)
+        .bind(&h.closed_at)
+        .bind(h.events)
+        .bind(&h.sha256)
+        .bind(base64::engine::general_purpose::STANDARD.encode(&h.history))
+        .bind(now_rfc3339())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Vec::new());
         }
-        let last = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (seq, prev_hash) = match last {
-            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
-            None => (1, GENESIS_HASH.to_string()),
-        };
+    }
+    let last = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (mut seq, mut prev_hash) = match last {
+        Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let recorded_at = now_rfc3339();
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
         let mut record = AuditRecord {
             seq,
-            recorded_at: now_rfc3339(),
-            entry: entry.clone(),
+            recorded_at: recorded_at.clone(),
+            entry: (*entry).clone(),
             prev_hash,
             hash: String::new(),
         };
         record.hash = record.expected_hash();
-        let e = &record.entry;
-        let inserted = sqlx::query(
-            "INSERT INTO audit_records (seq, recorded_at, subject, client, server, tool, arguments_hash, decision, \
-             reason, policy_revision, workflow_id, outcome, prev_hash, hash, note) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(record.seq)
-        .bind(&record.recorded_at)
-        .bind(&e.subject)
-        .bind(&e.client)
-        .bind(&e.server)
-        .bind(&e.tool)
-        .bind(&e.arguments_hash)
-        .bind(&e.decision)
-        .bind(&e.reason)
-        .bind(&e.policy_revision)
-        .bind(&e.workflow_id)
-        .bind(&e.outcome)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .bind(&e.note)
-        .execute(&mut *tx)
-        .await;
-        inserted?;
-        tx.commit().await?;
-        Ok(Some(record))
+        seq += 1;
+        prev_hash = record.hash.clone();
+        records.push(record);
     }
+    // One statement for the whole batch: each statement is a round trip to the database.
+    // `$n` placeholders, which both drivers take (sqlx's builder writes `?` for `Any`).
+    const COLUMNS: usize = 15;
+    let rows: Vec<String> = (0..records.len())
+        .map(|r| {
+            let places: Vec<String> = (1..=COLUMNS)
+                .map(|c| format!("${}", r * COLUMNS + c))
+                .collect();
+            format!("({})", places.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO audit_records (seq, recorded_at, subject, client, server, tool, arguments_hash, \
+         decision, reason, policy_revision, workflow_id, outcome, prev_hash, hash, note) VALUES {}",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(&sql);
+    for record in &records {
+        let e = &record.entry;
+        insert = insert
+            .bind(record.seq)
+            .bind(&record.recorded_at)
+            .bind(&e.subject)
+            .bind(&e.client)
+            .bind(&e.server)
+            .bind(&e.tool)
+            .bind(&e.arguments_hash)
+            .bind(&e.decision)
+            .bind(&e.reason)
+            .bind(&e.policy_revision)
+            .bind(&e.workflow_id)
+            .bind(&e.outcome)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .bind(&e.note);
+    }
+    insert.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(records)
+}
 
+impl AuditStore {
     /// Records matching the filter, oldest first.
     pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
         for bound in [&filter.since, &filter.until].into_iter().flatten() {

@@ -269,25 +269,71 @@ async fn run_tamper_suite(make: impl AsyncFn() -> Option<Database>) {
 }
 
 async fn run_concurrency(db: &Database) {
-    // Two stores on one database act like two processes appending at once.
+    // Two stores on one database act like two processes appending at once; within one store,
+    // appends made at once share transactions (more of them than one transaction takes).
     let a = Arc::new(AuditStore::open(&db.url).await.unwrap());
     let b = Arc::new(AuditStore::open(&db.url).await.unwrap());
     let mut tasks = Vec::new();
-    for i in 0..20 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+    for i in 0..400 {
+        let store = if i % 4 == 0 { b.clone() } else { a.clone() };
         tasks.push(tokio::spawn(async move {
             store
                 .append(entry("dave", "list_devices", &format!("c-{i}")))
                 .await
         }));
     }
-    for task in tasks {
-        task.await.unwrap().expect("append under contention");
+    let mut told = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let record = task.await.unwrap().expect("append under contention");
+        assert_eq!(
+            record.entry.workflow_id,
+            format!("c-{i}"),
+            "each caller gets its own record"
+        );
+        told.push(record);
     }
     let report = a.verify().await.unwrap();
-    assert_eq!(report.records, 20);
+    assert_eq!(report.records, 400);
     assert_eq!(report.first_broken, None);
+    // What each caller was told is exactly what is stored: one place in the chain each.
+    told.sort_by_key(|r| r.seq);
+    assert_eq!(a.list(&AuditFilter::default()).await.unwrap(), told);
     drop((a, b));
+    db.drop_database().await;
+}
+
+/// A caller that stops waiting (a client that hung up) does not lose its record: once asked
+/// for, it is written.
+async fn run_abandoned_append(db: &Database) {
+    let store = AuditStore::open(&db.url).await.unwrap();
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        store.append(entry("erin", "deploy_template", "c-abandoned")),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the caller stopped waiting before the write answered"
+    );
+    let only_it = AuditFilter {
+        workflow_id: Some("c-abandoned".into()),
+        ..AuditFilter::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.list(&only_it).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned record was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let later = store
+        .append(entry("erin", "list_devices", "c-later"))
+        .await
+        .unwrap();
+    assert_eq!(later.seq, 2, "the abandoned record took its place once");
+    assert_eq!(store.verify().await.unwrap().first_broken, None);
+    drop(store);
     db.drop_database().await;
 }
 
@@ -376,6 +422,18 @@ async fn sqlite_store_keeps_the_chain_under_concurrent_appends() {
 }
 
 #[tokio::test]
+async fn sqlite_store_writes_an_abandoned_append() {
+    run_abandoned_append(&Database::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_writes_an_abandoned_append() {
+    if let Some(db) = Database::postgres().await {
+        run_abandoned_append(&db).await;
+    }
+}
+
+#[tokio::test]
 async fn postgres_store_chains_filters_and_verifies() {
     if let Some(db) = Database::postgres().await {
         run_suite(&db).await;
@@ -406,4 +464,9 @@ async fn postgres_store_is_not_writable_once_its_database_is_gone() {
         !store.writable().await,
         "a dropped database is not writable"
     );
+    let refused = store
+        .append(entry("carol", "deploy_template", "c-after"))
+        .await
+        .expect_err("nothing is appended to a dropped database");
+    assert!(refused.to_string().starts_with("audit store"), "{refused}");
 }
