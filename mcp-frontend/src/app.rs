@@ -145,6 +145,9 @@ fn route_label(path: &str) -> String {
 /// `end_session`.
 fn mcp_service(front: &Arc<FrontDoor>, server: Option<&'static str>) -> Router {
     let mut config = StreamableHttpServerConfig::default();
+    // A 2026-07-28 (stateless) call whose first message is its answer gets it as one JSON body
+    // instead of a one-event stream; a call that reports progress first still streams.
+    config.json_response = true;
     config.allowed_hosts = front.allowed_hosts.clone();
     config.allowed_origins = front.allowed_origins.clone();
     let config = config.enforce_origin_validation();

@@ -901,32 +901,7 @@ async fn past_its_bound_the_front_door_sheds_calls_and_recovers_by_itself() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
     // MCP (stateless era): a tool error saying so, retryable.
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "list_devices", "arguments": {},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}});
-    let mut mcp = f.post("/mcp", Some(&f.token("alice")), call);
-    for (name, value) in [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "list_devices"),
-    ] {
-        mcp.headers_mut()
-            .insert(name, header::HeaderValue::from_static(value));
-    }
-    let response = app(f.front.clone()).oneshot(mcp).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes);
-    // The answer is JSON, or the last `data:` event of a stream.
-    let answer: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .find(|v| v.get("result").is_some())
-            .unwrap_or_else(|| panic!("no result in {text}"))
-    });
+    let answer = stateless_call(&f, "list_devices").await;
     let result = &answer["result"];
     assert_eq!(result["isError"], true, "{answer}");
     assert_eq!(
@@ -971,4 +946,39 @@ async fn past_its_bound_the_front_door_sheds_calls_and_recovers_by_itself() {
     let (status, body) = f.tool("alice", "list_devices", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(f.workflows.starts().len(), 4);
+    let answer = stateless_call(&f, "list_devices").await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert!(
+        answer["result"]["structuredContent"].is_object(),
+        "{answer}"
+    );
+    assert_eq!(f.workflows.starts().len(), 5);
+}
+
+/// A 2026-07-28 (stateless) `tools/call` with no arguments. Its first message is its answer,
+/// so it comes as one JSON body, not a stream of one event.
+async fn stateless_call(f: &Fixture, tool: &'static str) -> Value {
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": tool, "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}});
+    let mut mcp = f.post("/mcp", Some(&f.token("alice")), call);
+    for (name, value) in [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", tool),
+    ] {
+        mcp.headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    let response = app(f.front.clone()).oneshot(mcp).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/json",
+        "a one-message answer is plain JSON"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).expect("one JSON-RPC message")
 }
