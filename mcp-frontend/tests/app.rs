@@ -970,15 +970,13 @@ async fn stateless_call(f: &Fixture, tool: &'static str) -> Value {
         mcp.headers_mut()
             .insert(name, header::HeaderValue::from_static(value));
     }
-    let response = app(f.front.clone()).oneshot(mcp).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, headers, answer) = f.send(mcp).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
+        headers[header::CONTENT_TYPE],
         "application/json",
         "a one-message answer is plain JSON"
     );
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).expect("one JSON-RPC message")
+    assert_eq!(answer["jsonrpc"], "2.0", "one JSON-RPC message: {answer}");
+    answer
 }
