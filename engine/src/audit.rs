@@ -519,6 +519,61 @@ impl AuditStore {
                 .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
+
+    /// Records matching the filter, oldest first.
+    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
+        for bound in [&filter.since, &filter.until].into_iter().flatten() {
+            time::OffsetDateTime::parse(bound, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| AuditError::InvalidTime(bound.clone()))?;
+        }
+        let mut sql = String::from("SELECT * FROM audit_records WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut condition =
+            |clause: &str, value: &Option<String>, normalise: fn(&str) -> String| {
+                if let Some(v) = value {
+                    binds.push(normalise(v));
+                    sql.push_str(&format!(" AND {clause} ${}", binds.len()));
+                }
+            };
+        condition("subject =", &filter.subject, str::to_string);
+        condition("tool =", &filter.tool, str::to_string);
+        condition("workflow_id =", &filter.workflow_id, str::to_string);
+        condition("decision =", &filter.decision, str::to_string);
+        condition("recorded_at >=", &filter.since, normalise_time);
+        condition("recorded_at <=", &filter.until, normalise_time);
+        sql.push_str(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {}", limit.max(0)));
+            if let Some(offset) = filter.offset {
+                sql.push_str(&format!(" OFFSET {}", offset.max(0)));
+            }
+        }
+        let mut query = sqlx::query(&sql);
+        for value in &binds {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// The records from `first_seq` to the end of the chain, in order (a chain segment).
+    pub async fn segment(&self, first_seq: i64) -> Result<Vec<AuditRecord>, AuditError> {
+        let rows = sqlx::query("SELECT * FROM audit_records WHERE seq >= $1 ORDER BY seq")
+            .bind(first_seq)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Checks the whole chain and reports the first broken link.
+    pub async fn verify(&self) -> Result<ChainReport, AuditError> {
+        let rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let records: Vec<AuditRecord> =
+            rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+        Ok(check_chain(&records))
+    }
 }
 
 /// Appends entries at the end of the chain, retrying when another process took the end first.
@@ -633,63 +688,6 @@ async fn try_append(
     insert.execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(records)
-}
-
-impl AuditStore {
-    /// Records matching the filter, oldest first.
-    pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
-        for bound in [&filter.since, &filter.until].into_iter().flatten() {
-            time::OffsetDateTime::parse(bound, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| AuditError::InvalidTime(bound.clone()))?;
-        }
-        let mut sql = String::from("SELECT * FROM audit_records WHERE 1 = 1");
-        let mut binds: Vec<String> = Vec::new();
-        let mut condition =
-            |clause: &str, value: &Option<String>, normalise: fn(&str) -> String| {
-                if let Some(v) = value {
-                    binds.push(normalise(v));
-                    sql.push_str(&format!(" AND {clause} ${}", binds.len()));
-                }
-            };
-        condition("subject =", &filter.subject, str::to_string);
-        condition("tool =", &filter.tool, str::to_string);
-        condition("workflow_id =", &filter.workflow_id, str::to_string);
-        condition("decision =", &filter.decision, str::to_string);
-        condition("recorded_at >=", &filter.since, normalise_time);
-        condition("recorded_at <=", &filter.until, normalise_time);
-        sql.push_str(" ORDER BY seq");
-        if let Some(limit) = filter.limit {
-            sql.push_str(&format!(" LIMIT {}", limit.max(0)));
-            if let Some(offset) = filter.offset {
-                sql.push_str(&format!(" OFFSET {}", offset.max(0)));
-            }
-        }
-        let mut query = sqlx::query(&sql);
-        for value in &binds {
-            query = query.bind(value);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(record_from_row).collect()
-    }
-
-    /// The records from `first_seq` to the end of the chain, in order (a chain segment).
-    pub async fn segment(&self, first_seq: i64) -> Result<Vec<AuditRecord>, AuditError> {
-        let rows = sqlx::query("SELECT * FROM audit_records WHERE seq >= $1 ORDER BY seq")
-            .bind(first_seq)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(record_from_row).collect()
-    }
-
-    /// Checks the whole chain and reports the first broken link.
-    pub async fn verify(&self) -> Result<ChainReport, AuditError> {
-        let rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        let records: Vec<AuditRecord> =
-            rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
-        Ok(check_chain(&records))
-    }
 }
 
 /// A unique violation on `seq` (another writer appended first) or SQLite's busy/locked.
