@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use procs::{Inspector, Load, Process, Wrk, free_port, wait_for};
 use serde_json::{Value, json};
+use starts::Kind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,8 +34,9 @@ struct Args {
     /// Seconds of each start run (MCP, REST, raw, alternated).
     #[arg(long, default_value_t = 5)]
     start_secs: u64,
-    /// Rounds of start runs, each beginning with the next kind; each kind is compared with the
-    /// raw client in the same round, and the median over rounds is reported.
+    /// Rounds of start runs: in each, one REST and one MCP run (taking turns going first), each
+    /// followed by a raw SDK run, after a first raw run; each front-door run is compared with
+    /// the mean of the raw runs on either side of it, and the median ratio is reported.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Seconds of each read, listing and status run.
@@ -282,36 +284,41 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
 
     // 1. Starts.
     let (warm, input) = starts::first_change(&bench).await?;
-    let mut runs: [Vec<Load>; 3] = Default::default();
-    let rounds = if args.wants(Part::Starts) {
-        args.rounds
-    } else {
-        0
-    };
-    // The embedded server slows as its database grows, so each round starts with another
-    // kind, and each kind is compared with the raw client in the same round.
-    for round in 0..rounds {
-        for step in 0..starts::Kind::ALL.len() {
-            let i = (step + round as usize) % starts::Kind::ALL.len();
-            let kind = &starts::Kind::ALL[i];
-            let load = starts::run(&bench, *kind, &input, round, args.start_secs).await?;
-            eprintln!(
-                "bench: starts {} round {round}: {}",
-                kind.label(),
-                line(&load)
-            );
-            report.detail(
-                &format!("starts, {}, round {}", kind.label(), round + 1),
-                &load,
-            );
-            runs[i].push(load);
-            starts::drain(&bench).await?;
-        }
-    }
-    let raw = median_run(&runs[0]);
+    let mut raw_runs = Vec::new();
     if args.wants(Part::Starts) {
-        report.starts(&runs[0], &runs[1], &runs[2]);
+        // The embedded server slows as its database grows, and its speed drifts on a shared
+        // machine: every front-door run has a raw run just before and just after it, and is
+        // compared with their mean. REST and MCP take turns going first.
+        let mut runs = StartRuns::default();
+        let mut before = runs
+            .next(&bench, &mut report, Kind::Raw, &input, args)
+            .await?;
+        raw_runs.push(before.clone());
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 {
+                [Kind::Rest, Kind::Mcp]
+            } else {
+                [Kind::Mcp, Kind::Rest]
+            };
+            for kind in order {
+                let load = runs.next(&bench, &mut report, kind, &input, args).await?;
+                let after = runs
+                    .next(&bench, &mut report, Kind::Raw, &input, args)
+                    .await?;
+                let around = (before.rate() + after.rate()) / 2.0;
+                let ratio = (around > 0.0).then(|| load.rate() / around);
+                let paired = (load, ratio);
+                match kind {
+                    Kind::Rest => runs.rest.push(paired),
+                    _ => runs.mcp.push(paired),
+                }
+                raw_runs.push(after.clone());
+                before = after;
+            }
+        }
+        report.starts(&raw_runs, &runs.rest, &runs.mcp);
     }
+    let raw = median_run(&raw_runs);
 
     // 2. Reads through their workflow, the simulator directly, the seed-style peer.
     let inspector = Inspector::new(&tools, dir.join("inspector-home"))?;
@@ -643,6 +650,35 @@ struct Report {
     header: String,
 }
 
+/// The start runs made so far: how many, and each front-door run with its rate against the
+/// mean of the raw runs on either side of it.
+#[derive(Default)]
+struct StartRuns {
+    made: u32,
+    rest: Vec<(Load, Option<f64>)>,
+    mcp: Vec<(Load, Option<f64>)>,
+}
+
+impl StartRuns {
+    /// One start run of `kind`, recorded in the report, with the queue drained after it.
+    async fn next(
+        &mut self,
+        bench: &Bench,
+        report: &mut Report,
+        kind: Kind,
+        input: &changeflow_workflows::DeploymentRequest,
+        args: &Args,
+    ) -> anyhow::Result<Load> {
+        let run = self.made;
+        self.made += 1;
+        let load = starts::run(bench, kind, input, run, args.start_secs).await?;
+        eprintln!("bench: starts {} run {run}: {}", kind.label(), line(&load));
+        report.detail(&format!("starts, {}, run {}", kind.label(), run + 1), &load);
+        starts::drain(bench).await?;
+        Ok(load)
+    }
+}
+
 /// The run of median rate (the lower of the middle two for an even count; empty: none).
 fn median_run(runs: &[Load]) -> Load {
     let mut sorted = runs.to_vec();
@@ -653,14 +689,9 @@ fn median_run(runs: &[Load]) -> Load {
         .unwrap_or_default()
 }
 
-/// The median over rounds of `runs[r]`'s rate against `raw[r]`'s, the same round's raw run.
-fn paired_ratio(runs: &[Load], raw: &[Load]) -> Option<f64> {
-    let mut ratios: Vec<f64> = runs
-        .iter()
-        .zip(raw)
-        .filter(|(_, raw)| raw.rate() > 0.0)
-        .map(|(run, raw)| run.rate() / raw.rate())
-        .collect();
+/// The median of the runs' ratios (the lower of the middle two for an even count), if any.
+fn median_ratio(runs: &[(Load, Option<f64>)]) -> Option<f64> {
+    let mut ratios: Vec<f64> = runs.iter().filter_map(|(_, ratio)| *ratio).collect();
     ratios.sort_by(f64::total_cmp);
     ratios.get(ratios.len().checked_sub(1)? / 2).copied()
 }
@@ -765,13 +796,14 @@ impl Report {
         );
     }
 
-    /// Each kind's median round, and its median ratio to the raw run of the same round.
-    fn starts(&mut self, raw: &[Load], rest: &[Load], mcp: &[Load]) {
+    /// Each kind's median run, and the median of its ratios to the raw runs around it.
+    fn starts(&mut self, raw: &[Load], rest: &[(Load, Option<f64>)], mcp: &[(Load, Option<f64>)]) {
         for (label, runs) in [("REST 202", rest), ("MCP task", mcp)] {
-            let paired = paired_ratio(runs, raw);
+            let paired = median_ratio(runs);
+            let loads: Vec<Load> = runs.iter().map(|(load, _)| load.clone()).collect();
             self.row(
                 &format!("starts, {label}, 50 in flight"),
-                median_run(runs).brief(),
+                median_run(&loads).brief(),
                 format!("raw SDK {}", median_run(raw).brief()),
                 paired.map_or("n/a".into(), |r| format!("{r:.2}×")),
                 format!("≥ 0.9×: {}", verdict(paired.is_some_and(|r| r >= 0.9))),
@@ -938,12 +970,12 @@ impl Report {
 const NOTES: &str = "\n## Reading these figures\n\n\
 - **Raw SDK**: a plain Temporal SDK client in the benchmark's own process starting the same \
 `TemplateDeployment` with the input the front door gave the first change (search attributes and \
-task queue included), 50 in flight. Start runs alternate raw, REST and MCP, each round beginning \
-with the next kind (the embedded server slows as its database grows, so no kind always runs \
-first); between runs every started change is terminated and the queue drained. The summary gives \
-each kind's median round, and as its ratio the median over rounds of its rate against the raw \
-run of the same round (the first run on a fresh server is often the fastest of all, so a best \
-round would favour whichever kind goes first); reads are compared with the median raw round.\n\
+task queue included), 50 in flight. Every REST or MCP start run has a raw run just before and \
+just after it, REST and MCP taking turns going first; between runs every started change is \
+terminated and the queue drained. The embedded server slows as its database grows and its speed \
+drifts on a shared machine, so each front-door run is compared with the mean of the two raw runs \
+around it; the summary gives each kind's median run and median ratio, and the median raw run, \
+which the reads are compared with too.\n\
 - **Reads** go through their `DownstreamOperation` workflow (a local activity), the MCP \
 Inspector's `--load` driving both changeflow and the seed-style peer (`bench/seed_peer.py`, the \
 official Python MCP SDK calling the simulator directly, no workflow, audit or policy). The \
@@ -976,17 +1008,19 @@ mod tests {
     }
 
     #[test]
-    fn starts_are_compared_round_by_round_and_the_median_is_kept() {
-        // The raw client ran first on a fresh server in round one: its best round would make
-        // every other kind look slower than it was next to it in the same round.
-        let raw = [at(215), at(189), at(188)];
-        let rest = [at(172), at(177), at(174)];
-        let ratio = paired_ratio(&rest, &raw).unwrap();
-        assert!((ratio - 174.0 / 188.0).abs() < 1e-9, "{ratio}");
-        assert_eq!(median_run(&raw).rate(), 189.0);
+    fn a_start_run_is_judged_against_the_raw_runs_around_it_and_the_median_is_kept() {
+        assert_eq!(median_run(&[at(215), at(189), at(188)]).rate(), 189.0);
         assert_eq!(median_run(&[at(3), at(1)]).rate(), 1.0);
         assert_eq!(median_run(&[]).rate(), 0.0);
-        assert_eq!(paired_ratio(&rest, &[]), None);
-        assert_eq!(paired_ratio(&rest, &[at(0), at(0), at(0)]), None);
+        let runs = [
+            (at(150), Some(0.80)),
+            (at(170), Some(0.95)),
+            (at(160), Some(0.91)),
+            (at(0), None),
+        ];
+        assert_eq!(median_ratio(&runs), Some(0.91));
+        assert_eq!(median_ratio(&runs[..2]), Some(0.80));
+        assert_eq!(median_ratio(&[(at(0), None)]), None);
+        assert_eq!(median_ratio(&[]), None);
     }
 }

@@ -20,8 +20,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Raw, Kind::Rest, Kind::Mcp];
-
     pub fn label(self) -> &'static str {
         match self {
             Kind::Raw => "raw SDK",
@@ -72,11 +70,11 @@ pub async fn run(
     bench: &Bench,
     kind: Kind,
     input: &DeploymentRequest,
-    round: u32,
+    run: u32,
     secs: u64,
 ) -> anyhow::Result<Load> {
     const IN_FLIGHT: u32 = 50;
-    let key = format!("bench-{}-{round}-{{n}}", kind.label().replace(' ', "-"));
+    let key = format!("bench-{}-{run}-{{n}}", kind.label().replace(' ', "-"));
     match kind {
         Kind::Raw => raw(bench, input, &key, IN_FLIGHT, secs).await,
         Kind::Rest => {
