@@ -243,16 +243,9 @@ impl std::fmt::Display for Verdict {
 pub async fn replay(history: History) -> anyhow::Result<Verdict> {
     let events = history.events.len();
     anyhow::ensure!(events > 0, "the history has no events");
-    let mut options = WorkflowReplayerOptions::new().build();
-    options
-        .register_workflow::<changeflow_workflows::TemplateDeployment>()
-        .and_then(|o| o.register_workflow::<changeflow_workflows::DownstreamOperation>())
-        .and_then(|o| o.register_workflow::<changeflow_workflows::DeviceLock>())
-        .context("registering workflows")?;
-    #[cfg(feature = "dev")]
-    options
-        .register_workflow::<changeflow_workflows::ConformanceFixture>()
-        .context("registering workflows")?;
+    let options = with_workflows!(WorkflowReplayerOptions::new())
+        .context("registering workflows")?
+        .build();
     let replayer = WorkflowReplayer::new(options).context("creating the replayer")?;
     match failure(&replayer, &history.events).await? {
         None => Ok(Verdict::Deterministic { events }),

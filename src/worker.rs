@@ -4,7 +4,6 @@
 use anyhow::Context;
 use changeflow_activities::{DownstreamActivities, DownstreamConfig};
 use changeflow_credentials::CredentialProvider;
-use changeflow_workflows::{DeviceLock, DownstreamOperation, TemplateDeployment};
 use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -53,16 +52,7 @@ pub async fn run_worker(
     }
     let runtime =
         Runtime::from_current_tokio(runtime_options).context("starting the Temporal runtime")?;
-    let options = WorkerOptions::new(task_queue)
-        .register_workflow::<TemplateDeployment>()
-        .and_then(|options| options.register_workflow::<DownstreamOperation>())
-        .and_then(|options| options.register_workflow::<DeviceLock>());
-    // The conformance fixtures exist only in development builds.
-    #[cfg(feature = "dev")]
-    let options = options.and_then(|options| {
-        options.register_workflow::<changeflow_workflows::ConformanceFixture>()
-    });
-    let options = options
+    let options = with_workflows!(WorkerOptions::new(task_queue))
         .context("registering workflows")?
         .register_activities(activities)
         .build();
