@@ -205,14 +205,39 @@ pub struct AuditStore {
 /// Group commit: appends queue in `waiting`, and whoever holds `turn` next writes all of them
 /// in one transaction (one fsync), so concurrent callers share a commit instead of queueing
 /// for one each. The write runs in its own task: once `append` is called, its record is
-/// written even if the caller stops waiting. Other processes are handled by retrying.
+/// written even if the caller stops waiting. One such task at a time drains the queue (a
+/// thousand callers at once queue a thousand entries, not a thousand tasks). Other processes
+/// are handled by retrying.
 struct Writer {
     pool: AnyPool,
-    waiting: std::sync::Mutex<Vec<Waiting>>,
+    waiting: std::sync::Mutex<Queue>,
     turn: Mutex<()>,
     /// When the latest write or probe that succeeded began: it proves the store writable to
     /// everyone who asked before then.
     proven: std::sync::Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Waiting>,
+    /// A task is draining `entries` (set with the push that starts it, cleared under the
+    /// same lock when it finds them empty).
+    draining: bool,
+}
+
+/// Lets the next append start a drain again if a draining task ends by panicking.
+struct Draining<'a>(&'a Writer);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .draining = false;
+        }
+    }
 }
 
 struct Waiting {
@@ -238,18 +263,20 @@ impl Writer {
         }
     }
 
-    /// Writes what is waiting (if a previous turn has not already), answering each caller.
+    /// Writes what is waiting until nothing is, answering each caller.
     async fn write_waiting(self: Arc<Self>) {
+        let _draining = Draining(&self);
         let _turn = self.turn.lock().await;
         loop {
             let batch: Vec<Waiting> = {
-                let mut waiting = self.waiting.lock().expect("waiting");
-                let take = waiting.len().min(MAX_BATCH);
-                waiting.drain(..take).collect()
+                let mut queue = self.waiting.lock().expect("waiting");
+                if queue.entries.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                let take = queue.entries.len().min(MAX_BATCH);
+                queue.entries.drain(..take).collect()
             };
-            if batch.is_empty() {
-                return;
-            }
             let began = Instant::now();
             let entries: Vec<&AuditEntry> = batch.iter().map(|w| &w.entry).collect();
             match append_retrying(&self.pool, &entries, None).await {
@@ -370,12 +397,14 @@ impl AuditStore {
     /// once share a transaction; the record is written even if the caller stops waiting.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let (answer, answered) = oneshot::channel();
-        self.writer
-            .waiting
-            .lock()
-            .expect("waiting")
-            .push(Waiting { entry, answer });
-        tokio::spawn(self.writer.clone().write_waiting());
+        let start_draining = {
+            let mut queue = self.writer.waiting.lock().expect("waiting");
+            queue.entries.push(Waiting { entry, answer });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start_draining {
+            tokio::spawn(self.writer.clone().write_waiting());
+        }
         answered.await.map_err(|_| AuditError::Stopped)?
     }
 
