@@ -21,7 +21,7 @@ use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_common::search_attributes::SearchAttributes;
 
 /// Why a change could not be started, read or cancelled.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChangeError {
     /// The request is malformed; nothing was started.

@@ -14,9 +14,11 @@ use changeflow_workflows::{
     ApprovalDecision, ChangeProgress, ChangeResult, ChangeStep, DecisionReceipt, DeploymentRequest,
     OperationRequest,
 };
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use temporalio_client::Client;
 
@@ -96,15 +98,19 @@ pub trait Workflows: Send + Sync {
 pub struct TemporalWorkflows {
     pub client: Client,
     pub task_queue: String,
-    ended: EndedProgress,
+    ended: Arc<EndedProgress>,
+    looking_up: Coalesced<StatusAndProgress>,
 }
+
+type StatusAndProgress = Result<(ExecutionState, Option<ChangeProgress>), ChangeError>;
 
 impl TemporalWorkflows {
     pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
         Self {
             client,
             task_queue: task_queue.into(),
-            ended: EndedProgress::default(),
+            ended: Arc::default(),
+            looking_up: Coalesced::default(),
         }
     }
 }
@@ -129,6 +135,92 @@ impl EndedProgress {
                 runs.clear();
             }
             runs.insert(key, progress);
+        }
+    }
+}
+
+/// Where a change stands and its progress. A running change (what pollers mostly ask about)
+/// costs one query; one that ended, a rejected query and a describe for its run, whose
+/// progress is then kept.
+async fn status_and_progress(
+    client: Client,
+    ended: Arc<EndedProgress>,
+    id: String,
+) -> StatusAndProgress {
+    if let Some(progress) = changes::open_progress(&client, &id).await {
+        return Ok((ExecutionState::Running, Some(progress)));
+    }
+    let (state, run) = changes::status_of_run(&client, &id).await?;
+    if state == ExecutionState::Running {
+        // The query failed (or the change started again since): no progress to show yet.
+        return Ok((state, None));
+    }
+    let key = (id, run);
+    if let Some(progress) = ended.get(&key) {
+        return Ok((state, Some(progress)));
+    }
+    let progress = changes::progress(&client, &key.0).await;
+    if let Some(progress) = &progress {
+        ended.keep(key, progress.clone());
+    }
+    Ok((state, progress))
+}
+
+/// Concurrent lookups of one key share one: many watchers polling the same change (a NOC
+/// wall, a thousand clients) cost Temporal one query at a time, not one each. A caller joins
+/// only a lookup still running, so no answer is older than the lookup it shares; the entry
+/// goes as soon as one of its callers finishes or gives up, and the next caller starts afresh.
+struct Coalesced<T> {
+    running: Mutex<HashMap<String, Shared<BoxFuture<'static, T>>>>,
+}
+
+impl<T> Default for Coalesced<T> {
+    fn default() -> Self {
+        Self {
+            running: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Coalesced<T> {
+    /// The answer of the lookup running for `key`, or of `lookup()` started now.
+    async fn run<F>(&self, key: &str, lookup: impl FnOnce() -> F) -> T
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let shared = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .entry(key.to_string())
+                .or_insert_with(|| lookup().boxed().shared())
+                .clone()
+        };
+        let _leave = Leave {
+            coalesced: self,
+            key,
+            shared: &shared,
+        };
+        shared.clone().await
+    }
+}
+
+/// Removes a caller's lookup from the running ones when the caller is done with it, answered
+/// or cancelled (unless a newer lookup has taken its place).
+struct Leave<'a, T> {
+    coalesced: &'a Coalesced<T>,
+    key: &'a str,
+    shared: &'a Shared<BoxFuture<'static, T>>,
+}
+
+impl<T> Drop for Leave<'_, T> {
+    fn drop(&mut self) {
+        let mut running = self
+            .coalesced
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if running.get(self.key).is_some_and(|s| s.ptr_eq(self.shared)) {
+            running.remove(self.key);
         }
     }
 }
@@ -167,25 +259,11 @@ impl Workflows for TemporalWorkflows {
         &self,
         id: &str,
     ) -> Result<(ExecutionState, Option<ChangeProgress>), ChangeError> {
-        // A running change (what pollers mostly ask about) costs one query; one that ended,
-        // a rejected query and a describe for its run, whose progress is then kept.
-        if let Some(progress) = changes::open_progress(&self.client, id).await {
-            return Ok((ExecutionState::Running, Some(progress)));
-        }
-        let (state, run) = changes::status_of_run(&self.client, id).await?;
-        if state == ExecutionState::Running {
-            // The query failed (or the change started again since): no progress to show yet.
-            return Ok((state, None));
-        }
-        let key = (id.to_string(), run);
-        if let Some(progress) = self.ended.get(&key) {
-            return Ok((state, Some(progress)));
-        }
-        let progress = self.progress(id).await;
-        if let Some(progress) = &progress {
-            self.ended.keep(key, progress.clone());
-        }
-        Ok((state, progress))
+        let (client, ended) = (self.client.clone(), self.ended.clone());
+        let owned = id.to_string();
+        self.looking_up
+            .run(id, move || status_and_progress(client, ended, owned))
+            .await
     }
 
     async fn change_result(&self, id: &str) -> Result<ChangeResult, String> {
@@ -280,4 +358,98 @@ pub async fn follow(
         |p: &ChangeProgress| p.step.is_waiting(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Coalesced;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::watch;
+
+    /// A lookup that counts its starts and answers its number once `release` says so.
+    fn lookup(
+        started: &Arc<AtomicUsize>,
+        release: &watch::Receiver<bool>,
+    ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, usize> + use<> {
+        let (started, mut release) = (started.clone(), release.clone());
+        move || {
+            let number = started.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                let _ = release.wait_for(|go| *go).await;
+                number
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_key_share_one_and_the_next_starts_afresh() {
+        let coalesced = Arc::new(Coalesced::<usize>::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let (go, release) = watch::channel(false);
+        let mut callers = Vec::new();
+        for key in ["chg-1", "chg-1", "chg-1", "chg-2"] {
+            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
+            callers.push(tokio::spawn(
+                async move { coalesced.run(key, lookup).await },
+            ));
+        }
+        // Every caller has joined or started its lookup before any answers.
+        while started.load(Ordering::SeqCst) < 2 || coalesced.running.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        go.send(true).unwrap();
+        let mut answers = Vec::new();
+        for caller in callers {
+            answers.push(caller.await.unwrap());
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2, "one lookup per key");
+        assert_eq!(answers[0], answers[1]);
+        assert_eq!(answers[1], answers[2]);
+        assert_ne!(answers[2], answers[3], "another key has its own lookup");
+        assert!(coalesced.running.lock().unwrap().is_empty());
+        // A lookup that has answered is not shared with a later caller.
+        let later = coalesced.run("chg-1", lookup(&started, &release)).await;
+        assert_eq!(later, 3);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_leaves_the_others_their_answer_and_the_next_a_fresh_lookup() {
+        let coalesced = Arc::new(Coalesced::<usize>::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let (go, release) = watch::channel(false);
+        let first = {
+            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
+            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
+        };
+        while coalesced.running.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let joined = {
+            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
+            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(
+            coalesced.running.lock().unwrap().is_empty(),
+            "the lookup is no longer offered"
+        );
+        let fresh = {
+            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
+            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
+        };
+        go.send(true).unwrap();
+        assert_eq!(
+            joined.await.unwrap(),
+            1,
+            "the joined caller still gets its answer"
+        );
+        assert_eq!(fresh.await.unwrap(), 2);
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+    }
 }
