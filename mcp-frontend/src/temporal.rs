@@ -18,6 +18,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use temporalio_client::Client;
@@ -166,61 +167,92 @@ async fn status_and_progress(
     Ok((state, progress))
 }
 
-/// Concurrent lookups of one key share one: many watchers polling the same change (a NOC
-/// wall, a thousand clients) cost Temporal one query at a time, not one each. A caller joins
-/// only a lookup still running, so no answer is older than the lookup it shares; the entry
-/// goes as soon as one of its callers finishes or gives up, and the next caller starts afresh.
+/// Lookups of one key shared by the callers waiting for them: many watchers polling the same
+/// change (a NOC wall, a thousand clients) cost Temporal one query at a time, not one each.
+/// A caller never gets an answer asked before it came: it joins a lookup that has not asked
+/// yet, or else starts the next one, which asks once the one asking now has answered (so
+/// callers arriving meanwhile share it). An entry goes as soon as one of its callers finishes
+/// or gives up, unless a newer lookup has taken its place.
 struct Coalesced<T> {
-    running: Mutex<HashMap<String, Shared<BoxFuture<'static, T>>>>,
+    lookups: Mutex<HashMap<String, Lookup<T>>>,
+}
+
+struct Lookup<T> {
+    answer: Shared<BoxFuture<'static, T>>,
+    /// Whether it has begun asking: callers from then on start the next lookup.
+    asked: Arc<AtomicBool>,
 }
 
 impl<T> Default for Coalesced<T> {
     fn default() -> Self {
         Self {
-            running: Mutex::default(),
+            lookups: Mutex::default(),
         }
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> Coalesced<T> {
-    /// The answer of the lookup running for `key`, or of `lookup()` started now.
+    /// The answer of a lookup for `key` that asks after this call began: a waiting one's, or
+    /// `lookup()`'s, started now or after the one asking now.
     async fn run<F>(&self, key: &str, lookup: impl FnOnce() -> F) -> T
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let shared = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running
-                .entry(key.to_string())
-                .or_insert_with(|| lookup().boxed().shared())
-                .clone()
+        let answer = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            match lookups.get(key) {
+                Some(waiting) if !waiting.asked.load(Ordering::SeqCst) => waiting.answer.clone(),
+                asking => {
+                    let before = asking.map(|l| l.answer.clone());
+                    let asked = Arc::new(AtomicBool::new(false));
+                    let (asking, ask) = (asked.clone(), lookup());
+                    let answer = async move {
+                        if let Some(before) = before {
+                            before.await;
+                        }
+                        asking.store(true, Ordering::SeqCst);
+                        ask.await
+                    }
+                    .boxed()
+                    .shared();
+                    let entry = Lookup {
+                        answer: answer.clone(),
+                        asked,
+                    };
+                    lookups.insert(key.to_string(), entry);
+                    answer
+                }
+            }
         };
         let _leave = Leave {
             coalesced: self,
             key,
-            shared: &shared,
+            answer: &answer,
         };
-        shared.clone().await
+        answer.clone().await
     }
 }
 
-/// Removes a caller's lookup from the running ones when the caller is done with it, answered
-/// or cancelled (unless a newer lookup has taken its place).
+/// Removes a caller's lookup when the caller is done with it, answered or cancelled (unless a
+/// newer lookup has taken its place).
 struct Leave<'a, T> {
     coalesced: &'a Coalesced<T>,
     key: &'a str,
-    shared: &'a Shared<BoxFuture<'static, T>>,
+    answer: &'a Shared<BoxFuture<'static, T>>,
 }
 
 impl<T> Drop for Leave<'_, T> {
     fn drop(&mut self) {
-        let mut running = self
+        let mut lookups = self
             .coalesced
-            .running
+            .lookups
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if running.get(self.key).is_some_and(|s| s.ptr_eq(self.shared)) {
-            running.remove(self.key);
+        if lookups
+            .get(self.key)
+            .is_some_and(|l| l.answer.ptr_eq(self.answer))
+        {
+            lookups.remove(self.key);
         }
     }
 }
@@ -367,14 +399,15 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::watch;
 
-    /// A lookup that counts its starts and answers its number once `release` says so.
+    /// A lookup numbered in the order lookups are made, answering its number once `release`
+    /// says so.
     fn lookup(
-        started: &Arc<AtomicUsize>,
+        made: &Arc<AtomicUsize>,
         release: &watch::Receiver<bool>,
     ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, usize> + use<> {
-        let (started, mut release) = (started.clone(), release.clone());
+        let (made, mut release) = (made.clone(), release.clone());
         move || {
-            let number = started.fetch_add(1, Ordering::SeqCst) + 1;
+            let number = made.fetch_add(1, Ordering::SeqCst) + 1;
             Box::pin(async move {
                 let _ = release.wait_for(|go| *go).await;
                 number
@@ -382,74 +415,83 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn concurrent_lookups_of_one_key_share_one_and_the_next_starts_afresh() {
-        let coalesced = Arc::new(Coalesced::<usize>::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let (go, release) = watch::channel(false);
-        let mut callers = Vec::new();
-        for key in ["chg-1", "chg-1", "chg-1", "chg-2"] {
-            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
-            callers.push(tokio::spawn(
-                async move { coalesced.run(key, lookup).await },
-            ));
-        }
-        // Every caller has joined or started its lookup before any answers.
-        while started.load(Ordering::SeqCst) < 2 || coalesced.running.lock().unwrap().len() < 2 {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::yield_now().await;
-        go.send(true).unwrap();
-        let mut answers = Vec::new();
-        for caller in callers {
-            answers.push(caller.await.unwrap());
-        }
-        assert_eq!(started.load(Ordering::SeqCst), 2, "one lookup per key");
-        assert_eq!(answers[0], answers[1]);
-        assert_eq!(answers[1], answers[2]);
-        assert_ne!(answers[2], answers[3], "another key has its own lookup");
-        assert!(coalesced.running.lock().unwrap().is_empty());
-        // A lookup that has answered is not shared with a later caller.
-        let later = coalesced.run("chg-1", lookup(&started, &release)).await;
-        assert_eq!(later, 3);
+    fn call(
+        coalesced: &Arc<Coalesced<usize>>,
+        key: &'static str,
+        made: &Arc<AtomicUsize>,
+        release: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<usize> {
+        let (coalesced, lookup) = (coalesced.clone(), lookup(made, release));
+        tokio::spawn(async move { coalesced.run(key, lookup).await })
     }
 
-    #[tokio::test]
-    async fn a_caller_that_gives_up_leaves_the_others_their_answer_and_the_next_a_fresh_lookup() {
-        let coalesced = Arc::new(Coalesced::<usize>::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let (go, release) = watch::channel(false);
-        let first = {
-            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
-            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
-        };
-        while coalesced.running.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let joined = {
-            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
-            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
-        };
+    /// Lets every spawned call run until it waits (the test runtime has one thread).
+    async fn settle() {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn callers_share_the_next_lookup_of_a_key_never_one_that_asked_before_they_came() {
+        let coalesced = Arc::new(Coalesced::<usize>::default());
+        let made = Arc::new(AtomicUsize::new(0));
+        let (go, release) = watch::channel(false);
+        let first = call(&coalesced, "chg-1", &made, &release);
+        settle().await;
+        // The first lookup is asking: these two share the next, which asks after it.
+        let second = call(&coalesced, "chg-1", &made, &release);
+        let third = call(&coalesced, "chg-1", &made, &release);
+        let other = call(&coalesced, "chg-2", &made, &release);
+        settle().await;
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            3,
+            "two lookups of chg-1, one of chg-2"
+        );
+        go.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), 1);
+        assert_eq!(second.await.unwrap(), 2);
+        assert_eq!(third.await.unwrap(), 2);
+        assert_eq!(other.await.unwrap(), 3);
+        assert!(coalesced.lookups.lock().unwrap().is_empty());
+        // A lookup that has answered is not shared with a later caller.
+        let later = coalesced.run("chg-1", lookup(&made, &release)).await;
+        assert_eq!(later, 4);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_leaves_no_lookup_behind_and_the_next_asks_afresh() {
+        let coalesced = Arc::new(Coalesced::<usize>::default());
+        let made = Arc::new(AtomicUsize::new(0));
+        let (go, release) = watch::channel(false);
+        let first = call(&coalesced, "chg-1", &made, &release);
+        settle().await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
         assert!(
-            coalesced.running.lock().unwrap().is_empty(),
-            "the lookup is no longer offered"
+            coalesced.lookups.lock().unwrap().is_empty(),
+            "the abandoned lookup is no longer offered"
         );
-        let fresh = {
-            let (coalesced, lookup) = (coalesced.clone(), lookup(&started, &release));
-            tokio::spawn(async move { coalesced.run("chg-1", lookup).await })
-        };
+        let next = call(&coalesced, "chg-1", &made, &release);
+        settle().await;
         go.send(true).unwrap();
-        assert_eq!(
-            joined.await.unwrap(),
-            1,
-            "the joined caller still gets its answer"
-        );
-        assert_eq!(fresh.await.unwrap(), 2);
-        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(next.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_lookup_still_answers_when_the_caller_of_the_one_before_gives_up() {
+        let coalesced = Arc::new(Coalesced::<usize>::default());
+        let made = Arc::new(AtomicUsize::new(0));
+        let (go, release) = watch::channel(false);
+        let first = call(&coalesced, "chg-1", &made, &release);
+        settle().await;
+        let second = call(&coalesced, "chg-1", &made, &release);
+        settle().await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        go.send(true).unwrap();
+        assert_eq!(second.await.unwrap(), 2);
+        assert!(coalesced.lookups.lock().unwrap().is_empty());
     }
 }
