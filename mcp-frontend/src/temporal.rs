@@ -398,100 +398,105 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::watch;
+    use tokio::task::JoinHandle;
 
-    /// A lookup numbered in the order lookups are made, answering its number once `release`
-    /// says so.
-    fn lookup(
-        made: &Arc<AtomicUsize>,
-        release: &watch::Receiver<bool>,
-    ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, usize> + use<> {
-        let (made, mut release) = (made.clone(), release.clone());
-        move || {
-            let number = made.fetch_add(1, Ordering::SeqCst) + 1;
-            Box::pin(async move {
-                let _ = release.wait_for(|go| *go).await;
-                number
-            })
+    /// Callers of one `Coalesced` whose lookups are numbered in the order they are made and
+    /// answer their number once `go` says so.
+    struct Callers {
+        coalesced: Arc<Coalesced<usize>>,
+        made: Arc<AtomicUsize>,
+        go: watch::Sender<bool>,
+    }
+
+    impl Callers {
+        fn new() -> Self {
+            Self {
+                coalesced: Arc::default(),
+                made: Arc::default(),
+                go: watch::channel(false).0,
+            }
         }
-    }
 
-    fn call(
-        coalesced: &Arc<Coalesced<usize>>,
-        key: &'static str,
-        made: &Arc<AtomicUsize>,
-        release: &watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<usize> {
-        let (coalesced, lookup) = (coalesced.clone(), lookup(made, release));
-        tokio::spawn(async move { coalesced.run(key, lookup).await })
-    }
+        fn lookup(
+            &self,
+        ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, usize> + use<> {
+            let (made, mut release) = (self.made.clone(), self.go.subscribe());
+            move || {
+                let number = made.fetch_add(1, Ordering::SeqCst) + 1;
+                Box::pin(async move {
+                    let _ = release.wait_for(|go| *go).await;
+                    number
+                })
+            }
+        }
 
-    /// Lets every spawned call run until it waits (the test runtime has one thread).
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
+        /// A caller asking about `key`, run until it waits (the test runtime has one thread).
+        async fn call(&self, key: &'static str) -> JoinHandle<usize> {
+            let (coalesced, lookup) = (self.coalesced.clone(), self.lookup());
+            let caller = tokio::spawn(async move { coalesced.run(key, lookup).await });
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            caller
+        }
+
+        fn release(&self) {
+            self.go.send_replace(true);
+        }
+
+        fn lookups_left(&self) -> usize {
+            self.coalesced.lookups.lock().unwrap().len()
         }
     }
 
     #[tokio::test]
     async fn callers_share_the_next_lookup_of_a_key_never_one_that_asked_before_they_came() {
-        let coalesced = Arc::new(Coalesced::<usize>::default());
-        let made = Arc::new(AtomicUsize::new(0));
-        let (go, release) = watch::channel(false);
-        let first = call(&coalesced, "chg-1", &made, &release);
-        settle().await;
+        let callers = Callers::new();
+        let first = callers.call("chg-1").await;
         // The first lookup is asking: these two share the next, which asks after it.
-        let second = call(&coalesced, "chg-1", &made, &release);
-        let third = call(&coalesced, "chg-1", &made, &release);
-        let other = call(&coalesced, "chg-2", &made, &release);
-        settle().await;
+        let second = callers.call("chg-1").await;
+        let third = callers.call("chg-1").await;
+        let other = callers.call("chg-2").await;
         assert_eq!(
-            made.load(Ordering::SeqCst),
+            callers.made.load(Ordering::SeqCst),
             3,
-            "two lookups of chg-1, one of chg-2"
+            "two of chg-1, one of chg-2"
         );
-        go.send(true).unwrap();
+        callers.release();
         assert_eq!(first.await.unwrap(), 1);
         assert_eq!(second.await.unwrap(), 2);
         assert_eq!(third.await.unwrap(), 2);
         assert_eq!(other.await.unwrap(), 3);
-        assert!(coalesced.lookups.lock().unwrap().is_empty());
+        assert_eq!(callers.lookups_left(), 0);
         // A lookup that has answered is not shared with a later caller.
-        let later = coalesced.run("chg-1", lookup(&made, &release)).await;
-        assert_eq!(later, 4);
+        assert_eq!(callers.call("chg-1").await.await.unwrap(), 4);
     }
 
     #[tokio::test]
     async fn a_caller_that_gives_up_leaves_no_lookup_behind_and_the_next_asks_afresh() {
-        let coalesced = Arc::new(Coalesced::<usize>::default());
-        let made = Arc::new(AtomicUsize::new(0));
-        let (go, release) = watch::channel(false);
-        let first = call(&coalesced, "chg-1", &made, &release);
-        settle().await;
+        let callers = Callers::new();
+        let first = callers.call("chg-1").await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
-        assert!(
-            coalesced.lookups.lock().unwrap().is_empty(),
-            "the abandoned lookup is no longer offered"
+        assert_eq!(
+            callers.lookups_left(),
+            0,
+            "the abandoned lookup is not offered"
         );
-        let next = call(&coalesced, "chg-1", &made, &release);
-        settle().await;
-        go.send(true).unwrap();
+        let next = callers.call("chg-1").await;
+        callers.release();
         assert_eq!(next.await.unwrap(), 2);
     }
 
     #[tokio::test]
     async fn a_waiting_lookup_still_answers_when_the_caller_of_the_one_before_gives_up() {
-        let coalesced = Arc::new(Coalesced::<usize>::default());
-        let made = Arc::new(AtomicUsize::new(0));
-        let (go, release) = watch::channel(false);
-        let first = call(&coalesced, "chg-1", &made, &release);
-        settle().await;
-        let second = call(&coalesced, "chg-1", &made, &release);
-        settle().await;
+        let callers = Callers::new();
+        let first = callers.call("chg-1").await;
+        let second = callers.call("chg-1").await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
-        go.send(true).unwrap();
+        callers.release();
         assert_eq!(second.await.unwrap(), 2);
-        assert!(coalesced.lookups.lock().unwrap().is_empty());
+        assert_eq!(callers.lookups_left(), 0);
     }
 }
