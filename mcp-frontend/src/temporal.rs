@@ -202,15 +202,15 @@ impl<T: Clone + Send + Sync + 'static> Coalesced<T> {
             let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
             match lookups.get(key) {
                 Some(waiting) if !waiting.asked.load(Ordering::SeqCst) => waiting.answer.clone(),
-                asking => {
-                    let before = asking.map(|l| l.answer.clone());
+                current => {
+                    let before = current.map(|l| l.answer.clone());
                     let asked = Arc::new(AtomicBool::new(false));
-                    let (asking, ask) = (asked.clone(), lookup());
+                    let (now_asking, ask) = (asked.clone(), lookup());
                     let answer = async move {
                         if let Some(before) = before {
                             before.await;
                         }
-                        asking.store(true, Ordering::SeqCst);
+                        now_asking.store(true, Ordering::SeqCst);
                         ask.await
                     }
                     .boxed()
