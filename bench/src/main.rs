@@ -568,6 +568,7 @@ async fn clients(
 ) -> anyhow::Result<()> {
     let call = json!({"name": "get_change_status", "arguments": {"change_id": warm}});
     let before = serve.memory_mib();
+    let file_pages = serve.file_pages_mib();
     // Stateless first: resident memory is not given back, so the era run second would also
     // show what the first left in the allocator; sessions cost more than stateless requests.
     let modern = starts::many_clients(bench, call.clone(), None, args.clients, args.clients_secs);
@@ -596,6 +597,7 @@ async fn clients(
         &modern,
         modern_peak,
         before.map(|(rss, _)| rss),
+        file_pages,
         hwm,
     );
     Ok(())
@@ -893,6 +895,7 @@ impl Report {
         modern: &Load,
         modern_peak: f64,
         before: Option<f64>,
+        file_pages: Option<f64>,
         hwm: f64,
     ) {
         self.detail(
@@ -903,7 +906,13 @@ impl Report {
             &format!("get_change_status, {clients} stateless clients (2026-07-28)"),
             modern,
         );
-        let before = before.map_or("?".into(), |b| format!("{b:.0} MB"));
+        let mut before = before.map_or("?".into(), |b| format!("{b:.0} MB"));
+        if let Some(file) = file_pages {
+            let _ = write!(
+                before,
+                ", {file:.0} MB of it mapped from files, mostly the executable"
+            );
+        }
         for (era, load, peak, extra) in [
             (
                 "2025-11-25 sessions",

@@ -32,16 +32,23 @@ impl Process {
 
     /// Its resident memory now and its peak (VmRSS, VmHWM), in MiB.
     pub fn memory_mib(&self) -> Option<(f64, f64)> {
+        Some((self.status_mib("VmRSS:")?, self.status_mib("VmHWM:")?))
+    }
+
+    /// Its resident pages mapped from files now (RssFile: above all its own executable), in MiB.
+    pub fn file_pages_mib(&self) -> Option<f64> {
+        self.status_mib("RssFile:")
+    }
+
+    /// One of its `/proc/<pid>/status` sizes, in MiB.
+    fn status_mib(&self, name: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map(|kb| kb / 1024.0)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
     }
 
     fn terminate(&self) {

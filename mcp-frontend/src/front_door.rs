@@ -223,6 +223,12 @@ pub struct InFlight {
 /// seconds each there: calls past this many would only wait in line.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
+/// Queries, listings and refusals worked on at once beside the workflow calls. Each request
+/// worked on holds rmcp's per-request service and channels until it is answered: with 1000
+/// stateless clients, four times the workflow limit (256) held about 14 MB more than this
+/// (128) and answered no faster (`bench/results/2026-11-29-turns.md`).
+pub const OTHER_REQUESTS_AT_ONCE: usize = 64;
+
 /// A slot for one workflow call, given back when dropped.
 pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
@@ -245,9 +251,9 @@ impl InFlight {
     }
 
     /// MCP and REST requests worked on at once (`app::take_turns`): room for every workflow
-    /// call and three times as many queries and listings; more wait for a turn.
+    /// call and `OTHER_REQUESTS_AT_ONCE` queries and listings besides; more wait for a turn.
     pub fn requests_at_once(&self) -> usize {
-        self.limit.saturating_mul(4)
+        self.limit.saturating_add(OTHER_REQUESTS_AT_ONCE)
     }
 
     /// A slot, or `None` when every one is taken.
