@@ -335,6 +335,47 @@ async fn the_evidence_key_signs_in_transit_only_for_a_role_granted_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_server_whose_port_another_holds_does_not_pass_for_started() {
+    // The dev server also listens on its port plus one (its cluster port). A second one asked
+    // for that port must not take the first one's cluster listener for itself.
+    let first = seeded_vault().await;
+    let taken: u16 = first
+        .vault
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("cf-vault-{}", uuid::Uuid::new_v4().simple()));
+    let mut options = EmbeddedVaultOptions::new(&dir);
+    options.port = taken + 1;
+    let second = tokio::task::spawn_blocking(move || EmbeddedVault::start(&options))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let problem = second
+        .err()
+        .expect("a server on a taken port is not started")
+        .to_string();
+    assert!(
+        problem.contains("another service answers on") || problem.contains("it exited"),
+        "{problem}"
+    );
+    // The first one is untouched.
+    let value = BTreeMap::from([("k".to_string(), "v".to_string())]);
+    admin::write_secret(
+        &first.vault.address(),
+        first.vault.root_token().expose(),
+        "secret",
+        "still/here",
+        &value,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_written_to_a_kv_mount_being_upgraded_waits_for_the_upgrade() {
     // A KV mount refuses writes while it is upgraded to version 2 ("Upgrading from
     // non-versioned to versioned data", a 400). The dev server's `secret/` is upgraded like

@@ -2,12 +2,13 @@
 //! random root token, started on demand and stopped on drop. Dev mode keeps secrets in memory:
 //! whoever starts it seeds it.
 
-use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port};
+use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port_pair};
 use changeflow_credentials::Secret;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedVaultOptions {
@@ -48,7 +49,9 @@ impl EmbeddedVault {
         loop {
             match Self::start_once(options) {
                 Err(EmbeddedServiceError::NotReady { reason, .. })
-                    if options.port == 0 && attempt < 3 && reason.starts_with("it exited") =>
+                    if options.port == 0
+                        && attempt < 3
+                        && (reason.starts_with("it exited") || reason.starts_with(FOREIGN)) =>
                 {
                     attempt += 1
                 }
@@ -63,7 +66,8 @@ impl EmbeddedVault {
             source,
         };
         std::fs::create_dir_all(&options.data_dir).map_err(io)?;
-        let port = pick_port(options.port).map_err(io)?;
+        // The dev server also listens on the port after its own (its cluster port).
+        let port = pick_port_pair(options.port).map_err(io)?;
         let root_token = options
             .root_token
             .clone()
@@ -82,7 +86,27 @@ impl EmbeddedVault {
             command,
             &options.data_dir.join("openbao.log"),
         )?;
+        let deadline = Instant::now() + options.startup_timeout;
         process.wait_listening(&[address], options.startup_timeout)?;
+        // Listening is not enough: another server may hold the port (another dev server's
+        // cluster port, say) while this one fails to bind it. Ready is this server knowing
+        // its own root token.
+        loop {
+            if let Some(status) = process.exited() {
+                return Err(process.not_ready(format!("it exited with {status}")));
+            }
+            match probe(address, &root_token) {
+                Probe::Ours => break,
+                Probe::Foreign => {
+                    return Err(process.not_ready(format!("{FOREIGN} {address}")));
+                }
+                Probe::NotYet if Instant::now() > deadline => {
+                    return Err(process
+                        .not_ready(format!("not answering after {:?}", options.startup_timeout)));
+                }
+                Probe::NotYet => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
         Ok(Self {
             process,
             address,
@@ -102,5 +126,80 @@ impl EmbeddedVault {
     /// Stops the server (also done on drop); its secrets are gone with it.
     pub fn stop(&mut self) {
         self.process.stop();
+    }
+}
+
+/// The start of the reason given when something else answers on the dev server's port.
+const FOREIGN: &str = "another service answers on";
+
+/// What a server on the dev server's address says to its root token.
+enum Probe {
+    /// It knows the token: it is the server just started.
+    Ours,
+    /// Not answering yet, or answering that it is not ready.
+    NotYet,
+    /// Something else: not HTTP, or a server that does not know the token.
+    Foreign,
+}
+
+fn probe(address: SocketAddr, root_token: &str) -> Probe {
+    let Ok(mut tcp) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
+        return Probe::NotYet;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "GET /v1/auth/token/lookup-self HTTP/1.1\r\nHost: {address}\r\nX-Vault-Token: {root_token}\r\nConnection: close\r\n\r\n"
+    );
+    if tcp.write_all(request.as_bytes()).is_err() {
+        return Probe::NotYet;
+    }
+    let mut head = [0u8; 12];
+    match tcp.read_exact(&mut head) {
+        Ok(()) if head.starts_with(b"HTTP/1.1 200") => Probe::Ours,
+        // A Vault that refuses the token is another one; 5xx is one still starting.
+        Ok(()) if head.starts_with(b"HTTP/1.1 403") => Probe::Foreign,
+        Ok(()) if head.starts_with(b"HTTP/1.") => Probe::NotYet,
+        Ok(()) => Probe::Foreign,
+        // Closed or silent after a plain HTTP request: a TLS listener, say.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Probe::Foreign,
+        Err(_) => Probe::NotYet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server on loopback that reads one request and answers `answer` (or nothing).
+    fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut request = [0u8; 512];
+            let _ = tcp.read(&mut request);
+            let _ = tcp.write_all(answer);
+        });
+        address
+    }
+
+    #[test]
+    fn only_a_server_that_knows_the_root_token_is_taken_for_the_one_started() {
+        let ok = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(probe(ok, "t"), Probe::Ours));
+        let starting = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert!(matches!(probe(starting, "t"), Probe::NotYet));
+        let other_vault = answering(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+        assert!(matches!(probe(other_vault, "t"), Probe::Foreign));
+        let not_http = answering(b"\x15\x03\x03\x00\x02\x02\x50garbage");
+        assert!(matches!(probe(not_http, "t"), Probe::Foreign));
+        let hangs_up = answering(b"");
+        assert!(matches!(probe(hangs_up, "t"), Probe::Foreign));
+        let nobody = {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            listener.local_addr().unwrap()
+        };
+        assert!(matches!(probe(nobody, "t"), Probe::NotYet));
     }
 }

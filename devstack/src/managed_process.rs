@@ -90,6 +90,11 @@ impl ManagedProcess {
         }
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn not_ready(&self, reason: String) -> EmbeddedServiceError {
         EmbeddedServiceError::NotReady {
             name: self.name,
@@ -129,4 +134,23 @@ pub fn pick_port(port: u16) -> std::io::Result<u16> {
         return Ok(port);
     }
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// `port`, or a free loopback port whose next port is free too, for a server that listens on
+/// both (the OpenBao dev server's cluster port is its port plus one).
+pub fn pick_port_pair(port: u16) -> std::io::Result<u16> {
+    if port != 0 {
+        return Ok(port);
+    }
+    for _ in 0..50 {
+        let first = TcpListener::bind(("127.0.0.1", 0))?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no two free loopback ports in a row",
+    ))
 }
