@@ -1,7 +1,9 @@
 //! The embedded Temporal server: `temporal server start-dev` on loopback, its SQLite history
 //! in the data directory (so it survives restarts), started on demand and stopped on drop.
 
-use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port};
+use crate::managed_process::{
+    EmbeddedServiceError, ManagedProcess, pick_port, start_on_free_ports,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,17 +52,7 @@ impl EmbeddedTemporal {
     /// server exits and is started again on fresh ports.
     pub fn start(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedServiceError> {
         let automatic = options.port == 0 || options.ui_port == 0;
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(options) {
-                Err(EmbeddedServiceError::NotReady { reason, .. })
-                    if automatic && attempt < 3 && reason.starts_with("it exited") =>
-                {
-                    attempt += 1
-                }
-                other => return other,
-            }
-        }
+        start_on_free_ports(automatic, || Self::start_once(options))
     }
 
     fn start_once(options: &EmbeddedTemporalOptions) -> Result<Self, EmbeddedServiceError> {

@@ -2,7 +2,9 @@
 //! random root token, started on demand and stopped on drop. Dev mode keeps secrets in memory:
 //! whoever starts it seeds it.
 
-use crate::managed_process::{EmbeddedServiceError, ManagedProcess, pick_port_pair};
+use crate::managed_process::{
+    EmbeddedServiceError, ManagedProcess, NotReady, pick_port_pair, start_on_free_ports,
+};
 use changeflow_credentials::Secret;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,19 +47,7 @@ impl EmbeddedVault {
     /// Starts the server; an automatically picked port taken by someone else before the server
     /// bound it means another try on a fresh port.
     pub fn start(options: &EmbeddedVaultOptions) -> Result<Self, EmbeddedServiceError> {
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(options) {
-                Err(EmbeddedServiceError::NotReady { reason, .. })
-                    if options.port == 0
-                        && attempt < 3
-                        && (reason.starts_with("it exited") || reason.starts_with(FOREIGN)) =>
-                {
-                    attempt += 1
-                }
-                other => return other,
-            }
-        }
+        start_on_free_ports(options.port == 0, || Self::start_once(options))
     }
 
     fn start_once(options: &EmbeddedVaultOptions) -> Result<Self, EmbeddedServiceError> {
@@ -92,17 +82,14 @@ impl EmbeddedVault {
         // cluster port, say) while this one fails to bind it. Ready is this server knowing
         // its own root token.
         loop {
-            if let Some(status) = process.exited() {
-                return Err(process.not_ready(format!("it exited with {status}")));
-            }
+            process.check_running()?;
             match probe(address, &root_token) {
                 Probe::Ours => break,
                 Probe::Foreign => {
-                    return Err(process.not_ready(format!("{FOREIGN} {address}")));
+                    return Err(process.not_ready(NotReady::Foreign(address)));
                 }
                 Probe::NotYet if Instant::now() > deadline => {
-                    return Err(process
-                        .not_ready(format!("not answering after {:?}", options.startup_timeout)));
+                    return Err(process.not_ready(NotReady::NotAnswering(options.startup_timeout)));
                 }
                 Probe::NotYet => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -119,6 +106,11 @@ impl EmbeddedVault {
         format!("http://{}", self.address)
     }
 
+    /// The port it listens on (its cluster port is the next one).
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
     pub fn root_token(&self) -> &Secret {
         &self.root_token
     }
@@ -128,9 +120,6 @@ impl EmbeddedVault {
         self.process.stop();
     }
 }
-
-/// The start of the reason given when something else answers on the dev server's port.
-const FOREIGN: &str = "another service answers on";
 
 /// What a server on the dev server's address says to its root token.
 enum Probe {
