@@ -25,7 +25,6 @@ async fn seeded_vault() -> Fixture {
         .await
         .unwrap()
         .expect("OpenBao starts");
-    let root = vault.root_token().expose().to_string();
     let sn = BTreeMap::from([
         ("username".to_string(), "sn-user".to_string()),
         ("password".to_string(), "sn-pass-from-vault".to_string()),
@@ -39,25 +38,22 @@ async fn seeded_vault() -> Fixture {
         ("username".to_string(), "cc-user".to_string()),
         ("password".to_string(), "cc-pass-from-vault".to_string()),
     ]);
-    admin::write_secret(
-        &vault.address(),
-        &root,
-        "secret",
-        "changeflow/servicenow",
-        &sn,
-    )
-    .await
-    .unwrap();
-    admin::write_secret(
-        &vault.address(),
-        &root,
-        "secret",
-        "changeflow/catalyst-center",
-        &cc,
-    )
-    .await
-    .unwrap();
+    write_as_root(&vault, "changeflow/servicenow", &sn).await;
+    write_as_root(&vault, "changeflow/catalyst-center", &cc).await;
     Fixture { vault, dir }
+}
+
+/// Writes `value` at `path` in the `secret` mount with the server's root token.
+async fn write_as_root(vault: &EmbeddedVault, path: &str, value: &BTreeMap<String, String>) {
+    admin::write_secret(
+        &vault.address(),
+        vault.root_token().expose(),
+        "secret",
+        path,
+        value,
+    )
+    .await
+    .unwrap();
 }
 
 fn settings(f: &Fixture, auth: VaultAuth) -> VaultSettings {
@@ -86,15 +82,7 @@ async fn token_auth_reads_both_secrets_and_caches_them() {
         ("username".to_string(), "cc-user".to_string()),
         ("password".to_string(), "rotated".to_string()),
     ]);
-    admin::write_secret(
-        &f.vault.address(),
-        f.vault.root_token().expose(),
-        "secret",
-        "changeflow/catalyst-center",
-        &rotated,
-    )
-    .await
-    .unwrap();
+    write_as_root(&f.vault, "changeflow/catalyst-center", &rotated).await;
     assert_eq!(
         provider.catalyst().await.unwrap().password.expose(),
         "cc-pass-from-vault",
@@ -246,20 +234,11 @@ async fn an_unreachable_vault_is_a_retryable_error_without_secrets() {
 #[tokio::test]
 async fn a_secret_missing_a_field_names_the_field_not_the_values() {
     let f = seeded_vault().await;
-    let root = f.vault.root_token().expose().to_string();
     let partial = BTreeMap::from([
         ("username".to_string(), "cc-user".to_string()),
         ("passwd".to_string(), "typo-value".to_string()),
     ]);
-    admin::write_secret(
-        &f.vault.address(),
-        &root,
-        "secret",
-        "changeflow/catalyst-center",
-        &partial,
-    )
-    .await
-    .unwrap();
+    write_as_root(&f.vault, "changeflow/catalyst-center", &partial).await;
     let provider =
         VaultCredentials::new(settings(&f, VaultAuth::Token(f.vault.root_token().clone())))
             .unwrap();
@@ -353,15 +332,7 @@ async fn a_dev_server_whose_port_another_holds_does_not_pass_for_started() {
     assert!(problem.port_taken(), "{problem}");
     // The first one is untouched.
     let value = BTreeMap::from([("k".to_string(), "v".to_string())]);
-    admin::write_secret(
-        &first.vault.address(),
-        first.vault.root_token().expose(),
-        "secret",
-        "still/here",
-        &value,
-    )
-    .await
-    .unwrap();
+    write_as_root(&first.vault, "still/here", &value).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

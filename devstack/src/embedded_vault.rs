@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedVaultOptions {
@@ -76,24 +76,17 @@ impl EmbeddedVault {
             command,
             &options.data_dir.join("openbao.log"),
         )?;
-        let deadline = Instant::now() + options.startup_timeout;
-        process.wait_listening(&[address], options.startup_timeout)?;
         // Listening is not enough: another server may hold the port (another dev server's
         // cluster port, say) while this one fails to bind it. Ready is this server knowing
         // its own root token.
-        loop {
-            process.check_running()?;
+        let timeout = options.startup_timeout;
+        process.wait_ready(timeout, NotReady::NotAnswering(timeout), || {
             match probe(address, &root_token) {
-                Probe::Ours => break,
-                Probe::Foreign => {
-                    return Err(process.not_ready(NotReady::Foreign(address)));
-                }
-                Probe::NotYet if Instant::now() > deadline => {
-                    return Err(process.not_ready(NotReady::NotAnswering(options.startup_timeout)));
-                }
-                Probe::NotYet => std::thread::sleep(Duration::from_millis(100)),
+                Probe::Ours => Ok(true),
+                Probe::NotYet => Ok(false),
+                Probe::Foreign => Err(NotReady::Foreign(address)),
             }
-        }
+        })?;
         Ok(Self {
             process,
             address,

@@ -119,19 +119,30 @@ impl ManagedProcess {
         addresses: &[SocketAddr],
         timeout: Duration,
     ) -> Result<(), EmbeddedServiceError> {
+        self.wait_ready(timeout, NotReady::NotListening(timeout), || {
+            Ok(addresses
+                .iter()
+                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()))
+        })
+    }
+
+    /// Asks `ready` every 100 ms until it answers `Ok(true)`, answers why the service will not
+    /// be ready, the process exits, or `timeout` passes (then fails with `late`).
+    pub fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        late: NotReady,
+        mut ready: impl FnMut() -> Result<bool, NotReady>,
+    ) -> Result<(), EmbeddedServiceError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_running()?;
-            let up = addresses
-                .iter()
-                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok());
-            if up {
-                return Ok(());
+            match ready() {
+                Ok(true) => return Ok(()),
+                Err(cause) => return Err(self.not_ready(cause)),
+                Ok(false) if Instant::now() > deadline => return Err(self.not_ready(late)),
+                Ok(false) => std::thread::sleep(Duration::from_millis(100)),
             }
-            if Instant::now() > deadline {
-                return Err(self.not_ready(NotReady::NotListening(timeout)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
