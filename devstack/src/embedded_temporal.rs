@@ -83,8 +83,8 @@ impl EmbeddedTemporal {
             // One partition per task queue instead of four: a single server gains nothing
             // from spreading a queue, and a workflow task started on a partition no worker
             // polls at that moment waited in the backlog. Measured with reads at 50 clients
-            // through a front door whose worker is another process: p99 1.2-1.3 s instead of
-            // 3.6-4.1 s, at the same rate (bench/results/2026-11-29-partitions.md).
+            // through a front door whose worker is another process: p99 1.3-1.5 s instead of
+            // 3.7-5.1 s, at the same rate (bench/results/2026-11-29-partitions.md).
             .args([
                 "--dynamic-config-value",
                 "matching.numTaskqueueReadPartitions=1",
