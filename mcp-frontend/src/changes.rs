@@ -162,29 +162,32 @@ pub async fn run_operation(
     request: OperationRequest,
 ) -> Result<serde_json::Value, OperationFailure> {
     let options = tool_start_options(task_queue, workflow_id, &request.requested_by);
-    let started = client
+    // The handle of the run just started names its run: waiting on it spares Temporal looking
+    // up the workflow's current run. An id already used waits on that call's current run.
+    let result = match client
         .start_workflow(DownstreamOperation::run, request, options)
-        .await;
-    if let Err(e) = started
-        && !matches!(e, WorkflowStartError::AlreadyStarted { .. })
-    {
-        return Err(OperationFailure::Failed(e.to_string()));
-    }
-    let handle = client.get_workflow_handle::<DownstreamOperation>(workflow_id);
-    handle
-        .get_result(WorkflowGetResultOptions::default())
         .await
-        .map_err(|err| {
-            let (type_name, message) = failure_detail(&err);
-            match FailureType::parse(&type_name) {
-                Some(FailureType::NotFound) => OperationFailure::NotFound(message),
-                Some(FailureType::InvalidRequest | FailureType::Rejected) => {
-                    OperationFailure::Invalid(message)
-                }
-                Some(FailureType::Conflict) => OperationFailure::Conflict(message),
-                _ => OperationFailure::Failed(message),
+    {
+        Ok(handle) => handle.get_result(WorkflowGetResultOptions::default()).await,
+        Err(WorkflowStartError::AlreadyStarted { .. }) => {
+            client
+                .get_workflow_handle::<DownstreamOperation>(workflow_id)
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+        }
+        Err(e) => return Err(OperationFailure::Failed(e.to_string())),
+    };
+    result.map_err(|err| {
+        let (type_name, message) = failure_detail(&err);
+        match FailureType::parse(&type_name) {
+            Some(FailureType::NotFound) => OperationFailure::NotFound(message),
+            Some(FailureType::InvalidRequest | FailureType::Rejected) => {
+                OperationFailure::Invalid(message)
             }
-        })
+            Some(FailureType::Conflict) => OperationFailure::Conflict(message),
+            _ => OperationFailure::Failed(message),
+        }
+    })
 }
 
 /// The change's current progress, or `None` while no worker has answered yet.
