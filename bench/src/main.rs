@@ -285,11 +285,11 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     // 1. Starts.
     let (warm, input) = starts::first_change(&bench).await?;
     let mut raw_runs = Vec::new();
+    let mut runs = StartRuns::default();
     if args.wants(Part::Starts) {
         // The embedded server slows as its database grows, and its speed drifts on a shared
         // machine: every front-door run has a raw run just before and just after it, and is
         // compared with their mean. REST and MCP take turns going first.
-        let mut runs = StartRuns::default();
         let mut before = runs
             .next(&bench, &mut report, Kind::Raw, &input, args)
             .await?;
@@ -318,7 +318,6 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
         }
         report.starts(&raw_runs, &runs.rest, &runs.mcp);
     }
-    let raw = median_run(&raw_runs);
 
     // 2. Reads through their workflow, the simulator directly, the seed-style peer.
     let inspector = Inspector::new(&tools, dir.join("inspector-home"))?;
@@ -356,6 +355,12 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
     };
     for (tool, arguments, path) in reads {
         starts::wait_quiet(Duration::from_secs(120)).await;
+        // Like a start run, a tool's reads are compared with the mean of raw start runs made
+        // just before and just after them, on the server as it is then.
+        let raw_before = runs
+            .next(&bench, &mut report, Kind::Raw, &input, args)
+            .await?;
+        let mut measured = Vec::new();
         for clients in [1, 10, 50] {
             let ours = inspector
                 .load(&mcp, Some(&token), tool, arguments, clients, args.read_secs)
@@ -378,7 +383,7 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
             .run()
             .await?;
             eprintln!("bench: {tool} x{clients} simulator: {}", line(&simulator));
-            report.reads(tool, clients, &ours, &theirs, &simulator, raw.rate());
+            measured.push((clients, ours, theirs, simulator));
         }
         // The dev stack's own front door shares its Temporal client with the worker: the
         // first workflow task comes back with the start (eager start), no poll.
@@ -396,7 +401,7 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
             "bench: {tool} x50 changeflow dev (eager): {}",
             line(&embedded)
         );
-        report.eager_reads(tool, Eager::Dev, &embedded, raw.rate());
+        let mut in_process = None;
         if let Some((_, mcp, token)) = &serve_worker {
             let load = inspector
                 .load(mcp, Some(token), tool, arguments, 50, args.read_secs)
@@ -405,7 +410,18 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<String> {
                 "bench: {tool} x50 serve --in-process-worker (eager): {}",
                 line(&load)
             );
-            report.eager_reads(tool, Eager::Serve, &load, raw.rate());
+            in_process = Some(load);
+        }
+        let raw_after = runs
+            .next(&bench, &mut report, Kind::Raw, &input, args)
+            .await?;
+        let raw = (raw_before.rate() + raw_after.rate()) / 2.0;
+        for (clients, ours, theirs, simulator) in &measured {
+            report.reads(tool, *clients, ours, theirs, simulator, raw);
+        }
+        report.eager_reads(tool, Eager::Dev, &embedded, raw);
+        if let Some(load) = &in_process {
+            report.eager_reads(tool, Eager::Serve, load, raw);
         }
     }
     if let Some((process, _, _)) = serve_worker {
@@ -983,11 +999,12 @@ task queue included), 50 in flight. Every REST or MCP start run has a raw run ju
 just after it, REST and MCP taking turns going first; between runs every started change is \
 terminated and the queue drained. The embedded server slows as its database grows and its speed \
 drifts on a shared machine, so each front-door run is compared with the mean of the two raw runs \
-around it; the summary gives each kind's median run and median ratio, and the median raw run, \
-which the reads are compared with too.\n\
+around it; the summary gives each kind's median run and median ratio, and the median raw run.\n\
 - **Reads** go through their `DownstreamOperation` workflow (a local activity), the MCP \
 Inspector's `--load` driving both changeflow and the seed-style peer (`bench/seed_peer.py`, the \
-official Python MCP SDK calling the simulator directly, no workflow, audit or policy). The \
+official Python MCP SDK calling the simulator directly, no workflow, audit or policy). A \
+tool's reads are compared with the mean of two raw start runs (as above) made just before and \
+just after them: the server they ran on, not the smaller one of the first start runs. The \
 simulator direct row is wrk on the Catalyst Center simulator's HTTPS API.\n\
 - **`tools/list`** answers (77 KB each) are not handed to wrk's Lua one by one: copying each \
 into Lua cost wrk more CPU than the front door spent answering, on the same two cores. An \
