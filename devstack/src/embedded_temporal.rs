@@ -92,9 +92,9 @@ impl EmbeddedTemporal {
                 "matching.numTaskqueueWritePartitions=1",
             ])
             // The dev server reads search attributes and the namespace from its database on
-            // every request (`temporal` sets this so that attributes created at run time show at
-            // once; Temporal's own default is off, "not in production"). Ours are all created
-            // here, at start. Measured with reads at 50 clients: about 7 fewer database reads
+            // every start that carries search attributes (`temporal` sets this so that
+            // attributes created at run time show at once; Temporal's own default is off, "not
+            // in production"). Ours are all created here, at start. Measured with reads at 50 clients: about 7 fewer database reads
             // per read, 25 % more reads a second (bench/results/2026-11-29-server-reads.md).
             .args([
                 "--dynamic-config-value",
