@@ -547,15 +547,36 @@ async fn alice_token(
 }
 
 /// `tools/list` and `get_change_status` from 50 clients, each with its own session (one session
-/// shared by every connection would measure rmcp's one-task-per-session queue instead).
+/// shared by every connection would measure rmcp's one-task-per-session queue instead), then
+/// `tools/list` from 50 stateless 2026-07-28 clients.
 async fn queries(bench: &Bench, warm: &str, secs: u64, report: &mut Report) -> anyhow::Result<()> {
     let sessions = starts::open_sessions(bench, 50).await?;
     let list = rpc("tools/list", json!({}));
     let first = sessions.ids.first().context("no session opened")?;
-    let answer_bytes = starts::answer_bytes(bench, &list, first).await?;
+    let headers = starts::session_headers(bench, &[format!("Mcp-Session-Id: {first}")]);
+    let answer_bytes = starts::answer_bytes(bench, &list.to_string(), &headers).await?;
     let listing =
         starts::over_sessions(bench, list, &sessions, 50, secs, Some(answer_bytes)).await?;
     eprintln!("bench: tools/list: {}", line(&listing));
+    let mut stateless = bench.stateless_wrk("tools/list", json!({}), json!({}), 50, secs);
+    let env = |name: &str| {
+        stateless
+            .env
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let answer_bytes =
+        starts::answer_bytes(bench, &env("BENCH_BODY"), &env("BENCH_HEADERS")).await?;
+    stateless
+        .env
+        .push(("BENCH_ANSWER_BYTES", answer_bytes.to_string()));
+    let stateless_listing = stateless.run().await?;
+    eprintln!(
+        "bench: tools/list (2026-07-28): {}",
+        line(&stateless_listing)
+    );
     let status = starts::over_sessions(
         bench,
         rpc(
@@ -569,7 +590,7 @@ async fn queries(bench: &Bench, warm: &str, secs: u64, report: &mut Report) -> a
     )
     .await?;
     eprintln!("bench: get_change_status: {}", line(&status));
-    report.queries(&listing, &status);
+    report.queries(&listing, &stateless_listing, &status);
     Ok(())
 }
 
@@ -872,21 +893,27 @@ impl Report {
         );
     }
 
-    fn queries(&mut self, listing: &Load, status: &Load) {
-        self.detail("tools/list ×50", listing);
+    fn queries(&mut self, listing: &Load, stateless_listing: &Load, status: &Load) {
+        self.detail("tools/list ×50, 2025-11-25 sessions", listing);
+        self.detail("tools/list ×50, 2026-07-28 stateless", stateless_listing);
         self.detail("get_change_status ×50", status);
-        self.row(
-            "tools/list, 50 connections",
-            format!(
-                "{:.0}/s (p99 {:.1} ms), errors {}",
-                listing.rate(),
-                listing.p99_ms,
-                listing.errors
-            ),
-            "—".into(),
-            "—".into(),
-            format!("≥ 5000/s: {}", verdict(listing.rate() >= 5000.0)),
-        );
+        for (era, load) in [
+            ("2025-11-25 sessions", listing),
+            ("2026-07-28 stateless", stateless_listing),
+        ] {
+            self.row(
+                &format!("tools/list, 50 connections, {era}"),
+                format!(
+                    "{:.0}/s (p99 {:.1} ms), errors {}",
+                    load.rate(),
+                    load.p99_ms,
+                    load.errors
+                ),
+                "—".into(),
+                "—".into(),
+                format!("≥ 5000/s: {}", verdict(load.rate() >= 5000.0)),
+            );
+        }
         self.row(
             "get_change_status, 50 connections",
             format!(
@@ -1009,7 +1036,9 @@ simulator direct row is wrk on the Catalyst Center simulator's HTTPS API.\n\
 - **`tools/list`** answers (77 KB each) are not handed to wrk's Lua one by one: copying each \
 into Lua cost wrk more CPU than the front door spent answering, on the same two cores. An \
 answer counts as an error when its HTTP status is one, and the run as all errors unless the \
-bytes read average one whole answer (measured once beforehand) within 1 %. \
+bytes read average one whole answer (measured once beforehand) within 1 %. Both eras are \
+measured: a session's answer is an SSE stream (rmcp's session task, a priming event, the \
+message framed as an event), a stateless call's one JSON body. \
 `get_change_status` answers are read one by one.\n\
 - **1000 clients**: wrk with 1000 connections calling `get_change_status` (a query: no \
 workflow start); first in the 2026-07-28 era stateless, then in the 2025-11-25 era over 1000 \

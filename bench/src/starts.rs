@@ -418,7 +418,7 @@ pub async fn over_sessions(
 
 /// The headers of a request in a 2025-11-25 session (the session id aside, which wrk's script
 /// sets per request), with `more`.
-fn session_headers(bench: &Bench, more: &[String]) -> String {
+pub fn session_headers(bench: &Bench, more: &[String]) -> String {
     let mut extra = vec![format!(
         "MCP-Protocol-Version: {}",
         changeflow::mcp_client::PROTOCOL_VERSION
@@ -427,22 +427,23 @@ fn session_headers(bench: &Bench, more: &[String]) -> String {
     bench.headers(&extra)
 }
 
-/// The size of one whole answer to `body` in `session` as it crosses the wire (status line,
-/// headers, chunked body), for wrk's check of answers it does not hand to Lua one by one
-/// (`BENCH_ANSWER_BYTES`). The answer must be a 200.
-pub async fn answer_bytes(bench: &Bench, body: &Value, session: &str) -> anyhow::Result<u64> {
+/// The size of one whole answer to a request with `body` and `headers` (as wrk's script gets
+/// them, `{n}` filled in) as it crosses the wire: status line, headers and the body, chunked (a
+/// 2025-11-25 stream) or of a stated length (a 2026-07-28 JSON answer). It is what wrk's script
+/// checks answers it does not hand to Lua one by one against (`BENCH_ANSWER_BYTES`). The answer
+/// must be a 200.
+pub async fn answer_bytes(bench: &Bench, body: &str, headers: &str) -> anyhow::Result<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = reqwest::Url::parse(&bench.mcp)?;
     let host = url.host_str().context("the MCP endpoint has no host")?;
     let port = url
         .port_or_known_default()
         .context("the MCP endpoint has no port")?;
-    let body = body.to_string().replace("{n}", "1-1");
-    let headers = session_headers(bench, &[format!("Mcp-Session-Id: {session}")]);
+    let body = body.replace("{n}", "1-1");
     let request = format!(
         "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\n{}\r\nContent-Length: {}\r\n\r\n{body}",
         url.path(),
-        headers.replace('\n', "\r\n"),
+        headers.replace("{n}", "1-1").replace('\n', "\r\n"),
         body.len()
     );
     let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
@@ -450,7 +451,7 @@ pub async fn answer_bytes(bench: &Bench, body: &Value, session: &str) -> anyhow:
     let mut answer = Vec::new();
     let mut chunk = [0u8; 16384];
     let read = async {
-        while !answer.ends_with(b"\r\n0\r\n\r\n") {
+        while !whole_answer(&answer) {
             let n = stream.read(&mut chunk).await?;
             anyhow::ensure!(n > 0, "the front door closed the connection mid-answer");
             answer.extend_from_slice(&chunk[..n]);
@@ -466,4 +467,21 @@ pub async fn answer_bytes(bench: &Bench, body: &Value, session: &str) -> anyhow:
         String::from_utf8_lossy(&answer[..answer.len().min(300)])
     );
     Ok(answer.len() as u64)
+}
+
+/// Whether `answer` holds a whole HTTP/1.1 answer: its headers, then as many bytes as its
+/// `content-length` says or, without one, a chunked body up to its last chunk.
+fn whole_answer(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|line| {
+        line.strip_prefix("content-length:")
+            .and_then(|n| n.trim().parse::<usize>().ok())
+    });
+    match length {
+        Some(length) => answer.len() >= end + 4 + length,
+        None => answer.ends_with(b"\r\n0\r\n\r\n"),
+    }
 }
