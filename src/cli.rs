@@ -195,7 +195,8 @@ pub(crate) struct ServeArgs {
     pub(crate) approval_poll_secs: u64,
     /// Seconds between passes of the archiver, which copies the history of every closed change
     /// and write into the audit store (with an audit record), so replay outlives Temporal's
-    /// retention.
+    /// retention. A pass looks at what closed lately; every five minutes one looks back ten
+    /// minutes, for workflows Temporal's visibility listed late.
     #[arg(long, env = "CHANGEFLOW_ARCHIVE_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) archive_interval_secs: u64,
     /// Archive the histories of reads too (by default only changes and writes are archived).
