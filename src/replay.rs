@@ -257,6 +257,12 @@ pub async fn replay(history: History) -> anyhow::Result<Verdict> {
     }
 }
 
+/// How long one replay may take. A history the SDK cannot read (an event of the wrong type
+/// where a workflow task's end belongs, say: one flipped byte) makes its replay worker panic
+/// in a task of its own, and the replay then waits forever; a real history replays in well
+/// under a second.
+pub const REPLAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Replays `events`; the failure's message, if the code does not match them.
 async fn failure(
     replayer: &WorkflowReplayer,
@@ -265,10 +271,19 @@ async fn failure(
     let history = History {
         events: events.to_vec(),
     };
-    match replayer
-        .replay_workflow(WorkflowHistory::from(history))
-        .await
-    {
+    let replayed = tokio::time::timeout(
+        REPLAY_LIMIT,
+        replayer.replay_workflow(WorkflowHistory::from(history)),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the replay did not finish within {} s: the history is damaged or not one \
+             workflow's whole history",
+            REPLAY_LIMIT.as_secs()
+        )
+    })?;
+    match replayed {
         Ok(()) => Ok(None),
         Err(WorkflowReplayError::Replay(failure)) => Ok(Some(match failure {
             WorkflowReplayFailure::Nondeterminism { message } => message,

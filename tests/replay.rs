@@ -131,6 +131,42 @@ async fn an_altered_history_is_reported_nondeterministic_with_its_event() {
     );
 }
 
+/// A history the SDK cannot read (a workflow task's completion turned into another start, as
+/// one flipped byte in an evidence bundle's `history.pb` did) is refused within the replay's
+/// bound, on the command line and in the API, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_history_is_refused_instead_of_replayed_forever() {
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    let bytes = std::fs::read(fixtures().join("change-standard-succeeded.json")).unwrap();
+    let mut history = replay::decode(&bytes).unwrap();
+    let completed = history
+        .events
+        .iter_mut()
+        .filter(|e| e.event_type == EventType::WorkflowTaskCompleted as i32)
+        .nth(1)
+        .expect("the fixture completes workflow tasks");
+    completed.event_type = EventType::WorkflowTaskStarted as i32;
+    let dir = common::TempDir::new("changeflow-replay");
+    let file = dir.0.join("damaged.pb");
+    std::fs::write(&file, prost::Message::encode_to_vec(&history)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .args(["replay", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("the replay did not finish within"), "{said}");
+    let refused = tokio::task::LocalSet::new()
+        .run_until(replay::replay(history))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_replays_a_live_change_and_a_temporal_cli_export() {
     let h = Harness::start(HarnessOptions::default()).await;
