@@ -19,14 +19,6 @@ fn changeflow(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -121,30 +113,34 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
         &data,
         &["evidence", &change, "--output", bundle.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::said(&out));
     assert!(
-        text(&out).contains("signed by changeflow-evidence version 1"),
+        common::said(&out).contains("signed by changeflow-evidence version 1"),
         "{}",
-        text(&out)
+        common::said(&out)
     );
     let again = changeflow(
         &data,
         &["evidence", &change, "--output", bundle.to_str().unwrap()],
     );
-    assert!(!again.status.success(), "{}", text(&again));
-    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    assert!(!again.status.success(), "{}", common::said(&again));
+    assert!(
+        common::said(&again).contains("already exists"),
+        "{}",
+        common::said(&again)
+    );
     let archive = dir.0.join("bundle.tar.gz");
     let out = changeflow(
         &data,
         &["evidence", &change, "--output", archive.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::said(&out));
     let key = dir.0.join("evidence.pem");
     let out = changeflow(
         &data,
         &["evidence", "public-key", "--output", key.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::said(&out));
     assert!(
         std::fs::read_to_string(&key)
             .unwrap()
@@ -222,7 +218,7 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
                 key.to_str().unwrap(),
             ],
         );
-        let said = text(&out);
+        let said = common::said(&out);
         assert!(out.status.success(), "{said}");
         assert!(said.contains("verified"), "{said}");
         assert!(
@@ -256,7 +252,7 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
         .arg(dir.0.join("signature.bin"))
         .output()
         .unwrap();
-    assert!(openssl.status.success(), "{}", text(&openssl));
+    assert!(openssl.status.success(), "{}", common::said(&openssl));
 
     let verify = |bundle: &Path, key: Option<&Path>| {
         let mut args = vec!["evidence", "verify", bundle.to_str().unwrap()];
@@ -264,7 +260,7 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
             args.extend(["--public-key", key.to_str().unwrap()]);
         }
         let out = changeflow(&data, &args);
-        (out.status.code(), text(&out))
+        (out.status.code(), common::said(&out))
     };
 
     // One byte changed in any file is named.
@@ -332,7 +328,7 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
         .arg("openssl genpkey -algorithm ed25519 | openssl pkey -pubout")
         .output()
         .unwrap();
-    assert!(other.status.success(), "{}", text(&other));
+    assert!(other.status.success(), "{}", common::said(&other));
     let other_key = dir.0.join("other.pem");
     std::fs::write(&other_key, &other.stdout).unwrap();
     let (code, said) = verify(&bundle, Some(&other_key));
@@ -355,9 +351,9 @@ async fn an_approved_change_exports_a_signed_bundle_that_verifies_and_tampering_
     );
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("no change 'change-that-never-was'"),
+        common::said(&out).contains("no change 'change-that-never-was'"),
         "{}",
-        text(&out)
+        common::said(&out)
     );
     assert!(!nothing.exists());
 }

@@ -154,11 +154,7 @@ async fn a_damaged_history_is_refused_instead_of_replayed_forever() {
         .arg(&file)
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = common::said(&out);
     assert_ne!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("the replay did not finish within"), "{said}");
     let refused = tokio::task::LocalSet::new()
@@ -620,11 +616,7 @@ async fn the_archive_outlives_temporal_data_loss() {
             .arg(&data)
             .output()
             .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let said = common::said(&out);
         assert!(out.status.success(), "{args:?}: {said}");
         said
     };

@@ -512,3 +512,12 @@ impl Drop for DevProcess {
         self.stop();
     }
 }
+
+/// What a finished command said: its standard output, then its standard error.
+pub fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
