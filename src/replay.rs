@@ -257,10 +257,10 @@ pub async fn replay(history: History) -> anyhow::Result<Verdict> {
     }
 }
 
-/// How long one replay may take. A history the SDK cannot read (an event of the wrong type
-/// where a workflow task's end belongs, say: one flipped byte) makes its replay worker panic
-/// in a task of its own, and the replay then waits forever; a real history replays in well
-/// under a second.
+/// How long one replay may take: a real history replays in well under a second. A backstop:
+/// the one way a history was seen to hang a replay (an event of the wrong type where a
+/// workflow task's end belongs, one flipped byte, which made the SDK's replay worker panic in
+/// a task of its own) is refused before replaying.
 pub const REPLAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Replays `events`; the failure's message, if the code does not match them.
@@ -271,6 +271,11 @@ async fn failure(
     let history = History {
         events: events.to_vec(),
     };
+    // The SDK's replay worker reads the history's workflow tasks with this and panics (in a
+    // task of its own, the replay left waiting) when it cannot: ask first.
+    if let Err(e) = temporalio_sdk_core::replay::HistoryInfo::new_from_history(&history, None) {
+        anyhow::bail!("the history is damaged: {}", shortened(&e.to_string()));
+    }
     let replayed = tokio::time::timeout(
         REPLAY_LIMIT,
         replayer.replay_workflow(WorkflowHistory::from(history)),
@@ -290,6 +295,16 @@ async fn failure(
             other => other.to_string(),
         })),
         Err(other) => Err(anyhow::anyhow!("replay failed: {other}")),
+    }
+}
+
+/// `message` up to its first 300 characters (the SDK's message on a damaged history quotes
+/// the whole offending event).
+fn shortened(message: &str) -> String {
+    const SHOWN: usize = 300;
+    match message.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message.to_string(),
     }
 }
 
