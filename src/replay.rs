@@ -243,6 +243,12 @@ impl std::fmt::Display for Verdict {
 pub async fn replay(history: History) -> anyhow::Result<Verdict> {
     let events = history.events.len();
     anyhow::ensure!(events > 0, "the history has no events");
+    // The SDK's replay worker reads the history's workflow tasks with this and panics (in a
+    // task of its own, the replay left waiting) when it cannot: ask first. Once, for the whole
+    // history: the prefixes `locate` replays end at a workflow task start and then read as well.
+    if let Err(e) = temporalio_sdk_core::replay::HistoryInfo::new_from_history(&history, None) {
+        anyhow::bail!("the history is damaged: {}", shortened(&e.to_string()));
+    }
     let options = with_workflows!(WorkflowReplayerOptions::new())
         .context("registering workflows")?
         .build();
@@ -271,11 +277,6 @@ async fn failure(
     let history = History {
         events: events.to_vec(),
     };
-    // The SDK's replay worker reads the history's workflow tasks with this and panics (in a
-    // task of its own, the replay left waiting) when it cannot: ask first.
-    if let Err(e) = temporalio_sdk_core::replay::HistoryInfo::new_from_history(&history, None) {
-        anyhow::bail!("the history is damaged: {}", shortened(&e.to_string()));
-    }
     let replayed = tokio::time::timeout(
         REPLAY_LIMIT,
         replayer.replay_workflow(WorkflowHistory::from(history)),
